@@ -1,0 +1,88 @@
+"""Decoder checkpoints: written atomically, read back with one-line errors, matched to their backbone.
+
+A checkpoint holds the decoder weights, the full config, the backbone identity (architecture,
+weight source and hashes) and, for resuming, the optimizer/scheduler/scaler/RNG state. The
+frozen CLIP weights are never copied into it.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import Config, ConfigError, config_from_dict
+
+CHECKPOINT_FORMAT = "mgca-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read or does not fit; the message names the fix."""
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write `payload` to `path` via a temporary file + rename, so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save({"format": CHECKPOINT_FORMAT, **payload}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict at `path`, or a CheckpointError saying what is wrong with the file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass the .pt file written by `python -m mgca.train`")
+    try:
+        payload = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(err).__name__}); use an earlier checkpoint or retrain") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not an mgca checkpoint (format {payload.get('format') if isinstance(payload, dict) else None!r}, expected {CHECKPOINT_FORMAT!r}); pass a file written by `python -m mgca.train`")
+    return payload
+
+
+def config_of(payload: dict[str, Any]) -> Config:
+    try:
+        return config_from_dict(payload["config"])
+    except (KeyError, ConfigError) as err:
+        raise CheckpointError(f"checkpoint config is unreadable ({err}); the file was written by an incompatible mgca version") from None
+
+
+def check_backbone_matches(recorded: dict[str, str], actual: dict[str, str], where: str) -> None:
+    """Refuse to pair a decoder with CLIP weights other than the ones it was trained on."""
+    for key in ("arch", "visual_sha256", "text_sha256"):
+        if recorded.get(key) != actual.get(key):
+            raise CheckpointError(
+                f"{where} was trained on backbone {recorded.get('arch')} from {recorded.get('source')} "
+                f"but the loaded CLIP differs ({key}: {str(recorded.get(key))[:12]} vs {str(actual.get(key))[:12]}); "
+                "pass the same CLIP weights file with --clip-weights"
+            )
+
+
+def load_model(path: str | Path, clip_weights: str | None = None, device: str | torch.device = "cpu"):
+    """Rebuild (model, config) from a checkpoint; `clip_weights` overrides where the CLIP file now lives."""
+    from .model import build_model
+
+    payload = load_checkpoint(path)
+    cfg = config_of(payload)
+    if clip_weights is not None:
+        cfg.backbone.checkpoint = clip_weights
+    model = build_model(cfg.backbone, cfg.decoder)
+    check_backbone_matches(payload.get("backbone", {}), model.backbone.identity.to_dict(), f"checkpoint {path}")
+    try:
+        model.decoder.load_state_dict(payload["decoder"])
+    except (KeyError, RuntimeError) as err:
+        raise CheckpointError(f"checkpoint {path} decoder weights do not fit decoder config {cfg.decoder} ({str(err).splitlines()[0]})") from None
+    return model.to(device).eval(), cfg

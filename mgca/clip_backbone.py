@@ -1,0 +1,287 @@
+"""The frozen CLIP backbone: dense MaskCLIP-style image features and prompt-averaged text features.
+
+Weights come only from a local file the user names (OpenAI TorchScript archive, or an
+open_clip state dict as .pt/.bin/.safetensors); without one the model is randomly
+initialised from a seed, which is what the tests and the embedded default use.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+import zipfile
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._compat import import_open_clip
+from .config import BackboneConfig
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class BackboneError(ValueError):
+    """The CLIP weights or architecture cannot be used; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class BackboneIdentity:
+    """What a decoder was trained on top of; checkpoints, exports and text caches record it."""
+
+    arch: str
+    source: str  # checkpoint path, or "random-init(seed=N)"
+    dense_mode: str
+    visual_sha256: str
+    text_sha256: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def _bundled_config(arch: str) -> dict[str, Any] | None:
+    path = resources.files("mgca").joinpath("model_configs").joinpath(f"{arch}.json")
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def model_config(arch: str) -> dict[str, Any]:
+    """The architecture dict of a bundled (mgca-tiny) or open_clip model name."""
+    cfg = _bundled_config(arch)
+    if cfg is None:
+        cfg = import_open_clip().get_model_config(arch)
+    if cfg is None:
+        known = ", ".join(import_open_clip().list_models()[:8])
+        raise BackboneError(f"unknown CLIP architecture {arch!r}; use mgca-tiny or an open_clip name such as {known}, ...")
+    return dict(cfg)
+
+
+def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
+    """The state dict in `path`, and whether it was an OpenAI TorchScript archive (QuickGELU)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path)), False
+        except Exception as err:  # safetensors raises several error types for bad files
+            raise BackboneError(f"CLIP checkpoint {path} is not a readable safetensors file ({err}); re-download or re-save it") from None
+    is_jit = zipfile.is_zipfile(path) and any(n.endswith("constants.pkl") for n in zipfile.ZipFile(path).namelist())
+    try:
+        if is_jit:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load is deprecated; OpenAI files need it
+                return torch.jit.load(str(path), map_location="cpu").state_dict(), True
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise BackboneError(f"CLIP checkpoint {path} is corrupt or not a PyTorch file ({type(err).__name__}); re-download it") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise BackboneError(f"CLIP checkpoint {path} holds no state dict of tensors; give CLIP weights (OpenAI .pt or open_clip .pt/.safetensors)")
+    return obj, False
+
+
+def _clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    for key in ("input_resolution", "context_length", "vocab_size"):
+        state.pop(key, None)
+    return state
+
+
+def _load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path, arch: str) -> None:
+    open_clip = import_open_clip()
+    state = _clean_state_dict(state)
+    if "logit_scale" in state and state["logit_scale"].ndim != model.logit_scale.ndim:
+        state["logit_scale"] = state["logit_scale"].reshape(model.logit_scale.shape)
+    open_clip.factory.resize_pos_embed(state, model)
+    own = model.state_dict()
+    non_persistent = {name for name, _ in model.named_buffers()} - set(own)  # e.g. the text attn_mask
+    state = {k: v for k, v in state.items() if k not in non_persistent}
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong_shape:
+        example = (wrong_shape or missing or unexpected)[0]
+        raise BackboneError(
+            f"CLIP checkpoint {path} does not match architecture {arch!r} ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(wrong_shape)} wrong-shape keys, e.g. {example!r}); "
+            "set backbone.arch to the architecture these weights were trained with"
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def _sha256(tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        digest.update(key.encode())
+        digest.update(tensors[key].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def build_clip_model(cfg: BackboneConfig) -> tuple[nn.Module, str]:
+    """An open_clip CLIP with the requested weights; returns (model, source description)."""
+    open_clip = import_open_clip()
+    arch_cfg = model_config(cfg.arch)
+    if arch_cfg.get("custom_text") or "hf_model_name" in arch_cfg.get("text_cfg", {}):
+        raise BackboneError(f"architecture {cfg.arch!r} uses a Hugging Face text tower; mgca supports CLIP's own text transformer")
+    state, is_openai = None, False
+    path = None
+    if cfg.checkpoint is not None:
+        path = Path(cfg.checkpoint).expanduser()
+        if not path.is_file():
+            raise BackboneError(f"CLIP checkpoint {path} does not exist; pass the local path of the weights (nothing is downloaded)")
+        state, is_openai = _read_state_dict(path)
+    quick_gelu = cfg.quick_gelu if cfg.quick_gelu is not None else (is_openai or arch_cfg.get("quick_gelu", False))
+    arch_cfg["quick_gelu"] = quick_gelu
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.init_seed)
+        model = open_clip.CLIP(**arch_cfg)
+    if state is not None:
+        _load_weights(model, state, path, cfg.arch)
+        return model, str(path.resolve())
+    return model, f"random-init(seed={cfg.init_seed})"
+
+
+class FrozenCLIP(nn.Module):
+    """CLIP's two towers, frozen, exposing dense pixel features and text features.
+
+    Dense features follow TCL's variant of MaskCLIP (spec, "Dense CLIP features"): in the last
+    block each token attends only to itself, so attention reduces to out_proj(v); "tcl" keeps
+    that block's residual and MLP, "maskclip" drops them. ln_post and proj then run on every
+    token and CLS is dropped.
+    """
+
+    def __init__(self, clip: nn.Module, arch: str, source: str, dense_mode: str = "tcl"):
+        super().__init__()
+        if dense_mode not in ("tcl", "maskclip"):
+            raise BackboneError(f"dense_mode {dense_mode!r} is not 'tcl' or 'maskclip'")
+        last = clip.visual.transformer.resblocks[-1]
+        if not isinstance(getattr(last, "attn", None), nn.MultiheadAttention):
+            raise BackboneError(f"architecture {arch!r} has no standard attention block; dense features need a plain ViT CLIP")
+        self.clip = clip
+        self.arch = arch
+        self.source = source
+        self.dense_mode = dense_mode
+        self.tokenizer = self._make_tokenizer(arch, clip.context_length)
+        self._pos_cache: dict[tuple, torch.Tensor] = {}
+        self.requires_grad_(False)
+        self.eval()
+
+    @staticmethod
+    def _make_tokenizer(arch: str, context_length: int):
+        open_clip = import_open_clip()
+        return open_clip.tokenizer.SimpleTokenizer(context_length=context_length)
+
+    def train(self, mode: bool = True) -> "FrozenCLIP":
+        """Always eval: the encoders are frozen (dropout and norm statistics never change)."""
+        return super().train(False)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.clip.visual.proj.shape[1])
+
+    @property
+    def patch_size(self) -> int:
+        patch = self.clip.visual.patch_size
+        return int(patch[0] if isinstance(patch, (tuple, list)) else patch)
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return tuple(getattr(self.clip.visual, "image_mean", None) or OPENAI_CLIP_MEAN)
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return tuple(getattr(self.clip.visual, "image_std", None) or OPENAI_CLIP_STD)
+
+    @cached_property
+    def identity(self) -> BackboneIdentity:
+        state = self.clip.state_dict()
+        visual = {k: v for k, v in state.items() if k.startswith("visual.")}
+        text = {k: v for k, v in state.items() if not k.startswith("visual.")}
+        return BackboneIdentity(self.arch, self.source, self.dense_mode, _sha256(visual), _sha256(text))
+
+    def positional_embedding(self, grid_h: int, grid_w: int) -> torch.Tensor:
+        """CLS + grid positional embeddings, bicubic-resampled to the input grid (cached per size)."""
+        pos = self.clip.visual.positional_embedding
+        key = (grid_h, grid_w, pos.device, pos.dtype)
+        if key not in self._pos_cache:
+            cls_pos, grid_pos = pos[:1], pos[1:]
+            side = int(round(grid_pos.shape[0] ** 0.5))
+            if (side, side) == (grid_h, grid_w):
+                resized = grid_pos
+            else:
+                grid = grid_pos.reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
+                grid = F.interpolate(grid, size=(grid_h, grid_w), mode="bicubic", align_corners=False)
+                resized = grid.permute(0, 2, 3, 1).reshape(grid_h * grid_w, -1).to(pos.dtype)
+            self._pos_cache[key] = torch.cat([cls_pos, resized], dim=0).detach()
+        return self._pos_cache[key]
+
+    def _apply(self, fn, recurse=True):
+        self._pos_cache = {}
+        return super()._apply(fn, recurse)
+
+    def _value_only_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        attn: nn.MultiheadAttention = block.attn
+        width = x.shape[-1]
+        value = F.linear(block.ln_1(x), attn.in_proj_weight[2 * width:], attn.in_proj_bias[2 * width:])
+        attended = block.ls_1(attn.out_proj(value))
+        if self.dense_mode == "maskclip":
+            return attended
+        x = x + attended
+        return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+    @torch.no_grad()
+    def dense_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised images -> (B, C, H/patch, W/patch) projected patch features."""
+        height, width = images.shape[-2:]
+        patch = self.patch_size
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+        if height % patch or width % patch:
+            raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {patch}; pad or resize it")
+        visual = self.clip.visual
+        x = visual.conv1(images.to(visual.conv1.weight.dtype))
+        batch, _, grid_h, grid_w = x.shape
+        x = x.flatten(2).transpose(1, 2)
+        cls = visual.class_embedding.to(x.dtype).reshape(1, 1, -1).expand(batch, 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding(grid_h, grid_w).to(x.dtype)
+        x = visual.ln_pre(x)
+        transformer = visual.transformer
+        batch_first = getattr(transformer, "batch_first", True)
+        if not batch_first:
+            x = x.transpose(0, 1)
+        for block in transformer.resblocks[:-1]:
+            x = block(x)
+        x = self._value_only_block(transformer.resblocks[-1], x)
+        if not batch_first:
+            x = x.transpose(0, 1)
+        x = visual.ln_post(x) @ visual.proj
+        return x[:, 1:].transpose(1, 2).reshape(batch, -1, grid_h, grid_w)
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.tokenizer(list(texts))
+
+    @torch.no_grad()
+    def encode_text(self, texts: Sequence[str], normalize: bool = False) -> torch.Tensor:
+        """Text features (N, C) for raw strings; not normalised unless asked (Eq. 2 uses raw dots)."""
+        device = self.clip.token_embedding.weight.device
+        return self.clip.encode_text(self.tokenize(texts).to(device), normalize=normalize)
+
+    @torch.no_grad()
+    def class_embeddings(self, class_names: Sequence[str], templates: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """(K, C) L2-normalised class embeddings: each class's normalised prompt embeddings averaged (TCL/CLIP)."""
+        prompts = [template.format(name) for name in class_names for template in templates]
+        chunks = [self.encode_text(prompts[i:i + batch_size], normalize=True) for i in range(0, len(prompts), batch_size)]
+        features = torch.cat(chunks).reshape(len(class_names), len(templates), -1).mean(dim=1)
+        return F.normalize(features, dim=-1)
+
+
+def build_backbone(cfg: BackboneConfig) -> FrozenCLIP:
+    """The frozen backbone of `cfg`: architecture by name, weights from a local file or a seed."""
+    clip, source = build_clip_model(cfg)
+    return FrozenCLIP(clip, cfg.arch, source, cfg.dense_mode)

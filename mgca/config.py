@@ -1,0 +1,202 @@
+"""Configuration as data: one dataclass per concern, loaded from YAML plus `a.b=value` overrides.
+
+Every default here is the paper's (section 4.1) or the spec's (../shared/mgca-spec.md) unless
+its comment says otherwise; the embedded default run overrides a few of them for speed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is wrong; the message says which and how to fix it."""
+
+
+@dataclass
+class BackboneConfig:
+    arch: str = "mgca-tiny"  # open_clip architecture name (e.g. ViT-B-16) or a bundled config
+    checkpoint: str | None = None  # local CLIP weights (OpenAI .pt or open_clip .pt/.safetensors)
+    dense_mode: Literal["tcl", "maskclip"] = "tcl"  # last-block variant, see mgca.clip_backbone
+    quick_gelu: bool | None = None  # None: True for OpenAI JIT archives, else the config's
+    init_seed: int = 0  # random-init seed when no checkpoint is given (tests, embedded default)
+
+
+@dataclass
+class DecoderConfig:
+    kind: Literal["gated_conv", "none"] = "gated_conv"  # "none": frozen MaskCLIP features
+    upsample: int = 2
+    num_blocks: int = 2
+
+
+@dataclass
+class LossConfig:
+    k_obj: float = 0.4  # k, positive object area (Eq. 3)
+    k_neg: float = 0.05  # k_n, hard negative region area
+    k_pix: float = 0.06  # semi-hard positive rank inside the object (Eq. 7)
+    tau: float = 0.07
+    scale: float | None = None  # f in Eq. 7; None means 5*sqrt(C)
+    use_obj: bool = True
+    use_reg: bool = True
+    use_pix: bool = True
+    chunk_size: int = 0  # images per chunk of S (B, B, L); 0 computes S in one piece
+
+
+@dataclass
+class DataConfig:
+    source: str | None = "synthetic"  # "synthetic", webdataset shards (dir/brace pattern), folder or csv/tsv
+    synthetic_size: int = 512  # number of generated pairs when source is "synthetic"
+    image_size: int = 224
+    crop_scale: tuple[float, float] = (0.5, 1.0)  # RandomResizedCrop area range
+    noun_prompts: bool = True  # pick original caption or a noun prompt per sample (GroupViT/TCL)
+    num_workers: int = 0
+    seed: int = 0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    epochs: int = 15
+    warmup_epochs: float = 2.0
+    grad_clip: float = 0.0  # 0 disables clipping
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32  # micro-batch per process
+    global_batch: int = 0  # 0: batch_size * world_size; else reached by gradient accumulation
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    compile: Literal["auto", "on", "off"] = "auto"  # auto: torch.compile on CUDA only
+    device: str = "auto"
+    output_dir: str = "runs/mgca"
+    log_every: int = 10
+    checkpoint_every: int = 0  # optimizer steps between checkpoints; 0: once per epoch
+    max_steps: int = 0  # stop after this many optimizer steps (0: run all epochs)
+    resume: str | None = None  # checkpoint path, or "auto" for output_dir/last.pt
+    seed: int = 0
+
+
+@dataclass
+class Config:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain, JSON-safe dict (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Turn a YAML/CLI value into the field's declared type, or say what was expected."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{where}: cannot read {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.strip("()[] ").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values like 'a,b', got {value!r}")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if annotation in (int, float, str):
+        try:
+            if annotation is int and isinstance(value, str):
+                return int(float(value)) if value.strip().lstrip("-").replace(".", "", 1).isdigit() else int(value)
+            return annotation(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}") from None
+    return value
+
+
+def _fill(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"unknown key(s) {sorted(unknown)} in '{where or 'config'}'; valid keys: {sorted(known)}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        path = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: expected a mapping of {sorted(f.name for f in dataclasses.fields(hint))}")
+            kwargs[name] = _fill(hint, value, path)
+        else:
+            kwargs[name] = _coerce(value, hint, path)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any], cls: type = Config) -> Any:
+    return _fill(cls, data or {}, "")
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """`["train.batch_size=8", "loss.k_pix=0.1"]` -> nested dict (values stay strings until coerced)."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.batch_size=8")
+        key, value = item.split("=", 1)
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else value
+    return nested
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, cls: type = Config) -> Any:
+    """Defaults, then the YAML file (if any), then `a.b=value` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; pass an existing YAML file or omit --config")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML ({err.__class__.__name__}); fix its syntax") from None
+    data = _merge(data, parse_overrides(overrides or []))
+    return config_from_dict(data, cls)

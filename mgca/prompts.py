@@ -1,0 +1,27 @@
+"""Prompt templates: TCL's 9 for evaluation, CLIP's 80 ImageNet ones for training noun prompts."""
+from __future__ import annotations
+
+TCL_TEMPLATES: tuple[str, ...] = (
+    "itap of a {}.",
+    "a bad photo of a {}.",
+    "a origami {}.",
+    "a photo of the large {}.",
+    "a {} in a video game.",
+    "art of the {}.",
+    "a photo of the small {}.",
+    "a photo of many {}.",
+    "a photo of {}s.",
+)
+
+TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
+    "tcl": TCL_TEMPLATES,
+    "single": ("a photo of a {}.",),
+    "none": ("{}",),
+}
+
+
+def get_templates(name: str) -> tuple[str, ...]:
+    """A named template set; an unknown name says which exist."""
+    if name not in TEMPLATE_SETS:
+        raise ValueError(f"unknown prompt template set {name!r}; choose one of {sorted(TEMPLATE_SETS)}")
+    return TEMPLATE_SETS[name]
