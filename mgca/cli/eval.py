@@ -1,0 +1,270 @@
+"""`mgca-eval`: zero-shot mIoU of a checkpoint (or of frozen CLIP features) on a benchmark folder.
+
+    mgca-eval --dataset voc21 --root data/VOCdevkit/VOC2012 --checkpoint runs/mgca/last.pt [--units 36]
+    mgca-eval --dataset ade20k --root /work/shared/data/ade_sample --decoder none --arch ViT-B-16 --clip-weights ViT-B-16.pt
+    mgca-eval --dataset cityscapes --root data/cityscapes --engine bundle/ [--compare-torch runs/mgca/last.pt]
+
+The dataset loop and metric (`evaluate`) take any `predict(image) -> labels` callable;
+`make_predict_fn` is the one place that decides which engine produces the labels.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+PredictFn = Callable[[np.ndarray], np.ndarray]
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """Which model: a trained checkpoint, or frozen CLIP features (`--decoder none`)."""
+    group = parser.add_argument_group("model")
+    group.add_argument("--checkpoint", help="decoder checkpoint written by `python -m mgca.train`")
+    group.add_argument("--decoder", choices=["checkpoint", "none"], default="checkpoint",
+                       help="'none' evaluates frozen MaskCLIP features (the paper's Table 3 baseline row)")
+    group.add_argument("--arch", default="mgca-tiny", help="CLIP architecture for --decoder none without a checkpoint")
+    group.add_argument("--clip-weights", help="local CLIP weights file (OpenAI .pt or open_clip .pt/.safetensors)")
+    group.add_argument("--dense-mode", choices=["tcl", "maskclip"], help="override the backbone's last-block variant")
+    group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+
+
+def add_inference_args(parser: argparse.ArgumentParser) -> None:
+    """The InferenceConfig knobs; defaults are the paper's (4.1)."""
+    group = parser.add_argument_group("inference")
+    group.add_argument("--units", type=int, default=36, help="meta-points M (0 = pixel units)")
+    group.add_argument("--unit-scope", choices=["image", "window"], default="image")
+    group.add_argument("--short-side", type=int, default=448)
+    group.add_argument("--window", type=int, default=448)
+    group.add_argument("--stride", type=int, default=224)
+    group.add_argument("--templates", default="tcl", help="prompt template set (tcl, single, none)")
+    group.add_argument("--background-threshold", type=float, default=None,
+                       help="softmax threshold below which a pixel is background (default: the dataset's)")
+
+
+def build_predictor(args: argparse.Namespace, background_threshold: float | None):
+    """(SegmentationPredictor, model) from parsed model + inference args; warns on random-init CLIP."""
+    from mgca.inference import InferenceConfig, SegmentationPredictor, resolve_device
+    from mgca.inference.loading import is_random_init, load_inference_model
+
+    device = resolve_device(args.device)
+    model = load_inference_model(args.checkpoint, args.decoder, args.arch, args.clip_weights, args.dense_mode, device)
+    if is_random_init(model):
+        print(f"warning: CLIP {model.backbone.arch} is randomly initialised (no --clip-weights and none recorded in the "
+              "checkpoint): these numbers are meaningless, they only prove the pipeline runs", file=sys.stderr)
+    config = InferenceConfig(short_side=args.short_side, window=args.window, stride=args.stride, units=args.units,
+                             unit_scope=args.unit_scope, background_threshold=background_threshold, templates=args.templates)
+    return SegmentationPredictor(model, config, device), model
+
+
+def add_engine_args(parser: argparse.ArgumentParser) -> None:
+    """Evaluate an exported bundle through the lean runtime (what applications ship) instead of PyTorch."""
+    group = parser.add_argument_group("exported engine (runtime/)")
+    group.add_argument("--engine", metavar="BUNDLE", help="bundle directory written by mgca-export; labels come from runtime.Segmenter")
+    group.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], default="auto", help="runtime backend for --engine")
+    group.add_argument("--precision", choices=["fp32", "int8", "fp16"], default=None,
+                       help="bundle model for --engine: fp32/int8 ONNX (onnxruntime) or the fp16 TensorRT engine (default: auto)")
+    group.add_argument("--text-cache", help="text_cache.npz with the dataset's classes (default: the bundle's)")
+    group.add_argument("--compare-torch", metavar="CKPT", help="with --engine: also evaluate this checkpoint in PyTorch and print both side by side")
+
+
+def make_engine_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, dict]:
+    """The runtime's predict callable on an exported bundle, with the same dataset classes and threshold."""
+    from runtime import Segmenter
+
+    from mgca.config import ConfigError
+
+    threshold = args.background_threshold if args.background_threshold is not None else spec.background_threshold
+    threshold = threshold if spec.with_background else None
+    segmenter = Segmenter(args.engine, backend=args.backend, device=args.device, precision=args.precision,
+                          text_cache=args.text_cache, short_side=args.short_side, stride=args.stride,
+                          units=args.units, unit_scope=args.unit_scope)
+    if args.window != segmenter.settings.window:
+        raise ConfigError(f"--window {args.window} differs from the window {segmenter.settings.window} the bundle was exported with; "
+                          f"pass --window {segmenter.settings.window} or re-export with mgca-export --window {args.window}")
+    classes = list(spec.prompt_classes)
+    segmenter.check_classes(classes)  # fail before the loop when the text cache lacks a class
+    described = segmenter.describe()
+    settings = segmenter.settings
+    info = {"engine": f"runtime {described['backend']} {described['precision']} ({described['model']})",
+            "device": described["provider"], "backbone": {"arch": segmenter.bundle.arch, "source": f"bundle {segmenter.bundle.path}",
+                                                          **segmenter.bundle.manifest.get("backbone", {})},
+            "decoder": "bundle", "checkpoint": None, "bundle": str(segmenter.bundle.path), "runtime": described,
+            "output_stride": segmenter.bundle.output_stride,
+            "inference": {"short_side": settings.short_side, "window": settings.window, "stride": settings.stride,
+                          "units": settings.units, "unit_scope": settings.unit_scope, "background_threshold": threshold,
+                          "templates": "text cache"}}
+
+    def predict(image: np.ndarray) -> np.ndarray:
+        return segmenter.segment(image, classes, background_threshold=threshold).labels
+
+    return predict, info
+
+
+def evaluate_pair(dataset, predict: PredictFn, reference: PredictFn, limit: int | None = None, progress: bool = True):
+    """Both callables on every image: (metrics, reference metrics, label agreement, seconds, reference seconds)."""
+    from tqdm import tqdm
+
+    from mgca.metrics import ConfusionMatrix
+
+    spec = dataset.spec
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    matrices = [ConfusionMatrix(spec.num_classes, spec.ignore_index) for _ in range(2)]
+    seconds, same, total = [0.0, 0.0], 0, 0
+    for index in tqdm(range(count), desc=f"eval {spec.name} (engine + torch)", unit="img", disable=not progress, file=sys.stderr):
+        sample = dataset[index]
+        outputs = []
+        for slot, fn in enumerate((predict, reference)):
+            start = time.perf_counter()
+            outputs.append(np.asarray(fn(sample.image)))
+            seconds[slot] += time.perf_counter() - start
+            matrices[slot].update(outputs[slot], sample.label)
+        same += int((outputs[0] == outputs[1]).sum())
+        total += outputs[0].size
+    return matrices[0].compute(spec.classes), matrices[1].compute(spec.classes), same / max(total, 1), seconds[0], seconds[1]
+
+
+def side_by_side(engine, torch_metrics, agreement: float, names: tuple[str, str]) -> str:
+    """Per-class IoU of both runs, their difference, then both mIoUs and the pixel agreement."""
+    def pct(value: float) -> str:
+        return "-" if np.isnan(value) else f"{100 * value:.2f}"
+
+    width = max([len("class")] + [len(n) for n in engine.class_names])
+    head = f"{'class':<{width}}  {names[1]:>9}  {names[0]:>9}  {'diff':>6}"
+    lines = [head, "-" * len(head)]
+    for name, a, b in zip(engine.class_names, engine.iou, torch_metrics.iou):
+        diff = "-" if np.isnan(a) or np.isnan(b) else f"{100 * (a - b):+.2f}"
+        lines.append(f"{name:<{width}}  {pct(b):>9}  {pct(a):>9}  {diff:>6}")
+    lines.append("-" * len(head))
+    lines.append(f"{'mIoU':<{width}}  {pct(torch_metrics.miou):>9}  {pct(engine.miou):>9}  {100 * (engine.miou - torch_metrics.miou):+.2f}")
+    lines.append(f"labels identical on {100 * agreement:.3f}% of pixels")
+    return "\n".join(lines)
+
+
+def make_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, dict]:
+    """The per-image predict callable for this run and a description of it (engines plug in here)."""
+    if getattr(args, "engine", None):
+        return make_engine_predict_fn(args, spec)
+    threshold = args.background_threshold if args.background_threshold is not None else spec.background_threshold
+    predictor, model = build_predictor(args, threshold if spec.with_background else None)
+    predictor.set_classes(spec.prompt_classes)
+    info = {"engine": "torch", "device": str(predictor.device), "backbone": model.backbone.identity.to_dict(),
+            "decoder": "none" if args.decoder == "none" else "checkpoint", "checkpoint": args.checkpoint,
+            "output_stride": predictor.output_stride, "inference": predictor.config.to_dict()}
+    return predictor.predict, info
+
+
+def evaluate(dataset, predict: PredictFn, limit: int | None = None, progress: bool = True):
+    """Run `predict` over the dataset and accumulate the confusion matrix: (SegMetrics, seconds)."""
+    from tqdm import tqdm
+
+    from mgca.metrics import ConfusionMatrix
+
+    spec = dataset.spec
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    matrix = ConfusionMatrix(spec.num_classes, spec.ignore_index)
+    start = time.perf_counter()
+    for index in tqdm(range(count), desc=f"eval {spec.name}", unit="img", disable=not progress, file=sys.stderr):
+        sample = dataset[index]
+        matrix.update(predict(sample.image), sample.label)
+    return matrix.compute(spec.classes), time.perf_counter() - start
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mgca-eval", description="Zero-shot semantic segmentation mIoU (MGCA).")
+    parser.add_argument("--dataset", required=True, help="voc21, voc20, context60, context59, coco_object, coco_stuff, ade20k, cityscapes")
+    parser.add_argument("--root", required=True, help="dataset folder (mmseg data_root, or a sample layout)")
+    parser.add_argument("--layout", default="auto", help="auto, mmseg, sample or coco-instances")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    parser.add_argument("--json", help="also write the metrics and the run's settings to this JSON file")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_model_args(parser)
+    add_inference_args(parser)
+    add_engine_args(parser)
+    return parser
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Evaluate, print the table, optionally write JSON; returns the JSON-able result."""
+    from mgca.datasets import open_dataset
+
+    dataset = open_dataset(args.dataset, args.root, args.layout)
+    predict, info = make_predict_fn(args, dataset.spec)
+    if getattr(args, "compare_torch", None):
+        return run_compare(args, dataset, predict, info)
+    metrics, seconds = evaluate(dataset, predict, args.limit, progress=not args.no_progress)
+    inf = info["inference"]
+    print(f"{dataset.spec.title}: {metrics.num_images} of {len(dataset)} images from {dataset.root} ({dataset.layout.name} layout)")
+    print(f"model: {info['backbone']['arch']} ({info['backbone']['source']}), decoder {info['decoder']}, "
+          f"units {inf['units'] or 'pixel'} ({inf['unit_scope']}), short side {inf['short_side']}, "
+          f"window {inf['window']}/{inf['stride']}, bg threshold {inf['background_threshold']}")
+    print(metrics.table())
+    print(f"time: {seconds:.1f} s, {seconds / max(1, metrics.num_images):.2f} s/image on {info['device']}")
+    result = {"dataset": dataset.spec.name, "root": str(dataset.root), "layout": dataset.layout.name,
+              "seconds": round(seconds, 3), **info, **metrics.to_dict()}
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def run_compare(args: argparse.Namespace, dataset, predict: PredictFn, info: dict) -> dict:
+    """--engine BUNDLE --compare-torch CKPT: the same images through both, metrics side by side."""
+    from mgca.config import ConfigError
+
+    if not args.engine:
+        raise ConfigError("--compare-torch CKPT compares an exported engine with its checkpoint; pass --engine BUNDLE too")
+    torch_args = argparse.Namespace(**{**vars(args), "checkpoint": args.compare_torch, "decoder": "checkpoint", "engine": None})
+    reference, torch_info = make_predict_fn(torch_args, dataset.spec)
+    engine_bb, torch_bb = info["backbone"], torch_info["backbone"]
+    if engine_bb.get("text_sha256") and engine_bb.get("text_sha256") != torch_bb.get("text_sha256"):
+        print(f"warning: bundle {args.engine} and checkpoint {args.compare_torch} were made with different CLIP weights; "
+              "the comparison is not like for like", file=sys.stderr)
+    metrics, torch_metrics, agreement, seconds, torch_seconds = evaluate_pair(
+        dataset, predict, reference, args.limit, progress=not args.no_progress)
+    inf = info["inference"]
+    images = max(1, metrics.num_images)
+    print(f"{dataset.spec.title}: {metrics.num_images} of {len(dataset)} images from {dataset.root} ({dataset.layout.name} layout)")
+    print(f"engine: {info['engine']} on {info['device']} | torch: {args.compare_torch} on {torch_info['device']}")
+    print(f"units {inf['units'] or 'pixel'} ({inf['unit_scope']}), short side {inf['short_side']}, "
+          f"window {inf['window']}/{inf['stride']}, bg threshold {inf['background_threshold']}")
+    print(side_by_side(metrics, torch_metrics, agreement, ("engine", "torch")))
+    print(f"time: engine {seconds / images:.3f} s/image, torch {torch_seconds / images:.3f} s/image "
+          f"(engine/torch {seconds / max(torch_seconds, 1e-9):.2f}x)")
+    result = {"dataset": dataset.spec.name, "root": str(dataset.root), "layout": dataset.layout.name,
+              "seconds": round(seconds, 3), **info, **metrics.to_dict(),
+              "torch": {"seconds": round(torch_seconds, 3), "checkpoint": args.compare_torch, **torch_metrics.to_dict()},
+              "label_agreement": agreement}
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return result
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The project's 'you passed something wrong' errors: one line on stderr, exit 2, no traceback."""
+    from mgca.checkpoint import CheckpointError
+    from mgca.clip_backbone import BackboneError
+    from mgca.config import ConfigError
+    from mgca.datasets import DatasetError
+    from runtime.errors import BackendError, BundleError, RuntimeInputError
+
+    return CheckpointError, ConfigError, BackboneError, DatasetError, OSError, BundleError, RuntimeInputError, BackendError
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except user_errors() as err:
+        print(f"mgca-eval: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

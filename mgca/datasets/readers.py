@@ -1,0 +1,183 @@
+"""Readers for the benchmark folders: find the layout under --root, list (image, label) pairs, load them.
+
+Labels come back as int64 (H, W) maps in the dataset's class indices with `ignore_index` (255)
+for void, after MMSegmentation's `reduce_zero_label` where the dataset uses it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from PIL import Image
+
+from .coco import coco_object_label
+from .specs import _ALIASES, DATASETS, DatasetSpec, Layout, Part, voc_palette
+
+
+class DatasetError(ValueError):
+    """A dataset name, root or file is wrong; the message names the missing thing and the expected layout."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One evaluation image: where its pixels and its labels are."""
+
+    name: str
+    image_path: Path
+    label_path: Path | None = None  # None for COCO-json items, rasterised from `annotations`
+    annotations: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass
+class Sample:
+    name: str
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    label: np.ndarray  # (H, W) int64, ignore_index for void
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The registry entry for a dataset name or alias."""
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[key]
+
+
+def _required_paths(base: Path, layout: Layout) -> list[Path]:
+    paths = []
+    for part in layout.parts:
+        paths += [base / part.image_dir, base / part.label_dir]
+        if part.split_file:
+            paths.append(base / part.split_file)
+    return paths
+
+
+def resolve_layout(spec: DatasetSpec, root: Path, layout: str = "auto") -> tuple[Layout, Path]:
+    """(layout, base folder) of the first layout whose folders all exist under root (or a nested root)."""
+    if not root.is_dir():
+        raise DatasetError(f"dataset root {root} is not a folder; pass --root pointing at the {spec.name} data")
+    layouts = [l for l in spec.layouts if layout in ("auto", l.name)]
+    if not layouts:
+        raise DatasetError(f"dataset {spec.name} has no layout {layout!r}; choose auto or one of {[l.name for l in spec.layouts]}")
+    first_missing = None
+    for candidate in layouts:
+        for base in [root] + [root / nested for nested in candidate.nested_roots]:
+            missing = next((p for p in _required_paths(base, candidate) if not p.exists()), None)
+            if missing is None:
+                return candidate, base
+            first_missing = first_missing or missing
+    expected = " | ".join(l.describe() + (f" (or below {', '.join(l.nested_roots)})" if l.nested_roots else "") for l in layouts)
+    raise DatasetError(f"dataset {spec.name}: {first_missing} does not exist under --root {root}; expected {expected}")
+
+
+def _file_items(base: Path, part: Part) -> list[Item]:
+    image_dir, label_dir = base / part.image_dir, base / part.label_dir
+    if part.split_file:
+        ids = [line.strip() for line in (base / part.split_file).read_text().splitlines() if line.strip()]
+    else:
+        files = image_dir.rglob("*") if part.recursive else image_dir.iterdir()
+        ids = sorted(p.relative_to(image_dir).as_posix()[:-len(part.image_suffix)] for p in files
+                     if p.name.endswith(part.image_suffix) and p.is_file())
+    items = [Item(i, image_dir / f"{i}{part.image_suffix}", label_dir / f"{i}{part.label_suffix}") for i in ids]
+    for item in items:
+        for path in (item.image_path, item.label_path):
+            if not path.is_file():
+                raise DatasetError(f"{path} does not exist (listed by {part.split_file or part.image_dir}); the dataset is incomplete")
+    return items
+
+
+def _coco_items(base: Path, part: Part) -> list[Item]:
+    path = base / part.label_dir
+    try:
+        data = json.loads(path.read_text())
+        categories = sorted(int(c["id"]) for c in data["categories"])
+        images, annotations = data["images"], data["annotations"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DatasetError(f"{path} is not a COCO instances json ({type(err).__name__}: {err})") from None
+    label_of = {cat: index + 1 for index, cat in enumerate(categories)}
+    by_image: dict[int, list[dict[str, Any]]] = {}
+    for ann in annotations:  # category ids become COCO-Object labels 1..80 here, once
+        ann = dict(ann, category_id=label_of[int(ann["category_id"])])
+        by_image.setdefault(int(ann["image_id"]), []).append(ann)
+    items = []
+    for image in sorted(images, key=lambda im: im["file_name"]):
+        item = Item(Path(image["file_name"]).stem, base / part.image_dir / image["file_name"], None,
+                    tuple(by_image.get(int(image["id"]), [])))
+        if not item.image_path.is_file():
+            raise DatasetError(f"{item.image_path} does not exist (listed in {path}); the dataset is incomplete")
+        items.append(item)
+    return items
+
+
+def _decode_rgb_label(rgb: np.ndarray, palette_name: str | None, path: Path) -> np.ndarray:
+    """Map palette colours back to indices; colours outside the palette become 255 (void)."""
+    if palette_name != "voc":
+        raise DatasetError(f"{path} is an RGB image but this dataset's labels must be class-index PNGs")
+    palette = np.asarray(voc_palette(), dtype=np.int64)
+    keys = (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]
+    order = np.argsort(keys)
+    packed = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    pos = np.clip(np.searchsorted(keys[order], packed), 0, len(keys) - 1)
+    found = keys[order][pos] == packed
+    index = order[pos]
+    return np.where(found & ((index <= 20) | (index == 255)), index, 255)
+
+
+def read_label(path: Path, spec: DatasetSpec) -> np.ndarray:
+    """(H, W) int64 label map of a PNG: class indices (palette/gray) or, for VOC, RGB palette colours."""
+    with Image.open(path) as image:
+        mode = image.mode
+        array = np.asarray(image.convert("RGB") if mode in ("RGB", "RGBA") else image)
+    label = _decode_rgb_label(array, spec.rgb_palette, path) if mode in ("RGB", "RGBA") else array.astype(np.int64)
+    return reduce_zero_label(label, spec.ignore_index) if spec.reduce_zero_label else label
+
+
+def reduce_zero_label(label: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+    """MMSegmentation's reduce_zero_label: 0 (other/background) -> ignore, every class k -> k - 1."""
+    out = label - 1
+    out[(label == 0) | (label == ignore_index)] = ignore_index
+    return out
+
+
+def read_image(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+class SegmentationDataset:
+    """A benchmark's evaluation images; indexing loads one `Sample`."""
+
+    def __init__(self, spec: DatasetSpec, root: Path, layout: Layout, items: list[Item]):
+        self.spec, self.root, self.layout, self.items = spec, root, layout, items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return (self[i] for i in range(len(self)))
+
+    def __getitem__(self, index: int) -> Sample:
+        item = self.items[index]
+        image = read_image(item.image_path)
+        if item.label_path is None:
+            label = coco_object_label(image.shape[0], image.shape[1], item.annotations).astype(np.int64)
+        else:
+            label = read_label(item.label_path, self.spec)
+        if label.shape != image.shape[:2]:
+            raise DatasetError(f"label {item.label_path or item.name} is {label.shape[1]}x{label.shape[0]} but image {item.image_path} is {image.shape[1]}x{image.shape[0]}")
+        return Sample(item.name, image, label)
+
+
+def open_dataset(name: str, root: str | Path, layout: str = "auto") -> SegmentationDataset:
+    """The dataset `name` under `root` ("auto" tries the mmseg layout, then the sample layouts)."""
+    spec = get_spec(name)
+    chosen, base = resolve_layout(spec, Path(root).expanduser(), layout)
+    items = []
+    for part in chosen.parts:
+        items += _coco_items(base, part) if part.kind == "coco_json" else _file_items(base, part)
+    if not items:
+        raise DatasetError(f"dataset {spec.name}: no images found under {base} ({chosen.describe()})")
+    return SegmentationDataset(spec, base, chosen, items)

@@ -1,0 +1,199 @@
+"""The eight zero-shot benchmarks: MMSegmentation class names, directory layouts, background thresholds.
+
+Class names are MMSegmentation's `CLASSES`/`METAINFO['classes']` verbatim (including ADE's 'bed '
+with its trailing space); COCO-Object is GroupViT/TCL's (background + the 80 COCO-Stuff things);
+VOC20 is TCL's (VOC without background, reduce_zero_label). Background thresholds are GroupViT's
+softmax thresholds (VOC .95, Context .35, COCO-Object .95), which apply to exactly the softmax
+of scores * 100 that docs/inference-contract.md uses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+
+CONTEXT59_CLASSES = (
+    "aeroplane", "bag", "bed", "bedclothes", "bench", "bicycle", "bird", "boat", "book", "bottle", "building",
+    "bus", "cabinet", "car", "cat", "ceiling", "chair", "cloth", "computer", "cow", "cup", "curtain", "dog",
+    "door", "fence", "floor", "flower", "food", "grass", "ground", "horse", "keyboard", "light", "motorbike",
+    "mountain", "mouse", "person", "plate", "platform", "pottedplant", "road", "rock", "sheep", "shelves",
+    "sidewalk", "sign", "sky", "snow", "sofa", "table", "track", "train", "tree", "truck", "tvmonitor", "wall",
+    "water", "window", "wood",
+)
+
+COCO_THINGS = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush",
+)
+
+COCO_STUFF = (
+    "banner", "blanket", "branch", "bridge", "building-other", "bush", "cabinet", "cage", "cardboard", "carpet",
+    "ceiling-other", "ceiling-tile", "cloth", "clothes", "clouds", "counter", "cupboard", "curtain",
+    "desk-stuff", "dirt", "door-stuff", "fence", "floor-marble", "floor-other", "floor-stone", "floor-tile",
+    "floor-wood", "flower", "fog", "food-other", "fruit", "furniture-other", "grass", "gravel", "ground-other",
+    "hill", "house", "leaves", "light", "mat", "metal", "mirror-stuff", "moss", "mountain", "mud", "napkin",
+    "net", "paper", "pavement", "pillow", "plant-other", "plastic", "platform", "playingfield", "railing",
+    "railroad", "river", "road", "rock", "roof", "rug", "salad", "sand", "sea", "shelf", "sky-other",
+    "skyscraper", "snow", "solid-other", "stairs", "stone", "straw", "structural-other", "table", "tent",
+    "textile-other", "towel", "tree", "vegetable", "wall-brick", "wall-concrete", "wall-other", "wall-panel",
+    "wall-stone", "wall-tile", "wall-wood", "water-other", "waterdrops", "window-blind", "window-other", "wood",
+)
+
+ADE20K_CLASSES = (
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed ", "windowpane", "grass", "cabinet",
+    "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
+    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence", "desk",
+    "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard",
+    "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand",
+    "path", "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge",
+    "bookcase", "blind", "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove",
+    "palm", "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus",
+    "towel", "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television receiver",
+    "airplane", "dirt track", "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle",
+    "buffet", "poster", "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything",
+    "swimming pool", "stool", "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven",
+    "ball", "food", "step", "tank", "trade name", "microwave", "pot", "animal", "bicycle", "lake",
+    "dishwasher", "screen", "blanket", "sculpture", "hood", "sconce", "vase", "traffic light", "tray",
+    "ashcan", "fan", "pier", "crt screen", "plate", "monitor", "bulletin board", "shower", "radiator",
+    "glass", "clock", "flag",
+)
+
+CITYSCAPES_CLASSES = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
+    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One folder pair of a layout: images in `image_dir`, labels beside them in `label_dir`.
+
+    kind "files": label = label_dir / (image's relative stem + label_suffix).
+    kind "coco_json": `label_dir` is a COCO instances json, rasterised into COCO-Object masks.
+    """
+
+    image_dir: str
+    label_dir: str
+    image_suffix: str = ".jpg"
+    label_suffix: str = ".png"
+    split_file: str | None = None  # image ids, one a line (mmseg `split`/`ann_file`)
+    recursive: bool = False  # scan sub-folders (Cityscapes' per-city folders)
+    kind: Literal["files", "coco_json"] = "files"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A directory layout below the dataset root; every part must exist for it to match."""
+
+    name: str
+    parts: tuple[Part, ...]
+    nested_roots: tuple[str, ...] = ()  # sub-folders of --root that may hold this layout
+
+    def describe(self) -> str:
+        items = []
+        for part in self.parts:
+            if part.kind == "coco_json":
+                items.append(f"{part.image_dir}/*{part.image_suffix} + {part.label_dir}")
+            else:
+                split = f" (ids from {part.split_file})" if part.split_file else ""
+                items.append(f"{part.image_dir}/*{part.image_suffix} + {part.label_dir}/*{part.label_suffix}{split}")
+        return f"{self.name} layout: " + "; ".join(items)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything evaluation needs to know about one benchmark."""
+
+    name: str
+    title: str
+    classes: tuple[str, ...]
+    layouts: tuple[Layout, ...]
+    background_threshold: float | None = None  # set exactly for the "with background" datasets
+    reduce_zero_label: bool = False  # label 0 -> ignore, others shift down by one (ADE, VOC20, Context59)
+    ignore_index: int = 255
+    rgb_palette: str | None = None  # "voc": RGB label images are decoded with the VOC palette
+    aliases: tuple[str, ...] = field(default=())
+
+    @property
+    def with_background(self) -> bool:
+        return self.classes[0] == "background"
+
+    @property
+    def prompt_classes(self) -> tuple[str, ...]:
+        """The names that get text embeddings: background is never embedded, it is a threshold."""
+        return self.classes[1:] if self.with_background else self.classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def _voc_layouts() -> tuple[Layout, ...]:
+    mmseg = Layout("mmseg", (Part("JPEGImages", "SegmentationClass", split_file="ImageSets/Segmentation/val.txt"),),
+                   nested_roots=("VOCdevkit/VOC2012", "VOC2012"))
+    sample = Layout("sample", (Part("samples", "samples", "_image.png", "_target.png"), Part("misc", "misc", ".jpg", ".png")))
+    return mmseg, sample
+
+
+def _context_layouts() -> tuple[Layout, ...]:
+    part = Part("JPEGImages", "SegmentationClassContext", split_file="ImageSets/SegmentationContext/val.txt")
+    return (Layout("mmseg", (part,), nested_roots=("VOCdevkit/VOC2010", "VOC2010")),)
+
+
+def _coco_layout(label_suffix: str) -> Layout:
+    return Layout("mmseg", (Part("images/val2017", "annotations/val2017", ".jpg", label_suffix),), nested_roots=("coco_stuff164k",))
+
+
+_SPECS = (
+    DatasetSpec("voc21", "Pascal VOC 2012 (21 classes, with background)", VOC_CLASSES, _voc_layouts(),
+                background_threshold=0.95, rgb_palette="voc", aliases=("voc",)),
+    DatasetSpec("voc20", "Pascal VOC 2012 (20 classes, background ignored)", VOC_CLASSES[1:], _voc_layouts(),
+                reduce_zero_label=True, rgb_palette="voc"),
+    DatasetSpec("context60", "Pascal Context (60 classes, with background)", ("background",) + CONTEXT59_CLASSES,
+                _context_layouts(), background_threshold=0.35, aliases=("context",)),
+    DatasetSpec("context59", "Pascal Context (59 classes, background ignored)", CONTEXT59_CLASSES, _context_layouts(),
+                reduce_zero_label=True),
+    DatasetSpec("coco_object", "COCO-Object (81 classes, with background)", ("background",) + COCO_THINGS,
+                (_coco_layout("_instanceTrainIds.png"),
+                 Layout("coco-instances", (Part("val2017", "annotations/instances_val2017.json", kind="coco_json"),))),
+                background_threshold=0.95, aliases=("coco-object", "object")),
+    DatasetSpec("coco_stuff", "COCO-Stuff 164k (171 classes)", COCO_THINGS + COCO_STUFF,
+                (_coco_layout("_labelTrainIds.png"),), aliases=("coco_stuff164k", "coco-stuff", "stuff")),
+    DatasetSpec("ade20k", "ADE20K (150 classes)", ADE20K_CLASSES,
+                (Layout("mmseg", (Part("images/validation", "annotations/validation"),), nested_roots=("ADEChallengeData2016",)),
+                 Layout("sample", (Part("sampleData/images", "sampleData/annotations"),))),
+                reduce_zero_label=True, aliases=("ade",)),
+    DatasetSpec("cityscapes", "Cityscapes (19 classes)", CITYSCAPES_CLASSES,
+                (Layout("mmseg", (Part("leftImg8bit/val", "gtFine/val", "_leftImg8bit.png", "_gtFine_labelTrainIds.png", recursive=True),),
+                        nested_roots=("cityscapes", "tests/data/pseudo_cityscapes_dataset")),),
+                aliases=("city",)),
+)
+
+DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in _SPECS}
+_ALIASES: dict[str, str] = {alias: spec.name for spec in _SPECS for alias in spec.aliases}
+
+
+def voc_palette() -> list[tuple[int, int, int]]:
+    """The 256-entry Pascal VOC colour map (index 255, void, is (224, 224, 192))."""
+    palette = []
+    for index in range(256):
+        r = g = b = 0
+        value = index
+        for bit in range(8):
+            r |= ((value >> 0) & 1) << (7 - bit)
+            g |= ((value >> 1) & 1) << (7 - bit)
+            b |= ((value >> 2) & 1) << (7 - bit)
+            value >>= 3
+        palette.append((r, g, b))
+    return palette

@@ -1,0 +1,156 @@
+"""The CLIs on the tiny model: mgca-eval (checkpoint and --decoder none) and mgca-segment, plus their errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mgca.cli import eval as eval_cli
+from mgca.cli import segment as segment_cli
+
+SMALL = ["--short-side", "64", "--window", "64", "--stride", "32", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def voc_root(tmp_path_factory) -> Path:
+    """A 3-image VOC tree in the mmseg layout (random pixels, labels with background, classes and void)."""
+    root = tmp_path_factory.mktemp("voc") / "VOC2012"
+    rng = np.random.default_rng(0)
+    names = ["img_a", "img_b", "img_c"]
+    for name, (h, w) in zip(names, [(40, 60), (70, 50), (20, 20)]):
+        (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
+        (root / "SegmentationClass").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / "JPEGImages" / f"{name}.jpg")
+        label = np.zeros((h, w), dtype=np.uint8)
+        label[h // 4:h // 2, w // 4:w // 2] = 8
+        label[-3:, :] = 255
+        label[: h // 5, -w // 3:] = 15
+        Image.fromarray(label).save(root / "SegmentationClass" / f"{name}.png")
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(names) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("img") / "photo.jpg"
+    pixels = np.zeros((48, 72, 3), dtype=np.uint8)
+    pixels[:24] = (90, 150, 230)
+    pixels[24:] = (60, 160, 60)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def run_eval(args: list[str], capsys) -> tuple[int, str, str]:
+    code = eval_cli.main(args + ["--no-progress"])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_eval_with_checkpoint_writes_table_and_json(voc_root, tiny_checkpoint, tmp_path, capsys):
+    out_json = tmp_path / "m.json"
+    code, out, err = run_eval(["--dataset", "voc21", "--root", str(voc_root), "--checkpoint", str(tiny_checkpoint),
+                               "--json", str(out_json), *SMALL], capsys)
+    assert code == 0, err
+    assert "mIoU" in out and "aeroplane" in out and "3 of 3 images" in out
+    assert "randomly initialised" in err
+    result = json.loads(out_json.read_text())
+    assert result["num_images"] == 3 and result["dataset"] == "voc21" and result["decoder"] == "checkpoint"
+    assert 0.0 <= result["mIoU"] <= 100.0 and result["inference"]["units"] == 36
+    assert result["inference"]["background_threshold"] == 0.95 and len(result["per_class"]) == 21
+
+
+@pytest.mark.parametrize("extra", [
+    ["--decoder", "none", "--arch", "mgca-tiny"],
+    ["--decoder", "none", "--checkpoint", "CKPT", "--dense-mode", "maskclip"],
+    ["--checkpoint", "CKPT", "--units", "0", "--limit", "1"],
+    ["--checkpoint", "CKPT", "--unit-scope", "window", "--units", "4", "--background-threshold", "0.5"],
+])
+def test_eval_variants(voc_root, tiny_checkpoint, tmp_path, capsys, extra):
+    extra = [str(tiny_checkpoint) if e == "CKPT" else e for e in extra]
+    out_json = tmp_path / "m.json"
+    code, out, err = run_eval(["--dataset", "voc20", "--root", str(voc_root), "--json", str(out_json), *SMALL, *extra], capsys)
+    assert code == 0, err
+    result = json.loads(out_json.read_text())
+    assert len(result["per_class"]) == 20 and result["inference"]["background_threshold"] is None
+    assert result["num_images"] == (1 if "--limit" in extra else 3)
+    if "none" in extra:
+        assert result["decoder"] == "none" and result["output_stride"] == 16
+
+
+def test_evaluate_takes_any_predict_callable(voc_root):
+    from mgca.datasets import open_dataset
+
+    dataset = open_dataset("voc21", voc_root)
+    perfect, _ = eval_cli.evaluate(dataset, lambda image: np.zeros(image.shape[:2], dtype=np.int64), progress=False)
+    assert perfect.iou[0] > 0.5 and perfect.num_images == 3
+
+    def oracle_factory():
+        labels = iter([dataset[i].label for i in range(len(dataset))])
+        return lambda image: np.where((lab := next(labels)) == 255, 0, lab)
+
+    oracle, _ = eval_cli.evaluate(dataset, oracle_factory(), progress=False)
+    assert oracle.miou == pytest.approx(1.0) and oracle.aacc == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "voc21", "--root", "/nonexistent/voc", "--decoder", "none"], "not a folder"),
+    (["--dataset", "pascal", "--root", ".", "--decoder", "none"], "unknown dataset"),
+    (["--dataset", "voc21", "--root", "ROOT"], "pass --checkpoint"),
+    (["--dataset", "voc21", "--root", "ROOT", "--checkpoint", "/nonexistent.pt"], "does not exist"),
+    (["--dataset", "voc21", "--root", "ROOT", "--checkpoint", "GARBAGE"], "corrupt"),
+    (["--dataset", "voc21", "--root", "ROOT", "--decoder", "none", "--arch", "nope-arch"], "unknown CLIP architecture"),
+    (["--dataset", "voc21", "--root", "ROOT", "--decoder", "none", "--window", "40"], "window 40"),
+])
+def test_eval_errors_are_one_line_exit_2(voc_root, tmp_path, capsys, args, message):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    args = [str(voc_root) if a == "ROOT" else str(garbage) if a == "GARBAGE" else a for a in args]
+    code, _, err = run_eval(args, capsys)
+    lines = [line for line in err.splitlines() if line.startswith("mgca-eval: error")]
+    assert code == 2 and len(lines) == 1 and message in lines[0] and "Traceback" not in err
+
+
+def test_segment_writes_overlay_with_legend(photo, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "overlay.png"
+    labels_out = tmp_path / "labels.png"
+    code = segment_cli.main([str(photo), "--classes", "sky, grass,cat", "--checkpoint", str(tiny_checkpoint),
+                             "--out", str(out), "--labels-out", str(labels_out), *SMALL])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    overlay = Image.open(out)
+    assert overlay.format == "PNG" and overlay.width > 72 and overlay.height >= 48
+    labels = np.asarray(Image.open(labels_out))
+    assert labels.shape == (48, 72) and labels.max() < 3 and str(out) in captured.out
+
+
+def test_segment_with_background_and_default_output(photo, monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = segment_cli.main([str(photo), "--classes", "sky,grass", "--decoder", "none", "--background-threshold", "0.9",
+                             "--labels-out", "labels.png", *SMALL])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "photo_segmented.png").is_file()
+    assert np.asarray(Image.open(tmp_path / "labels.png")).max() <= 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["/nonexistent/photo.jpg", "--classes", "a,b", "--decoder", "none"], "No such file"),
+    (["PHOTO", "--classes", "a,,b", "--decoder", "none"], "--classes"),
+    (["PHOTO", "--classes", "a,b"], "pass --checkpoint"),
+])
+def test_segment_errors(photo, capsys, args, message):
+    code = segment_cli.main([str(photo) if a == "PHOTO" else a for a in args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_module_entry_points_run():
+    root = Path(__file__).resolve().parents[1]
+    for module in ("mgca.cli.eval", "mgca.cli.segment"):
+        result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=root, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and "usage" in result.stdout

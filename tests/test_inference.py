@@ -1,0 +1,282 @@
+"""Inference: meta-point grid, unit assignment vs a naive loop, windows, stitching, scores -> labels."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mgca.config import ConfigError
+from mgca.inference import InferenceConfig, SegmentationPredictor, labels_from_scores, upsample_scores
+from mgca.inference.units import (
+    assign_pixels, meta_grid, meta_point_indices, semantic_units, unit_embedding_map, unit_scores, uses_pixel_units,
+)
+from mgca.inference.windows import preprocess, resized_shape, stitch, window_boxes, window_spans
+from mgca.prompts import TCL_TEMPLATES
+
+
+def random_map(channels: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(channels, height, width, generator=generator), dim=0)
+
+
+def random_classes(count: int, channels: int, seed: int = 1) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(count, channels, generator=generator), dim=1)
+
+
+class LocalModel(nn.Module):
+    """Each 8x8 patch maps to its own embedding: windows stitched must equal one pass exactly."""
+
+    output_stride = 8
+
+    def __init__(self, channels: int = 16):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, channels, kernel_size=8, stride=8)
+        self.backbone = SimpleNamespace(mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.25), patch_size=8,
+                                        class_embeddings=lambda names, templates: random_classes(len(names), channels))
+
+    def pixel_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.conv(images), dim=1)
+
+
+def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+
+
+# ---- meta-points ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape, m, grid", [
+    ((10, 10), 36, (6, 6)), ((10, 20), 12, (3, 4)), ((20, 10), 12, (4, 3)), ((10, 10), 12, (3, 4)),
+    ((5, 9), 7, (1, 7)), ((9, 5), 7, (7, 1)), ((56, 84), 121, (11, 11)), ((3, 3), 1, (1, 1)),
+])
+def test_meta_grid(shape, m, grid):
+    assert meta_grid(*shape, m) == grid
+
+
+def test_meta_points_follow_the_contract_formula():
+    for height, width, m in [(28, 28, 36), (28, 42, 36), (7, 11, 12), (56, 56, 16), (4, 100, 36)]:
+        gy, gx = meta_grid(height, width, m)
+        expected = [int(np.floor((i + 0.5) * height / gy)) * width + int(np.floor((j + 0.5) * width / gx))
+                    for i in range(gy) for j in range(gx)]
+        assert meta_point_indices(height, width, m).tolist() == expected
+
+
+def test_pixel_units_threshold():
+    assert uses_pixel_units(0, 5, 5) and uses_pixel_units(25, 5, 5) and uses_pixel_units(30, 5, 5)
+    assert not uses_pixel_units(24, 5, 5)
+
+
+# ---- assignment and pooling vs naive loops --------------------------------------------------
+
+def naive_units(embeddings: torch.Tensor, m: int) -> tuple[list[int], list[torch.Tensor]]:
+    channels, height, width = embeddings.shape
+    pixels = [embeddings[:, y, x].double() for y in range(height) for x in range(width)]
+    points = [pixels[i] for i in meta_point_indices(height, width, m).tolist()]
+    assignment = []
+    for pixel in pixels:
+        sims = [float(pixel @ point) / float(pixel.norm() * point.norm()) for point in points]
+        best = max(sims)
+        assignment.append(next(k for k, s in enumerate(sims) if s >= best - 1e-12))
+    units = []
+    for k in range(len(points)):
+        members = [p for p, a in zip(pixels, assignment) if a == k]
+        mean = torch.stack(members).mean(0) if members else torch.zeros(channels, dtype=torch.float64)
+        units.append(mean / mean.norm() if members else mean)
+    return assignment, units
+
+
+@pytest.mark.parametrize("shape, m", [((7, 9), 6), ((12, 12), 36), ((5, 13), 7), ((6, 6), 16)])
+def test_assignment_and_pooling_match_a_naive_loop(shape, m):
+    embeddings = random_map(8, *shape, seed=sum(shape) + m)
+    assignment, units = semantic_units(embeddings, m)
+    naive_assignment, naive_pooled = naive_units(embeddings, m)
+    assert assignment.tolist() == naive_assignment
+    torch.testing.assert_close(units.double(), torch.stack(naive_pooled), atol=1e-5, rtol=0)
+
+
+def test_chunked_assignment_equals_one_block():
+    embeddings = random_map(8, 17, 23, seed=3)
+    flat = embeddings.flatten(1)
+    points = meta_point_indices(17, 23, 36)
+    assert torch.equal(assign_pixels(flat, points, chunk_elements=36 * 5), assign_pixels(flat, points))
+
+
+def test_ties_go_to_the_lowest_meta_point():
+    embeddings = torch.zeros(4, 4, 4)
+    embeddings[0] = 1.0  # every pixel identical: all similarities tie
+    assignment, _ = semantic_units(embeddings, 4)
+    assert assignment.tolist() == [0] * 16
+
+
+def test_unit_scores_give_each_pixel_its_units_scores():
+    embeddings, classes = random_map(8, 9, 11, seed=5), random_classes(5, 8)
+    scores = unit_scores(embeddings, classes, 6)
+    assignment, units = naive_units(embeddings, 6)
+    expected = torch.stack([torch.stack(units)[a].float() @ classes.T for a in assignment]).T.reshape(5, 9, 11)
+    torch.testing.assert_close(scores, expected, atol=1e-5, rtol=0)
+    assert len({tuple(scores[:, y, x].tolist()) for y in range(9) for x in range(11)}) <= 6
+
+
+def test_m_equal_l_reproduces_pixel_units():
+    embeddings, classes = random_map(8, 4, 6, seed=7), random_classes(5, 8)
+    pixel = torch.einsum("kc,chw->khw", classes, embeddings)
+    torch.testing.assert_close(unit_scores(embeddings, classes, 0), pixel)
+    torch.testing.assert_close(unit_scores(embeddings, classes, 24), pixel)
+    torch.testing.assert_close(unit_scores(embeddings, classes, 1000), pixel)
+    # the generic path with a meta-point on every pixel (grid 4x6 = the map) gives the same scores
+    assignment, units = semantic_units(embeddings, 24)
+    assert assignment.tolist() == list(range(24))
+    torch.testing.assert_close((units @ classes.T)[assignment].T.reshape(5, 4, 6), pixel, atol=1e-6, rtol=0)
+
+
+def test_unit_embedding_map_is_normalised_and_piecewise_constant():
+    out = unit_embedding_map(random_map(8, 10, 10, seed=2), 9)
+    torch.testing.assert_close(out.norm(dim=0), torch.ones(10, 10), atol=1e-5, rtol=0)
+    assert len({tuple(out[:, y, x].tolist()) for y in range(10) for x in range(10)}) <= 9
+
+
+# ---- preprocessing and windows --------------------------------------------------------------
+
+def test_resized_shape_rounds_the_scaled_sides():
+    assert resized_shape(500, 334, 448) == (671, 448)
+    assert resized_shape(333, 500, 448) == (448, 673)
+    assert resized_shape(448, 448, 448) == (448, 448)
+    assert resized_shape(5, 7, 448) == (448, 627)
+
+
+def test_preprocess_normalises_and_pads_to_the_output_stride():
+    image = np.full((500, 334, 3), 128, dtype=np.uint8)
+    pre = preprocess(image, 448, (0.5, 0.5, 0.5), (0.25, 0.5, 1.0), 8)
+    assert pre.original_size == (500, 334) and pre.resized_size == (671, 448) and pre.padded_size == (672, 448)
+    value = (128 / 255 - 0.5) / np.array([0.25, 0.5, 1.0])
+    torch.testing.assert_close(pre.tensor[:, :671].mean(dim=(1, 2)), torch.tensor(value, dtype=torch.float32))
+    assert torch.count_nonzero(pre.tensor[:, 671:]) == 0
+
+
+def test_preprocess_rejects_non_rgb_uint8():
+    with pytest.raises(ValueError, match="RGB uint8"):
+        preprocess(np.zeros((10, 10), dtype=np.uint8), 448, (0, 0, 0), (1, 1, 1), 8)
+    with pytest.raises(ValueError, match="RGB uint8"):
+        preprocess(np.zeros((10, 10, 3), dtype=np.float32), 448, (0, 0, 0), (1, 1, 1), 8)
+
+
+@pytest.mark.parametrize("size, spans", [
+    (448, [(0, 448)]), (100, [(0, 100)]), (600, [(0, 448), (152, 600)]),
+    (896, [(0, 448), (224, 672), (448, 896)]), (672, [(0, 448), (224, 672)]),
+])
+def test_window_spans_follow_mmseg_slide_inference(size, spans):
+    assert window_spans(size, 448, 224) == spans
+
+
+def test_window_boxes_cover_every_pixel():
+    boxes = window_boxes(72, 136, 32, 16)
+    covered = np.zeros((72, 136), dtype=int)
+    for y1, y2, x1, x2 in boxes:
+        assert y2 - y1 <= 32 and x2 - x1 <= 32
+        covered[y1:y2, x1:x2] += 1
+    assert covered.min() >= 1
+
+
+def test_stitch_averages_overlaps():
+    grids = torch.stack([torch.full((2, 2, 2), 1.0), torch.full((2, 2, 2), 3.0)])
+    grids[1, 1] = -3.0
+    out = stitch(grids, [(0, 16, 0, 16), (0, 16, 8, 24)], (16, 24), 8)
+    assert out.shape == (2, 2, 3)
+    expected_middle = F.normalize(torch.tensor([2.0, -1.0]), dim=0)
+    torch.testing.assert_close(out[:, 0, 1], expected_middle)
+
+
+# ---- the predictor --------------------------------------------------------------------------
+
+def test_one_covering_window_reproduces_a_single_pass(tiny_model):
+    predictor = SegmentationPredictor(tiny_model, InferenceConfig(short_side=64, window=64, stride=32))
+    image = random_image(64, 64)
+    pre, stitched = predictor.embed(image)
+    with torch.no_grad():
+        single = tiny_model.pixel_embeddings(pre.tensor[None])[0]
+    torch.testing.assert_close(stitched, F.normalize(single, dim=0), atol=1e-5, rtol=0)
+
+
+def test_sliding_windows_on_a_local_model_equal_a_single_pass():
+    model = LocalModel()
+    predictor = SegmentationPredictor(model, InferenceConfig(short_side=48, window=32, stride=16))
+    pre, stitched = predictor.embed(random_image(50, 90, seed=4))
+    assert len(window_boxes(*pre.padded_size, 32, 16)) > 4
+    with torch.no_grad():
+        single = model.pixel_embeddings(pre.tensor[None])[0]
+    torch.testing.assert_close(stitched, single, atol=1e-5, rtol=0)
+
+
+def test_window_scope_equals_image_scope_when_one_window_covers_the_image(tiny_model):
+    image = random_image(64, 64, seed=9)
+    results = []
+    for scope in ("image", "window"):
+        predictor = SegmentationPredictor(tiny_model, InferenceConfig(short_side=64, window=64, stride=32, units=9, unit_scope=scope))
+        predictor.set_classes(["cat", "dog", "sky"])
+        results.append(predictor.predict_scores(image))
+    torch.testing.assert_close(results[0], results[1], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (64, 64), (40, 130), (131, 33)])
+@pytest.mark.parametrize("units, scope", [(36, "image"), (0, "image"), (4, "window")])
+def test_predict_returns_labels_at_the_original_size(tiny_model, shape, units, scope):
+    predictor = SegmentationPredictor(tiny_model, InferenceConfig(short_side=32, window=32, stride=16, units=units, unit_scope=scope))
+    predictor.set_classes(["cat", "grass", "sky"])
+    labels = predictor.predict(random_image(*shape))
+    assert labels.shape == shape and labels.dtype == np.int64
+    assert labels.min() >= 0 and labels.max() < 3
+
+
+def test_background_threshold_shifts_classes(tiny_model):
+    image = random_image(40, 50)
+    base = SegmentationPredictor(tiny_model, InferenceConfig(short_side=32, window=32, stride=16))
+    base.set_classes(["cat", "grass", "sky"])
+    plain = base.predict(image)
+    never = SegmentationPredictor(tiny_model, InferenceConfig(short_side=32, window=32, stride=16, background_threshold=0.0))
+    never.set_classes(["cat", "grass", "sky"])
+    np.testing.assert_array_equal(never.predict(image), plain + 1)
+    always = SegmentationPredictor(tiny_model, InferenceConfig(short_side=32, window=32, stride=16, background_threshold=1.0))
+    always.set_classes(["cat", "grass", "sky"])
+    assert (always.predict(image) <= 3).all()
+
+
+def test_labels_from_scores_background_rule():
+    scores = torch.tensor([[[0.30, 0.20]], [[0.10, 0.20]]])  # K=2, 1x2 pixels
+    assert labels_from_scores(scores).tolist() == [[0, 0]]
+    assert labels_from_scores(scores, background_threshold=0.95).tolist() == [[1, 0]]
+
+
+def test_upsample_scores_walks_back_to_the_original_size():
+    pre = preprocess(random_image(30, 50), 16, (0, 0, 0), (1, 1, 1), 8)
+    assert pre.resized_size == (16, 27) and pre.padded_size == (16, 32)
+    scores = torch.rand(3, 2, 4)
+    assert upsample_scores(scores, pre).shape == (3, 30, 50)
+
+
+def test_class_embeddings_are_prompt_averaged_and_cached(tiny_model):
+    predictor = SegmentationPredictor(tiny_model, InferenceConfig(short_side=32, window=32, stride=16))
+    predictor.set_classes(["cat", "dog"])
+    with torch.no_grad():
+        prompts = [F.normalize(tiny_model.backbone.encode_text([t.format(n) for t in TCL_TEMPLATES]), dim=-1).mean(0)
+                   for n in ["cat", "dog"]]
+    torch.testing.assert_close(predictor.class_embeddings, F.normalize(torch.stack(prompts), dim=-1), atol=1e-5, rtol=0)
+    first = predictor.class_embeddings
+    predictor.set_classes(["cat", "dog"])
+    assert predictor.class_embeddings.data_ptr() == first.data_ptr()
+
+
+def test_predict_needs_classes_and_valid_config(tiny_model):
+    predictor = SegmentationPredictor(tiny_model, InferenceConfig(short_side=32, window=32, stride=16))
+    with pytest.raises(RuntimeError, match="set_classes"):
+        predictor.predict(random_image(10, 10))
+    with pytest.raises(ValueError):
+        predictor.set_classes([])
+    for bad in (dict(window=40), dict(stride=12), dict(stride=64, window=32), dict(units=-1), dict(unit_scope="tile"),
+                dict(background_threshold=1.5), dict(templates="nope")):
+        with pytest.raises(ConfigError):
+            SegmentationPredictor(tiny_model, InferenceConfig(**{"short_side": 32, "window": 32, "stride": 16, **bad}))
