@@ -1,0 +1,159 @@
+"""Generated image-caption pairs with ground-truth masks: coloured shapes on simple textures.
+
+Training and tests need data that exists offline and whose captions really describe the image,
+so the decoder has something learnable; the masks let eval tests score segmentation against a
+known answer. Sample `i` depends only on (seed, i, image_size): index-addressable and repeatable.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+SHAPES = ("circle", "square", "triangle", "star", "diamond")
+CLASS_NAMES = ("background", *SHAPES)  # mask value k means CLASS_NAMES[k]
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "green": (40, 180, 50),
+    "blue": (35, 70, 220),
+    "yellow": (240, 220, 40),
+    "purple": (140, 50, 180),
+    "orange": (245, 140, 20),
+    "white": (250, 250, 250),
+    "black": (15, 15, 15),
+}
+TEXTURES = {  # texture -> the adjective captions use for it
+    "noise": "noisy",
+    "stripes": "striped",
+    "checker": "checkered",
+    "gradient": "gradient",
+}
+
+
+@dataclass(frozen=True)
+class SyntheticSample:
+    image: Image.Image  # RGB, image_size x image_size
+    caption: str
+    mask: np.ndarray  # (H, W) uint8, indices into class_names
+    class_names: tuple[str, ...]
+
+
+def _texture(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A muted (H, W, 3) uint8 background, so the saturated shapes stand out."""
+    base = rng.uniform(70, 170, size=3).astype(np.float32)
+    other = np.clip(base + rng.choice([-1, 1], size=3) * rng.uniform(30, 60, size=3), 0, 255).astype(np.float32)
+    coords = np.arange(size, dtype=np.float32) / size
+    xx, yy = coords[None, :], coords[:, None]
+    if kind == "noise":
+        half = (size + 1) // 2  # 2x2-pixel grain: cheap to draw
+        grain = base + np.float32(80) * (rng.random((half, half, 3), dtype=np.float32) - np.float32(0.5))
+        return np.clip(grain, 0, 255).astype(np.uint8).repeat(2, axis=0).repeat(2, axis=1)[:size, :size]
+    if kind in ("stripes", "checker"):
+        if kind == "stripes":
+            period, angle = rng.uniform(0.08, 0.2), rng.uniform(0, math.pi)
+            odd = (np.floor((xx * math.cos(angle) + yy * math.sin(angle)) / period) % 2).astype(bool)
+        else:
+            cell = rng.uniform(0.08, 0.2)
+            odd = ((np.floor(xx / cell) + np.floor(yy / cell)) % 2).astype(bool)
+        return np.where(odd[..., None], other.astype(np.uint8), base.astype(np.uint8))
+    angle = rng.uniform(0, 2 * math.pi)  # gradient
+    t = xx * math.cos(angle) + yy * math.sin(angle)
+    weight = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
+    return (base + (other - base) * weight[..., None]).astype(np.uint8)
+
+
+def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
+    if shape == "square":
+        points = [(0.85 * r * math.cos(angle + k * math.pi / 2 + math.pi / 4),
+                   0.85 * r * math.sin(angle + k * math.pi / 2 + math.pi / 4)) for k in range(4)]
+    elif shape == "triangle":
+        points = [(r * math.cos(angle + k * 2 * math.pi / 3 - math.pi / 2),
+                   r * math.sin(angle + k * 2 * math.pi / 3 - math.pi / 2)) for k in range(3)]
+    elif shape == "star":
+        points = [((r if k % 2 == 0 else 0.45 * r) * math.cos(angle + k * math.pi / 5 - math.pi / 2),
+                   (r if k % 2 == 0 else 0.45 * r) * math.sin(angle + k * math.pi / 5 - math.pi / 2)) for k in range(10)]
+    elif shape == "diamond":
+        points = [(0.6 * r * math.cos(k * math.pi / 2), r * math.sin(k * math.pi / 2)) for k in range(4)]
+    else:
+        raise ValueError(f"unknown shape {shape!r}; one of {SHAPES}")
+    return [(cx + x, cy + y) for x, y in points]
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def _caption(objects: list[tuple[str, str]], texture: str, form: int) -> str:
+    """A short natural caption naming every shape with its colour (and sometimes the texture)."""
+    phrases = [f"{_article(color)} {color} {shape}" for color, shape in objects]
+    background = f"on {_article(TEXTURES[texture])} {TEXTURES[texture]} background"
+    if len(phrases) == 1:
+        return [f"{phrases[0]} {background}", f"{phrases[0]}", f"a picture of {phrases[0]}"][form % 3]
+    if len(phrases) == 2:
+        return [f"{phrases[0]} next to {phrases[1]}", f"{phrases[0]} and {phrases[1]} {background}",
+                f"{phrases[0]} beside {phrases[1]}"][form % 3]
+    listed = f"{', '.join(phrases[:-1])} and {phrases[-1]}"
+    return [listed, f"{listed} {background}", f"a picture of {listed}"][form % 3]
+
+
+class SyntheticCaptions:
+    """`size` deterministic (image, caption) pairs; `render(i)` adds the ground-truth mask."""
+
+    class_names = CLASS_NAMES
+
+    def __init__(self, size: int = 512, image_size: int = 224, seed: int = 0, max_objects: int = 3):
+        if size <= 0:
+            raise ValueError(f"synthetic size must be positive, got {size}")
+        if not 1 <= max_objects <= 4:
+            raise ValueError(f"max_objects must be 1..4 (one shape per image quadrant), got {max_objects}")
+        self.size, self.image_size, self.seed, self.max_objects = size, image_size, seed, max_objects
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, str]:
+        sample = self.render(index)
+        return sample.image, sample.caption
+
+    def load(self, index: int) -> tuple[Image.Image, str]:
+        """The pair-source protocol the caption datasets use (same as indexing)."""
+        return self[index]
+
+    def render(self, index: int) -> SyntheticSample:
+        if not 0 <= index < self.size:
+            raise IndexError(f"synthetic index {index} out of range [0, {self.size})")
+        rng = np.random.default_rng([self.seed % 2**63, index])
+        s = self.image_size
+        texture = list(TEXTURES)[rng.integers(len(TEXTURES))]
+        pixels = _texture(texture, s, rng)
+        image = Image.fromarray(pixels, "RGB")
+        mask = Image.new("L", (s, s), 0)
+        draw, draw_mask = ImageDraw.Draw(image), ImageDraw.Draw(mask)
+        count = int(rng.integers(1, self.max_objects + 1))
+        cells = rng.permutation(4)[:count]  # one shape per quadrant: little overlap, every shape visible
+        objects: list[tuple[str, str]] = []
+        color_names = list(COLORS)
+        for cell in cells:
+            shape = SHAPES[rng.integers(len(SHAPES))]
+            color = color_names[rng.integers(len(color_names))]
+            r = s * rng.uniform(0.13, 0.22) if count > 1 else s * rng.uniform(0.2, 0.35)
+            if count > 1:
+                cx = (cell % 2 + 0.5) * s / 2 + rng.uniform(-0.08, 0.08) * s
+                cy = (cell // 2 + 0.5) * s / 2 + rng.uniform(-0.08, 0.08) * s
+            else:
+                cx, cy = s * rng.uniform(0.35, 0.65), s * rng.uniform(0.35, 0.65)
+            fill = tuple(int(np.clip(c + rng.integers(-15, 16), 0, 255)) for c in COLORS[color])
+            value = CLASS_NAMES.index(shape)
+            if shape == "circle":
+                box = [cx - r, cy - r, cx + r, cy + r]
+                draw.ellipse(box, fill=fill)
+                draw_mask.ellipse(box, fill=value)
+            else:
+                points = _polygon(shape, cx, cy, r, float(rng.uniform(0, 2 * math.pi)) if shape != "diamond" else 0.0)
+                draw.polygon(points, fill=fill)
+                draw_mask.polygon(points, fill=value)
+            objects.append((color, shape))
+        caption = _caption(objects, texture, int(rng.integers(3)))
+        return SyntheticSample(image, caption, np.asarray(mask, dtype=np.uint8).copy(), CLASS_NAMES)

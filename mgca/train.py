@@ -1,0 +1,347 @@
+"""`python -m mgca.train`: train the MGCA decoder on image-caption pairs.
+
+    python -m mgca.train                                  # embedded default: tiny CLIP, synthetic data
+    python -m mgca.train --config configs/vit-b16-cc3m.yaml backbone.checkpoint=/weights/ViT-B-16.pt
+    torchrun --nproc_per_node 4 -m mgca.train --config ... train.global_batch=1024
+
+The CLIP towers are frozen; only the decoder is optimised (AdamW, warm-up + cosine). Each
+optimizer step accumulates micro-batches until `train.global_batch` images were seen across
+all processes. Contrastive negatives come from the micro-batch on each process.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .checkpoint import CheckpointError, check_backbone_matches, config_of, load_checkpoint, save_checkpoint
+from .clip_backbone import BackboneError
+from .config import Config, ConfigError, config_to_dict, load_config
+from .data import DataError, build_dataloader, build_train_transform
+from .decoder import count_parameters
+from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, shutdown
+from .losses import MGCALoss
+from .model import MGCA, build_model
+from .plotting import plot_loss_curve
+from .schedule import build_scheduler
+
+LOSS_TERMS = ("loss", "obj", "reg", "pix")
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed run needs to continue the exact same schedule."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # epoch the next step belongs to
+    batch_in_epoch: int = 0  # micro-batches of `epoch` already consumed
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    checkpoint: Path
+    loss_curve: Path | None
+    history: list[dict[str, float]]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for fp32. bf16 by default on CUDA, fp32 on CPU."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def accumulation_steps(global_batch: int, batch_size: int, world_size: int) -> int:
+    per_step = batch_size * world_size
+    if global_batch <= 0:
+        return 1
+    if global_batch % per_step:
+        raise ConfigError(f"train.global_batch={global_batch} is not a multiple of batch_size*world_size={per_step}; "
+                          "choose a global batch divisible by it")
+    return global_batch // per_step
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_optimizer(decoder: nn.Module, cfg: Config) -> torch.optim.AdamW:
+    """AdamW with weight decay on conv weights only (norms, biases and gates are not decayed)."""
+    decay = [p for p in decoder.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in decoder.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas)
+
+
+def epoch_batches(cfg: Config, transform, info: DistInfo, epoch: int, start_batch: int) -> tuple[Iterator[dict], int]:
+    """Micro-batches of `epoch` from `start_batch` on, and the epoch's micro-batch count."""
+    loader = build_dataloader(cfg.data, transform, cfg.train.batch_size, rank=info.rank, world_size=info.world_size,
+                              seed=cfg.train.seed, epoch=epoch, start_batch=start_batch)
+    return iter(loader), len(loader) + start_batch
+
+
+class Trainer:
+    """Owns the model, optimizer, schedule and state of one training run."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.train.device)
+        self.info = init_distributed(self.device.type)
+        if self.device.type == "cuda" and self.info.enabled:
+            self.device = torch.device("cuda", self.info.local_rank)
+        if not cfg.data.source:
+            raise ConfigError("data.source is not set; give webdataset shards, a folder or csv/tsv of image,caption pairs, or 'synthetic'")
+        self.output_dir = Path(cfg.train.output_dir)
+        self.autocast_dtype = resolve_precision(cfg.train.precision, self.device)
+        self.accum = accumulation_steps(cfg.train.global_batch, cfg.train.batch_size, self.info.world_size)
+
+        seed_everything(cfg.train.seed)
+        self.model: MGCA = build_model(cfg.backbone, cfg.decoder).to(self.device)
+        if cfg.backbone.checkpoint is None and cfg.backbone.arch != "mgca-tiny" and self.info.is_main:
+            print(f"mgca.train: warning: {cfg.backbone.arch} is randomly initialised (backbone.checkpoint not set); "
+                  "the decoder learns nothing useful on random CLIP features", file=sys.stderr, flush=True)
+        if count_parameters(self.model.decoder) == 0:
+            raise ConfigError("decoder.kind='none' has nothing to train; use decoder.kind=gated_conv")
+        self.decoder = self.model.decoder
+        if self.info.enabled:
+            ids = [self.info.local_rank] if self.device.type == "cuda" else None
+            self.decoder = nn.parallel.DistributedDataParallel(self.model.decoder, device_ids=ids)
+        self.forward_decoder = self.decoder
+        if cfg.train.compile == "on" or (cfg.train.compile == "auto" and self.device.type == "cuda"):
+            self.forward_decoder = torch.compile(self.decoder)
+        self.loss_fn = MGCALoss(cfg.loss)
+        self.optimizer = build_optimizer(self.model.decoder, cfg)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
+
+        self.transform = build_train_transform(cfg.data, mean=self.model.backbone.mean, std=self.model.backbone.std)
+        _, batches_per_epoch = epoch_batches(cfg, self.transform, self.info, 0, 0)
+        self.steps_per_epoch = batches_per_epoch // self.accum
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"one epoch has {batches_per_epoch} micro-batches, fewer than the {self.accum} an optimizer step needs; "
+                              "use more data or a smaller train.global_batch / train.batch_size")
+        self.total_steps = cfg.optim.epochs * self.steps_per_epoch
+        warmup = round(cfg.optim.warmup_epochs * self.steps_per_epoch)
+        self.scheduler = build_scheduler(self.optimizer, warmup, self.total_steps)
+        self.state = TrainState()
+        if cfg.train.resume:
+            self._resume(cfg.train.resume)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _payload(self) -> dict[str, Any]:
+        return {
+            "config": config_to_dict(self.cfg),
+            "backbone": self.model.backbone.identity.to_dict(),
+            "decoder": self.model.decoder.state_dict(),
+            "decoder_parameters": count_parameters(self.model.decoder),
+            "train_state": {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "step": self.state.step,
+                "epoch": self.state.epoch,
+                "batch_in_epoch": self.state.batch_in_epoch,
+                "history": self.state.history,
+                "torch_rng": torch.get_rng_state(),
+            },
+        }
+
+    def save(self, name: str = "last.pt") -> Path:
+        path = self.output_dir / name
+        if self.info.is_main:
+            save_checkpoint(path, self._payload())
+        barrier(self.info)
+        return path
+
+    def _resume(self, resume: str) -> None:
+        path = self.output_dir / "last.pt" if resume == "auto" else Path(resume)
+        if resume == "auto" and not path.is_file():
+            return  # nothing to resume yet: start fresh
+        payload = load_checkpoint(path)
+        old = config_of(payload)
+        check_backbone_matches(payload["backbone"], self.model.backbone.identity.to_dict(), f"checkpoint {path}")
+        for section in ("decoder", "loss", "optim"):
+            if config_to_dict(getattr(old, section)) != config_to_dict(getattr(self.cfg, section)):
+                raise CheckpointError(f"cannot resume {path}: its {section} config differs from this run's; "
+                                      "resume with the checkpoint's config (or start a new output_dir)")
+        if "train_state" not in payload:
+            raise CheckpointError(f"{path} has no training state (an exported decoder?); resume from output_dir/last.pt")
+        state = payload["train_state"]
+        self.model.decoder.load_state_dict(payload["decoder"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.state = TrainState(state["step"], state["epoch"], state["batch_in_epoch"], list(state["history"]))
+
+    # ------------------------------------------------------------------ steps
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _micro_step(self, batch: dict, sync: bool) -> dict[str, torch.Tensor]:
+        images = batch["images"].to(self.device, non_blocking=True)
+        with self._autocast():
+            text = self.model.encode_captions(batch["captions"])
+            features = self.model.backbone.dense_features(images)
+        no_sync = self.decoder.no_sync if (self.info.enabled and not sync) else contextlib.nullcontext
+        with no_sync():
+            with self._autocast():
+                pixels = self.forward_decoder(features)
+                pixels = pixels.flatten(2).transpose(1, 2)  # (B, L, C)
+                losses = self.loss_fn(pixels.float(), text.float())
+            self.scaler.scale(losses["loss"] / self.accum).backward()
+        return {k: v.detach() for k, v in losses.items()}
+
+    def _optimizer_step(self) -> None:
+        if self.cfg.optim.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.decoder.parameters(), self.cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+    def _check_replicas_in_sync(self) -> None:
+        """DDP invariant: every rank holds the same decoder weights (cheap at 4.7M parameters)."""
+        flat = torch.cat([p.detach().reshape(-1).float() for p in self.model.decoder.parameters()])
+        reference = flat.clone()
+        torch.distributed.broadcast(reference, src=0)
+        drift = (flat - reference).abs().max()
+        torch.distributed.all_reduce(drift, op=torch.distributed.ReduceOp.MAX)
+        if drift > 0:
+            raise RuntimeError(f"DDP replicas drifted apart (max weight difference {float(drift):.3g})")
+        if self.info.is_main:
+            print(f"mgca.train: {self.info.world_size} DDP replicas in sync", flush=True)
+
+    def _stop_step(self) -> int:
+        return min(self.total_steps, self.cfg.train.max_steps) if self.cfg.train.max_steps > 0 else self.total_steps
+
+    def fit(self) -> TrainResult:
+        cfg = self.cfg
+        stop = self._stop_step()
+        checkpoint_every = cfg.train.checkpoint_every or self.steps_per_epoch
+        global_batch = cfg.train.batch_size * self.info.world_size * self.accum
+        if self.info.is_main:
+            print(f"mgca.train: {cfg.backbone.arch} ({self.model.backbone.source}), decoder {count_parameters(self.model.decoder):,} params, "
+                  f"device {self.device}, precision {self.autocast_dtype or 'fp32'}, world {self.info.world_size}, "
+                  f"global batch {global_batch} = {cfg.train.batch_size} x {self.info.world_size} x {self.accum} accum, "
+                  f"{self.steps_per_epoch} steps/epoch, {self.total_steps} steps total", flush=True)
+        bar = tqdm(total=stop, initial=self.state.step, desc="train", unit="step", disable=not self.info.is_main,
+                   dynamic_ncols=True, file=sys.stderr)
+        sums = {k: torch.zeros((), device=self.device) for k in LOSS_TERMS}
+        tick, images_seen = time.perf_counter(), 0
+        while self.state.step < stop:
+            epoch = self.state.epoch
+            batches, _ = epoch_batches(cfg, self.transform, self.info, epoch, self.state.batch_in_epoch)
+            usable = self.steps_per_epoch * self.accum  # a trailing partial accumulation is dropped
+            for batch in batches:
+                if self.state.step >= stop:
+                    break
+                self.state.batch_in_epoch += 1
+                boundary = self.state.batch_in_epoch % self.accum == 0
+                losses = self._micro_step(batch, sync=boundary)
+                for key in LOSS_TERMS:
+                    sums[key] += losses[key] / self.accum
+                images_seen += len(batch["captions"]) * self.info.world_size
+                if not boundary:
+                    continue
+                lr = self.scheduler.get_last_lr()[0]
+                self._optimizer_step()
+                self.state.step += 1
+                record = {"step": self.state.step, "epoch": epoch, "lr": lr}
+                record.update({k: float(all_reduce_mean(v, self.info)) for k, v in sums.items()})
+                for v in sums.values():
+                    v.zero_()
+                elapsed = time.perf_counter() - tick
+                record["images_per_s"] = images_seen / max(elapsed, 1e-9)
+                self.state.history.append(record)
+                tick, images_seen = time.perf_counter(), 0
+                if not all(math.isfinite(record[k]) for k in LOSS_TERMS):
+                    raise FloatingPointError(f"loss became {record['loss']} at step {self.state.step}; lower optim.lr or use train.precision=fp32")
+                bar.update(1)
+                bar.set_postfix({k: f"{record[k]:.3f}" for k in LOSS_TERMS} | {"img/s": f"{record['images_per_s']:.1f}"})
+                epoch_done = self.state.batch_in_epoch >= usable
+                if epoch_done:
+                    self.state.epoch, self.state.batch_in_epoch = epoch + 1, 0
+                if self.state.step % checkpoint_every == 0 or self.state.step == stop:
+                    self.save()
+                if epoch_done:
+                    break
+            else:
+                if self.state.batch_in_epoch < usable:
+                    raise RuntimeError(f"epoch {epoch} ended after {self.state.batch_in_epoch} of {usable} micro-batches; the data source shrank during training")
+        bar.close()
+        if self.info.enabled:
+            self._check_replicas_in_sync()
+        checkpoint = self.save()
+        curve = None
+        if self.info.is_main:
+            curve = plot_loss_curve(self.state.history, self.output_dir / "loss_curve.png")
+            (self.output_dir / "history.json").write_text(json.dumps(self.state.history, indent=1))
+            first, last = self.state.history[0]["loss"], self.state.history[-1]["loss"]
+            print(f"mgca.train: done, {self.state.step} steps, loss {first:.4f} -> {last:.4f}; checkpoint {checkpoint}, loss curve {curve}", flush=True)
+        return TrainResult(self.output_dir, checkpoint, curve, self.state.history)
+
+
+def train(cfg: Config) -> TrainResult:
+    trainer = Trainer(cfg)
+    try:
+        return trainer.fit()
+    finally:
+        shutdown(trainer.info)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m mgca.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML config file (defaults: the embedded tiny run)")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.batch_size=16 optim.epochs=2")
+    return parser.parse_args(argv)
+
+
+def embedded_config_path() -> Path:
+    """The packaged config of the embedded default run (tiny CLIP, synthetic data)."""
+    return Path(__file__).with_name("configs") / "embedded.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config_path = args.config or embedded_config_path()
+        if args.config is None:
+            print(f"mgca.train: no --config given, running the embedded default ({config_path.name}: tiny random-init CLIP, synthetic data)", flush=True)
+        cfg = load_config(config_path, args.overrides)
+        train(cfg)
+    except (ConfigError, CheckpointError, BackboneError, DataError) as err:
+        print(f"mgca.train: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mgca.train: interrupted; resume with train.resume=auto", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
