@@ -20,6 +20,13 @@ def test_yaml_then_overrides(tmp_path):
     assert cfg.data.crop_scale == (0.3, 1.0) and cfg.backbone.checkpoint is None and cfg.optim.lr == 2e-4
 
 
+def test_yaml_on_off_reads_as_literal(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  compile: off\n")
+    assert load_config(path).train.compile == "off"
+    assert load_config(None, ["train.compile=on"]).train.compile == "on"
+
+
 def test_round_trip():
     cfg = load_config(None, ["loss.scale=3.5", "backbone.dense_mode=maskclip"])
     assert config_from_dict(config_to_dict(cfg)) == cfg
