@@ -1,0 +1,280 @@
+"""Static int8 quantisation of the exported fp32 graph (QDQ format) and its accuracy against fp32.
+
+`quantize_int8` runs onnxruntime's `quantize_static` with a calibration reader over real windows:
+
+* QDQ format (QuantizeLinear/DequantizeLinear pairs around the quantised ops), which both
+  onnxruntime (CPU/CUDA) and TensorRT's explicit quantisation consume;
+* int8 weights, symmetric, per output channel; int8 activations, symmetric, per tensor (zero
+  point 0 everywhere: TensorRT accepts only symmetric scales);
+* only the weight-bearing linear ops are quantised: Conv (patch embedding, decoder convs),
+  MatMul/Gemm with a constant weight (attention in/out projections, MLPs, the final
+  projection). Attention's activation x activation products (Q.K^T, P.V), LayerNorm, Softmax,
+  GELU/Erf, the L2 normalisation and the Resize stay in float: those are where ViTs lose accuracy
+  under int8, and they are a small share of the FLOPs.
+
+`evaluate_int8` reports the accuracy drop against fp32: per-pixel label agreement over a set of
+class embeddings, mIoU of the int8 labels against the fp32 labels, and, given a labelled set,
+mIoU of both models against the ground truth and the drop.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .reader import CalibrationError, Preprocess, _spans, _round_up
+
+QUANTIZED_OP_TYPES = ("Conv", "MatMul", "Gemm")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+def _onnx_quantization():
+    try:
+        from onnxruntime import quantization
+    except ImportError:
+        raise CalibrationError("int8 quantisation needs onnxruntime (pip install onnxruntime)") from None
+    return quantization
+
+
+class _quiet_root_logger:
+    def __enter__(self):
+        self.level = logging.getLogger().level
+        logging.getLogger().setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        logging.getLogger().setLevel(self.level)
+        return False
+
+
+def activation_matmuls(model) -> list[str]:
+    """Names of MatMul nodes whose two inputs are both activations (attention's Q.K^T and P.V)."""
+    constants = {init.name for init in model.graph.initializer}
+    constants |= {out for node in model.graph.node if node.op_type == "Constant" for out in node.output}
+    # A weight may reach the MatMul through a Transpose/Cast/Reshape of an initializer.
+    producers = {out: node for node in model.graph.node for out in node.output}
+
+    def is_constant(name: str, depth: int = 0) -> bool:
+        if name in constants:
+            return True
+        node = producers.get(name)
+        if node is None or depth > 3 or node.op_type not in ("Transpose", "Cast", "Reshape", "Identity", "Unsqueeze"):
+            return False
+        return is_constant(node.input[0], depth + 1)
+
+    return [node.name for node in model.graph.node
+            if node.op_type == "MatMul" and not any(is_constant(i) for i in node.input)]
+
+
+@dataclass
+class QuantizeResult:
+    path: Path
+    method: str
+    num_calibration_windows: int
+    num_calibration_images: int
+    quantized_nodes: int
+    excluded_nodes: int
+    seconds: float
+    preprocessed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["path"] = str(self.path)
+        return out
+
+
+def quantize_int8(fp32_path: str | Path, out_path: str | Path, reader, method: str = "minmax",
+                  per_channel: bool = True, op_types: Sequence[str] = QUANTIZED_OP_TYPES,
+                  quantize_attention_matmuls: bool = False, preprocess: bool = True) -> QuantizeResult:
+    """Write a QDQ int8 model calibrated on `reader` (an onnxruntime CalibrationDataReader)."""
+    import onnx
+
+    q = _onnx_quantization()
+    method = method.lower()
+    if method not in CALIBRATION_METHODS:
+        raise CalibrationError(f"unknown calibration method {method!r}; choose one of {list(CALIBRATION_METHODS)}")
+    calibrate_method = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
+                        "percentile": q.CalibrationMethod.Percentile}[method]
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mgca-quant-") as tmp:
+        source = fp32_path
+        preprocessed = False
+        if preprocess:
+            # Symbolic shape inference + onnxruntime's basic fusions, as onnxruntime recommends
+            # before static quantisation; fall back to the raw graph if it fails.
+            # (onnxruntime's symbolic shape inference cannot follow the dynamo graph's Expand of the
+            # CLS token; onnx's own shape inference is enough for the quantiser.)
+            candidate = Path(tmp) / "pre.onnx"
+            for skip_symbolic in (False, True):
+                try:
+                    with warnings.catch_warnings(), _quiet_root_logger():
+                        warnings.simplefilter("ignore")
+                        q.shape_inference.quant_pre_process(str(fp32_path), str(candidate), skip_symbolic_shape=skip_symbolic)
+                    source, preprocessed = candidate, True
+                    break
+                except Exception:  # noqa: BLE001 - optional step
+                    continue
+        model = onnx.load(str(source))
+        excluded = [] if quantize_attention_matmuls else activation_matmuls(model)
+        extra = {
+            "ActivationSymmetric": True,
+            "WeightSymmetric": True,
+            "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},  # MatMul weights are K x N: channel axis 1
+        }
+        if method == "percentile":
+            extra["CalibPercentile"] = 99.999
+        tmp_out = Path(tmp) / "int8.onnx"
+        reader.rewind()
+        q.quantize_static(
+            str(source), str(tmp_out), calibration_data_reader=reader, quant_format=q.QuantFormat.QDQ,
+            op_types_to_quantize=list(op_types), per_channel=per_channel, activation_type=q.QuantType.QInt8,
+            weight_type=q.QuantType.QInt8, nodes_to_exclude=excluded, calibrate_method=calibrate_method,
+            extra_options=extra)
+        quantized = onnx.load(str(tmp_out))
+        if fp32_path.exists():  # carry the export's metadata over, marked as int8
+            meta = {p.key: p.value for p in onnx.load(str(fp32_path), load_external_data=False).metadata_props}
+            meta.update({"precision": "int8-qdq", "calibration_method": method,
+                         "calibration_windows": str(len(reader.windows) if hasattr(reader, "windows") else "")})
+            del quantized.metadata_props[:]
+            for key, value in meta.items():
+                entry = quantized.metadata_props.add()
+                entry.key, entry.value = key, value
+        onnx.checker.check_model(quantized)
+        fd, final_tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+        os.close(fd)
+        try:
+            onnx.save_model(quantized, final_tmp)
+            mask = os.umask(0o022)
+            os.umask(mask)
+            os.chmod(final_tmp, 0o666 & ~mask)
+            os.replace(final_tmp, out_path)
+        except BaseException:
+            Path(final_tmp).unlink(missing_ok=True)
+            raise
+    return QuantizeResult(
+        path=out_path, method=method,
+        num_calibration_windows=len(getattr(reader, "windows", ())), num_calibration_images=getattr(reader, "num_images", 0),
+        quantized_nodes=sum(1 for n in quantized.graph.node if n.op_type in op_types) - len(excluded),
+        excluded_nodes=len(excluded), seconds=time.perf_counter() - start, preprocessed=preprocessed)
+
+
+# --------------------------------------------------------------------------------------------
+# Accuracy against fp32
+
+def confusion(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+    valid = target != ignore_index
+    index = target[valid].astype(np.int64) * num_classes + pred[valid].astype(np.int64)
+    return np.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def miou(conf: np.ndarray) -> float:
+    """Mean IoU over classes with a non-empty union (MMSegmentation's definition)."""
+    tp = np.diag(conf).astype(np.float64)
+    union = conf.sum(0) + conf.sum(1) - tp
+    present = union > 0
+    return float((tp[present] / union[present]).mean()) if present.any() else float("nan")
+
+
+def label_windows(label: np.ndarray, preprocess: Preprocess, ignore_index: int = 255) -> np.ndarray:
+    """A label map (H x W ints) through the same resize/pad/windows as its image, sampled at the
+    centre of every output-stride cell: n x (win/os) x (win/os)."""
+    height, width = label.shape[:2]
+    short = preprocess.resolved_short_side
+    scale = short / min(height, width)
+    new_h, new_w = max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+    if (new_h, new_w) != (height, width):
+        label = _resize_nearest(label, new_h, new_w)
+    os_ = preprocess.output_stride
+    win = preprocess.window
+    padded = np.full((_round_up(new_h, os_), _round_up(new_w, os_)), ignore_index, dtype=np.int64)
+    padded[:new_h, :new_w] = label
+    grid = win // os_
+    centre = np.arange(grid) * os_ + os_ // 2
+    out = []
+    for y1, y2 in _spans(padded.shape[0], win, preprocess.resolved_stride):
+        for x1, x2 in _spans(padded.shape[1], win, preprocess.resolved_stride):
+            crop = np.full((win, win), ignore_index, dtype=np.int64)
+            crop[:y2 - y1, :x2 - x1] = padded[y1:y2, x1:x2]
+            out.append(crop[np.ix_(centre, centre)])
+    return np.stack(out)
+
+
+def _resize_nearest(label: np.ndarray, height: int, width: int) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(label.astype(np.int32) if label.dtype != np.uint8 else label, (width, height),
+                      interpolation=cv2.INTER_NEAREST).astype(np.int64)
+
+
+def read_labelled_set(images_dir: str | Path, labels_dir: str | Path, limit: int | None = None):
+    """(images, label maps) pairs: every image with a same-stem PNG label (class ids, 255 = ignore)."""
+    import cv2
+
+    from .reader import read_images
+
+    images, paths = read_images(images_dir, None)
+    labels_root = Path(labels_dir).expanduser()
+    pairs_img, pairs_lbl = [], []
+    for image, path in zip(images, paths):
+        label_path = labels_root / f"{path.stem}.png"
+        if not label_path.is_file():
+            continue
+        label = cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED)
+        if label is None or label.ndim != 2 or label.shape != image.shape[:2]:
+            continue
+        pairs_img.append(image)
+        pairs_lbl.append(label)
+        if limit and len(pairs_img) >= limit:
+            break
+    if not pairs_img:
+        raise CalibrationError(f"no image in {images_dir} has a matching single-channel PNG label of the same size in {labels_dir}")
+    return pairs_img, pairs_lbl
+
+
+def _labels(embeddings: np.ndarray, class_embeddings: np.ndarray) -> np.ndarray:
+    return np.einsum("nchw,kc->nkhw", embeddings, class_embeddings, optimize=True).argmax(axis=1)
+
+
+def _run(session, windows: np.ndarray, batch_size: int, input_name: str, output_name: str) -> np.ndarray:
+    return np.concatenate([session.run([output_name], {input_name: np.ascontiguousarray(windows[i:i + batch_size])})[0]
+                           for i in range(0, len(windows), batch_size)])
+
+
+def evaluate_int8(fp32_session, int8_session, windows: np.ndarray, class_embeddings: np.ndarray,
+                  labels: np.ndarray | None = None, batch_size: int = 4, input_name: str = "image",
+                  output_name: str = "embeddings", fp32_embeddings: np.ndarray | None = None) -> dict[str, float]:
+    """Accuracy of the int8 graph against the fp32 one on `windows` (and on `labels`, n x g x g, if given)."""
+    class_embeddings = np.asarray(class_embeddings, dtype=np.float32)
+    num_classes = len(class_embeddings)
+    ref = fp32_embeddings if fp32_embeddings is not None else _run(fp32_session, windows, batch_size, input_name, output_name)
+    out = _run(int8_session, windows, batch_size, input_name, output_name)
+    ref_labels, out_labels = _labels(ref, class_embeddings), _labels(out, class_embeddings)
+    cos = (out * ref).sum(axis=1) / np.maximum(np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1), 1e-12)
+    result = {
+        "num_windows": int(len(windows)),
+        "num_classes": int(num_classes),
+        "label_agreement": float((ref_labels == out_labels).mean()),
+        "miou_vs_fp32": miou(confusion(out_labels, ref_labels, num_classes)),
+        "mean_cosine": float(cos.mean()),
+        "max_abs_err": float(np.abs(out - ref).max()),
+    }
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != ref_labels.shape:
+            raise CalibrationError(f"labels {labels.shape} do not match the prediction grid {ref_labels.shape}")
+        m32 = miou(confusion(ref_labels, labels, num_classes))
+        m8 = miou(confusion(out_labels, labels, num_classes))
+        result.update({"miou_fp32": m32, "miou_int8": m8, "miou_drop": m32 - m8})
+    return result
+
+
+__all__ = ["quantize_int8", "evaluate_int8", "QuantizeResult", "activation_matmuls", "label_windows",
+           "read_labelled_set", "confusion", "miou", "QUANTIZED_OP_TYPES", "CALIBRATION_METHODS"]

@@ -1,0 +1,228 @@
+"""Calibration images: a folder (or arrays) -> model-input windows, preprocessed exactly as inference does.
+
+Preprocessing follows docs/inference-contract.md, "Preprocessing" and "Sliding windows": resize
+the shorter side to `short_side` (cv2 INTER_LINEAR on uint8), scale to [0, 1], CLIP mean/std
+normalise, zero-pad to multiples of the output stride, cut mmseg sliding windows of `window`
+pixels every `stride` pixels and zero-pad each to `window x window`. With the defaults
+(`short_side = window`, `stride = window // 2`) a typical 4:3 photo gives 2-3 windows, so the
+calibration statistics are those of the windows the runtime will actually feed the model.
+
+numpy + OpenCV only (no torch): the same code serves the export's parity check and the
+onnxruntime calibration reader.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class CalibrationError(ValueError):
+    """Calibration images or settings cannot be used; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The contract's preprocessing parameters (mean/std per RGB channel, sizes in pixels)."""
+
+    window: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    output_stride: int
+    short_side: int | None = None  # None: the window
+    stride: int | None = None  # None: window // 2, rounded down to a multiple of the output stride
+
+    def __post_init__(self) -> None:
+        if self.window <= 0 or self.window % self.output_stride:
+            raise CalibrationError(f"window {self.window} must be a positive multiple of the output stride {self.output_stride}")
+        if self.stride is not None and not (0 < self.stride <= self.window and self.stride % self.output_stride == 0):
+            raise CalibrationError(f"stride {self.stride} must be a multiple of the output stride {self.output_stride} in (0, {self.window}]")
+        if self.short_side is not None and self.short_side <= 0:
+            raise CalibrationError(f"short_side must be positive, got {self.short_side}")
+
+    @property
+    def resolved_short_side(self) -> int:
+        return self.short_side or self.window
+
+    @property
+    def resolved_stride(self) -> int:
+        if self.stride:
+            return self.stride
+        return max(self.output_stride, (self.window // 2) // self.output_stride * self.output_stride)
+
+    def windows(self, image: np.ndarray) -> np.ndarray:
+        """RGB uint8 H x W x 3 -> float32 n x 3 x window x window (all sliding windows of the image)."""
+        return image_windows(image, self.window, self.resolved_stride, self.resolved_short_side,
+                             self.output_stride, self.mean, self.std)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _spans(size: int, window: int, stride: int) -> list[tuple[int, int]]:
+    count = max(size - window + stride - 1, 0) // stride + 1
+    spans = []
+    for index in range(count):
+        end = min(index * stride + window, size)
+        spans.append((max(end - window, 0), end))
+    return spans
+
+
+def image_windows(image: np.ndarray, window: int, stride: int, short_side: int, output_stride: int,
+                  mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """The contract's preprocessing + sliding windows of one RGB uint8 image."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
+        got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise CalibrationError(f"calibration image must be RGB uint8 H x W x 3, got {got}")
+    height, width = image.shape[:2]
+    scale = short_side / min(height, width)
+    new_h, new_w = max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+    if (new_h, new_w) != (height, width):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    mean_arr = np.asarray(mean, dtype=np.float32)
+    std_arr = np.asarray(std, dtype=np.float32)
+    padded = np.zeros((3, _round_up(new_h, output_stride), _round_up(new_w, output_stride)), dtype=np.float32)
+    padded[:, :new_h, :new_w] = ((image.astype(np.float32) / np.float32(255.0) - mean_arr) / std_arr).transpose(2, 0, 1)
+    boxes = [(y1, y2, x1, x2) for y1, y2 in _spans(padded.shape[1], window, stride)
+             for x1, x2 in _spans(padded.shape[2], window, stride)]
+    crops = np.zeros((len(boxes), 3, window, window), dtype=np.float32)
+    for i, (y1, y2, x1, x2) in enumerate(boxes):
+        crops[i, :, :y2 - y1, :x2 - x1] = padded[:, y1:y2, x1:x2]
+    return crops
+
+
+def list_images(folder: str | Path, limit: int | None = None) -> list[Path]:
+    """Image files directly in `folder` (sorted by name, so calibration is reproducible), at most `limit`."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise CalibrationError(f"image folder {root} does not exist or is not a directory")
+    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise CalibrationError(f"image folder {root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files[:limit] if limit else files
+
+
+def read_rgb(path: str | Path) -> np.ndarray | None:
+    """An RGB uint8 image, or None when OpenCV cannot decode the file."""
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        return None
+    return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+
+
+def read_images(folder: str | Path, limit: int | None = None) -> tuple[list[np.ndarray], list[Path]]:
+    """Decodable images of `folder` (and their paths); unreadable files are skipped, none at all is an error."""
+    images, paths = [], []
+    for path in list_images(folder, None):
+        image = read_rgb(path)
+        if image is not None:
+            images.append(image)
+            paths.append(path)
+        if limit and len(images) >= limit:
+            break
+    if not images:
+        raise CalibrationError(f"no image in {folder} could be decoded; give a folder of JPEG/PNG files")
+    return images, paths
+
+
+def synthetic_images(count: int, size: tuple[int, int] = (360, 480), seed: int = 0) -> list[np.ndarray]:
+    """Deterministic photo-like RGB images (smooth gradients, filled shapes, texture, noise) for
+    parity checks and calibration when the user gives no image folder."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    images = []
+    for _ in range(count):
+        base = rng.uniform(0, 255, 3)[None, None, :] * (1 - yy[..., None] / height) \
+            + rng.uniform(0, 255, 3)[None, None, :] * (yy[..., None] / height)
+        image = np.clip(base, 0, 255).astype(np.uint8)
+        for _ in range(int(rng.integers(3, 8))):
+            color = tuple(int(c) for c in rng.integers(0, 256, 3))
+            cx, cy = int(rng.integers(0, width)), int(rng.integers(0, height))
+            r = int(rng.integers(min(height, width) // 12, min(height, width) // 3))
+            if rng.random() < 0.5:
+                cv2.circle(image, (cx, cy), r, color, -1)
+            else:
+                cv2.rectangle(image, (cx - r, cy - r // 2), (cx + r, cy + r // 2), color, -1)
+        stripes = (np.sin(xx / rng.uniform(3, 12)) * rng.uniform(0, 20))[..., None]
+        noise = rng.normal(0, 6, image.shape)
+        images.append(np.clip(image.astype(np.float32) + stripes + noise, 0, 255).astype(np.uint8))
+    return images
+
+
+def windows_of(images: Iterable[np.ndarray], preprocess: Preprocess, max_windows: int | None = None) -> np.ndarray:
+    """All windows of `images`, stacked (n x 3 x win x win float32), at most `max_windows`."""
+    parts, total = [], 0
+    for image in images:
+        crops = preprocess.windows(image)
+        parts.append(crops)
+        total += len(crops)
+        if max_windows and total >= max_windows:
+            break
+    if not parts:
+        raise CalibrationError("no images to preprocess")
+    stacked = np.concatenate(parts)
+    return stacked[:max_windows] if max_windows else stacked
+
+
+def _base_reader():
+    try:
+        from onnxruntime.quantization import CalibrationDataReader
+    except ImportError:  # keep the preprocessing usable without the quantisation tools
+        return object
+    return CalibrationDataReader
+
+
+class ImageFolderCalibrationReader(_base_reader()):  # type: ignore[misc]
+    """onnxruntime `CalibrationDataReader` over a folder of images (or given RGB arrays).
+
+    Yields `{input_name: float32 batch x 3 x win x win}` of preprocessed windows; `limit` caps the
+    number of images read, `max_windows` the number of windows. `rewind()` starts over (the
+    calibrator may read the data more than once).
+    """
+
+    def __init__(self, source: str | Path | Sequence[np.ndarray], preprocess: Preprocess, input_name: str = "image",
+                 limit: int | None = 64, max_windows: int | None = None, batch_size: int = 1):
+        if batch_size < 1:
+            raise CalibrationError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(source, (str, Path)):
+            images, self.paths = read_images(source, limit)
+        else:
+            images, self.paths = list(source)[:limit] if limit else list(source), []
+            if not images:
+                raise CalibrationError("no calibration images given")
+        self.input_name = input_name
+        self.batch_size = batch_size
+        self.preprocess = preprocess
+        self.windows = windows_of(images, preprocess, max_windows)
+        self.num_images = len(images)
+        self._position = 0
+
+    def __len__(self) -> int:
+        return -(-len(self.windows) // self.batch_size)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._position >= len(self.windows):
+            return None
+        batch = self.windows[self._position:self._position + self.batch_size]
+        self._position += self.batch_size
+        return {self.input_name: np.ascontiguousarray(batch)}
+
+    def rewind(self) -> None:
+        self._position = 0
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        self.rewind()
+        while (item := self.get_next()) is not None:
+            yield item
+
+
+__all__ = ["Preprocess", "ImageFolderCalibrationReader", "CalibrationError", "image_windows", "list_images",
+           "read_rgb", "read_images", "synthetic_images", "windows_of", "IMAGE_SUFFIXES"]

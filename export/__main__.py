@@ -1,0 +1,6 @@
+"""python -m export == mgca-export."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
