@@ -1,0 +1,305 @@
+"""End-to-end latency of the lean runtime (fp32 / int8 onnxruntime) against PyTorch eager, in one run.
+
+    python benchmarks/runtime.py                      # tiny model, ~3-4 minutes on 2 CPU cores
+    python benchmarks/runtime.py --vit-b16            # + ViT-B-16 random-init, 448x448 latency only (slow)
+    python benchmarks/runtime.py --quick              # fewer iterations (smoke run)
+
+Every engine runs in its own subprocess (the runtime ones never import torch), on the same bundle and
+the same images: 448x448 and 1024x2048 (Cityscapes size), 19 classes, paper defaults (short side 448,
+window 448, stride 224, 36 units). For 1 and 8 concurrent callers (threads sharing one Segmenter /
+predictor) it reports median and p90 latency per image, images/s, the ratio to PyTorch eager, label
+agreement with PyTorch eager, and each process's peak RSS. It also times FAISS against numpy for the
+meta-point assignment. Weights are random (no real weights exist here): the timings are real, the
+labels are not meaningful.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+CITYSCAPES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
+              "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle")
+SIZES = ((448, 448), (1024, 2048))
+
+
+def peak_rss_mib() -> float:
+    """Peak RSS of this process. VmHWM (Linux) starts afresh at exec; getrusage's ru_maxrss does not: a
+    child keeps the parent's peak as a floor, which would charge the torch parent's memory to the runtime."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def blocky_images(seed: int = 0) -> dict[str, np.ndarray]:
+    """Piecewise-constant RGB noise (16 px blocks) at each benchmark size."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for height, width in SIZES:
+        small = rng.integers(0, 256, (-(-height // 16), -(-width // 16), 3), dtype=np.uint8)
+        out[f"{height}x{width}"] = np.ascontiguousarray(np.repeat(np.repeat(small, 16, 0), 16, 1)[:height, :width])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- workers
+def time_calls(fn, image: np.ndarray, callers: int, calls_per_caller: int) -> dict:
+    """Latency of `fn(image)` per call with `callers` threads calling at once; images/s over the wall time."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(callers)
+
+    def worker():
+        barrier.wait()
+        for _ in range(calls_per_caller):
+            start = time.perf_counter()
+            fn(image)
+            elapsed = time.perf_counter() - start
+            with lock:
+                latencies.append(elapsed)
+
+    threads = [threading.Thread(target=worker) for _ in range(callers)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    lat = np.asarray(latencies) * 1e3
+    return {"median_ms": float(np.median(lat)), "p90_ms": float(np.percentile(lat, 90)),
+            "images_per_s": len(lat) / wall, "calls": len(lat)}
+
+
+def run_worker(args) -> None:
+    images = dict(np.load(args.images))
+    plan = json.loads(args.plan)
+    result: dict = {"engine": args.worker, "timings": {}}
+    if args.worker == "torch":
+        import torch
+
+        from mgca.checkpoint import load_model
+        from mgca.inference import InferenceConfig, SegmentationPredictor
+
+        model, _ = load_model(args.checkpoint)
+        with np.load(Path(args.bundle) / "text_cache.npz") as cache:
+            embeddings, names = cache["embeddings"], [str(n) for n in cache["class_names"]]
+        predictor = SegmentationPredictor(model, InferenceConfig())
+        predictor.set_class_embeddings(torch.from_numpy(embeddings), names)
+        fn = predictor.predict
+        result["describe"] = {"torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+    else:
+        from runtime import Segmenter
+
+        segmenter = Segmenter(args.bundle, backend="onnxruntime", device="cpu", precision=args.precision,
+                              assignment=args.assignment)
+        fn = lambda image: segmenter.segment(image).labels  # noqa: E731
+        result["describe"] = segmenter.describe()
+        assert "torch" not in sys.modules, "the runtime imported torch"
+    labels = {}
+    for key, image in images.items():
+        labels[key] = fn(image)  # warm-up (thread pools, allocator, shape-specialised kernels)
+        for callers, calls in plan[key]:
+            result["timings"][f"{key}/{callers}"] = time_calls(fn, image, callers, calls)
+            result["timings"][f"{key}/{callers}"]["peak_rss_mib_so_far"] = peak_rss_mib()
+    if args.worker == "runtime" and args.assign_bench:
+        result["assign"] = assignment_benchmark(segmenter, images)
+    np.savez_compressed(Path(args.out).with_suffix(".npz"), **labels)
+    result["peak_rss_mib"] = peak_rss_mib()
+    result["torch_imported"] = "torch" in sys.modules
+    Path(args.out).write_text(json.dumps(result))
+
+
+def assignment_benchmark(segmenter, images) -> list[dict]:
+    """FAISS vs numpy meta-point assignment on real stitched maps and on larger synthetic ones."""
+    from runtime.units import assign_faiss, assign_numpy, meta_grid, meta_indices
+
+    def best_of(fn, *fn_args, repeats=7):
+        fn(*fn_args)
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn(*fn_args)
+            samples.append(time.perf_counter() - start)
+        return float(np.median(samples)) * 1e3
+
+    rows = []
+    cases = []
+    for key, image in images.items():
+        emb = segmenter.embed(image)
+        channels, height, width = emb.shape
+        cases.append((f"{key} map {height}x{width}", np.ascontiguousarray(emb.reshape(channels, -1).T), height, width, 36))
+    rng = np.random.default_rng(0)
+    for pixels, channels, units in ((6272, 512, 36), (6272, 512, 1024), (100_000, 512, 36), (100_000, 512, 256)):
+        x = rng.standard_normal((pixels, channels), dtype=np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        cases.append((f"random {pixels} px", x, pixels // 100, 100, units))
+    for name, x, height, width, units in cases:
+        gy, gx = meta_grid(height, width, units)
+        points = np.ascontiguousarray(x[meta_indices(height, width, gy, gx)])
+        same = bool(np.array_equal(assign_numpy(x, points), assign_faiss(x, points)))
+        rows.append({"case": name, "pixels": x.shape[0], "channels": x.shape[1], "units": units,
+                     "numpy_ms": best_of(assign_numpy, x, points), "faiss_ms": best_of(assign_faiss, x, points), "identical": same})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- setup (torch side)
+def make_checkpoint(arch: str, out: Path) -> Path:
+    import torch
+
+    from mgca.checkpoint import save_checkpoint
+    from mgca.config import Config, config_to_dict
+    from mgca.model import build_model
+
+    torch.manual_seed(0)
+    cfg = Config()
+    cfg.backbone.arch = arch
+    model = build_model(cfg.backbone, cfg.decoder)
+    with torch.no_grad():  # open the gates so the decoder is not the identity it starts as
+        for name, param in model.decoder.named_parameters():
+            if name.endswith("gate"):
+                param.fill_(0.5)
+    return save_checkpoint(out, {"config": config_to_dict(cfg), "backbone": model.backbone.identity.to_dict(),
+                                 "decoder": model.decoder.state_dict()})
+
+
+def make_bundle(checkpoint: Path, out: Path, int8: bool, fast: bool) -> Path:
+    """The bundle, written by `mgca-export` (window 448, stride 224, short side 448, 36 units)."""
+    vocab = out.parent / f"{out.name}-vocab.txt"
+    vocab.write_text("\n".join(CITYSCAPES) + "\n")
+    cmd = [sys.executable, "-m", "export.cli", "--checkpoint", str(checkpoint), "--out", str(out), "--vocab", str(vocab)]
+    cmd += ["--int8"] if int8 else []
+    cmd += ["--calib-limit", "2", "--parity-windows", "2"] if fast else []  # ViT-B on 2 cores: keep the export short
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    if proc.returncode != 0:
+        raise SystemExit(f"mgca-export failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- main
+def spawn(worker: str, bundle: Path, images: Path, plan: dict, out: Path, **extra) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", worker, "--bundle", str(bundle), "--images", str(images),
+           "--plan", json.dumps(plan), "--out", str(out)]
+    for key, value in extra.items():
+        if value is True:
+            cmd.append(f"--{key.replace('_', '-')}")
+        elif value not in (None, False):
+            cmd += [f"--{key.replace('_', '-')}", str(value)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    if proc.returncode != 0:
+        raise SystemExit(f"worker {worker} {extra} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(out.read_text())
+
+
+def agreement(a: Path, b: Path) -> dict[str, float]:
+    with np.load(a) as x, np.load(b) as y:
+        return {k: float((x[k] == y[k]).mean()) for k in x.files}
+
+
+def fmt_table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def bench_model(label: str, arch: str, work: Path, plan: dict, int8: bool, assign_bench: bool) -> str:
+    t0 = time.time()
+    images = blocky_images()
+    image_path = work / f"{label}-images.npz"
+    np.savez(image_path, **{k: v for k, v in images.items() if k in plan})
+    checkpoint = make_checkpoint(arch, work / f"{label}.pt")
+    bundle = make_bundle(checkpoint, work / f"{label}-bundle", int8, fast=arch != "mgca-tiny")
+    setup_s = time.time() - t0
+    engines = [("PyTorch eager", "torch", {"checkpoint": checkpoint})]
+    engines.append(("runtime fp32 ORT", "runtime", {"precision": "fp32", "assign_bench": assign_bench}))
+    if int8:
+        engines.append(("runtime int8 ORT", "runtime", {"precision": "int8"}))
+    results = {}
+    for name, worker, extra in engines:
+        out = work / f"{label}-{worker}-{extra.get('precision', 'eager')}.json"
+        results[name] = spawn(worker, bundle, image_path, plan, out, **extra)
+        results[name]["labels"] = out.with_suffix(".npz")
+    torch_res = results["PyTorch eager"]
+    rows = []
+    for key in plan:
+        for callers, _ in plan[key]:
+            for name in results:
+                t = results[name]["timings"][f"{key}/{callers}"]
+                ref = torch_res["timings"][f"{key}/{callers}"]
+                agree = agreement(results[name]["labels"], torch_res["labels"])[key]
+                rows.append([key, str(callers), name, f"{t['median_ms']:.1f}", f"{t['p90_ms']:.1f}", f"{t['images_per_s']:.2f}",
+                             f"{t['median_ms'] / ref['median_ms']:.2f}x", f"{t['images_per_s'] / ref['images_per_s']:.2f}x",
+                             f"{100 * agree:.3f}%"])
+    lines = [f"## {label}: {arch}, random-init weights (bundle by mgca-export; checkpoint + export {setup_s:.0f} s)"]
+    fp32 = results["runtime fp32 ORT"]["describe"]
+    lines.append(f"runtime: provider {fp32['provider']}, window {fp32['window']}/{fp32['stride']}, units {fp32['units']}, "
+                 f"assignment {fp32['assignment']} ({fp32['assignment_reason']})")
+    lines.append(fmt_table(rows, ["image", "callers", "engine", "median ms", "p90 ms", "img/s", "latency / torch",
+                                  "img/s / torch", "labels = torch"]))
+    first = next(iter(plan))
+    lines.append(f"peak RSS of each process (after the 1-caller {first} run / at the end of all runs above): "
+                 + ", ".join(f"{name} {res['timings'][f'{first}/1']['peak_rss_mib_so_far']:.0f} / {res['peak_rss_mib']:.0f} MiB"
+                             + (" (torch never imported)" if not res["torch_imported"] else "") for name, res in results.items()))
+    if assign_bench and "assign" in results["runtime fp32 ORT"]:
+        arows = [[r["case"], str(r["pixels"]), str(r["channels"]), str(r["units"]), f"{r['numpy_ms']:.2f}", f"{r['faiss_ms']:.2f}",
+                  f"{r['faiss_ms'] / r['numpy_ms']:.2f}x", "yes" if r["identical"] else "NO"]
+                 for r in results["runtime fp32 ORT"]["assign"]]
+        lines.append("meta-point assignment, FAISS (IndexFlatIP, top-2) vs numpy (matmul + argmax), both with the exact tie check:")
+        lines.append(fmt_table(arows, ["case", "pixels", "dims", "units", "numpy ms", "faiss ms", "faiss / numpy", "same labels"]))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer iterations")
+    parser.add_argument("--vit-b16", action="store_true", help="also time ViT-B-16 random-init (448x448, 1 caller; ~4 min more)")
+    parser.add_argument("--no-tiny", action="store_true", help="skip the tiny model (with --vit-b16)")
+    parser.add_argument("--no-int8", action="store_true")
+    parser.add_argument("--work", help="keep bundles and results here (default: a temporary folder)")
+    # worker mode (internal)
+    parser.add_argument("--worker", choices=["runtime", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--bundle", help=argparse.SUPPRESS)
+    parser.add_argument("--images", help=argparse.SUPPRESS)
+    parser.add_argument("--plan", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    parser.add_argument("--assignment", default="auto", help=argparse.SUPPRESS)
+    parser.add_argument("--assign-bench", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        run_worker(args)
+        return 0
+    start = time.time()
+    scale = 0.5 if args.quick else 1.0
+    n = lambda k: max(1, int(round(k * scale)))  # noqa: E731
+    plan = {"448x448": [(1, n(20)), (8, n(5))], "1024x2048": [(1, n(8)), (8, n(2))]}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        print(f"# runtime benchmark ({os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at start)\n", flush=True)
+        if not args.no_tiny:
+            print(bench_model("tiny", "mgca-tiny", work, plan, not args.no_int8, assign_bench=True), flush=True)
+            print()
+        if args.vit_b16:
+            print(bench_model("vit-b16", "ViT-B-16", work, {"448x448": [(1, n(3))]}, not args.no_int8, assign_bench=False), flush=True)
+    print(f"\ntotal {time.time() - start:.0f} s; load average {os.getloadavg()[0]:.1f} at end (other processes share these cores)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Error types of the runtime; every message is one line that says what is wrong and how to fix it."""
+from __future__ import annotations
+
+
+class RuntimeInputError(ValueError):
+    """An image or argument given to the runtime cannot be used (wrong dtype, empty, bad channels...)."""
+
+
+class VocabularyError(RuntimeInputError):
+    """A class name is not in the text cache, or no vocabulary is available at all."""
+
+
+class BundleError(ValueError):
+    """The exported bundle directory, manifest or model file is missing or invalid."""
+
+
+class TextCacheError(BundleError):
+    """A text-embedding cache is unreadable or was made for another backbone."""
+
+
+class BackendError(RuntimeError):
+    """The requested inference backend/device is not available here."""
+
+
+def one_line(text: object) -> str:
+    """Collapse a message to one line (for errors that quote foreign exception text)."""
+    return " ".join(str(text).split())
+
+
+__all__ = ["RuntimeInputError", "VocabularyError", "BundleError", "TextCacheError", "BackendError", "one_line"]

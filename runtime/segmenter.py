@@ -1,0 +1,350 @@
+"""`Segmenter`: exported bundle + vocabulary -> label maps, in numpy/OpenCV/onnxruntime/faiss (no torch).
+
+Pipeline per docs/inference-contract.md: check image -> resize short side -> normalise/pad -> windows
+(all windows of all images of a call in one engine batch) -> stitch + L2-normalise -> adaptive semantic
+units -> unit/pixel cosine scores -> bilinear upsample, crop, resize to the input -> argmax (+ background).
+
+Thread safety: after construction a Segmenter holds no mutable per-call state. The onnxruntime session's
+`run` is thread-safe, TensorRT gets one context per thread, FAISS indexes are built per call, and the
+vocabulary is an immutable object swapped atomically by `set_vocabulary`, so any number of threads may
+call `segment` at once and get the same results as serial calls.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+from .bundle import MODEL_KEYS, Bundle, InferenceSettings, load_bundle
+from .engines import OrtEngine, TensorRTEngine, tensorrt_available
+from .errors import BackendError, RuntimeInputError, VocabularyError
+from .preprocess import Prepared, check_image, l2_normalize, prepare, stitch
+from .text_cache import MAKE_CACHE_HINT, TextCache, load_text_cache, make_text_cache
+from .units import ASSIGNERS, faiss, faiss_gpu_available, measure_assigners, pixel_scores, pool_units
+
+CLIP_LOGIT_SCALE = 100.0
+CV_MAX_CHANNELS = 512  # cv2.resize handles at most this many channels at once
+# Above this size the full-resolution K x H x W score stack is not materialised for plain labels
+# (19 Cityscapes classes at 1024 x 2048 = 160 MB still take the faster stacked path).
+FULL_RES_BUDGET_BYTES = 256 << 20
+_MEASURED: dict[tuple, dict[str, float]] = {}
+_MEASURED_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Result:
+    """One image's segmentation.
+
+    labels: H x W int32 at the input resolution; `class_names[labels[y, x]]` names each pixel.
+    class_names: the classes used, in label order ("background" first when a threshold was given).
+    scores: K x H x W float32 cosine scores of the (foreground) classes, only when asked for.
+    """
+
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    scores: np.ndarray | None = None
+
+
+def resize_channels(maps: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear (align_corners=False, like torch's F.interpolate) resize of an h x w x K float32 stack."""
+    if maps.shape[:2] == (height, width):
+        return maps
+    parts = []
+    for start in range(0, maps.shape[2], CV_MAX_CHANNELS):
+        part = cv2.resize(np.ascontiguousarray(maps[:, :, start:start + CV_MAX_CHANNELS]), (width, height),
+                          interpolation=cv2.INTER_LINEAR)
+        parts.append(part[:, :, None] if part.ndim == 2 else part)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)
+
+
+def _running_argmax(up: np.ndarray, height: int, width: int) -> np.ndarray:
+    """argmax over K of resize_channels(up, height, width) without holding the H x W x K stack: resize one
+    channel at a time and keep the running best value and index. Strict `>` keeps the first maximum, as
+    argmax does (ties go to the lowest class index). ~1.6x slower than the stacked path, O(H x W) memory."""
+    best = np.full((height, width), -np.inf, dtype=np.float32)
+    labels = np.zeros((height, width), dtype=np.int32)
+    mask = np.empty((height, width), dtype=bool)
+    for k in range(up.shape[2]):
+        channel = cv2.resize(np.ascontiguousarray(up[:, :, k]), (width, height), interpolation=cv2.INTER_LINEAR)
+        np.greater(channel, best, out=mask)
+        np.copyto(best, channel, where=mask)
+        np.copyto(labels, np.int32(k), where=mask)
+    return labels
+
+
+def scores_to_labels(scores: np.ndarray, prepared: Prepared, output_stride: int,
+                     background_threshold: float | None = None, keep_scores: bool = False):
+    """h x w x K scores -> (H x W int32 labels, K x H x W scores or None), per the contract's last section."""
+    padded_h, padded_w = prepared.padded_hw
+    resized_h, resized_w = prepared.resized_hw
+    height, width = prepared.original_hw
+    up = resize_channels(scores, padded_h, padded_w)[:resized_h, :resized_w]
+    if background_threshold is None and not keep_scores and height * width * up.shape[2] * 4 > FULL_RES_BUDGET_BYTES:
+        return _running_argmax(up, height, width), None  # e.g. 150 classes at 1024 x 2048: 1.2 GB -> 10 MB
+    full = resize_channels(up, height, width)
+    labels = full.argmax(axis=2).astype(np.int32)
+    if background_threshold is not None:
+        best = np.take_along_axis(full, labels[:, :, None].astype(np.intp), axis=2)
+        # max softmax probability of CLIP-scaled scores = 1 / sum_k exp(100 (s_k - s_max))
+        denom = np.exp((full - best) * np.float32(CLIP_LOGIT_SCALE)).sum(axis=2)
+        labels += 1
+        labels[(1.0 / denom) < background_threshold] = 0
+    return labels, (np.ascontiguousarray(full.transpose(2, 0, 1)) if keep_scores else None)
+
+
+class Segmenter:
+    """Open-vocabulary segmentation with an exported MGCA bundle.
+
+    >>> seg = Segmenter("bundle/")                        # backend/device picked automatically
+    >>> result = seg.segment(rgb_uint8, classes=["road", "car", "sky"])
+    >>> result.labels.shape == rgb_uint8.shape[:2]
+
+    Args:
+        bundle_dir: folder written by `mgca-export` (manifest.json, model.onnx, ...).
+        backend: "auto" (a TensorRT engine of the bundle when tensorrt + a GPU are usable, else onnxruntime),
+            "onnxruntime" or "tensorrt".
+        device: "auto", "cpu", "cuda" or "cuda:N"; describe()["provider"] says what actually runs.
+        precision: None (fp32 for onnxruntime, fp16 for TensorRT), "fp32", "int8" or "fp16".
+        text_cache: vocabulary file (hash-checked against the bundle); default: the bundle's own.
+        assignment: meta-point assignment, "auto" (measured once per process and map size), "numpy",
+            "faiss" or "faiss-gpu"; all give identical labels.
+        short_side, stride, units, unit_scope: override the manifest's inference settings.
+        max_batch: most windows per engine call (all windows of a call's images are batched up to this).
+        threads: onnxruntime intra-op threads (0 = one per core).
+    """
+
+    def __init__(self, bundle_dir: str | Path, backend: str = "auto", device: str = "auto", *,
+                 precision: str | None = None, text_cache: str | Path | TextCache | None = None,
+                 assignment: str = "auto", short_side: int | None = None, stride: int | None = None,
+                 units: int | None = None, unit_scope: str | None = None, max_batch: int = 16, threads: int = 0):
+        self.bundle: Bundle = load_bundle(bundle_dir)
+        overrides = {k: v for k, v in dict(short_side=short_side, stride=stride, units=units, unit_scope=unit_scope).items() if v is not None}
+        self.settings: InferenceSettings = replace(self.bundle.inference, **overrides).validate(
+            self.bundle.output_stride, f"Segmenter({bundle_dir})") if overrides else self.bundle.inference
+        if max_batch < 1:
+            raise RuntimeInputError(f"max_batch must be >= 1, got {max_batch}")
+        self.max_batch = int(max_batch)
+        self._mean = np.asarray(self.bundle.mean, dtype=np.float32)
+        self._std = np.asarray(self.bundle.std, dtype=np.float32)
+        self.backend, self.precision = self._pick_backend(backend, precision)
+        model_path = self.bundle.model_path(MODEL_KEYS[(self.backend, self.precision)])
+        if self.backend == "tensorrt":
+            self.engine: OrtEngine | TensorRTEngine = TensorRTEngine(model_path, self.bundle.input_name, self.bundle.output_name, device)
+        else:
+            self.engine = OrtEngine(model_path, self.bundle.input_name, self.bundle.output_name, device, threads=threads)
+        self.assignment, self.assignment_reason, self.assignment_timings = self._pick_assignment(assignment)
+        self._assign = ASSIGNERS.get(self.assignment, ASSIGNERS["numpy"])
+        # Full-resolution post-processing holds ~13 bytes x H x W x K per call (250 MB at 1024 x 2048 x 19):
+        # at most one call per core runs it at once, the rest queue. CPU-bound anyway, so throughput is unchanged
+        # while peak memory no longer grows with the number of concurrent callers.
+        self.post_slots = max(1, os.cpu_count() or 1)
+        self._post_gate = threading.BoundedSemaphore(self.post_slots)
+        self._vocab_lock = threading.Lock()
+        self._vocab: TextCache | None = None
+        if text_cache is not None:
+            self.set_vocabulary(text_cache)
+        elif self.bundle.text_cache is not None:
+            self.set_vocabulary(self.bundle.text_cache)
+
+    # ----------------------------------------------------------------------------- setup
+    def _pick_backend(self, backend: str, precision: str | None) -> tuple[str, str]:
+        """(backend, precision): auto prefers a TensorRT engine of the bundle when TensorRT and a GPU are here."""
+        if backend not in ("auto", "onnxruntime", "tensorrt"):
+            raise BackendError(f"unknown backend {backend!r}; choose 'auto', 'onnxruntime' or 'tensorrt'")
+        if precision not in (None, "fp32", "int8", "fp16"):
+            raise BackendError(f"unknown precision {precision!r}; choose 'fp32', 'int8' or 'fp16' (TensorRT)")
+        if backend == "auto":
+            wanted = [("tensorrt", "fp16")] if precision in (None, "fp16") else [("tensorrt", "int8")] if precision == "int8" else []
+            engines = [(b, p) for b, p in wanted if self.bundle.models.get(MODEL_KEYS[(b, p)]) is not None
+                       and self.bundle.models[MODEL_KEYS[(b, p)]].is_file()]
+            backend = "tensorrt" if engines and tensorrt_available() else "onnxruntime"
+        if backend == "tensorrt":
+            precision = precision or "fp16"
+            if precision == "fp32":
+                raise BackendError("backend 'tensorrt' runs the fp16 or int8 engine; use backend='onnxruntime' for fp32")
+            return backend, precision
+        if precision == "fp16":
+            raise BackendError("precision 'fp16' is a TensorRT engine; use backend='tensorrt' (or 'fp32'/'int8' with onnxruntime)")
+        return backend, precision or "fp32"
+
+    def _pick_assignment(self, assignment: str) -> tuple[str, str, dict[str, float]]:
+        settings = self.settings
+        if settings.units == 0:
+            return "none", "units=0: every pixel is its own unit, no assignment", {}
+        candidates = ["numpy"] + (["faiss"] if faiss is not None else []) + (["faiss-gpu"] if faiss_gpu_available() else [])
+        if assignment != "auto":
+            if assignment not in ASSIGNERS:
+                raise RuntimeInputError(f"unknown assignment {assignment!r}; choose 'auto', 'numpy', 'faiss' or 'faiss-gpu'")
+            if assignment not in candidates:
+                raise BackendError(f"assignment {assignment!r} is not available here (have {candidates}); install faiss-cpu / faiss-gpu or use 'numpy'")
+            return assignment, "chosen by the caller", {}
+        if len(candidates) == 1:
+            return "numpy", "faiss is not installed", {}
+        side = (settings.window if settings.unit_scope == "window" else settings.short_side) // self.bundle.output_stride
+        pixels = side * side
+        pixels = max(pixels, 4 * settings.units)  # units >= pixels would mean pixel units: measure a map where they are not
+        key = (pixels, self.bundle.embed_dim, settings.units, tuple(candidates))
+        with _MEASURED_LOCK:  # measured once per process and map size, then reused by every Segmenter
+            if key not in _MEASURED:
+                _MEASURED[key] = measure_assigners(pixels, self.bundle.embed_dim, settings.units, candidates)
+            timings = _MEASURED[key]
+        best = min(timings, key=timings.get)
+        shown = ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in sorted(timings.items(), key=lambda kv: kv[1]))
+        reason = (f"fastest when measured at construction on a typical map ({pixels} px x {settings.units} units x "
+                  f"{self.bundle.embed_dim} dims): {shown}; labels are identical either way")
+        return best, reason, timings
+
+    # ----------------------------------------------------------------------------- vocabulary
+    def set_vocabulary(self, vocabulary: str | Path | TextCache | tuple[Sequence[str], np.ndarray]) -> None:
+        """Use a text cache file (hash-checked against the bundle), a TextCache, or (names, K x C embeddings)."""
+        if isinstance(vocabulary, TextCache):
+            cache = vocabulary
+        elif isinstance(vocabulary, tuple):
+            cache = make_text_cache(vocabulary[1], vocabulary[0])
+        else:
+            cache = load_text_cache(vocabulary, expected_text_sha256=self.bundle.text_sha256,
+                                    expected_embed_dim=self.bundle.embed_dim, bundle_label=f"bundle {self.bundle.path}",
+                                    expected_arch=self.bundle.arch)
+        if cache.embeddings.shape[1] != self.bundle.embed_dim:
+            raise VocabularyError(f"vocabulary has {cache.embeddings.shape[1]}-dim embeddings, bundle {self.bundle.path} needs {self.bundle.embed_dim}")
+        with self._vocab_lock:
+            self._vocab = cache
+
+    @property
+    def vocabulary(self) -> TextCache | None:
+        return self._vocab
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self._vocab.class_names if self._vocab is not None else ()
+
+    def check_classes(self, classes: Sequence[str] | None = None) -> tuple[str, ...]:
+        """The class names `segment(..., classes)` would use, or the VocabularyError it would raise."""
+        return self._classes(classes)[1]
+
+    def _classes(self, classes: Sequence[str] | None) -> tuple[np.ndarray, tuple[str, ...]]:
+        vocab = self._vocab
+        if vocab is None:
+            raise VocabularyError(f"bundle {self.bundle.path} has no text cache and none was given; {MAKE_CACHE_HINT}")
+        return vocab.select(classes)
+
+    # ----------------------------------------------------------------------------- inference
+    def _images(self, images: Any) -> tuple[list[np.ndarray], bool]:
+        if isinstance(images, (list, tuple)):
+            if not images:
+                raise RuntimeInputError("got an empty list of images")
+            return [check_image(img, f"image {i}") for i, img in enumerate(images)], True
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            if images.shape[0] == 0:
+                raise RuntimeInputError(f"got an empty batch of images (shape {images.shape})")
+            return [check_image(img, f"image {i}") for i, img in enumerate(images)], True
+        return [check_image(images)], False
+
+    def _embed_windows(self, prepared: list[Prepared]) -> list[np.ndarray]:
+        """All windows of all images through the engine in as few calls as max_batch allows."""
+        crops = prepared[0].crops if len(prepared) == 1 else np.concatenate([p.crops for p in prepared])
+        outs = [self.engine.run(crops[i:i + self.max_batch]) for i in range(0, crops.shape[0], self.max_batch)]
+        emb = outs[0] if len(outs) == 1 else np.concatenate(outs)
+        expected = (self.bundle.embed_dim, self.bundle.window // self.bundle.output_stride)
+        if emb.ndim != 4 or emb.shape[1] != expected[0] or emb.shape[2] != expected[1] or emb.shape[3] != expected[1]:
+            raise BackendError(f"model output has shape {emb.shape}, the manifest promises N x {expected[0]} x {expected[1]} x {expected[1]}; re-export the bundle")
+        splits = np.cumsum([len(p.boxes) for p in prepared])[:-1]
+        return np.split(emb, splits)
+
+    def _prepare(self, image: np.ndarray) -> Prepared:
+        s = self.settings
+        return prepare(image, s.short_side, s.window, s.stride, self.bundle.output_stride, self._mean, self._std)
+
+    def _window_units(self, windows: np.ndarray, prep: Prepared) -> np.ndarray:
+        """Scope "window": replace each window's valid embeddings by their unit embeddings before stitching."""
+        os_ = self.bundle.output_stride
+        out = np.array(windows, dtype=np.float32, copy=True)
+        for emb, (y1, y2, x1, x2) in zip(out, prep.boxes):
+            h, w = (y2 - y1) // os_, (x2 - x1) // os_
+            x = np.ascontiguousarray(emb[:, :h, :w].reshape(emb.shape[0], -1).T)
+            pooled = pool_units(x, h, w, self.settings.units, self._assign)
+            if pooled is not None:
+                unit_emb, assignment = pooled
+                emb[:, :h, :w] = unit_emb[assignment].T.reshape(-1, h, w)
+        return out
+
+    def embed(self, image: np.ndarray) -> np.ndarray:
+        """Stitched, L2-normalised pixel embeddings C x H''/os x W''/os of one image (before units)."""
+        prep = self._prepare(check_image(image))
+        return stitch(self._embed_windows([prep])[0], prep, self.bundle.output_stride)
+
+    def _scores(self, windows: np.ndarray, prep: Prepared, text: np.ndarray) -> np.ndarray:
+        os_ = self.bundle.output_stride
+        if self.settings.unit_scope == "window":
+            stitched = stitch(self._window_units(windows, prep), prep, os_)
+            units = 0  # units already applied per window
+        else:
+            stitched = stitch(windows, prep, os_)
+            units = self.settings.units
+        channels, height, width = stitched.shape
+        x = np.ascontiguousarray(stitched.reshape(channels, -1).T)
+        return pixel_scores(x, height, width, units, text, self._assign)
+
+    def segment(self, images: Any, classes: Sequence[str] | None = None, *, return_scores: bool = False,
+                background_threshold: float | None = None) -> Result | list[Result]:
+        """Label map(s) for an RGB uint8 image H x W x 3 (or a list / N x H x W x 3 batch of them).
+
+        classes: names from the vocabulary (None: all of it), label i is classes[i].
+        background_threshold: if set, a pixel whose best CLIP softmax probability (scores x 100) is below it
+        gets label 0 "background" and the classes shift to 1..K (VOC/Context/COCO-Object evaluation).
+        """
+        text, names = self._classes(classes)
+        if background_threshold is not None and not 0.0 <= float(background_threshold) <= 1.0:
+            raise RuntimeInputError(f"background_threshold must be in [0, 1], got {background_threshold}")
+        arrays, batched = self._images(images)
+        prepared = [self._prepare(img) for img in arrays]
+        windows = self._embed_windows(prepared)
+        results = []
+        for prep, win in zip(prepared, windows):
+            scores = self._scores(win, prep, text)
+            with self._post_gate:
+                labels, full = scores_to_labels(scores, prep, self.bundle.output_stride, background_threshold, return_scores)
+            label_names = ("background", *names) if background_threshold is not None else names
+            results.append(Result(labels, label_names, full))
+        return results if batched else results[0]
+
+    __call__ = segment
+
+    def describe(self) -> dict[str, Any]:
+        """What runs: backend, provider actually used, model file, geometry, units and assignment choice."""
+        s = self.settings
+        info = {
+            "bundle": str(self.bundle.path),
+            "arch": self.bundle.arch,
+            "backend": self.backend,
+            "precision": self.precision,
+            **self.engine.describe(),
+            "embed_dim": self.bundle.embed_dim,
+            "output_stride": self.bundle.output_stride,
+            "short_side": s.short_side,
+            "window": s.window,
+            "stride": s.stride,
+            "units": s.units,
+            "unit_scope": s.unit_scope,
+            "assignment": self.assignment,
+            "assignment_reason": self.assignment_reason,
+            "max_batch": self.max_batch,
+            "concurrent_postprocessing": self.post_slots,
+            "vocabulary": {"classes": len(self.class_names),
+                           "path": str(self._vocab.path) if self._vocab is not None and self._vocab.path else None},
+            "cpu_count": os.cpu_count(),
+        }
+        return info
+
+    def __repr__(self) -> str:
+        d = self.describe()
+        return (f"Segmenter({d['bundle']!r}, backend={d['backend']}, provider={d['provider']}, model={d['model']}, "
+                f"window={d['window']}/{d['stride']}, units={d['units']}/{d['unit_scope']}, assignment={d['assignment']})")
+
+
+__all__ = ["Segmenter", "Result", "scores_to_labels", "resize_channels"]

@@ -1,0 +1,109 @@
+"""numpy reader of `text_cache.npz` (docs/inference-contract.md, "Text embeddings" and the cache format)."""
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import TextCacheError, VocabularyError, one_line
+
+TEXT_CACHE_FORMAT = "mgca-text-cache/1"
+MAKE_CACHE_HINT = "make one with `mgca-export text --checkpoint CKPT --vocab FILE --out CACHE.npz` and pass it as Segmenter(bundle, text_cache=CACHE.npz)"
+
+
+@dataclass(frozen=True)
+class TextCache:
+    """Class embeddings (K x C, L2-normalised float32) and their names; immutable once loaded."""
+
+    embeddings: np.ndarray
+    class_names: tuple[str, ...]
+    templates: tuple[str, ...]
+    meta: dict[str, Any]
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.embeddings.setflags(write=False)
+        object.__setattr__(self, "_index", {name: i for i, name in enumerate(self.class_names)})
+
+    def __len__(self) -> int:
+        return len(self.class_names)
+
+    def select(self, classes: Sequence[str] | None) -> tuple[np.ndarray, tuple[str, ...]]:
+        """(K' x C embeddings, names) for `classes` in the given order; None means the whole cache."""
+        if classes is None:
+            return self.embeddings, self.class_names
+        if isinstance(classes, str):
+            classes = [classes]
+        names = tuple(str(c) for c in classes)
+        if not names:
+            raise VocabularyError("classes is empty; pass at least one class name or None for the whole vocabulary")
+        index: dict[str, int] = self._index  # type: ignore[attr-defined]
+        missing = [n for n in names if n not in index]
+        if missing:
+            where = f"text cache {self.path}" if self.path else "the text cache"
+            shown = ", ".join(repr(n) for n in missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise VocabularyError(f"class name(s) {shown} not in {where} ({len(self)} classes); {MAKE_CACHE_HINT}")
+        rows = np.fromiter((index[n] for n in names), dtype=np.int64, count=len(names))
+        return self.embeddings[rows], names
+
+
+def load_text_cache(path: str | Path, expected_text_sha256: str | None = None, expected_embed_dim: int | None = None,
+                    bundle_label: str = "the bundle", expected_arch: str | None = None) -> TextCache:
+    """Read a cache with numpy only (allow_pickle=False); refuse one made for another text tower."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise TextCacheError(f"text cache {path} does not exist; {MAKE_CACHE_HINT}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in ("embeddings", "class_names", "meta") if k not in data.files]
+            if missing:
+                raise TextCacheError(f"text cache {path} lacks {missing}; it was not written by mgca-export; {MAKE_CACHE_HINT}")
+            embeddings = np.ascontiguousarray(data["embeddings"], dtype=np.float32)
+            names = tuple(str(n) for n in data["class_names"].tolist())
+            templates = tuple(str(t) for t in data["templates"].tolist()) if "templates" in data.files else ()
+            meta_raw = data["meta"]
+    except TextCacheError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise TextCacheError(f"text cache {path} is unreadable ({one_line(err)}); {MAKE_CACHE_HINT}") from None
+    try:
+        meta = json.loads(str(meta_raw.item() if isinstance(meta_raw, np.ndarray) else meta_raw))
+        if not isinstance(meta, dict):
+            raise ValueError("not an object")
+    except (ValueError, TypeError) as err:
+        raise TextCacheError(f"text cache {path}: 'meta' is not a JSON object ({one_line(err)}); {MAKE_CACHE_HINT}") from None
+    if meta.get("format") != TEXT_CACHE_FORMAT:
+        raise TextCacheError(f"text cache {path} has format {meta.get('format')!r}, expected {TEXT_CACHE_FORMAT!r}; {MAKE_CACHE_HINT}")
+    if embeddings.ndim != 2 or embeddings.shape[0] != len(names) or embeddings.shape[0] == 0:
+        raise TextCacheError(f"text cache {path}: embeddings {embeddings.shape} do not match {len(names)} class names; {MAKE_CACHE_HINT}")
+    if len(set(names)) != len(names):
+        raise TextCacheError(f"text cache {path} has duplicate class names; rebuild it from a vocabulary without duplicates")
+    if not np.isfinite(embeddings).all():
+        raise TextCacheError(f"text cache {path} holds non-finite embeddings; rebuild it")
+    rebuild = "rebuild it with `mgca-export text --checkpoint CKPT --vocab FILE`"
+    if expected_text_sha256 is not None and meta.get("text_sha256") != expected_text_sha256:
+        raise TextCacheError(
+            f"text cache {path} was made for backbone {meta.get('arch')} (text_sha256 {str(meta.get('text_sha256'))[:12]}) "
+            f"but {bundle_label} uses {expected_arch or 'another backbone'} (text_sha256 {expected_text_sha256[:12]}); {rebuild}")
+    if expected_embed_dim is not None and embeddings.shape[1] != expected_embed_dim:
+        raise TextCacheError(f"text cache {path} has {embeddings.shape[1]}-dim embeddings but {bundle_label} produces {expected_embed_dim}-dim ones; {rebuild}")
+    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+    if np.abs(norms - 1.0).max() > 1e-3:  # the contract says normalised; fix a cache that is not, leave bits alone otherwise
+        embeddings = embeddings / np.maximum(norms, 1e-12)
+    return TextCache(np.ascontiguousarray(embeddings, dtype=np.float32), names, templates, meta, path)
+
+
+def make_text_cache(embeddings: np.ndarray, class_names: Sequence[str]) -> TextCache:
+    """An in-memory cache from given embeddings (no hash check possible: the caller vouches for them)."""
+    emb = np.asarray(embeddings, dtype=np.float32)
+    if emb.ndim != 2 or emb.shape[0] != len(class_names):
+        raise VocabularyError(f"embeddings {emb.shape} do not match {len(class_names)} class names")
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    return TextCache(np.ascontiguousarray(emb), tuple(str(c) for c in class_names), (), {"format": TEXT_CACHE_FORMAT})
+
+
+__all__ = ["TextCache", "TEXT_CACHE_FORMAT", "load_text_cache", "make_text_cache", "MAKE_CACHE_HINT"]
