@@ -136,6 +136,7 @@ def test_batch_equals_single_calls(segmenter):
     batch = segmenter.segment(images)
     assert isinstance(batch, list) and len(batch) == 3
     for image, result in zip(images, batch):
+        assert isinstance(result, Result) and result.scores is None
         np.testing.assert_array_equal(result.labels, segmenter.segment(image).labels)
     stacked = segmenter.segment(np.stack([images[2], images[2]]))
     np.testing.assert_array_equal(stacked[1].labels, batch[2].labels)
