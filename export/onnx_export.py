@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from mgca.clip_backbone import sha256_tensors
+
 from ._files import atomic_path
 
 ONNX_FORMAT = "mgca-onnx/1"
@@ -58,20 +60,9 @@ def check_window(model: nn.Module, window: int) -> int:
     return window
 
 
-def _sha256_tensors(tensors: dict[str, torch.Tensor]) -> str:
-    """Same scheme as the backbone hashes (mgca.clip_backbone): sorted key names + raw bytes."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for key in sorted(tensors):
-        digest.update(key.encode())
-        digest.update(tensors[key].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def decoder_sha256(model: nn.Module) -> str:
     """Hash of the trained decoder's weights (the part of the graph that is not the frozen CLIP)."""
-    return _sha256_tensors(model.decoder.state_dict())
+    return sha256_tensors(model.decoder.state_dict())
 
 
 def graph_metadata(model: nn.Module, window: int) -> dict[str, str]:

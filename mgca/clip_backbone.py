@@ -115,7 +115,8 @@ def _load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path, 
     model.load_state_dict(state, strict=True)
 
 
-def _sha256(tensors: dict[str, torch.Tensor]) -> str:
+def sha256_tensors(tensors: dict[str, torch.Tensor]) -> str:
+    """Hash of named tensors (sorted names + raw bytes): the identity of weights in checkpoints and exports."""
     digest = hashlib.sha256()
     for key in sorted(tensors):
         digest.update(key.encode())
@@ -203,7 +204,7 @@ class FrozenCLIP(nn.Module):
         state = self.clip.state_dict()
         visual = {k: v for k, v in state.items() if k.startswith("visual.")}
         text = {k: v for k, v in state.items() if not k.startswith("visual.")}
-        return BackboneIdentity(self.arch, self.source, self.dense_mode, _sha256(visual), _sha256(text))
+        return BackboneIdentity(self.arch, self.source, self.dense_mode, sha256_tensors(visual), sha256_tensors(text))
 
     def positional_embedding(self, grid_h: int, grid_w: int) -> torch.Tensor:
         """CLS + grid positional embeddings, bicubic-resampled to the input grid (cached per size)."""
