@@ -29,7 +29,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .reader import CalibrationError, Preprocess, _spans, _round_up
+from runtime.preprocess import resized_shape, round_up, window_starts
+
+from .reader import CalibrationError, Preprocess
 
 QUANTIZED_OP_TYPES = ("Conv", "MatMul", "Gemm")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -188,19 +190,18 @@ def label_windows(label: np.ndarray, preprocess: Preprocess, ignore_index: int =
     centre of every output-stride cell: n x (win/os) x (win/os)."""
     height, width = label.shape[:2]
     short = preprocess.resolved_short_side
-    scale = short / min(height, width)
-    new_h, new_w = max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+    new_h, new_w = resized_shape(height, width, short)
     if (new_h, new_w) != (height, width):
         label = _resize_nearest(label, new_h, new_w)
     os_ = preprocess.output_stride
     win = preprocess.window
-    padded = np.full((_round_up(new_h, os_), _round_up(new_w, os_)), ignore_index, dtype=np.int64)
+    padded = np.full((round_up(new_h, os_), round_up(new_w, os_)), ignore_index, dtype=np.int64)
     padded[:new_h, :new_w] = label
     grid = win // os_
     centre = np.arange(grid) * os_ + os_ // 2
     out = []
-    for y1, y2 in _spans(padded.shape[0], win, preprocess.resolved_stride):
-        for x1, x2 in _spans(padded.shape[1], win, preprocess.resolved_stride):
+    for y1, y2 in window_starts(padded.shape[0], win, preprocess.resolved_stride):
+        for x1, x2 in window_starts(padded.shape[1], win, preprocess.resolved_stride):
             crop = np.full((win, win), ignore_index, dtype=np.int64)
             crop[:y2 - y1, :x2 - x1] = padded[y1:y2, x1:x2]
             out.append(crop[np.ix_(centre, centre)])

@@ -7,7 +7,7 @@ pixels every `stride` pixels and zero-pad each to `window x window`. With the de
 (`short_side = window`, `stride = window // 2`) a typical 4:3 photo gives 2-3 windows, so the
 calibration statistics are those of the windows the runtime will actually feed the model.
 
-numpy + OpenCV only (no torch): the same code serves the export's parity check and the
+numpy + OpenCV only (no torch), built on `runtime.preprocess`: the same code serves the export's parity check and the
 onnxruntime calibration reader.
 """
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
+
+from runtime.preprocess import prepare
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -61,40 +63,15 @@ class Preprocess:
                              self.output_stride, self.mean, self.std)
 
 
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
-def _spans(size: int, window: int, stride: int) -> list[tuple[int, int]]:
-    count = max(size - window + stride - 1, 0) // stride + 1
-    spans = []
-    for index in range(count):
-        end = min(index * stride + window, size)
-        spans.append((max(end - window, 0), end))
-    return spans
-
-
 def image_windows(image: np.ndarray, window: int, stride: int, short_side: int, output_stride: int,
                   mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """The contract's preprocessing + sliding windows of one RGB uint8 image."""
+    """The contract's preprocessing + sliding windows of one RGB uint8 image (the runtime's own code,
+    so calibration statistics are those of the windows the runtime feeds the model)."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
         got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
         raise CalibrationError(f"calibration image must be RGB uint8 H x W x 3, got {got}")
-    height, width = image.shape[:2]
-    scale = short_side / min(height, width)
-    new_h, new_w = max(1, int(round(height * scale))), max(1, int(round(width * scale)))
-    if (new_h, new_w) != (height, width):
-        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    mean_arr = np.asarray(mean, dtype=np.float32)
-    std_arr = np.asarray(std, dtype=np.float32)
-    padded = np.zeros((3, _round_up(new_h, output_stride), _round_up(new_w, output_stride)), dtype=np.float32)
-    padded[:, :new_h, :new_w] = ((image.astype(np.float32) / np.float32(255.0) - mean_arr) / std_arr).transpose(2, 0, 1)
-    boxes = [(y1, y2, x1, x2) for y1, y2 in _spans(padded.shape[1], window, stride)
-             for x1, x2 in _spans(padded.shape[2], window, stride)]
-    crops = np.zeros((len(boxes), 3, window, window), dtype=np.float32)
-    for i, (y1, y2, x1, x2) in enumerate(boxes):
-        crops[i, :, :y2 - y1, :x2 - x1] = padded[:, y1:y2, x1:x2]
-    return crops
+    return prepare(np.ascontiguousarray(image), short_side, window, stride, output_stride,
+                   np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)).crops
 
 
 def list_images(folder: str | Path, limit: int | None = None) -> list[Path]:

@@ -71,18 +71,27 @@ def check_backbone_matches(recorded: dict[str, str], actual: dict[str, str], whe
             )
 
 
-def load_model(path: str | Path, clip_weights: str | None = None, device: str | torch.device = "cpu"):
-    """Rebuild (model, config) from a checkpoint; `clip_weights` overrides where the CLIP file now lives."""
+def load_model(path: str | Path, clip_weights: str | None = None, device: str | torch.device = "cpu",
+               dense_mode: str | None = None, with_decoder: bool = True):
+    """Rebuild (model, config) from a checkpoint, in eval mode on `device`.
+
+    `clip_weights` overrides where the CLIP file now lives; `dense_mode` overrides the backbone's
+    dense-feature mode; `with_decoder=False` keeps the checkpoint's CLIP but drops its decoder
+    (the frozen-feature baseline on the same weights)."""
+    from .config import DecoderConfig
     from .model import build_model
 
     payload = load_checkpoint(path)
     cfg = config_of(payload)
     if clip_weights is not None:
         cfg.backbone.checkpoint = clip_weights
-    model = build_model(cfg.backbone, cfg.decoder)
+    if dense_mode is not None:
+        cfg.backbone.dense_mode = dense_mode
+    model = build_model(cfg.backbone, cfg.decoder if with_decoder else DecoderConfig(kind="none"))
     check_backbone_matches(payload.get("backbone", {}), model.backbone.identity.to_dict(), f"checkpoint {path}")
-    try:
-        model.decoder.load_state_dict(payload["decoder"])
-    except (KeyError, RuntimeError) as err:
-        raise CheckpointError(f"checkpoint {path} decoder weights do not fit decoder config {cfg.decoder} ({str(err).splitlines()[0]})") from None
+    if with_decoder:
+        try:
+            model.decoder.load_state_dict(payload["decoder"])
+        except (KeyError, RuntimeError) as err:
+            raise CheckpointError(f"checkpoint {path} decoder weights do not fit decoder config {cfg.decoder} ({str(err).splitlines()[0]})") from None
     return model.to(device).eval(), cfg

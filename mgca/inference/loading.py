@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CheckpointError, check_backbone_matches, config_of, load_checkpoint
+from ..checkpoint import load_model
 from ..config import BackboneConfig, ConfigError, DecoderConfig
 from ..model import MGCA, build_model
 
@@ -31,20 +31,8 @@ def load_inference_model(
             raise ConfigError("pass --checkpoint CKPT, or --decoder none to evaluate frozen CLIP features")
         backbone = BackboneConfig(arch=arch, checkpoint=clip_weights, dense_mode=dense_mode or "tcl")
         return build_model(backbone, DecoderConfig(kind="none")).to(device).eval()
-    payload = load_checkpoint(checkpoint)
-    cfg = config_of(payload)
-    if clip_weights is not None:
-        cfg.backbone.checkpoint = clip_weights
-    if dense_mode is not None:
-        cfg.backbone.dense_mode = dense_mode
-    model = build_model(cfg.backbone, DecoderConfig(kind="none") if decoder == "none" else cfg.decoder)
-    check_backbone_matches(payload.get("backbone", {}), model.backbone.identity.to_dict(), f"checkpoint {checkpoint}")
-    if decoder == "checkpoint":
-        try:
-            model.decoder.load_state_dict(payload["decoder"])
-        except (KeyError, RuntimeError) as err:
-            raise CheckpointError(f"checkpoint {checkpoint} decoder weights do not fit decoder config {cfg.decoder} ({str(err).splitlines()[0]})") from None
-    return model.to(device).eval()
+    model, _ = load_model(checkpoint, clip_weights, device, dense_mode=dense_mode, with_decoder=decoder == "checkpoint")
+    return model
 
 
 def is_random_init(model: MGCA) -> bool:
