@@ -3,6 +3,7 @@
     mgca-export --checkpoint CKPT --out DIR [--onnx] [--int8] [--calib-images DIR] [--trt fp16|int8]
                 [--vocab FILE] [--templates tcl] [--window 448] [--parity-images DIR] ...
     mgca-export text --checkpoint CKPT --vocab classes.txt [--templates tcl] --out text_cache.npz
+    mgca-export text --checkpoint CKPT --dataset voc21 --out voc21_text.npz   # a benchmark's classes
 
 The bundle always holds model.onnx (fp32, parity-checked against PyTorch: the export fails when
 the relative error exceeds --parity-tol) and manifest.json; model.int8.onnx with --int8,
@@ -79,7 +80,10 @@ def export_parser() -> argparse.ArgumentParser:
 def text_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=f"{PROG} text", description="Write a text-embedding cache (.npz) for a fixed vocabulary.")
     parser.add_argument("--checkpoint", required=True, help="decoder checkpoint (identifies the CLIP backbone)")
-    parser.add_argument("--vocab", required=True, help="class names, one per line ('#' comments and blank lines skipped)")
+    vocabulary = parser.add_mutually_exclusive_group(required=True)
+    vocabulary.add_argument("--vocab", help="class names, one per line ('#' comments and blank lines skipped)")
+    vocabulary.add_argument("--dataset", help="a benchmark's class names (voc21, context60, coco_object, ade20k, cityscapes, ...), "
+                                              "for `mgca-eval --engine ... --text-cache`")
     parser.add_argument("--templates", default="tcl", help="prompt template set (tcl, single, none) or a file of templates")
     parser.add_argument("--out", required=True, help="output .npz file")
     parser.add_argument("--clip-weights", help="where the CLIP weights file of the checkpoint lives now (if moved)")
@@ -96,10 +100,17 @@ def _load(checkpoint: str, clip_weights: str | None):
     return load_model(checkpoint, clip_weights=clip_weights)
 
 
+def _dataset_classes(name: str) -> list[str]:
+    """The names a benchmark embeds (background is a threshold, never a class embedding)."""
+    from mgca.datasets import get_spec
+
+    return list(get_spec(name).prompt_classes)
+
+
 def run_text(args: argparse.Namespace) -> int:
     from .text_cache import build_text_cache, read_vocab, resolve_templates
 
-    names = read_vocab(args.vocab)
+    names = read_vocab(args.vocab) if args.vocab else _dataset_classes(args.dataset)
     label, templates = resolve_templates(args.templates)
     out = Path(args.out)
     if out.suffix != ".npz":
@@ -264,8 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mgca.checkpoint import CheckpointError
         from mgca.clip_backbone import BackboneError
         from mgca.config import ConfigError
+        from mgca.datasets import DatasetError
 
-        bad_input = (UsageError, VocabularyFileError, CalibrationError, CheckpointError, BackboneError, ConfigError,
+        bad_input = (UsageError, VocabularyFileError, CalibrationError, CheckpointError, BackboneError, ConfigError, DatasetError,
                      TensorRTUnavailable, NotADirectoryError)
         return run_text(args) if is_text else run_export(args)
     except bad_input as err:

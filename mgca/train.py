@@ -246,7 +246,7 @@ class Trainer:
         global_batch = cfg.train.batch_size * self.info.world_size * self.accum
         if self.info.is_main:
             print(f"mgca.train: {cfg.backbone.arch} ({self.model.backbone.source}), decoder {count_parameters(self.model.decoder):,} params, "
-                  f"device {self.device}, precision {self.autocast_dtype or 'fp32'}, world {self.info.world_size}, "
+                  f"data {cfg.data.source}, device {self.device}, precision {self.autocast_dtype or 'fp32'}, world {self.info.world_size}, "
                   f"global batch {global_batch} = {cfg.train.batch_size} x {self.info.world_size} x {self.accum} accum, "
                   f"{self.steps_per_epoch} steps/epoch, {self.total_steps} steps total", flush=True)
         bar = tqdm(total=stop, initial=self.state.step, desc="train", unit="step", disable=not self.info.is_main,
@@ -348,7 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config_path = args.config or embedded_config_path()
         if args.config is None:
-            print(f"mgca.train: no --config given, running the embedded default ({config_path.name}: tiny random-init CLIP, synthetic data)", flush=True)
+            changed = f", with {' '.join(args.overrides)}" if args.overrides else ""
+            print(f"mgca.train: no --config given, running the embedded default ({config_path.name}: tiny random-init CLIP, "
+                  f"synthetic data{changed})", flush=True)
         cfg = load_config(config_path, args.overrides)
         train(cfg)
     except (ConfigError, CheckpointError, BackboneError, DataError) as err:

@@ -233,9 +233,19 @@ def test_text_subcommand(tmp_path, tiny_checkpoint, vocab_file, capsys):
     assert "5 classes x 9 templates" in capsys.readouterr().out
 
 
+def test_text_subcommand_for_a_benchmark(tmp_path, tiny_checkpoint, capsys):
+    from mgca.datasets import get_spec
+
+    out = tmp_path / "voc21.npz"
+    assert main(["text", "--checkpoint", str(tiny_checkpoint), "--dataset", "voc21", "--templates", "single", "--out", str(out)]) == 0
+    with np.load(out, allow_pickle=False) as data:
+        names = [str(n) for n in data["class_names"]]
+    assert names == list(get_spec("voc21").prompt_classes) and "background" not in names
+
+
 def _one_line_error(capsys) -> str:
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.startswith("mgca-export: error:"), err
+    assert err.count("\n") == 0 and err.startswith(("mgca-export: error:", "mgca-export text: error:")), err
     return err
 
 
@@ -256,6 +266,8 @@ def test_cli_without_tensorrt_says_so_in_one_line(tmp_path, tiny_checkpoint, cap
     (["--checkpoint", "{ckpt}"], "required: --out"),
     (["text", "--checkpoint", "{ckpt}", "--vocab", "{missing}", "--out", "{out}.npz"], "vocabulary file"),
     (["text", "--checkpoint", "{ckpt}", "--vocab", "{vocab}", "--templates", "nope", "--out", "{out}.npz"], "template set"),
+    (["text", "--checkpoint", "{ckpt}", "--dataset", "vocx", "--out", "{out}.npz"], "unknown dataset 'vocx'"),
+    (["text", "--checkpoint", "{ckpt}", "--out", "{out}.npz"], "one of the arguments --vocab --dataset is required"),
 ])
 def test_cli_bad_input_one_line_exit_2(tmp_path, tiny_checkpoint, vocab_file, capsys, argv, message):
     fill = {"missing": str(tmp_path / "missing"), "out": str(tmp_path / "out"), "ckpt": str(tiny_checkpoint), "vocab": str(vocab_file)}

@@ -439,7 +439,7 @@ def test_eval_engine_matches_torch_side_by_side(bundle, voc_tree, voc_cache, tin
 
 
 @pytest.mark.parametrize("extra, message", [
-    ([], "mgca-export text"),  # the bundle's own cache lacks VOC's classes
+    ([], "mgca-export text --checkpoint CKPT --dataset voc21"),  # the bundle's own cache lacks VOC's classes
     (["--text-cache", "VOC", "--window", "128"], "exported with"),
     (["--text-cache", "VOC", "--backend", "tensorrt"], "TensorRT fp16 model"),
 ])

@@ -74,7 +74,7 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
 
 def make_engine_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, dict]:
     """The runtime's predict callable on an exported bundle, with the same dataset classes and threshold."""
-    from runtime import Segmenter
+    from runtime import Segmenter, VocabularyError
 
     from mgca.config import ConfigError
 
@@ -87,7 +87,12 @@ def make_engine_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, d
         raise ConfigError(f"--window {args.window} differs from the window {segmenter.settings.window} the bundle was exported with; "
                           f"pass --window {segmenter.settings.window} or re-export with mgca-export --window {args.window}")
     classes = list(spec.prompt_classes)
-    segmenter.check_classes(classes)  # fail before the loop when the text cache lacks a class
+    try:
+        segmenter.check_classes(classes)  # fail before the loop when the text cache lacks a class
+    except VocabularyError as err:
+        raise ConfigError(f"{str(err).split(';')[0]}; make a cache of the {spec.name} classes with `mgca-export text "
+                          f"--checkpoint CKPT --dataset {spec.name} --out {spec.name}_text.npz` and pass --text-cache "
+                          f"{spec.name}_text.npz") from None
     described = segmenter.describe()
     settings = segmenter.settings
     info = {"engine": f"runtime {described['backend']} {described['precision']} ({described['model']})",
