@@ -113,6 +113,13 @@ def test_ties_go_to_the_lowest_meta_point():
     assert assignment.tolist() == [0] * 16
 
 
+def test_label_ties_go_to_the_lowest_class():
+    scores = torch.rand(5, 31, 37)
+    scores[3] = scores[1] = scores.max(dim=0).values + 1  # classes 1 and 3 tie for the best everywhere
+    assert labels_from_scores(scores).unique().tolist() == [1]
+    assert torch.equal(labels_from_scores(torch.zeros(4, 6, 6)), torch.zeros(6, 6, dtype=torch.long))
+
+
 def test_unit_scores_give_each_pixel_its_units_scores():
     embeddings, classes = random_map(8, 9, 11, seed=5), random_classes(5, 8)
     scores = unit_scores(embeddings, classes, 6)

@@ -48,7 +48,7 @@ def assign_pixels(flat: torch.Tensor, point_index: torch.Tensor, chunk_elements:
     cols = max(1, chunk_elements // max(1, points.shape[0]))
     out = torch.empty(flat.shape[1], dtype=torch.long, device=flat.device)
     for start in range(0, flat.shape[1], cols):
-        out[start:start + cols] = (points @ flat[:, start:start + cols]).argmax(dim=0)
+        out[start:start + cols] = (points @ flat[:, start:start + cols]).max(dim=0).indices  # first maximum, as argmax
     return out
 
 
