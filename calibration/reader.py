@@ -7,8 +7,8 @@ pixels every `stride` pixels and zero-pad each to `window x window`. With the de
 (`short_side = window`, `stride = window // 2`) a typical 4:3 photo gives 2-3 windows, so the
 calibration statistics are those of the windows the runtime will actually feed the model.
 
-numpy + OpenCV only (no torch), built on `runtime.preprocess`: the same code serves the export's parity check and the
-onnxruntime calibration reader.
+numpy + OpenCV only (no torch), built on `runtime.preprocess`: the same code serves the
+export's parity check and the onnxruntime calibration reader.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .config import Config, ConfigError, config_from_dict
+from .config import Config, ConfigError, DecoderConfig, config_from_dict
 
 CHECKPOINT_FORMAT = "mgca-checkpoint/1"
 
@@ -78,7 +78,6 @@ def load_model(path: str | Path, clip_weights: str | None = None, device: str | 
     `clip_weights` overrides where the CLIP file now lives; `dense_mode` overrides the backbone's
     dense-feature mode; `with_decoder=False` keeps the checkpoint's CLIP but drops its decoder
     (the frozen-feature baseline on the same weights)."""
-    from .config import DecoderConfig
     from .model import build_model
 
     payload = load_checkpoint(path)

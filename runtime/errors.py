@@ -7,7 +7,14 @@ class RuntimeInputError(ValueError):
 
 
 class VocabularyError(RuntimeInputError):
-    """A class name is not in the text cache, or no vocabulary is available at all."""
+    """A class name is not in the text cache, or no vocabulary is available at all.
+
+    `problem` is the message without the how-to-fix hint, so a caller with better advice for
+    its own context (e.g. `mgca-eval --engine`) can replace the hint."""
+
+    def __init__(self, problem: str, hint: str = ""):
+        super().__init__(f"{problem}; {hint}" if hint else problem)
+        self.problem = problem
 
 
 class BundleError(ValueError):

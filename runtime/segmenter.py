@@ -234,7 +234,7 @@ class Segmenter:
     def _classes(self, classes: Sequence[str] | None) -> tuple[np.ndarray, tuple[str, ...]]:
         vocab = self._vocab
         if vocab is None:
-            raise VocabularyError(f"bundle {self.bundle.path} has no text cache and none was given; {MAKE_CACHE_HINT}")
+            raise VocabularyError(f"bundle {self.bundle.path} has no text cache and none was given", MAKE_CACHE_HINT)
         return vocab.select(classes)
 
     # ----------------------------------------------------------------------------- inference

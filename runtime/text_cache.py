@@ -46,7 +46,7 @@ class TextCache:
         if missing:
             where = f"text cache {self.path}" if self.path else "the text cache"
             shown = ", ".join(repr(n) for n in missing[:5]) + (" ..." if len(missing) > 5 else "")
-            raise VocabularyError(f"class name(s) {shown} not in {where} ({len(self)} classes); {MAKE_CACHE_HINT}")
+            raise VocabularyError(f"class name(s) {shown} not in {where} ({len(self)} classes)", MAKE_CACHE_HINT)
         rows = np.fromiter((index[n] for n in names), dtype=np.int64, count=len(names))
         return self.embeddings[rows], names
 

@@ -90,7 +90,7 @@ def make_engine_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, d
     try:
         segmenter.check_classes(classes)  # fail before the loop when the text cache lacks a class
     except VocabularyError as err:
-        raise ConfigError(f"{str(err).split(';')[0]}; make a cache of the {spec.name} classes with `mgca-export text "
+        raise ConfigError(f"{err.problem}; make a cache of the {spec.name} classes with `mgca-export text "
                           f"--checkpoint CKPT --dataset {spec.name} --out {spec.name}_text.npz` and pass --text-cache "
                           f"{spec.name}_text.npz") from None
     described = segmenter.describe()
