@@ -58,12 +58,7 @@ def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for module in ("torch", "onnx", "onnxruntime", "onnxscript", "open_clip"):
         try:
-            if module == "open_clip":
-                from mgca._compat import import_open_clip
-
-                mod = import_open_clip()
-            else:
-                mod = __import__(module)
+            mod = __import__(module)
             out[module] = str(getattr(mod, "__version__", "?"))
         except Exception:  # noqa: BLE001 - informational only
             continue

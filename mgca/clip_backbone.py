@@ -16,11 +16,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
+import open_clip
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._compat import import_open_clip
 from .config import BackboneConfig
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -54,9 +54,9 @@ def model_config(arch: str) -> dict[str, Any]:
     """The architecture dict of a bundled (mgca-tiny) or open_clip model name."""
     cfg = _bundled_config(arch)
     if cfg is None:
-        cfg = import_open_clip().get_model_config(arch)
+        cfg = open_clip.get_model_config(arch)
     if cfg is None:
-        known = ", ".join(import_open_clip().list_models()[:8])
+        known = ", ".join(open_clip.list_models()[:8])
         raise BackboneError(f"unknown CLIP architecture {arch!r}; use mgca-tiny or an open_clip name such as {known}, ...")
     return dict(cfg)
 
@@ -94,7 +94,6 @@ def _clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 
 def _load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path, arch: str) -> None:
-    open_clip = import_open_clip()
     state = _clean_state_dict(state)
     if "logit_scale" in state and state["logit_scale"].ndim != model.logit_scale.ndim:
         state["logit_scale"] = state["logit_scale"].reshape(model.logit_scale.shape)
@@ -126,7 +125,6 @@ def sha256_tensors(tensors: dict[str, torch.Tensor]) -> str:
 
 def build_clip_model(cfg: BackboneConfig) -> tuple[nn.Module, str]:
     """An open_clip CLIP with the requested weights; returns (model, source description)."""
-    open_clip = import_open_clip()
     arch_cfg = model_config(cfg.arch)
     if arch_cfg.get("custom_text") or "hf_model_name" in arch_cfg.get("text_cfg", {}):
         raise BackboneError(f"architecture {cfg.arch!r} uses a Hugging Face text tower; mgca supports CLIP's own text transformer")
@@ -175,7 +173,6 @@ class FrozenCLIP(nn.Module):
 
     @staticmethod
     def _make_tokenizer(arch: str, context_length: int):
-        open_clip = import_open_clip()
         return open_clip.tokenizer.SimpleTokenizer(context_length=context_length)
 
     def train(self, mode: bool = True) -> "FrozenCLIP":

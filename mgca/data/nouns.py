@@ -74,9 +74,7 @@ def _metadata_module():
                 module = importlib.util.module_from_spec(file_spec)
                 file_spec.loader.exec_module(module)
                 return module
-    from .._compat import import_open_clip
-
-    return importlib.import_module(import_open_clip().__name__ + ".zero_shot_metadata")
+    return importlib.import_module("open_clip.zero_shot_metadata")
 
 
 @lru_cache(maxsize=1)
