@@ -4,14 +4,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from .errors import BundleError, one_line
 
 BUNDLE_FORMAT = "mgca-bundle/1"
 # manifest `models` key for each (backend, precision) the runtime can run
-MODEL_KEYS = {("onnxruntime", "fp32"): "onnx", ("onnxruntime", "int8"): "onnx_int8",
-              ("tensorrt", "fp16"): "trt_fp16", ("tensorrt", "int8"): "trt_int8"}
+MODEL_KEYS = MappingProxyType({("onnxruntime", "fp32"): "onnx", ("onnxruntime", "int8"): "onnx_int8",
+                                ("tensorrt", "fp16"): "trt_fp16", ("tensorrt", "int8"): "trt_int8"})  # read-only: no module state
 
 
 @dataclass(frozen=True)

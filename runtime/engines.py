@@ -42,7 +42,7 @@ class OrtEngine:
     name = "onnxruntime"
 
     def __init__(self, model_path: Path, input_name: str, output_name: str, device: str = "auto",
-                 threads: int = 0, tensorrt_provider: bool = False):
+                 num_threads: int | None = None, tensorrt_provider: bool = False):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -61,7 +61,9 @@ class OrtEngine:
             providers.append(("CUDAExecutionProvider", {"device_id": index}))
         providers.append("CPUExecutionProvider")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads)
+        if num_threads is not None:  # this session's own pools (ORT default: per-session); None = one per core
+            options.intra_op_num_threads = int(num_threads)
+            options.inter_op_num_threads = int(num_threads)  # used only by ORT_PARALLEL; capped all the same
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         # Idle intra-op threads spin-wait by default, stealing the cores numpy/OpenCV need for the
@@ -99,8 +101,10 @@ class OrtEngine:
         return np.concatenate(parts)
 
     def describe(self) -> dict[str, Any]:
+        options = self.session.get_session_options()
         return {"engine": self.name, "provider": self.provider, "providers": self.providers,
-                "requested_providers": self.requested, "model": self.model_path.name}
+                "requested_providers": self.requested, "model": self.model_path.name,
+                "intra_op_threads": options.intra_op_num_threads, "inter_op_threads": options.inter_op_num_threads}
 
 
 def _import_tensorrt():

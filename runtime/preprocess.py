@@ -15,10 +15,25 @@ from .errors import RuntimeInputError
 #   grayscale HxW / HxWx1 -> replicated to 3 channels; RGBA HxWx4 -> alpha dropped;
 #   integer dtypes other than uint8 -> converted only when every value is in 0..255;
 #   float/bool/complex/object -> refused (is 1.0 white, or 255.0?); empty -> refused.
+# Zero-copy policy: a uint8 H x W x 3 array (C-contiguous or a strided view, read-only or not) is passed on
+# as it is, and the BGR -> RGB swap is a free reversed view taken after the resize. The first new array is
+# made by cv2.resize (which reads strided views itself) or, when the size already fits, by the float
+# conversion of the normalisation: work that has to produce a new array anyway.
+
+COLOR_ORDERS = ("rgb", "bgr")
+
+
+def check_color_order(color_order: str) -> str:
+    """"rgb" or "bgr" (case-insensitive), or a one-line RuntimeInputError."""
+    order = str(color_order).lower()
+    if order not in COLOR_ORDERS:
+        raise RuntimeInputError(f"color_order must be 'rgb' or 'bgr' (OpenCV's cv2.imread/VideoCapture frames), got {color_order!r}")
+    return order
 
 
 def check_image(image: object, where: str = "image") -> np.ndarray:
-    """A C-contiguous RGB uint8 H x W x 3 array from `image`, or a one-line RuntimeInputError."""
+    """A uint8 H x W x 3 array from `image` (the caller's own buffer, not a copy, when it already is one;
+    channel order untouched), or a one-line RuntimeInputError."""
     if not isinstance(image, np.ndarray):
         try:
             image = np.asarray(image)
@@ -50,8 +65,8 @@ def check_image(image: object, where: str = "image") -> np.ndarray:
     elif channels == 1:
         arr = np.repeat(arr, 3, axis=2)
     elif channels == 4:
-        arr = arr[:, :, :3]
-    return np.ascontiguousarray(arr)
+        arr = arr[:, :, :3]  # a view: cv2.resize / the float conversion read it without a copy of ours
+    return arr
 
 
 def resized_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
@@ -71,11 +86,14 @@ def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def normalize_pad(image: np.ndarray, mean: np.ndarray, std: np.ndarray, output_stride: int) -> np.ndarray:
-    """uint8 H' x W' x 3 -> float32 3 x H'' x W'' (normalised, zero-padded bottom/right to multiples of os)."""
+def normalize_pad(image: np.ndarray, mean: np.ndarray, std: np.ndarray, output_stride: int,
+                  color_order: str = "rgb") -> np.ndarray:
+    """uint8 H' x W' x 3 -> float32 3 x H'' x W'' RGB (normalised, zero-padded bottom/right to multiples of os).
+    A BGR image is read through a reversed channel view, so the swap costs no copy of its own."""
     height, width = image.shape[:2]
     out = np.zeros((3, round_up(height, output_stride), round_up(width, output_stride)), dtype=np.float32)
-    x = image.astype(np.float32) / np.float32(255.0)
+    rgb = image[:, :, ::-1] if color_order == "bgr" else image
+    x = rgb.astype(np.float32) / np.float32(255.0)
     out[:, :height, :width] = ((x - mean) / std).transpose(2, 0, 1)
     return out
 
@@ -103,9 +121,11 @@ class Prepared:
 
 
 def prepare(image: np.ndarray, short_side: int, window: int, stride: int, output_stride: int,
-            mean: np.ndarray, std: np.ndarray) -> Prepared:
+            mean: np.ndarray, std: np.ndarray, color_order: str = "rgb") -> Prepared:
+    """A checked uint8 image (RGB or BGR as color_order says) -> resized, normalised RGB window crops.
+    Resizing first is exact for BGR too: bilinear resizing treats every channel alike."""
     resized = resize_short_side(image, short_side)
-    padded = normalize_pad(resized, mean, std, output_stride)
+    padded = normalize_pad(resized, mean, std, output_stride, color_order)
     _, height, width = padded.shape
     boxes = tuple((y1, y2, x1, x2) for y1, y2 in window_starts(height, window, stride)
                   for x1, x2 in window_starts(width, window, stride))
@@ -139,5 +159,5 @@ def l2_normalize(x: np.ndarray, axis: int) -> np.ndarray:
     return x / np.maximum(norm, np.float32(1e-12))
 
 
-__all__ = ["check_image", "resized_shape", "resize_short_side", "normalize_pad", "window_starts", "Prepared",
+__all__ = ["COLOR_ORDERS", "check_color_order", "check_image", "resized_shape", "resize_short_side", "normalize_pad", "window_starts", "Prepared",
            "prepare", "stitch", "l2_normalize", "round_up"]

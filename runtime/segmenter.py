@@ -4,6 +4,10 @@ Pipeline per docs/inference-contract.md: check image -> resize short side -> nor
 (all windows of all images of a call in one engine batch) -> stitch + L2-normalise -> adaptive semantic
 units -> unit/pixel cosine scores -> bilinear upsample, crop, resize to the input -> argmax (+ background).
 
+No global state: everything a Segmenter decides (assignment method and its timings, thread cap, colour
+order, FAISS GPU resources) lives on the instance, and no process-wide knob (OpenCV/BLAS/OpenMP thread
+counts, environment) is changed, so Segmenters with different settings coexist in one process.
+
 Thread safety: after construction a Segmenter holds no mutable per-call state. The onnxruntime session's
 `run` is thread-safe, TensorRT gets one context per thread, FAISS indexes are built per call, and the
 vocabulary is an immutable object swapped atomically by `set_vocabulary`, so any number of threads may
@@ -23,9 +27,9 @@ import numpy as np
 from .bundle import MODEL_KEYS, Bundle, InferenceSettings, load_bundle
 from .engines import OrtEngine, TensorRTEngine, tensorrt_available
 from .errors import BackendError, RuntimeInputError, VocabularyError
-from .preprocess import Prepared, check_image, prepare, stitch
+from .preprocess import Prepared, check_color_order, check_image, prepare, stitch
 from .text_cache import MAKE_CACHE_HINT, TextCache, load_text_cache, make_text_cache
-from .units import ASSIGNERS, faiss, faiss_gpu_available, measure_assigners, pixel_scores, pool_units
+from .units import ASSIGNMENT_METHODS, faiss, faiss_gpu_available, make_assigner, measure_assigners, pixel_scores, pool_units
 
 CLIP_LOGIT_SCALE = 100.0
 CV_MAX_CHANNELS = 512  # cv2.resize handles at most this many channels at once
@@ -33,8 +37,6 @@ CV_MAX_CHANNELS = 512  # cv2.resize handles at most this many channels at once
 # (19 Cityscapes classes at 1024 x 2048 = 160 MB still take the faster stacked path).
 FULL_RES_BUDGET_BYTES = 256 << 20
 FAISS_MARGIN = 1.5
-_MEASURED: dict[tuple, dict[str, float]] = {}
-_MEASURED_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class Segmenter:
     >>> seg = Segmenter("bundle/")                        # backend/device picked automatically
     >>> result = seg.segment(rgb_uint8, classes=["road", "car", "sky"])
     >>> result.labels.shape == rgb_uint8.shape[:2]
+    >>> seg.segment(cv2.imread("frame.png"), color_order="bgr")   # OpenCV frames, no conversion needed
 
     Args:
         bundle_dir: folder written by `mgca-export` (manifest.json, model.onnx, ...).
@@ -112,17 +115,21 @@ class Segmenter:
         device: "auto", "cpu", "cuda" or "cuda:N"; describe()["provider"] says what actually runs.
         precision: None (fp32 for onnxruntime, fp16 for TensorRT), "fp32", "int8" or "fp16".
         text_cache: vocabulary file (hash-checked against the bundle); default: the bundle's own.
-        assignment: meta-point assignment, "auto" (measured once per process and map size), "numpy",
+        assignment: meta-point assignment, "auto" (measured by this Segmenter at construction), "numpy",
             "faiss" or "faiss-gpu"; all give identical labels.
         short_side, stride, units, unit_scope: override the manifest's inference settings.
         max_batch: most windows per engine call (all windows of a call's images are batched up to this).
-        threads: onnxruntime intra-op threads (0 = one per core).
+        num_threads: cap on this Segmenter's CPU threads: onnxruntime intra/inter-op threads, FAISS' OpenMP
+            team (per call, calling thread only) and concurrent post-processing; None = library defaults.
+            OpenCV's and numpy's BLAS pools are process-wide and left alone (see runtime/README.md).
+        color_order: default channel order of images given to `segment`: "rgb" or "bgr" (OpenCV frames).
     """
 
     def __init__(self, bundle_dir: str | Path, backend: str = "auto", device: str = "auto", *,
                  precision: str | None = None, text_cache: str | Path | TextCache | None = None,
                  assignment: str = "auto", short_side: int | None = None, stride: int | None = None,
-                 units: int | None = None, unit_scope: str | None = None, max_batch: int = 16, threads: int = 0):
+                 units: int | None = None, unit_scope: str | None = None, max_batch: int = 16,
+                 num_threads: int | None = None, color_order: str = "rgb"):
         self.bundle: Bundle = load_bundle(bundle_dir)
         overrides = {k: v for k, v in dict(short_side=short_side, stride=stride, units=units, unit_scope=unit_scope).items() if v is not None}
         self.settings: InferenceSettings = replace(self.bundle.inference, **overrides).validate(
@@ -130,6 +137,10 @@ class Segmenter:
         if max_batch < 1:
             raise RuntimeInputError(f"max_batch must be >= 1, got {max_batch}")
         self.max_batch = int(max_batch)
+        if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1):
+            raise RuntimeInputError(f"num_threads must be a positive integer or None (library defaults), got {num_threads!r}")
+        self.num_threads = num_threads
+        self.color_order = check_color_order(color_order)
         self._mean = np.asarray(self.bundle.mean, dtype=np.float32)
         self._std = np.asarray(self.bundle.std, dtype=np.float32)
         self.backend, self.precision = self._pick_backend(backend, precision)
@@ -137,13 +148,13 @@ class Segmenter:
         if self.backend == "tensorrt":
             self.engine: OrtEngine | TensorRTEngine = TensorRTEngine(model_path, self.bundle.input_name, self.bundle.output_name, device)
         else:
-            self.engine = OrtEngine(model_path, self.bundle.input_name, self.bundle.output_name, device, threads=threads)
+            self.engine = OrtEngine(model_path, self.bundle.input_name, self.bundle.output_name, device, num_threads=num_threads)
         self.assignment, self.assignment_reason, self.assignment_timings = self._pick_assignment(assignment)
-        self._assign = ASSIGNERS.get(self.assignment, ASSIGNERS["numpy"])
+        self._assign = make_assigner(self.assignment if self.assignment != "none" else "numpy", num_threads)
         # Full-resolution post-processing holds ~13 bytes x H x W x K per call (250 MB at 1024 x 2048 x 19):
-        # at most one call per core runs it at once, the rest queue. CPU-bound anyway, so throughput is unchanged
-        # while peak memory no longer grows with the number of concurrent callers.
-        self.post_slots = max(1, os.cpu_count() or 1)
+        # at most one call per core (per allowed thread) runs it at once, the rest queue. CPU-bound anyway, so
+        # throughput is unchanged while peak memory no longer grows with the number of concurrent callers.
+        self.post_slots = max(1, min(os.cpu_count() or 1, num_threads or (os.cpu_count() or 1)))
         self._post_gate = threading.BoundedSemaphore(self.post_slots)
         self._vocab_lock = threading.Lock()
         self._vocab: TextCache | None = None
@@ -179,7 +190,7 @@ class Segmenter:
             return "none", "units=0: every pixel is its own unit, no assignment", {}
         candidates = ["numpy"] + (["faiss"] if faiss is not None else []) + (["faiss-gpu"] if faiss_gpu_available() else [])
         if assignment != "auto":
-            if assignment not in ASSIGNERS:
+            if assignment not in ASSIGNMENT_METHODS:
                 raise RuntimeInputError(f"unknown assignment {assignment!r}; choose 'auto', 'numpy', 'faiss' or 'faiss-gpu'")
             if assignment not in candidates:
                 raise BackendError(f"assignment {assignment!r} is not available here (have {candidates}); install faiss-cpu / faiss-gpu or use 'numpy'")
@@ -189,17 +200,14 @@ class Segmenter:
         side = (settings.window if settings.unit_scope == "window" else settings.short_side) // self.bundle.output_stride
         pixels = side * side
         pixels = max(pixels, 4 * settings.units)  # units >= pixels would mean pixel units: measure a map where they are not
-        key = (pixels, self.bundle.embed_dim, settings.units, tuple(candidates))
-        with _MEASURED_LOCK:  # measured once per process and map size, then reused by every Segmenter
-            if key not in _MEASURED:
-                _MEASURED[key] = measure_assigners(pixels, self.bundle.embed_dim, settings.units, candidates)
-            timings = _MEASURED[key]
+        # measured by this Segmenter, under its own thread cap: a few ms, and no cache shared with other instances
+        timings = measure_assigners(pixels, self.bundle.embed_dim, settings.units, candidates, num_threads=self.num_threads)
         fastest = min(timings, key=timings.get)
         # FAISS must win clearly: its OpenMP pool is erratic on shared cores and under concurrent callers
         # (benchmarks/runtime.py measured 1.1-65x slower than numpy there), a close win does not survive that.
         best = fastest if timings[fastest] * FAISS_MARGIN < timings["numpy"] else "numpy"
         shown = ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in sorted(timings.items(), key=lambda kv: kv[1]))
-        reason = (f"measured once per process on a typical map ({pixels} px x {settings.units} units x {self.bundle.embed_dim} dims): "
+        reason = (f"measured at construction on a typical map ({pixels} px x {settings.units} units x {self.bundle.embed_dim} dims): "
                   f"{shown}; FAISS is used only when {FAISS_MARGIN:g}x faster than numpy; labels are identical either way")
         return best, reason, timings
 
@@ -260,9 +268,9 @@ class Segmenter:
         splits = np.cumsum([len(p.boxes) for p in prepared])[:-1]
         return np.split(emb, splits)
 
-    def _prepare(self, image: np.ndarray) -> Prepared:
+    def _prepare(self, image: np.ndarray, color_order: str) -> Prepared:
         s = self.settings
-        return prepare(image, s.short_side, s.window, s.stride, self.bundle.output_stride, self._mean, self._std)
+        return prepare(image, s.short_side, s.window, s.stride, self.bundle.output_stride, self._mean, self._std, color_order)
 
     def _window_units(self, windows: np.ndarray, prep: Prepared) -> np.ndarray:
         """Scope "window": replace each window's valid embeddings by their unit embeddings before stitching."""
@@ -277,9 +285,10 @@ class Segmenter:
                 emb[:, :h, :w] = unit_emb[assignment].T.reshape(-1, h, w)
         return out
 
-    def embed(self, image: np.ndarray) -> np.ndarray:
+    def embed(self, image: np.ndarray, color_order: str | None = None) -> np.ndarray:
         """Stitched, L2-normalised pixel embeddings C x H''/os x W''/os of one image (before units)."""
-        prep = self._prepare(check_image(image))
+        order = self.color_order if color_order is None else check_color_order(color_order)
+        prep = self._prepare(check_image(image), order)
         return stitch(self._embed_windows([prep])[0], prep, self.bundle.output_stride)
 
     def _scores(self, windows: np.ndarray, prep: Prepared, text: np.ndarray) -> np.ndarray:
@@ -295,18 +304,22 @@ class Segmenter:
         return pixel_scores(x, height, width, units, text, self._assign)
 
     def segment(self, images: Any, classes: Sequence[str] | None = None, *, return_scores: bool = False,
-                background_threshold: float | None = None) -> Result | list[Result]:
-        """Label map(s) for an RGB uint8 image H x W x 3 (or a list / N x H x W x 3 batch of them).
+                background_threshold: float | None = None, color_order: str | None = None) -> Result | list[Result]:
+        """Label map(s) for a uint8 image H x W x 3 (or a list / N x H x W x 3 batch of them).
 
+        The caller's buffer is read in place (C-contiguous or strided, writeable or read-only): it is neither
+        copied nor modified; the first new array is the resized (or float-converted) image.
         classes: names from the vocabulary (None: all of it), label i is classes[i].
+        color_order: "rgb" or "bgr" (OpenCV frames) for this call; None = the constructor's default.
         background_threshold: if set, a pixel whose best CLIP softmax probability (scores x 100) is below it
         gets label 0 "background" and the classes shift to 1..K (VOC/Context/COCO-Object evaluation).
         """
         text, names = self._classes(classes)
         if background_threshold is not None and not 0.0 <= float(background_threshold) <= 1.0:
             raise RuntimeInputError(f"background_threshold must be in [0, 1], got {background_threshold}")
+        order = self.color_order if color_order is None else check_color_order(color_order)
         arrays, batched = self._images(images)
-        prepared = [self._prepare(img) for img in arrays]
+        prepared = [self._prepare(img, order) for img in arrays]
         windows = self._embed_windows(prepared)
         results = []
         for prep, win in zip(prepared, windows):
@@ -338,6 +351,8 @@ class Segmenter:
             "assignment": self.assignment,
             "assignment_reason": self.assignment_reason,
             "max_batch": self.max_batch,
+            "num_threads": self.num_threads,
+            "color_order": self.color_order,
             "concurrent_postprocessing": self.post_slots,
             "vocabulary": {"classes": len(self.class_names),
                            "path": str(self._vocab.path) if self._vocab is not None and self._vocab.path else None},

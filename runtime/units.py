@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -94,9 +95,6 @@ def assign_numpy(x: np.ndarray, points: np.ndarray) -> np.ndarray:
     return best
 
 
-_gpu_local = threading.local()
-
-
 def faiss_gpu_available() -> bool:
     """True when the installed faiss is a GPU build and sees a CUDA device."""
     if faiss is None or not hasattr(faiss, "StandardGpuResources"):
@@ -107,25 +105,40 @@ def faiss_gpu_available() -> bool:
         return False
 
 
-def _faiss_index(channels: int, gpu: bool):
-    if gpu:
-        resources = getattr(_gpu_local, "resources", None)
-        if resources is None:  # GpuResources are not shared between threads
-            resources = _gpu_local.resources = faiss.StandardGpuResources()
-        return faiss.GpuIndexFlatIP(resources, channels)
-    return faiss.IndexFlatIP(channels)
+@contextmanager
+def omp_thread_cap(num_threads: int | None) -> Iterator[None]:
+    """Cap the OpenMP team of FAISS (and of the OpenMP OpenBLAS it ships) for parallel regions that the
+    *calling* thread starts, then restore it. OpenMP keeps nthreads-var per thread (libgomp gives a thread
+    its own copy on the first write), so other threads, other Segmenters and later calls see no change."""
+    if num_threads is None or faiss is None:
+        yield
+        return
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(int(num_threads))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
 
 
-def assign_faiss(x: np.ndarray, points: np.ndarray, gpu: bool = False) -> np.ndarray:
-    """Same labels as `assign_numpy`, from a FAISS inner-product search for the top 2 meta-points."""
+def assign_faiss(x: np.ndarray, points: np.ndarray, gpu: bool = False, num_threads: int | None = None,
+                 gpu_resources=None) -> np.ndarray:
+    """Same labels as `assign_numpy`, from a FAISS inner-product search for the top 2 meta-points.
+
+    num_threads caps FAISS' OpenMP threads for this call only; gpu_resources lets a caller reuse its
+    (per-thread) StandardGpuResources, else a fresh one is made for the call."""
     if faiss is None:
         raise ImportError("faiss is not installed; pip install faiss-cpu (or use assignment='numpy')")
     count = points.shape[0]
     if count == 1:
         return np.zeros(x.shape[0], dtype=np.int64)
-    index = _faiss_index(points.shape[1], gpu)
-    index.add(np.ascontiguousarray(points, dtype=np.float32))
-    dist, ids = index.search(np.ascontiguousarray(x, dtype=np.float32), 2)
+    if gpu:
+        index = faiss.GpuIndexFlatIP(gpu_resources or faiss.StandardGpuResources(), points.shape[1])
+    else:
+        index = faiss.IndexFlatIP(points.shape[1])
+    with omp_thread_cap(num_threads):
+        index.add(np.ascontiguousarray(points, dtype=np.float32))
+        dist, ids = index.search(np.ascontiguousarray(x, dtype=np.float32), 2)
     best = ids[:, 0].astype(np.int64)
     eps = tie_eps(x.shape[1])
     near = np.flatnonzero(dist[:, 0] - dist[:, 1] <= eps)
@@ -135,11 +148,33 @@ def assign_faiss(x: np.ndarray, points: np.ndarray, gpu: bool = False) -> np.nda
     return best
 
 
-ASSIGNERS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "numpy": assign_numpy,
-    "faiss": assign_faiss,
-    "faiss-gpu": lambda x, p: assign_faiss(x, p, gpu=True),
-}
+class FaissAssigner:
+    """`assign_faiss` bound to one owner's settings: its thread cap and its own per-thread GPU resources
+    (GpuResources are not shared between threads), so nothing is cached at module level."""
+
+    def __init__(self, gpu: bool = False, num_threads: int | None = None):
+        self.gpu, self.num_threads = gpu, num_threads
+        self._local = threading.local()
+
+    def __call__(self, x: np.ndarray, points: np.ndarray) -> np.ndarray:
+        resources = None
+        if self.gpu:
+            resources = getattr(self._local, "resources", None)
+            if resources is None:
+                resources = self._local.resources = faiss.StandardGpuResources()
+        return assign_faiss(x, points, self.gpu, self.num_threads, resources)
+
+
+ASSIGNMENT_METHODS = ("numpy", "faiss", "faiss-gpu")
+
+
+def make_assigner(method: str, num_threads: int | None = None) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The assignment callable for "numpy", "faiss" or "faiss-gpu", owned by the caller (no shared state)."""
+    if method == "numpy":
+        return assign_numpy
+    if method in ("faiss", "faiss-gpu"):
+        return FaissAssigner(gpu=method == "faiss-gpu", num_threads=num_threads)
+    raise ValueError(f"unknown assignment {method!r}; choose one of {ASSIGNMENT_METHODS}")
 
 
 def unit_embeddings(x: np.ndarray, assignment: np.ndarray, count: int) -> np.ndarray:
@@ -180,7 +215,7 @@ def pixel_scores(x: np.ndarray, height: int, width: int, units: int, text: np.nd
 
 
 def measure_assigners(pixels: int, channels: int, units: int, methods: list[str], repeats: int = 2,
-                      seed: int = 0) -> dict[str, float]:
+                      seed: int = 0, num_threads: int | None = None) -> dict[str, float]:
     """Median seconds per assignment for each method on random unit vectors of the given size."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((pixels, channels), dtype=np.float32)
@@ -188,7 +223,7 @@ def measure_assigners(pixels: int, channels: int, units: int, methods: list[str]
     points = np.ascontiguousarray(x[:: max(1, pixels // max(units, 1))][:units])
     timings = {}
     for name in methods:
-        fn = ASSIGNERS[name]
+        fn = make_assigner(name, num_threads)
         fn(x, points)  # warm-up (FAISS/BLAS thread pools, GPU context)
         samples = []
         for _ in range(repeats):
@@ -199,5 +234,5 @@ def measure_assigners(pixels: int, channels: int, units: int, methods: list[str]
     return timings
 
 
-__all__ = ["meta_grid", "meta_indices", "tie_eps", "assign_numpy", "assign_faiss", "faiss_gpu_available", "ASSIGNERS",
-           "unit_embeddings", "pool_units", "pixel_scores", "measure_assigners"]
+__all__ = ["meta_grid", "meta_indices", "tie_eps", "assign_numpy", "assign_faiss", "faiss_gpu_available", "omp_thread_cap",
+           "FaissAssigner", "ASSIGNMENT_METHODS", "make_assigner", "unit_embeddings", "pool_units", "pixel_scores", "measure_assigners"]
