@@ -6,6 +6,9 @@
 
 The dataset loop and metric (`evaluate`) take any `predict(image) -> labels` callable;
 `make_predict_fn` is the one place that decides which engine produces the labels.
+
+`--engine` needs only the base install (no torch): this module, mgca.config, mgca.datasets and
+mgca.metrics are torch-free, and every torch import sits behind the PyTorch path.
 """
 from __future__ import annotations
 
@@ -150,10 +153,22 @@ def side_by_side(engine, torch_metrics, agreement: float, names: tuple[str, str]
     return "\n".join(lines)
 
 
+def require_torch(what: str) -> None:
+    """A one-line ConfigError instead of a traceback when the lean (base) install meets a PyTorch path."""
+    from mgca.config import ConfigError
+
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"{what} needs PyTorch, which this install lacks: pip install 'mgca[train]', "
+                          "or evaluate an exported bundle with --engine BUNDLE") from None
+
+
 def make_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, dict]:
     """The per-image predict callable for this run and a description of it (engines plug in here)."""
     if getattr(args, "engine", None):
         return make_engine_predict_fn(args, spec)
+    require_torch("evaluating a checkpoint or CLIP features (--checkpoint / --decoder none / --compare-torch)")
     threshold = args.background_threshold if args.background_threshold is not None else spec.background_threshold
     predictor, model = build_predictor(args, threshold if spec.with_background else None)
     predictor.set_classes(spec.prompt_classes)
@@ -250,15 +265,20 @@ def run_compare(args: argparse.Namespace, dataset, predict: PredictFn, info: dic
     return result
 
 
+# Error types of torch-side modules: matched only when their module is loaded (an exception of that type
+# cannot exist otherwise), so the lean --engine path never imports torch just to name them.
+TORCH_SIDE_ERRORS = (("mgca.checkpoint", "CheckpointError"), ("mgca.clip_backbone", "BackboneError"))
+
+
 def user_errors() -> tuple[type[Exception], ...]:
-    """The project's 'you passed something wrong' errors: one line on stderr, exit 2, no traceback."""
-    from mgca.checkpoint import CheckpointError
-    from mgca.clip_backbone import BackboneError
+    """The project's 'you passed something wrong' errors: one line on stderr, exit 2, no traceback.
+    Called while an exception is being matched, i.e. after whatever could raise it was imported."""
     from mgca.config import ConfigError
     from mgca.datasets import DatasetError
     from runtime.errors import BackendError, BundleError, RuntimeInputError
 
-    return CheckpointError, ConfigError, BackboneError, DatasetError, OSError, BundleError, RuntimeInputError, BackendError
+    loaded = [getattr(sys.modules.get(module), name, None) for module, name in TORCH_SIDE_ERRORS]
+    return (ConfigError, DatasetError, OSError, BundleError, RuntimeInputError, BackendError, *filter(None, loaded))
 
 
 def main(argv: list[str] | None = None) -> int:
