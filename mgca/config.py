@@ -85,6 +85,36 @@ class TrainConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """Contrastive pretraining of a tiny CLIP on synthetic pairs (the embedded default; see mgca.clip_pretrain)."""
+
+    enabled: bool = False  # only used when backbone.checkpoint is unset
+    steps: int = 600
+    batch_size: int = 128
+    lr: float = 2.0e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 50
+    pool_size: int = 16384  # synthetic pairs rendered once and sampled from
+    seed: int = 0
+    cache_dir: str = "runs/clip_cache"  # weights are reused from here when the recipe is unchanged
+
+
+@dataclass
+class BenchmarkConfig:
+    """After training: frozen features vs the decoder on the synthetic benchmark (mgca.benchmark)."""
+
+    enabled: bool = False
+    root: str | None = None  # benchmark folder; None: output_dir/synthetic_benchmark (written if missing)
+    count: int = 200  # held-out images
+    image_size: int = 96
+    seed: int = 10_000  # never a training seed
+    short_side: int = 96  # inference at 1.5x the training crop, as the paper infers at 448 after training at 224
+    window: int = 64
+    stride: int = 32
+    units: tuple[int, int] = (0, 36)  # pixel units and the paper's 36 meta-points
+
+
+@dataclass
 class Config:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
@@ -92,6 +122,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

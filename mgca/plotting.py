@@ -33,3 +33,39 @@ def plot_loss_curve(history: Sequence[dict[str, float]], path: str | Path, terms
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_segmentation_grid(rows: Sequence[Sequence], columns: Sequence[str], class_names: Sequence[str],
+                           path: str | Path) -> Path:
+    """A grid of images and label maps: one row per image, e.g. image | ground truth | baseline | ours.
+
+    The first cell of a row is an RGB image; the others are (H, W) label maps drawn over it in the
+    same colours as `mgca.visualize`, with one legend for the grid.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    from .visualize import blend, class_palette
+
+    path = Path(path)
+    palette = class_palette(len(class_names))
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(2.4 * len(columns), 2.4 * len(rows) + 0.6), squeeze=False)
+    for r, row in enumerate(rows):
+        image = row[0]
+        for c, cell in enumerate(row):
+            ax = axes[r][c]
+            ax.imshow(image if c == 0 else blend(image, cell, palette, alpha=0.7), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(columns[c], fontsize=9)
+    handles = [Patch(color=tuple(palette[k] / 255), label=name) for k, name in enumerate(class_names)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -47,7 +47,7 @@ def make_voc(root: Path, names=("a", "b")) -> dict[str, np.ndarray]:
 def test_registry_has_the_eight_benchmarks_with_mmseg_class_counts():
     counts = {name: spec.num_classes for name, spec in DATASETS.items()}
     assert counts == {"voc21": 21, "voc20": 20, "context60": 60, "context59": 59, "coco_object": 81,
-                      "coco_stuff": 171, "ade20k": 150, "cityscapes": 19}
+                      "coco_stuff": 171, "ade20k": 150, "cityscapes": 19, "synthetic": 6}
     with_bg = {name for name, spec in DATASETS.items() if spec.with_background}
     assert with_bg == {"voc21", "context60", "coco_object"}
     assert all(DATASETS[n].background_threshold is not None for n in with_bg)
@@ -58,6 +58,27 @@ def test_registry_has_the_eight_benchmarks_with_mmseg_class_counts():
     assert DATASETS["coco_object"].classes[1:] == DATASETS["coco_stuff"].classes[:80]
     assert DATASETS["ade20k"].classes[:3] == ("wall", "building", "sky") and DATASETS["cityscapes"].classes[-1] == "bicycle"
     assert get_spec("VOC").name == "voc21" and get_spec("coco_stuff164k").name == "coco_stuff"
+    # the synthetic benchmark embeds "background" as a text class (its captions say "... background")
+    assert DATASETS["synthetic"].prompt_classes == DATASETS["synthetic"].classes
+
+
+def test_synthetic_benchmark_folder_round_trip(tmp_path):
+    """write_benchmark's images and masks read back through the benchmark reader exactly as generated."""
+    from mgca.data.synthetic import SyntheticCaptions, write_benchmark
+
+    root = write_benchmark(tmp_path / "bench", count=5, image_size=48, seed=7)
+    dataset = open_dataset("synthetic", root)
+    assert len(dataset) == 5 and dataset.layout.name == "synthetic"
+    source = SyntheticCaptions(5, 48, seed=7)
+    for index, sample in enumerate(dataset):
+        expected = source.render(index)
+        np.testing.assert_array_equal(sample.image, np.asarray(expected.image))
+        np.testing.assert_array_equal(sample.label, expected.mask.astype(np.int64))
+    stamp = (root / "benchmark.json").stat().st_mtime_ns
+    assert write_benchmark(root, count=5, image_size=48, seed=7) == root  # same recipe: reused, not rewritten
+    assert (root / "benchmark.json").stat().st_mtime_ns == stamp
+    with pytest.raises(DatasetError, match="does not exist under --root"):
+        open_dataset("synthetic", tmp_path / "bench" / "images")
 
 
 def test_voc_mmseg_layout_found_below_the_root(tmp_path):

@@ -6,14 +6,20 @@ known answer. Sample `i` depends only on (seed, i, image_size): index-addressabl
 """
 from __future__ import annotations
 
+import json
 import math
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+from tqdm import tqdm
 
-SHAPES = ("circle", "square", "triangle", "star", "diamond")
-CLASS_NAMES = ("background", *SHAPES)  # mask value k means CLASS_NAMES[k]
+from ..datasets.specs import SYNTHETIC_CLASSES
+
+CLASS_NAMES = SYNTHETIC_CLASSES  # mask value k means CLASS_NAMES[k]; the benchmark reads them back by name
+SHAPES = CLASS_NAMES[1:]
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "green": (40, 180, 50),
@@ -157,3 +163,50 @@ class SyntheticCaptions:
             objects.append((color, shape))
         caption = _caption(objects, texture, int(rng.integers(3)))
         return SyntheticSample(image, caption, np.asarray(mask, dtype=np.uint8).copy(), CLASS_NAMES)
+
+
+def write_benchmark(root: str | Path, count: int = 200, image_size: int = 96, seed: int = 10_000,
+                    progress: bool = False) -> Path:
+    """Write `count` held-out samples as the `synthetic` benchmark folder (images/, masks/, captions.tsv).
+
+    `mgca-eval --dataset synthetic --root ROOT` reads it like any other benchmark, so the torch
+    pipeline and an exported engine are scored the same way. Training uses other seeds (data.seed),
+    so these images are never seen in training. An existing folder made with the same recipe is
+    reused as it is.
+    """
+    root = Path(root)
+    recipe = {"count": count, "image_size": image_size, "seed": seed, "classes": list(CLASS_NAMES)}
+    stamp = root / "benchmark.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == recipe:
+        return root
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    source = SyntheticCaptions(count, image_size, seed=seed)
+    lines = []
+    for index in tqdm(range(count), desc="write synthetic benchmark", unit="img", disable=not progress, file=sys.stderr, leave=False):
+        sample = source.render(index)
+        name = f"{index:05d}"
+        sample.image.save(root / "images" / f"{name}.png")
+        Image.fromarray(sample.mask, "L").save(root / "masks" / f"{name}.png")
+        lines.append(f"images/{name}.png\t{sample.caption}")
+    (root / "captions.tsv").write_text("image\tcaption\n" + "\n".join(lines) + "\n")
+    stamp.write_text(json.dumps(recipe))
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m mgca.data.synthetic",
+                                     description="Write the synthetic segmentation benchmark (images, masks, captions).")
+    parser.add_argument("--out", required=True, help="folder to write (read it with mgca-eval --dataset synthetic --root OUT)")
+    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--size", type=int, default=96, help="image side in pixels")
+    parser.add_argument("--seed", type=int, default=10_000, help="held-out seed (training uses data.seed, 0 by default)")
+    args = parser.parse_args(argv)
+    print(write_benchmark(args.out, args.count, args.size, args.seed, progress=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The stages around decoder training that make `python -m mgca.train` an end-to-end run.
+
+Before: give the run a CLIP when it has none (a tiny one pretrained on synthetic pairs, cached).
+After: score frozen features against the trained decoder on the synthetic benchmark and draw
+the comparison. Both are switched by config (`pretrain.enabled`, `benchmark.enabled`), which the
+embedded default turns on; with real weights (`--clip ViT-B-16 --weights FILE`) pretraining is
+skipped and the decoder trains on them exactly as it would on the tiny CLIP.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .config import Config, ConfigError
+
+
+def ensure_clip_weights(cfg: Config, progress: bool = True) -> str | None:
+    """Point `cfg.backbone.checkpoint` at pretrained tiny-CLIP weights when pretraining is on and none are given.
+
+    Returns a one-line description of what happened (None when nothing was done).
+    """
+    if not cfg.pretrain.enabled or cfg.backbone.checkpoint is not None:
+        return None
+    from .clip_pretrain import cache_path, pretrain_clip
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not cache_path(cfg.backbone.arch, cfg.pretrain).is_file():
+        raise ConfigError("pretrain.enabled under torchrun: pretrain the tiny CLIP once in a single process first "
+                          "(python -m mgca.train with the same config), then launch torchrun")
+    report = pretrain_clip(cfg.backbone.arch, cfg.pretrain, progress=progress)
+    cfg.backbone.checkpoint = str(report.path)
+    return report.describe()
+
+
+def benchmark_root(cfg: Config) -> Path:
+    return Path(cfg.benchmark.root) if cfg.benchmark.root else Path(cfg.train.output_dir) / "synthetic_benchmark"
+
+
+def run_benchmark(cfg: Config, model, device: torch.device, output_dir: Path, progress: bool = True) -> tuple[str, Path, Path]:
+    """Write (or reuse) the held-out benchmark, score the four cells, save JSON and the comparison picture.
+
+    Returns (printed table, JSON path, picture path).
+    """
+    from .benchmark import benchmark_table, frozen_baseline
+    from .data.synthetic import write_benchmark
+    from .datasets import open_dataset
+    from .inference import InferenceConfig, SegmentationPredictor
+    from .plotting import plot_segmentation_grid
+
+    bench = cfg.benchmark
+    root = write_benchmark(benchmark_root(cfg), bench.count, bench.image_size, bench.seed, progress=progress)
+    settings = InferenceConfig(short_side=bench.short_side, window=bench.window, stride=bench.stride)
+    table = benchmark_table(model, root, settings, device, units=tuple(bench.units), progress=progress)
+    json_path = table.save(output_dir / "benchmark.json")
+
+    dataset = open_dataset("synthetic", root)
+    names = dataset.spec.prompt_classes
+    units = max(bench.units)
+    predictors = []
+    for candidate in (frozen_baseline(model), model):
+        predictor = SegmentationPredictor(candidate, InferenceConfig(**{**settings.to_dict(), "units": units}), device)
+        predictor.set_classes(names)
+        predictors.append(predictor)
+    rows = []
+    for index in range(min(4, len(dataset))):
+        sample = dataset[index]
+        rows.append((sample.image, sample.label, *(p.predict(sample.image) for p in predictors)))
+    columns = ("image", "ground truth", f"frozen CLIP ({units} units)", f"MGCA decoder ({units} units)")
+    picture = plot_segmentation_grid(rows, columns, dataset.spec.classes, output_dir / "segmentation.png")
+    return table.format(), json_path, picture
+
