@@ -45,6 +45,23 @@ def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return value / info.world_size
 
 
+def gather_with_local_grad(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """`value` of every rank concatenated in rank order (dim 0); only this rank's slice stays in the graph.
+
+    open_clip's ClipLoss without gather_with_grad: every rank then computes the same full-batch
+    loss, so the gradient reaching the local slice is already the complete dL/d(local rows) and no
+    backward communication is needed. (gather_with_grad's backward would sum world_size identical
+    copies of it instead; DDP's averaging then needs the scale the caller applies here.)
+    Every rank must pass the same shape.
+    """
+    if not info.enabled:
+        return value
+    parts = [torch.empty_like(value) for _ in range(info.world_size)]
+    dist.all_gather(parts, value.detach().contiguous())
+    parts[info.rank] = value
+    return torch.cat(parts)
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
