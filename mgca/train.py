@@ -5,8 +5,10 @@
     torchrun --nproc_per_node 4 -m mgca.train --config ... train.global_batch=1024
 
 The CLIP towers are frozen; only the decoder is optimised (AdamW, warm-up + cosine). Each
-optimizer step accumulates micro-batches until `train.global_batch` images were seen across
-all processes. Contrastive negatives come from the micro-batch on each process.
+optimizer step gathers micro-batches until `train.global_batch` images were seen across all
+processes, and the loss is computed once over that whole global batch: every image has every
+caption of all micro-batches and all ranks as negatives, exactly as one big batch would
+(gradient cache, `mgca.grad_cache`: the decoder runs twice per micro-batch, the frozen CLIP once).
 """
 from __future__ import annotations
 
@@ -32,12 +34,15 @@ from .config import Config, ConfigError, config_to_dict, load_config
 from .data import DataError, build_dataloader, build_train_transform
 from .decoder import count_parameters
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, shutdown
+from .embedded import ensure_clip_weights, run_benchmark
+from .grad_cache import GradCache
 from .losses import MGCALoss
 from .model import MGCA, build_model
 from .plotting import plot_loss_curve
 from .schedule import build_scheduler
 
 LOSS_TERMS = ("loss", "obj", "reg", "pix")
+NORM_TERMS = ("v_norm", "t_norm")  # mean L2 norms of V (per pixel) and T (per caption): S uses raw dot products
 
 
 @dataclass
@@ -134,6 +139,8 @@ class Trainer:
         self.loss_fn = MGCALoss(cfg.loss)
         self.optimizer = build_optimizer(self.model.decoder, cfg)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
+        no_sync = self.decoder.no_sync if self.info.enabled else contextlib.nullcontext
+        self.grad_cache = GradCache(self.forward_decoder, self.loss_fn, self.info, self.accum, self._autocast, no_sync)
 
         self.transform = build_train_transform(cfg.data, mean=self.model.backbone.mean, std=self.model.backbone.std)
         _, batches_per_epoch = epoch_batches(cfg, self.transform, self.info, 0, 0)
@@ -201,21 +208,21 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _micro_step(self, batch: dict, sync: bool) -> dict[str, torch.Tensor]:
+    def _micro_step(self, batch: dict) -> None:
+        """Frozen CLIP once per micro-batch; the decoder output waits in the gradient cache for the step."""
         images = batch["images"].to(self.device, non_blocking=True)
         with self._autocast():
             text = self.model.encode_captions(batch["captions"])
             features = self.model.backbone.dense_features(images)
-        no_sync = self.decoder.no_sync if (self.info.enabled and not sync) else contextlib.nullcontext
-        with no_sync():
-            with self._autocast():
-                pixels = self.forward_decoder(features)
-                pixels = pixels.flatten(2).transpose(1, 2)  # (B, L, C)
-                losses = self.loss_fn(pixels.float(), text.float())
-            self.scaler.scale(losses["loss"] / self.accum).backward()
-        return {k: v.detach() for k, v in losses.items()}
+        self.grad_cache.add(features, text)
 
-    def _optimizer_step(self) -> None:
+    def _backward(self) -> dict[str, torch.Tensor]:
+        """Gradients of the loss over the whole global batch (all micro-batches, all ranks)."""
+        return self.grad_cache.backward(self.scaler.scale)
+
+    def _optimizer_step(self) -> dict[str, torch.Tensor]:
+        """Backward of the full-batch loss, then one AdamW and schedule step; returns the loss terms."""
+        losses = self._backward()
         if self.cfg.optim.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.decoder.parameters(), self.cfg.optim.grad_clip)
@@ -223,6 +230,7 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
+        return losses
 
     def _check_replicas_in_sync(self) -> None:
         """DDP invariant: every rank holds the same decoder weights (cheap at 4.7M parameters)."""
@@ -251,7 +259,6 @@ class Trainer:
                   f"{self.steps_per_epoch} steps/epoch, {self.total_steps} steps total", flush=True)
         bar = tqdm(total=stop, initial=self.state.step, desc="train", unit="step", disable=not self.info.is_main,
                    dynamic_ncols=True, file=sys.stderr)
-        sums = {k: torch.zeros((), device=self.device) for k in LOSS_TERMS}
         tick, images_seen = time.perf_counter(), 0
         while self.state.step < stop:
             epoch = self.state.epoch
@@ -261,20 +268,16 @@ class Trainer:
                 if self.state.step >= stop:
                     break
                 self.state.batch_in_epoch += 1
-                boundary = self.state.batch_in_epoch % self.accum == 0
-                losses = self._micro_step(batch, sync=boundary)
-                for key in LOSS_TERMS:
-                    sums[key] += losses[key] / self.accum
+                self._micro_step(batch)
                 images_seen += len(batch["captions"]) * self.info.world_size
-                if not boundary:
+                if self.state.batch_in_epoch % self.accum:
                     continue
                 lr = self.scheduler.get_last_lr()[0]
-                self._optimizer_step()
+                losses = self._optimizer_step()
                 self.state.step += 1
                 record = {"step": self.state.step, "epoch": epoch, "lr": lr}
-                record.update({k: float(all_reduce_mean(v, self.info)) for k, v in sums.items()})
-                for v in sums.values():
-                    v.zero_()
+                # Full-batch values, the same on every rank; the mean only guards against float noise.
+                record.update({k: float(all_reduce_mean(losses[k], self.info)) for k in (*LOSS_TERMS, *NORM_TERMS)})
                 elapsed = time.perf_counter() - tick
                 record["images_per_s"] = images_seen / max(elapsed, 1e-9)
                 self.state.history.append(record)
@@ -300,33 +303,27 @@ class Trainer:
         curve = None
         if self.info.is_main:
             curve = plot_loss_curve(self.state.history, self.output_dir / "loss_curve.png")
-            if cfg.data.source == "synthetic":
-                print(f"mgca.train: segmentation of a held-out synthetic image: {self._render_synthetic_demo()}", flush=True)
             (self.output_dir / "history.json").write_text(json.dumps(self.state.history, indent=1))
             first, last = self.state.history[0]["loss"], self.state.history[-1]["loss"]
             print(f"mgca.train: done, {self.state.step} steps, loss {first:.4f} -> {last:.4f}; checkpoint {checkpoint}, loss curve {curve}", flush=True)
         return TrainResult(self.output_dir, checkpoint, curve, self.state.history)
 
 
-    def _render_synthetic_demo(self) -> Path:
-        """Segment an unseen synthetic image with the trained decoder: the picture to look at first."""
-        from .data import SyntheticCaptions
-        from .inference import InferenceConfig, SegmentationPredictor
-        from .visualize import save_overlay
-
-        sample = SyntheticCaptions(1, self.cfg.data.image_size, seed=self.cfg.data.seed + 1).render(0)
-        image = np.asarray(sample.image)
-        shape = self.cfg.data.image_size
-        predictor = SegmentationPredictor(self.model, InferenceConfig(short_side=shape, window=shape, stride=shape // 2), self.device)
-        predictor.set_classes(sample.class_names)
-        labels = predictor.predict(image)
-        return save_overlay(self.output_dir / "segmentation.png", image, labels, sample.class_names)
 
 
 def train(cfg: Config) -> TrainResult:
+    """Pretrain a tiny CLIP if asked (and none is given), train the decoder, then the synthetic benchmark if asked."""
+    note = ensure_clip_weights(cfg)
+    if note:
+        print(f"mgca.train: {note}", flush=True)
     trainer = Trainer(cfg)
     try:
-        return trainer.fit()
+        result = trainer.fit()
+        if cfg.benchmark.enabled and trainer.info.is_main:
+            table, json_path, picture = run_benchmark(cfg, trainer.model, trainer.device, trainer.output_dir)
+            print(f"mgca.train: synthetic segmentation benchmark (mIoU %, {json_path}):\n{table}", flush=True)
+            print(f"mgca.train: held-out segmentations, frozen CLIP vs trained decoder: {picture}", flush=True)
+        return result
     finally:
         shutdown(trainer.info)
 
@@ -334,6 +331,9 @@ def train(cfg: Config) -> TrainResult:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m mgca.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML config file (defaults: the embedded tiny run)")
+    parser.add_argument("--clip", metavar="ARCH", help="CLIP architecture (open_clip name, e.g. ViT-B-16); same as backbone.arch=ARCH")
+    parser.add_argument("--weights", metavar="FILE", help="local CLIP weights (OpenAI .pt or open_clip .pt/.safetensors); "
+                        "same as backbone.checkpoint=FILE, and no tiny CLIP is pretrained")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.batch_size=16 optim.epochs=2")
     return parser.parse_args(argv)
 
@@ -347,11 +347,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config_path = args.config or embedded_config_path()
+        overrides = list(args.overrides)
+        overrides += [f"backbone.arch={args.clip}"] if args.clip else []
+        overrides += [f"backbone.checkpoint={args.weights}"] if args.weights else []
         if args.config is None:
-            changed = f", with {' '.join(args.overrides)}" if args.overrides else ""
-            print(f"mgca.train: no --config given, running the embedded default ({config_path.name}: tiny random-init CLIP, "
-                  f"synthetic data{changed})", flush=True)
-        cfg = load_config(config_path, args.overrides)
+            changed = f", with {' '.join(overrides)}" if overrides else ""
+            print(f"mgca.train: no --config given, running the embedded default ({config_path.name}: a tiny CLIP pretrained on "
+                  f"synthetic pairs, then the MGCA decoder on top, then the synthetic benchmark{changed})", flush=True)
+        cfg = load_config(config_path, overrides)
         train(cfg)
     except (ConfigError, CheckpointError, BackboneError, DataError) as err:
         print(f"mgca.train: error: {err}", file=sys.stderr)

@@ -14,9 +14,13 @@ import torch
 from mgca.checkpoint import CheckpointError, load_checkpoint
 from mgca.config import ConfigError, load_config
 from mgca.schedule import warmup_cosine
-from mgca.train import Trainer, accumulation_steps, embedded_config_path, epoch_batches, main, train
+from mgca.train import LOSS_TERMS, NORM_TERMS, Trainer, accumulation_steps, embedded_config_path, epoch_batches, main, train
 
-FAST = ["data.synthetic_size=48", "train.batch_size=8", "optim.epochs=2", "optim.warmup_epochs=0.5", "optim.lr=3e-3"]
+from grad_check import GLOBAL_BATCH, decoder_gradients, fixed_batch, make_trainer
+
+# The embedded default also pretrains a tiny CLIP and runs the benchmark (tests/test_embedded.py); here only the decoder trains.
+DECODER_ONLY = ["pretrain.enabled=false", "benchmark.enabled=false"]
+FAST = [*DECODER_ONLY, "data.synthetic_size=48", "train.batch_size=8", "optim.epochs=2", "optim.warmup_epochs=0.5", "optim.lr=3e-3"]
 
 
 def fast_config(tmp_path: Path, *extra: str):
@@ -47,7 +51,7 @@ def _fixed_batch_loss(trainer: Trainer, batch: dict) -> float:
 
 def test_embedded_default_loss_falls(tmp_path):
     """The embedded default config learns: the loss on a fixed batch drops after a short run."""
-    cfg = load_config(embedded_config_path(), ["data.synthetic_size=96", "train.batch_size=16", "optim.epochs=5",
+    cfg = load_config(embedded_config_path(), [*DECODER_ONLY, "data.synthetic_size=96", "train.batch_size=16", "optim.epochs=5",
                                                f"train.output_dir={tmp_path}"])
     trainer = Trainer(cfg)
     batch = next(epoch_batches(cfg, trainer.transform, trainer.info, epoch=0, start_batch=0)[0])
@@ -124,6 +128,96 @@ def test_corrupt_resume_checkpoint(tmp_path, capsys):
     (tmp_path / "last.pt").write_bytes(b"PK\x03\x04 truncated")
     assert main([f"train.output_dir={tmp_path}", "train.resume=auto", *FAST]) == 2
     assert "corrupt or truncated" in capsys.readouterr().err
+
+
+@pytest.fixture
+def float64_default():
+    """Exact-arithmetic comparisons: the trainer's model and batches built in float64."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
+def _single_batch_gradients(tmp_path: Path, *extra: str) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    trainer = make_trainer(tmp_path / "single", GLOBAL_BATCH, *extra)
+    assert trainer.accum == 1
+    return decoder_gradients(trainer, fixed_batch())
+
+
+def _assert_same_gradients(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    # float64 end to end: only the order of the sums differs, so agreement is to ~1e-13 relative.
+    for name, grad in expected.items():
+        assert grad.abs().max() > 0, name  # every parameter gets a gradient (the gates are open)
+        torch.testing.assert_close(actual[name], grad, rtol=1e-9, atol=1e-12 * float(grad.abs().max()), msg=name)
+
+
+@pytest.mark.parametrize("extra", [(), ("loss.chunk_size=3",)], ids=["whole-S", "chunked-S"])
+def test_accumulated_micro_batches_give_the_full_batch_gradient(tmp_path, float64_default, extra):
+    """4 micro-batches of 4 = one batch of 16: every caption of the step is a negative for every image.
+
+    Per-micro-batch losses (the old accumulation) give a different gradient: checked here too, so
+    the comparison can fail."""
+    expected, expected_losses = _single_batch_gradients(tmp_path, *extra)
+    trainer = make_trainer(tmp_path / "accum", 4, *extra)
+    assert trainer.accum == 4
+    actual, losses = decoder_gradients(trainer, fixed_batch())
+    _assert_same_gradients(actual, expected)
+    for key in (*LOSS_TERMS, *NORM_TERMS):
+        assert losses[key] == pytest.approx(expected_losses[key], rel=1e-12)
+
+    batch, local = fixed_batch(), {name: torch.zeros_like(g) for name, g in expected.items()}
+    for start in range(0, GLOBAL_BATCH, 4):  # the old scheme: each micro-batch's own loss, averaged
+        with torch.no_grad():
+            text = trainer.model.encode_captions(batch["captions"][start:start + 4])
+            features = trainer.model.backbone.dense_features(batch["images"][start:start + 4])
+        pixels = trainer.model.decoder(features).flatten(2).transpose(1, 2)
+        loss = trainer.loss_fn(pixels, text)["loss"] / 4
+        for (name, g), param in zip(local.items(), trainer.model.decoder.parameters()):
+            g += torch.autograd.grad(loss, param, retain_graph=True)[0]
+    assert max(float((local[n] - g).norm() / g.norm()) for n, g in expected.items()) > 1e-2
+
+
+def test_micro_step_caches_the_step_and_logs_norms(tmp_path):
+    """The frozen CLIP runs once per micro-batch; the step logs the mean norms of V and T."""
+    result = make_trainer(tmp_path / "fit", 4, "train.max_steps=1").fit()
+    record = result.history[0]
+    assert record["v_norm"] > 0 and record["t_norm"] > 0 and all(math.isfinite(record[k]) for k in LOSS_TERMS)
+    trainer = make_trainer(tmp_path / "count", batch_size=4)
+    calls = []
+    original = trainer.model.backbone.dense_features
+    trainer.model.backbone.dense_features = lambda images: calls.append(len(images)) or original(images)
+    decoder_gradients(trainer, fixed_batch())
+    assert calls == [4, 4, 4, 4]
+
+
+def test_loss_scale_reaches_the_parameters(tmp_path):
+    """The fp16 GradScaler scales the full-batch loss; the cached dL/dV carries it into every parameter."""
+    plain, _ = decoder_gradients(make_trainer(tmp_path / "plain", 4), fixed_batch())
+    trainer = make_trainer(tmp_path / "scaled", 4)
+    trainer.scaler.scale = lambda loss: loss * 1024.0
+    scaled, _ = decoder_gradients(trainer, fixed_batch())
+    for name, grad in plain.items():
+        torch.testing.assert_close(scaled[name], 1024.0 * grad, rtol=1e-4, atol=1e-6 * float(grad.abs().max()) * 1024)
+
+
+@pytest.mark.slow
+def test_ddp_gradient_equals_single_process_full_batch(tmp_path, float64_default):
+    """2 gloo ranks x 2 micro-batches of 4: the all-reduced gradient is the gradient of the loss over
+    all 16 pairs, as one process computes it (per-rank negatives or a missing world_size factor fail)."""
+    expected, expected_losses = _single_batch_gradients(tmp_path)
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    output = tmp_path / "grads"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(Path(__file__).with_name("grad_check.py")), str(output)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        saved = torch.load(f"{output}.rank{rank}")
+        assert saved["accum"] == 2
+        _assert_same_gradients(saved["grads"], expected)
+        for key in (*LOSS_TERMS, *NORM_TERMS):
+            assert saved["losses"][key] == pytest.approx(expected_losses[key], rel=1e-12)
 
 
 @pytest.mark.slow
