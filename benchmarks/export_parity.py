@@ -1,8 +1,12 @@
 """Export parity and latency: ONNX (onnxruntime CPU) fp32/int8 vs PyTorch eager, per window.
 
-    python benchmarks/export_parity.py                         # tiny model at its own window (224) and at 448
+    python benchmarks/export_parity.py                         # trained tiny model (runs/embedded/last.pt) + mgca-tiny (random)
     python benchmarks/export_parity.py --vitb                  # + ViT-B/16 (random init unless --clip-weights) at 448
     python benchmarks/export_parity.py --vitb --vitb-batch 8 --clip-weights /weights/ViT-B-16.pt
+
+The trained row is the embedded default's checkpoint (`python -m mgca.train` writes it): its CLIP
+is the tiny one pretrained on synthetic pairs and its decoder is trained, so its int8 agreement is
+measured with the synthetic benchmark's class embeddings on held-out synthetic images.
 
 For every row: export the graph (dynamo, opset 18), fp32 parity against `pixel_embeddings` on
 random + synthetic windows (max abs err, relative error, label agreement over 20 random class
@@ -65,29 +69,55 @@ def perturb(model, seed: int = 0) -> None:
                 param.add_(0.02 * torch.randn(param.shape, generator=gen))
 
 
-def bench(arch: str, window: int, batches: list[int], clip_weights: str | None, calib_images: int, repeats: int,
-          budget_s: float, workdir: Path, spinning: bool) -> list[dict]:
-    """One export + int8 quantisation of `arch` at `window`, then one latency row per batch size."""
+def random_model(arch: str, clip_weights: str | None):
+    """`arch` with random (or given) CLIP weights and a perturbed decoder: what latency and fp32 parity need."""
     cfg = Config()
     cfg.backbone.arch = arch
     cfg.backbone.checkpoint = clip_weights
     model = build_model(cfg.backbone, cfg.decoder).eval()
     perturb(model)
-    base: dict = {"arch": arch, "weights": "trained CLIP weights" if clip_weights else "random init", "window": window}
+    return model, "trained CLIP weights" if clip_weights else "random init"
+
+
+def trained_model(checkpoint: str):
+    """The checkpoint's model, the class embeddings of the vocabulary it was trained for, and images of its domain."""
+    from mgca.checkpoint import load_model
+    from mgca.data.synthetic import CLASS_NAMES, SyntheticCaptions
+
+    model, cfg = load_model(checkpoint)
+    if cfg.data.source != "synthetic":
+        return model, "trained", None, None
+    classes = model.backbone.class_embeddings(CLASS_NAMES, ["a {}"]).numpy()
+    size = cfg.benchmark.image_size
+    held_out = SyntheticCaptions(16, size, seed=cfg.benchmark.seed + 1)
+    images = [np.asarray(held_out[i][0]) for i in range(len(held_out))]
+    return model, "trained (embedded)", classes, images
+
+
+def bench(arch: str, model, weights: str, window: int, batches: list[int], calib_images: int, repeats: int,
+          budget_s: float, workdir: Path, spinning: bool, classes: np.ndarray | None = None,
+          images: list[np.ndarray] | None = None) -> list[dict]:
+    """One export + int8 quantisation of `model` at `window`, then one latency row per batch size.
+
+    `classes` (K, C) and `images` come from the model's own domain when it is trained; without them,
+    random class embeddings and photo-like synthetic images are used.
+    """
+    base: dict = {"arch": arch, "weights": weights, "window": window}
 
     t = time.perf_counter()
     fp32_path = export_onnx(model, workdir / f"{arch}-{window}.onnx", window=window)
     base["export_s"] = time.perf_counter() - t
     pre = Preprocess(window, tuple(model.backbone.mean), tuple(model.backbone.std), int(model.output_stride))
-    sets = parity_windows(pre, None, num_random=1, num_synthetic=1, max_windows=2)
-    classes = random_class_embeddings(20, int(model.embed_dim))
+    sets = parity_windows(pre, images, num_random=1, num_synthetic=1, max_windows=8 if images else 2)
+    classes = classes if classes is not None else random_class_embeddings(20, int(model.embed_dim))
     reference = {k: run_torch(model, w, batch_size=2) for k, w in sets.items()}
     fp32 = ort_session(fp32_path, spinning=spinning)
     report = check_parity(model, fp32_path, sets, classes, session=fp32, reference=reference, batch_size=2)
     base.update(fp32_max_abs_err=report.max_abs_err, fp32_rel_err=report.rel_err, fp32_label_agreement=report.label_agreement)
 
     t = time.perf_counter()
-    reader = ImageFolderCalibrationReader(synthetic_images(calib_images, (window * 3 // 4, window), seed=1), pre, limit=calib_images)
+    calib = images[:calib_images] if images else synthetic_images(calib_images, (window * 3 // 4, window), seed=1)
+    reader = ImageFolderCalibrationReader(calib, pre, limit=calib_images)
     int8_path = quantize_int8(fp32_path, workdir / f"{arch}-{window}.int8.onnx", reader).path
     base["quantize_s"] = time.perf_counter() - t
     base["calib_windows"] = len(reader.windows)
@@ -125,6 +155,9 @@ def _ints(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", default="runs/embedded/last.pt",
+                        help="trained checkpoint for the 'trained' rows (default: the embedded run's; skipped if missing)")
+    parser.add_argument("--trained-windows", default="64,128", help="windows for the trained checkpoint (64 = its training size)")
     parser.add_argument("--tiny-windows", default="224,448", help="windows for mgca-tiny (224 is its native grid)")
     parser.add_argument("--tiny-batch", type=int, default=4)
     parser.add_argument("--vitb", action="store_true", help="add ViT-B-16 rows")
@@ -142,19 +175,28 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs; latency = median "
           "per window (batch time / batch size), onnxruntime CPUExecutionProvider, ORT_ENABLE_ALL, "
           f"thread spinning {'on' if args.spinning else 'off'}")
-    jobs = [("mgca-tiny", w, [args.tiny_batch], None) for w in _ints(args.tiny_windows)]
+    jobs = []
+    if Path(args.checkpoint).is_file():
+        model, weights, classes, images = trained_model(args.checkpoint)
+        jobs += [(model.backbone.arch, model, weights, w, [args.tiny_batch], classes, images) for w in _ints(args.trained_windows)]
+    else:
+        print(f"(no trained rows: {args.checkpoint} does not exist; run `python -m mgca.train` first)")
+    model, weights = random_model("mgca-tiny", None)
+    jobs += [("mgca-tiny", model, weights, w, [args.tiny_batch], None, None) for w in _ints(args.tiny_windows)]
     if args.vitb:
-        jobs += [("ViT-B-16", w, _ints(args.vitb_batch), args.clip_weights) for w in _ints(args.vitb_windows)]
-    header = (f"{'arch':10} {'weights':12} {'win':>4} {'bs':>3} | {'fp32 max|d|':>11} {'fp32 rel':>9} {'fp32 agr':>8} | "
+        model, weights = random_model("ViT-B-16", args.clip_weights)
+        jobs += [("ViT-B-16", model, weights, w, _ints(args.vitb_batch), None, None) for w in _ints(args.vitb_windows)]
+    header = (f"{'arch':10} {'weights':18} {'win':>4} {'bs':>3} | {'fp32 max|d|':>11} {'fp32 rel':>9} {'fp32 agr':>8} | "
               f"{'int8 agr':>8} {'int8 mIoU':>9} | {'torch ms':>9} {'ort32 ms':>9} {'ort8 ms':>8} | {'t/ort32':>7} {'t/ort8':>6} | load")
     print(header)
     print("-" * len(header))
     results = []
     with tempfile.TemporaryDirectory(prefix="mgca-bench-") as tmp:
-        for arch, window, batches, weights in jobs:
-            for row in bench(arch, window, batches, weights, args.calib_images, args.repeats, args.budget_s, Path(tmp), args.spinning):
+        for arch, model, weights, window, batches, classes, images in jobs:
+            for row in bench(arch, model, weights, window, batches, args.calib_images, args.repeats, args.budget_s, Path(tmp),
+                             args.spinning, classes, images):
                 results.append(row)
-                print(f"{arch:10} {row['weights'][:12]:12} {window:>4} {row['batch']:>3} | {row['fp32_max_abs_err']:>11.2e} "
+                print(f"{arch:10} {row['weights'][:18]:18} {window:>4} {row['batch']:>3} | {row['fp32_max_abs_err']:>11.2e} "
                       f"{row['fp32_rel_err']:>9.2e} {row['fp32_label_agreement']:>8.2%} | {row['int8_label_agreement']:>8.2%} "
                       f"{row['int8_miou_vs_fp32']:>9.3f} | {row['torch_ms']:>9.1f} {row['ort_fp32_ms']:>9.1f} {row['ort_int8_ms']:>8.1f} | "
                       f"{row['torch_over_ort_fp32']:>7.2f} {row['torch_over_ort_int8']:>6.2f} | {row['load_avg_1min']:.1f}", flush=True)

@@ -50,6 +50,11 @@ def _bundled_config(arch: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def is_bundled_arch(arch: str) -> bool:
+    """The tiny architectures shipped for tests and the embedded default (random init there is on purpose)."""
+    return _bundled_config(arch) is not None
+
+
 def model_config(arch: str) -> dict[str, Any]:
     """The architecture dict of a bundled (mgca-tiny) or open_clip model name."""
     cfg = _bundled_config(arch)

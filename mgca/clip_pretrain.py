@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from .clip_backbone import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, model_config
 from .config import PretrainConfig, config_to_dict
-from .data.synthetic import COLORS, SHAPES, SyntheticCaptions
+from .data.synthetic import CLASS_NAMES, COLORS, SHAPES, SyntheticCaptions
 from .schedule import warmup_cosine
 
 
@@ -81,20 +81,17 @@ def render_pool(size: int, image_size: int, seed: int, progress: bool = True) ->
 
 def zero_shot_accuracy(model: torch.nn.Module, tokenizer, image_size: int, seed: int, count: int = 400) -> float:
     """Top-1 over all colour x shape classes on held-out single-object images: is the CLIP any good?"""
-    classes = [(color, shape) for color in COLORS for shape in SHAPES]
-    source = SyntheticCaptions(count * 4, image_size, seed=seed, max_objects=1)
+    classes = [f"{color} {shape}" for color in COLORS for shape in SHAPES]
+    source = SyntheticCaptions(count, image_size, seed=seed, max_objects=1)
     images, targets = [], []
-    for index in range(len(source)):
+    for index in range(count):
         sample = source.render(index)
-        color = next(word for word in sample.caption.split() if word in COLORS)
-        shape = SHAPES[int(sample.mask.max()) - 1]
         images.append(np.asarray(sample.image))
-        targets.append(classes.index((color, shape)))
-        if len(images) == count:
-            break
+        shape_pixels = sample.mask[sample.mask >= len(CLASS_NAMES) - len(classes)]
+        targets.append(classes.index(CLASS_NAMES[int(np.bincount(shape_pixels).argmax())]))
     model.eval()
     with torch.no_grad():
-        text = model.encode_text(tokenizer([f"a {c} {s}" for c, s in classes]), normalize=True)
+        text = model.encode_text(tokenizer([f"a {name}" for name in classes]), normalize=True)
         image = model.encode_image(_normalise(np.stack(images)), normalize=True)
     predicted = (image @ text.t()).argmax(dim=1).numpy()
     return float((predicted == np.asarray(targets)).mean())

@@ -46,6 +46,7 @@ class LossConfig:
     use_reg: bool = True
     use_pix: bool = True
     chunk_size: int = 0  # images per chunk of S (B, B, L); 0 computes S in one piece
+    normalize: bool = False  # L2-normalise V and T before S (experiments only; the paper's S is raw dot products)
 
 
 @dataclass
@@ -112,6 +113,7 @@ class BenchmarkConfig:
     window: int = 64
     stride: int = 32
     units: tuple[int, int] = (0, 36)  # pixel units and the paper's 36 meta-points
+    templates: str = "plain"  # "a {}": the synthetic captions' wording (TCL's 9 templates are for real CLIP)
 
 
 @dataclass

@@ -50,7 +50,7 @@ def run_benchmark(cfg: Config, model, device: torch.device, output_dir: Path, pr
 
     bench = cfg.benchmark
     root = write_benchmark(benchmark_root(cfg), bench.count, bench.image_size, bench.seed, progress=progress)
-    settings = InferenceConfig(short_side=bench.short_side, window=bench.window, stride=bench.stride)
+    settings = InferenceConfig(short_side=bench.short_side, window=bench.window, stride=bench.stride, templates=bench.templates)
     table = benchmark_table(model, root, settings, device, units=tuple(bench.units), progress=progress)
     json_path = table.save(output_dir / "benchmark.json")
 

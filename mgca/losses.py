@@ -80,6 +80,8 @@ class MGCALoss(nn.Module):
         # Reductions run in at least float32 whatever the inputs, so half precision stays stable.
         work_dtype = torch.promote_types(torch.promote_types(pixels.dtype, text.dtype), torch.float32)
         pixels, text = pixels.to(work_dtype), text.to(work_dtype)
+        if cfg.normalize:  # an experiment switch (spec): S from unit vectors; off by default, the paper's S is raw dots
+            pixels, text = F.normalize(pixels, dim=-1), F.normalize(text, dim=-1)
         zero = pixels.new_zeros(())
         if not (cfg.use_obj or cfg.use_reg or cfg.use_pix):
             return {"loss": zero, "obj": zero, "reg": zero, "pix": zero}

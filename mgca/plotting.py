@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 
 def plot_loss_curve(history: Sequence[dict[str, float]], path: str | Path, terms: Sequence[str] = ("loss", "obj", "reg", "pix")) -> Path:
     """Plot each loss term against the optimizer step (total bold), and the learning rate beneath."""
@@ -36,11 +38,11 @@ def plot_loss_curve(history: Sequence[dict[str, float]], path: str | Path, terms
 
 
 def plot_segmentation_grid(rows: Sequence[Sequence], columns: Sequence[str], class_names: Sequence[str],
-                           path: str | Path) -> Path:
+                           path: str | Path, ignore_index: int = 255) -> Path:
     """A grid of images and label maps: one row per image, e.g. image | ground truth | baseline | ours.
 
     The first cell of a row is an RGB image; the others are (H, W) label maps drawn over it in the
-    same colours as `mgca.visualize`, with one legend for the grid.
+    same colours as `mgca.visualize` (`ignore_index` pixels left uncoloured), with one legend for the grid.
     """
     import matplotlib
 
@@ -52,19 +54,21 @@ def plot_segmentation_grid(rows: Sequence[Sequence], columns: Sequence[str], cla
 
     path = Path(path)
     palette = class_palette(len(class_names))
-    fig, axes = plt.subplots(len(rows), len(columns), figsize=(2.4 * len(columns), 2.4 * len(rows) + 0.6), squeeze=False)
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(2.4 * len(columns), 2.4 * len(rows) + 1.6), squeeze=False)
     for r, row in enumerate(rows):
         image = row[0]
         for c, cell in enumerate(row):
             ax = axes[r][c]
-            ax.imshow(image if c == 0 else blend(image, cell, palette, alpha=0.7), interpolation="nearest")
+            ax.imshow(image if c == 0 else blend(image, cell, palette, 0.7, ignore_index), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(columns[c], fontsize=9)
-    handles = [Patch(color=tuple(palette[k] / 255), label=name) for k, name in enumerate(class_names)]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    shown = sorted({int(k) for row in rows for cell in row[1:] for k in np.unique(cell)} & set(range(len(class_names))))
+    handles = [Patch(color=tuple(palette[k] / 255), label=class_names[k]) for k in shown]
+    legend_rows = -(-len(handles) // 4)
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.03 + 0.025 * legend_rows, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -16,6 +16,7 @@ TCL_TEMPLATES: tuple[str, ...] = (
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
     "tcl": TCL_TEMPLATES,
     "single": ("a photo of a {}.",),
+    "plain": ("a {}",),  # the synthetic captions' own wording ("a red circle"): the tiny CLIP knows no other
     "none": ("{}",),
 }
 

@@ -29,7 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, check_backbone_matches, config_of, load_checkpoint, save_checkpoint
-from .clip_backbone import BackboneError
+from .clip_backbone import BackboneError, is_bundled_arch
 from .config import Config, ConfigError, config_to_dict, load_config
 from .data import DataError, build_dataloader, build_train_transform
 from .decoder import count_parameters
@@ -124,7 +124,7 @@ class Trainer:
 
         seed_everything(cfg.train.seed)
         self.model: MGCA = build_model(cfg.backbone, cfg.decoder).to(self.device)
-        if cfg.backbone.checkpoint is None and cfg.backbone.arch != "mgca-tiny" and self.info.is_main:
+        if cfg.backbone.checkpoint is None and not is_bundled_arch(cfg.backbone.arch) and self.info.is_main:
             print(f"mgca.train: warning: {cfg.backbone.arch} is randomly initialised (backbone.checkpoint not set); "
                   "the decoder learns nothing useful on random CLIP features", file=sys.stderr, flush=True)
         if count_parameters(self.model.decoder) == 0:

@@ -17,6 +17,7 @@ from mgca.data import (CLASS_NAMES, SHAPES, CaptionSampler, DataError, RandomRes
                        read_caption_table)
 from mgca.data import nouns as nouns_module
 from mgca.data.readers import image_decodes
+from mgca.data.synthetic import caption_phrases
 
 FLICKR = Path("/work/shared/data/flickr8k_1k/data/captions.txt")
 
@@ -48,17 +49,19 @@ def test_synthetic_is_deterministic_and_masks_match_captions():
     data = SyntheticCaptions(size=24, image_size=64, seed=3)
     again = SyntheticCaptions(size=24, image_size=64, seed=3)
     other = SyntheticCaptions(size=24, image_size=64, seed=4)
-    assert CLASS_NAMES[0] == "background" and set(SHAPES) <= set(CLASS_NAMES)
+    assert len(CLASS_NAMES) == 4 + 8 * 5 and all(name.endswith(" background") for name in CLASS_NAMES[:4])
     for i in range(len(data)):
         a, b = data.render(i), again.render(i)
         assert a.caption == b.caption and np.array_equal(a.mask, b.mask)
         assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
         assert a.image.size == (64, 64) and a.image.mode == "RGB"
         assert a.mask.shape == (64, 64) and a.mask.dtype == np.uint8 and a.class_names == CLASS_NAMES
-        named = {shape for shape in SHAPES if shape in a.caption}
-        present = {CLASS_NAMES[k] for k in np.unique(a.mask)} - {"background"}
-        assert named and present == named, (a.caption, present)
-        assert (a.mask == 0).any()  # some background is always visible
+        named = set(caption_phrases(a.caption))  # "red circle", ... and "<texture> background" when the caption says it
+        present = {CLASS_NAMES[k] for k in np.unique(a.mask)}
+        backdrops = [name for name in present if name.endswith(" background")]
+        assert len(backdrops) == 1  # exactly one textured backdrop, always visible
+        assert named - set(backdrops) == present - set(backdrops) != set(), (a.caption, present)
+        assert named <= present
     image, caption = data[5]
     assert caption == data.render(5).caption and isinstance(image, Image.Image)
     assert [other.render(i).caption for i in range(8)] != [data.render(i).caption for i in range(8)]
@@ -97,7 +100,9 @@ def test_noun_prompts_use_clip_templates_and_sampler_is_deterministic():
     assert CaptionSampler(enabled=False)(caption, np.random.default_rng(0)) == caption
 
 
-def test_missing_spacy_model_names_the_pip_command(monkeypatch):
+def test_missing_spacy_model_names_the_pip_command(monkeypatch, tmp_path):
+    Image.new("RGB", (16, 16)).save(tmp_path / "a.png")
+    (tmp_path / "pairs.csv").write_text("image,caption\na.png,a dog on a sofa\n")
     monkeypatch.setattr(nouns_module, "MODEL_PACKAGE", "no_such_spacy_model_package")
     nouns_module._tagger.cache_clear()
     try:
@@ -105,13 +110,22 @@ def test_missing_spacy_model_names_the_pip_command(monkeypatch):
             extract_nouns("a caption never seen before by the noun cache")
         assert "\n" not in str(info.value)
         with pytest.raises(DataError, match="pip install"):  # the loader fails at once, not in a worker
-            build_dataloader(DataConfig(synthetic_size=8, image_size=16, noun_prompts=True), None, 4)
+            build_dataloader(DataConfig(source=str(tmp_path / "pairs.csv"), image_size=16, noun_prompts=True), None, 1)
     finally:
         monkeypatch.undo()
         nouns_module._tagger.cache_clear()
 
 
-# ---------------------------------------------------------------------------- transforms
+def test_synthetic_noun_prompts_use_the_generators_phrases():
+    """Generated captions name their objects exactly: their noun prompts are those phrases, no tagger needed."""
+    assert caption_phrases("a red circle, an orange star and a white square on a striped background") == [
+        "red circle", "orange star", "white square", "striped background"]
+    assert caption_phrases("a picture of a black diamond") == ["black diamond"]
+    cfg = DataConfig(synthetic_size=32, image_size=16, noun_prompts=True)
+    loader = build_dataloader(cfg, build_train_transform(cfg), 32)
+    captions = next(iter(loader))["captions"]
+    prompts = [c for c in captions if c.split(" ", 1)[1] in CLASS_NAMES]
+    assert 0 < len(prompts) < len(captions)  # about half become "a red circle"-style prompts, the rest stay whole
 
 
 def test_transforms_are_rng_driven_and_normalised():

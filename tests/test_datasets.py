@@ -47,7 +47,7 @@ def make_voc(root: Path, names=("a", "b")) -> dict[str, np.ndarray]:
 def test_registry_has_the_eight_benchmarks_with_mmseg_class_counts():
     counts = {name: spec.num_classes for name, spec in DATASETS.items()}
     assert counts == {"voc21": 21, "voc20": 20, "context60": 60, "context59": 59, "coco_object": 81,
-                      "coco_stuff": 171, "ade20k": 150, "cityscapes": 19, "synthetic": 6}
+                      "coco_stuff": 171, "ade20k": 150, "cityscapes": 19, "synthetic": 40}
     with_bg = {name for name, spec in DATASETS.items() if spec.with_background}
     assert with_bg == {"voc21", "context60", "coco_object"}
     assert all(DATASETS[n].background_threshold is not None for n in with_bg)
@@ -58,13 +58,13 @@ def test_registry_has_the_eight_benchmarks_with_mmseg_class_counts():
     assert DATASETS["coco_object"].classes[1:] == DATASETS["coco_stuff"].classes[:80]
     assert DATASETS["ade20k"].classes[:3] == ("wall", "building", "sky") and DATASETS["cityscapes"].classes[-1] == "bicycle"
     assert get_spec("VOC").name == "voc21" and get_spec("coco_stuff164k").name == "coco_stuff"
-    # the synthetic benchmark embeds "background" as a text class (its captions say "... background")
-    assert DATASETS["synthetic"].prompt_classes == DATASETS["synthetic"].classes
+    # the synthetic benchmark prompts its 40 object classes; its backdrop is ignored like VOC20's background
+    assert DATASETS["synthetic"].prompt_classes == DATASETS["synthetic"].classes and DATASETS["synthetic"].classes[0] == "red circle"
 
 
 def test_synthetic_benchmark_folder_round_trip(tmp_path):
     """write_benchmark's images and masks read back through the benchmark reader exactly as generated."""
-    from mgca.data.synthetic import SyntheticCaptions, write_benchmark
+    from mgca.data.synthetic import CLASS_NAMES, SyntheticCaptions, write_benchmark
 
     root = write_benchmark(tmp_path / "bench", count=5, image_size=48, seed=7)
     dataset = open_dataset("synthetic", root)
@@ -73,7 +73,10 @@ def test_synthetic_benchmark_folder_round_trip(tmp_path):
     for index, sample in enumerate(dataset):
         expected = source.render(index)
         np.testing.assert_array_equal(sample.image, np.asarray(expected.image))
-        np.testing.assert_array_equal(sample.label, expected.mask.astype(np.int64))
+        names = [CLASS_NAMES[k] for k in expected.mask.ravel()]
+        want = np.array([dataset.spec.classes.index(n) if n in dataset.spec.classes else 255 for n in names]).reshape(expected.mask.shape)
+        np.testing.assert_array_equal(sample.label, want)
+        assert (sample.label == 255).any() and (sample.label < 40).any()
     stamp = (root / "benchmark.json").stat().st_mtime_ns
     assert write_benchmark(root, count=5, image_size=48, seed=7) == root  # same recipe: reused, not rewritten
     assert (root / "benchmark.json").stat().st_mtime_ns == stamp

@@ -51,7 +51,7 @@ def _fixed_batch_loss(trainer: Trainer, batch: dict) -> float:
 
 def test_embedded_default_loss_falls(tmp_path):
     """The embedded default config learns: the loss on a fixed batch drops after a short run."""
-    cfg = load_config(embedded_config_path(), [*DECODER_ONLY, "data.synthetic_size=96", "train.batch_size=16", "optim.epochs=5",
+    cfg = load_config(embedded_config_path(), [*DECODER_ONLY, "backbone.arch=mgca-tiny", "data.image_size=224", "data.synthetic_size=96", "train.batch_size=16", "optim.epochs=5",
                                                f"train.output_dir={tmp_path}"])
     trainer = Trainer(cfg)
     batch = next(epoch_batches(cfg, trainer.transform, trainer.info, epoch=0, start_batch=0)[0])

@@ -22,7 +22,7 @@ from .nouns import CaptionSampler
 from .readers import SOURCE_HELP, CaptionList, load_image, read_caption_folder, read_caption_table
 from .seeding import sample_rng
 from .shards import WebDatasetCaptions, is_remote, resolve_shards
-from .synthetic import SyntheticCaptions
+from .synthetic import PHRASE_TEMPLATES, SyntheticCaptions, caption_phrases
 from .transforms import apply_transform
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
@@ -139,6 +139,8 @@ def build_caption_dataset(cfg: DataConfig, transform: Callable[..., Any] | None 
     kind = detect_source(cfg.source)
     seed = cfg.seed if seed is None else seed
     sampler = CaptionSampler(cfg.noun_prompts)
+    if kind == "synthetic":  # generated captions name their objects exactly; prompts use their own wording
+        sampler = CaptionSampler(cfg.noun_prompts, extract=caption_phrases, templates=PHRASE_TEMPLATES)
     skips = skips if skips is not None else SkipCounter()
     if kind == "shards":
         num_samples = num_samples or getattr(cfg, "num_samples", 0) or None

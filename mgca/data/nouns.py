@@ -12,7 +12,7 @@ import importlib.util
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -95,26 +95,32 @@ def noun_prompts(caption: str, rng: np.random.Generator) -> list[str]:
 class CaptionSampler:
     """The text of one training sample: the caption itself, or (with `probability`) one noun prompt.
 
-    With no nouns in the caption the caption is used. Draws come only from the `rng` passed in,
-    which the datasets derive from (seed, epoch, sample), so a resumed run sees the same texts.
+    A noun prompt puts one noun of the caption into a random template (GroupViT/TCL: spaCy nouns in
+    CLIP's 80 ImageNet templates). A source that knows its captions' objects exactly can pass its
+    own `extract` (caption -> phrases) and `templates` instead. With no nouns in the caption the
+    caption is used. Draws come only from the `rng` passed in, which the datasets derive from
+    (seed, epoch, sample), so a resumed run sees the same texts.
     """
 
-    def __init__(self, enabled: bool = True, probability: float = 0.5):
+    def __init__(self, enabled: bool = True, probability: float = 0.5, extract: Callable[[str], list[str]] | None = None,
+                 templates: Sequence[Callable[[str], str]] | None = None):
         self.enabled, self.probability = enabled, probability
+        self.extract, self.templates = extract, tuple(templates) if templates is not None else None
 
     def prepare(self) -> None:
         """Load the tagger and templates in this process (before forking workers, so they inherit them)."""
-        if self.enabled:
+        if self.enabled and self.extract is None:
             load_tagger()
+        if self.enabled and self.templates is None:
             imagenet_templates()
 
     def __call__(self, caption: str, rng: np.random.Generator) -> str:
         if not self.enabled or rng.random() >= self.probability:
             return caption
-        nouns = extract_nouns(caption)
+        nouns = (self.extract or extract_nouns)(caption)
         if not nouns:
             return caption
-        templates = imagenet_templates()
+        templates = self.templates or imagenet_templates()
         return templates[int(rng.integers(len(templates)))](nouns[int(rng.integers(len(nouns)))])
 
 

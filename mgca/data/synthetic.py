@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +17,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from ..datasets.specs import SYNTHETIC_CLASSES
+from ..datasets.specs import SYNTHETIC_CLASSES, SYNTHETIC_COLORS, SYNTHETIC_OBJECTS, SYNTHETIC_SHAPES, SYNTHETIC_TEXTURES
 
-CLASS_NAMES = SYNTHETIC_CLASSES  # mask value k means CLASS_NAMES[k]; the benchmark reads them back by name
-SHAPES = CLASS_NAMES[1:]
+CLASS_NAMES = SYNTHETIC_CLASSES  # mask value k means CLASS_NAMES[k]: "<texture> background" or "<colour> <shape>"
+SHAPES = SYNTHETIC_SHAPES
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "green": (40, 180, 50),
@@ -30,12 +31,8 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "white": (250, 250, 250),
     "black": (15, 15, 15),
 }
-TEXTURES = {  # texture -> the adjective captions use for it
-    "noise": "noisy",
-    "stripes": "striped",
-    "checker": "checkered",
-    "gradient": "gradient",
-}
+TEXTURES = dict(zip(("noise", "stripes", "checker", "gradient"), SYNTHETIC_TEXTURES))  # texture -> its caption adjective
+assert tuple(COLORS) == SYNTHETIC_COLORS
 
 
 @dataclass(frozen=True)
@@ -87,6 +84,22 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
     return [(cx + x, cy + y) for x, y in points]
 
 
+_PHRASE = re.compile(r"\b(?:(%s) (%s)|(%s) background)\b" % ("|".join(SYNTHETIC_COLORS), "|".join(SYNTHETIC_SHAPES),
+                                                                "|".join(SYNTHETIC_TEXTURES)))
+PHRASE_TEMPLATES = (lambda phrase: f"{_article(phrase)} {phrase}",)  # the captions' own wording: "a red circle"
+
+
+def caption_phrases(caption: str) -> list[str]:
+    """The object phrases of a generated caption ("red circle", "striped background"): its exact nouns.
+
+    The noun-prompt augmentation of synthetic captions uses these in the captions' own wording
+    (PHRASE_TEMPLATES), the way GroupViT puts CC nouns into CLIP's ImageNet templates: each is the
+    class vocabulary of the synthetic benchmark.
+    """
+    return [" ".join(part for part in match.groups() if part) + ("" if match.group(1) else " background")
+            for match in _PHRASE.finditer(caption)]
+
+
 def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
@@ -135,7 +148,7 @@ class SyntheticCaptions:
         texture = list(TEXTURES)[rng.integers(len(TEXTURES))]
         pixels = _texture(texture, s, rng)
         image = Image.fromarray(pixels, "RGB")
-        mask = Image.new("L", (s, s), 0)
+        mask = Image.new("L", (s, s), CLASS_NAMES.index(f"{TEXTURES[texture]} background"))
         draw, draw_mask = ImageDraw.Draw(image), ImageDraw.Draw(mask)
         count = int(rng.integers(1, self.max_objects + 1))
         cells = rng.permutation(4)[:count]  # one shape per quadrant: little overlap, every shape visible
@@ -151,7 +164,7 @@ class SyntheticCaptions:
             else:
                 cx, cy = s * rng.uniform(0.35, 0.65), s * rng.uniform(0.35, 0.65)
             fill = tuple(int(np.clip(c + rng.integers(-15, 16), 0, 255)) for c in COLORS[color])
-            value = CLASS_NAMES.index(shape)
+            value = CLASS_NAMES.index(f"{color} {shape}")
             if shape == "circle":
                 box = [cx - r, cy - r, cx + r, cy + r]
                 draw.ellipse(box, fill=fill)
@@ -165,9 +178,17 @@ class SyntheticCaptions:
         return SyntheticSample(image, caption, np.asarray(mask, dtype=np.uint8).copy(), CLASS_NAMES)
 
 
+def benchmark_label(mask: np.ndarray) -> np.ndarray:
+    """A generator mask in the benchmark's classes (SYNTHETIC_OBJECTS): the backdrop becomes 255 (ignored)."""
+    backdrops = len(CLASS_NAMES) - len(SYNTHETIC_OBJECTS)
+    return np.where(mask >= backdrops, mask.astype(np.int64) - backdrops, 255).astype(np.uint8)
+
+
 def write_benchmark(root: str | Path, count: int = 200, image_size: int = 96, seed: int = 10_000,
                     progress: bool = False) -> Path:
     """Write `count` held-out samples as the `synthetic` benchmark folder (images/, masks/, captions.tsv).
+
+    Masks hold the 40 object classes (0..39) and 255 for the textured backdrop, which is not scored.
 
     `mgca-eval --dataset synthetic --root ROOT` reads it like any other benchmark, so the torch
     pipeline and an exported engine are scored the same way. Training uses other seeds (data.seed),
@@ -175,7 +196,7 @@ def write_benchmark(root: str | Path, count: int = 200, image_size: int = 96, se
     reused as it is.
     """
     root = Path(root)
-    recipe = {"count": count, "image_size": image_size, "seed": seed, "classes": list(CLASS_NAMES)}
+    recipe = {"count": count, "image_size": image_size, "seed": seed, "classes": list(SYNTHETIC_OBJECTS), "ignored": "backdrop"}
     stamp = root / "benchmark.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == recipe:
         return root
@@ -187,7 +208,7 @@ def write_benchmark(root: str | Path, count: int = 200, image_size: int = 96, se
         sample = source.render(index)
         name = f"{index:05d}"
         sample.image.save(root / "images" / f"{name}.png")
-        Image.fromarray(sample.mask, "L").save(root / "masks" / f"{name}.png")
+        Image.fromarray(benchmark_label(sample.mask), "L").save(root / "masks" / f"{name}.png")
         lines.append(f"images/{name}.png\t{sample.caption}")
     (root / "captions.tsv").write_text("image\tcaption\n" + "\n".join(lines) + "\n")
     stamp.write_text(json.dumps(recipe))

@@ -140,7 +140,15 @@ class DatasetSpec:
         return len(self.classes)
 
 
-SYNTHETIC_CLASSES = ("background", "circle", "square", "triangle", "star", "diamond")
+# The synthetic generator's vocabulary (mgca.data.synthetic) is its caption language: each image's
+# backdrop is "<texture> background" and each shape "<colour> <shape>". The benchmark scores the 40
+# object classes and ignores the backdrop, as VOC20 and Context59 ignore their background.
+SYNTHETIC_TEXTURES = ("noisy", "striped", "checkered", "gradient")
+SYNTHETIC_COLORS = ("red", "green", "blue", "yellow", "purple", "orange", "white", "black")
+SYNTHETIC_SHAPES = ("circle", "square", "triangle", "star", "diamond")
+SYNTHETIC_BACKDROPS = tuple(f"{texture} background" for texture in SYNTHETIC_TEXTURES)
+SYNTHETIC_OBJECTS = tuple(f"{color} {shape}" for color in SYNTHETIC_COLORS for shape in SYNTHETIC_SHAPES)
+SYNTHETIC_CLASSES = SYNTHETIC_BACKDROPS + SYNTHETIC_OBJECTS  # generator mask values
 
 
 def _voc_layouts() -> tuple[Layout, ...]:
@@ -182,9 +190,9 @@ _SPECS = (
                 (Layout("mmseg", (Part("leftImg8bit/val", "gtFine/val", "_leftImg8bit.png", "_gtFine_labelTrainIds.png", recursive=True),),
                         nested_roots=("cityscapes", "tests/data/pseudo_cityscapes_dataset")),),
                 aliases=("city",)),
-    # Held-out shapes-on-textures images with exact masks (mgca.data.synthetic.write_benchmark). Its background
-    # is a textured backdrop the captions call "... background", so "background" is a text class here.
-    DatasetSpec("synthetic", "Synthetic shapes on textures (6 classes, background as a text class)", SYNTHETIC_CLASSES,
+    # Held-out shapes-on-textures images with exact masks (mgca.data.synthetic.write_benchmark writes the
+    # backdrop as 255, so only the object classes are scored).
+    DatasetSpec("synthetic", "Synthetic shapes on textures (40 classes: 8 colours x 5 shapes; backdrop ignored)", SYNTHETIC_OBJECTS,
                 (Layout("synthetic", (Part("images", "masks", ".png", ".png"),)),)),
 )
 

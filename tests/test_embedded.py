@@ -1,0 +1,98 @@
+"""The embedded default end to end: pretrain a tiny CLIP, train the decoder on it, score the synthetic benchmark."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mgca.clip_backbone import build_backbone
+from mgca.clip_pretrain import cache_path, pretrain_clip
+from mgca.config import BackboneConfig, ConfigError, PretrainConfig, load_config
+from mgca.embedded import ensure_clip_weights
+from mgca.train import embedded_config_path, main, train
+
+SMALL_PRETRAIN = ["pretrain.steps=12", "pretrain.pool_size=256", "pretrain.batch_size=32", "pretrain.warmup_steps=2"]
+SMALL_DECODER = ["data.synthetic_size=64", "train.batch_size=16", "optim.epochs=3", "optim.warmup_epochs=0.5"]
+SMALL_BENCHMARK = ["benchmark.count=4"]
+
+
+def small_embedded(tmp_path, *extra: str):
+    return load_config(embedded_config_path(), [*SMALL_PRETRAIN, *SMALL_DECODER, *SMALL_BENCHMARK,
+                                                 f"pretrain.cache_dir={tmp_path / 'clip_cache'}",
+                                                 f"train.output_dir={tmp_path / 'run'}", *extra])
+
+
+def test_embedded_default_is_the_whole_pipeline():
+    """README's first command pretrains a CLIP, trains the decoder on it and ends with the benchmark."""
+    cfg = load_config(embedded_config_path())
+    assert cfg.pretrain.enabled and cfg.benchmark.enabled and cfg.backbone.checkpoint is None
+    assert cfg.data.source == "synthetic"
+
+
+@pytest.mark.slow
+def test_embedded_run_small(tmp_path, capsys):
+    """A small version of `python -m mgca.train`: every stage runs, leaves its files, and the losses fall."""
+    cfg = small_embedded(tmp_path)
+    result = train(cfg)
+    weights = cache_path(cfg.backbone.arch, cfg.pretrain)
+    assert weights.is_file() and cfg.backbone.checkpoint == str(weights)
+    out = capsys.readouterr().out
+    assert "contrastive loss" in out and "zero-shot accuracy" in out
+    assert "synthetic segmentation benchmark" in out and "decoder gain" in out
+
+    history = result.history
+    assert history[-1]["loss"] < history[0]["loss"]
+    run = tmp_path / "run"
+    for name in ("last.pt", "loss_curve.png", "history.json", "benchmark.json", "segmentation.png"):
+        assert (run / name).is_file(), name
+    table = json.loads((run / "benchmark.json").read_text())
+    assert table["images"] == 4 and set(table["miou"]) == {"frozen CLIP features (MaskCLIP)", "MGCA decoder"}
+    assert all(set(cells) == {"0", "36"} for cells in table["miou"].values())
+    checkpoint = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+    assert checkpoint["backbone"]["source"] == str(weights.resolve())
+
+
+def test_pretraining_learns_and_is_cached(tmp_path):
+    """The contrastive loss falls; a second call with the same recipe reuses the file; another recipe does not."""
+    cfg = PretrainConfig(enabled=True, steps=12, pool_size=256, batch_size=32, warmup_steps=2, cache_dir=str(tmp_path))
+    first = pretrain_clip("mgca-synth", cfg, progress=False)
+    assert not first.cached and first.path.is_file()
+    assert first.last_loss < first.first_loss
+    again = pretrain_clip("mgca-synth", cfg, progress=False)
+    assert again.cached and again.path == first.path
+    assert again.zero_shot_accuracy == pytest.approx(first.zero_shot_accuracy)
+    other = PretrainConfig(**{**cfg.__dict__, "steps": 13})
+    assert cache_path("mgca-synth", other) != first.path
+
+
+def test_pretrained_weights_load_like_real_ones(tmp_path):
+    """The cached file is a plain open_clip state dict: the backbone loads it through the user-weights path."""
+    cfg = PretrainConfig(enabled=True, steps=2, pool_size=64, batch_size=16, warmup_steps=1, cache_dir=str(tmp_path))
+    report = pretrain_clip("mgca-synth", cfg, progress=False)
+    backbone = build_backbone(BackboneConfig(arch="mgca-synth", checkpoint=str(report.path)))
+    state = torch.load(report.path, map_location="cpu", weights_only=True)
+    assert backbone.source == str(report.path.resolve())
+    torch.testing.assert_close(backbone.clip.visual.proj, state["visual.proj"])
+    random_init = build_backbone(BackboneConfig(arch="mgca-synth"))
+    assert random_init.identity.visual_sha256 != backbone.identity.visual_sha256
+
+
+def test_given_weights_skip_pretraining(tmp_path):
+    cfg = small_embedded(tmp_path, f"backbone.checkpoint={tmp_path / 'mine.pt'}")
+    assert ensure_clip_weights(cfg) is None and cfg.backbone.checkpoint == str(tmp_path / "mine.pt")
+    assert not (tmp_path / "clip_cache").exists()
+
+
+def test_pretraining_under_torchrun_needs_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="single process first"):
+        ensure_clip_weights(small_embedded(tmp_path))
+
+
+def test_clip_and_weights_flags(tmp_path, capsys):
+    """--clip/--weights are the user-facing spelling of backbone.arch/checkpoint; a missing file is one line."""
+    code = main(["--clip", "mgca-synth", "--weights", str(tmp_path / "missing.pt"), f"train.output_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "missing.pt does not exist" in err
