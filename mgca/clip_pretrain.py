@@ -147,7 +147,7 @@ def pretrain_clip(arch: str, cfg: PretrainConfig, progress: bool = True) -> Pret
         scheduler.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        losses.append(float(loss))
+        losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
     bar.close()
     _save_atomic(path, model.state_dict())

@@ -44,13 +44,14 @@ def run_benchmark(cfg: Config, model, device: torch.device, output_dir: Path, pr
     """
     from .benchmark import benchmark_table, frozen_baseline
     from .data.synthetic import write_benchmark
-    from .datasets import open_dataset
+    from .datasets import get_spec, open_dataset
     from .inference import InferenceConfig, SegmentationPredictor
     from .plotting import plot_segmentation_grid
 
     bench = cfg.benchmark
     root = write_benchmark(benchmark_root(cfg), bench.count, bench.image_size, bench.seed, progress=progress)
-    settings = InferenceConfig(short_side=bench.short_side, window=bench.window, stride=bench.stride, templates=bench.templates)
+    settings = InferenceConfig(**get_spec("synthetic").protocol.settings(
+        short_side=bench.short_side, window=bench.window, stride=bench.stride, templates=bench.templates))
     table = benchmark_table(model, root, settings, device, units=tuple(bench.units), progress=progress)
     json_path = table.save(output_dir / "benchmark.json")
 

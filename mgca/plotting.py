@@ -54,7 +54,10 @@ def plot_segmentation_grid(rows: Sequence[Sequence], columns: Sequence[str], cla
 
     path = Path(path)
     palette = class_palette(len(class_names))
-    fig, axes = plt.subplots(len(rows), len(columns), figsize=(2.4 * len(columns), 2.4 * len(rows) + 1.6), squeeze=False)
+    shown = sorted({int(k) for row in rows for cell in row[1:] for k in np.unique(cell)} & set(range(len(class_names))))
+    legend_height = 0.3 + 0.2 * -(-len(shown) // 4)  # inches: four legend entries a line
+    height = 2.4 * len(rows) + 0.3 + legend_height
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(2.4 * len(columns), height), squeeze=False)
     for r, row in enumerate(rows):
         image = row[0]
         for c, cell in enumerate(row):
@@ -64,11 +67,9 @@ def plot_segmentation_grid(rows: Sequence[Sequence], columns: Sequence[str], cla
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(columns[c], fontsize=9)
-    shown = sorted({int(k) for row in rows for cell in row[1:] for k in np.unique(cell)} & set(range(len(class_names))))
     handles = [Patch(color=tuple(palette[k] / 255), label=class_names[k]) for k in shown]
-    legend_rows = -(-len(handles) // 4)
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.03 + 0.025 * legend_rows, 1, 1))
+    fig.tight_layout(rect=(0, legend_height / height, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

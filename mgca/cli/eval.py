@@ -37,16 +37,26 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_inference_args(parser: argparse.ArgumentParser) -> None:
-    """The InferenceConfig knobs; defaults are the paper's (4.1)."""
+    """The InferenceConfig knobs; unset ones come from the dataset's protocol (the paper's 4.1 for the benchmarks)."""
     group = parser.add_argument_group("inference")
     group.add_argument("--units", type=int, default=36, help="meta-points M (0 = pixel units)")
     group.add_argument("--unit-scope", choices=["image", "window"], default="image")
-    group.add_argument("--short-side", type=int, default=448)
-    group.add_argument("--window", type=int, default=448)
-    group.add_argument("--stride", type=int, default=224)
-    group.add_argument("--templates", default="tcl", help="prompt template set (tcl, single, none)")
+    group.add_argument("--short-side", type=int, default=None, help="default: the dataset's (448; synthetic 96)")
+    group.add_argument("--window", type=int, default=None, help="default: the dataset's (448; synthetic 64)")
+    group.add_argument("--stride", type=int, default=None, help="default: the dataset's (224; synthetic 32)")
+    group.add_argument("--templates", default=None, help="prompt template set: tcl, single, plain, none (default: the dataset's, tcl)")
     group.add_argument("--background-threshold", type=float, default=None,
                        help="softmax threshold below which a pixel is background (default: the dataset's)")
+
+
+def apply_protocol(args: argparse.Namespace, protocol=None) -> argparse.Namespace:
+    """Fill the inference settings the user left unset from `protocol` (default: the paper's)."""
+    from mgca.datasets.specs import PAPER_PROTOCOL
+
+    settings = (protocol or PAPER_PROTOCOL).settings(**vars(args))
+    for name, value in settings.items():
+        setattr(args, name, value)
+    return args
 
 
 def build_predictor(args: argparse.Namespace, background_threshold: float | None):
@@ -213,6 +223,7 @@ def run(args: argparse.Namespace) -> dict:
     from mgca.datasets import open_dataset
 
     dataset = open_dataset(args.dataset, args.root, args.layout)
+    apply_protocol(args, dataset.spec.protocol)
     predict, info = make_predict_fn(args, dataset.spec)
     if getattr(args, "compare_torch", None):
         return run_compare(args, dataset, predict, info)

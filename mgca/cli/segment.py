@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .eval import add_inference_args, add_model_args, build_predictor, user_errors
+from .eval import add_inference_args, add_model_args, apply_protocol, build_predictor, user_errors
 
 
 def parse_classes(text: str) -> list[str]:
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> Path:
     names = parse_classes(args.classes)
     with Image.open(args.image) as handle:
         image = np.asarray(handle.convert("RGB"))
-    predictor, _ = build_predictor(args, args.background_threshold)
+    predictor, _ = build_predictor(apply_protocol(args), args.background_threshold)
     predictor.set_classes(names)
     labels = predictor.predict(image)
     with_background = args.background_threshold is not None

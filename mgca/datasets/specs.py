@@ -8,8 +8,8 @@ of scores * 100 that docs/inference-contract.md uses.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -112,6 +112,23 @@ class Layout:
 
 
 @dataclass(frozen=True)
+class Protocol:
+    """Inference settings a benchmark is evaluated with unless the user overrides them."""
+
+    short_side: int = 448  # paper 4.1
+    window: int = 448
+    stride: int = 224
+    templates: str = "tcl"  # TCL's 9 evaluation prompts
+
+    def settings(self, **overrides: Any) -> dict[str, Any]:
+        """The protocol's settings, with every override that is not None taking the place of its own."""
+        return {f.name: overrides[f.name] if overrides.get(f.name) is not None else getattr(self, f.name) for f in fields(self)}
+
+
+PAPER_PROTOCOL = Protocol()
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """Everything evaluation needs to know about one benchmark."""
 
@@ -124,6 +141,7 @@ class DatasetSpec:
     ignore_index: int = 255
     rgb_palette: str | None = None  # "voc": RGB label images are decoded with the VOC palette
     aliases: tuple[str, ...] = field(default=())
+    protocol: Protocol = PAPER_PROTOCOL
 
     @property
     def with_background(self) -> bool:
@@ -192,8 +210,9 @@ _SPECS = (
                 aliases=("city",)),
     # Held-out shapes-on-textures images with exact masks (mgca.data.synthetic.write_benchmark writes the
     # backdrop as 255, so only the object classes are scored).
+    # Its protocol is the embedded tiny CLIP's: 96 px images, 64 px windows (its training size), the captions' wording.
     DatasetSpec("synthetic", "Synthetic shapes on textures (40 classes: 8 colours x 5 shapes; backdrop ignored)", SYNTHETIC_OBJECTS,
-                (Layout("synthetic", (Part("images", "masks", ".png", ".png"),)),)),
+                (Layout("synthetic", (Part("images", "masks", ".png", ".png"),)),), protocol=Protocol(96, 64, 32, "plain")),
 )
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in _SPECS}
