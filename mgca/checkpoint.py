@@ -22,14 +22,14 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be read or does not fit; the message names the fix."""
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write `payload` to `path` via a temporary file + rename, so a crash never leaves half a file."""
+def atomic_torch_save(path: str | Path, obj: Any) -> Path:
+    """`torch.save` via a temporary file + rename, so a crash never leaves half a file (or loses the old one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save({"format": CHECKPOINT_FORMAT, **payload}, handle)
+            torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
@@ -37,6 +37,11 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write a decoder checkpoint atomically."""
+    return atomic_torch_save(path, {"format": CHECKPOINT_FORMAT, **payload})
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -15,9 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +26,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .checkpoint import atomic_torch_save
 from .clip_backbone import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, model_config
 from .config import PretrainConfig, config_to_dict
-from .data.synthetic import CLASS_NAMES, COLORS, SHAPES, SyntheticCaptions
+from .data.synthetic import SYNTHETIC_OBJECTS, SyntheticCaptions, benchmark_label
 from .schedule import warmup_cosine
 
 
@@ -48,8 +47,8 @@ class PretrainReport:
     def describe(self) -> str:
         how = "reused cached weights" if self.cached else (
             f"trained in {self.seconds:.0f} s, contrastive loss {self.first_loss:.3f} -> {self.last_loss:.3f}")
-        classes = len(COLORS) * len(SHAPES)
-        return f"tiny CLIP {self.path} ({how}); zero-shot accuracy {100 * self.zero_shot_accuracy:.1f}% over {classes} colour-shape classes"
+        return (f"tiny CLIP {self.path} ({how}); zero-shot accuracy {100 * self.zero_shot_accuracy:.1f}% over "
+                f"{len(SYNTHETIC_OBJECTS)} colour-shape classes")
 
 
 def cache_path(arch: str, cfg: PretrainConfig) -> Path:
@@ -81,32 +80,19 @@ def render_pool(size: int, image_size: int, seed: int, progress: bool = True) ->
 
 def zero_shot_accuracy(model: torch.nn.Module, tokenizer, image_size: int, seed: int, count: int = 400) -> float:
     """Top-1 over all colour x shape classes on held-out single-object images: is the CLIP any good?"""
-    classes = [f"{color} {shape}" for color in COLORS for shape in SHAPES]
     source = SyntheticCaptions(count, image_size, seed=seed, max_objects=1)
     images, targets = [], []
     for index in range(count):
         sample = source.render(index)
+        label = benchmark_label(sample.mask)  # object classes, backdrop 255
         images.append(np.asarray(sample.image))
-        shape_pixels = sample.mask[sample.mask >= len(CLASS_NAMES) - len(classes)]
-        targets.append(classes.index(CLASS_NAMES[int(np.bincount(shape_pixels).argmax())]))
+        targets.append(int(np.bincount(label[label != 255]).argmax()))
     model.eval()
     with torch.no_grad():
-        text = model.encode_text(tokenizer([f"a {name}" for name in classes]), normalize=True)
+        text = model.encode_text(tokenizer([f"a {name}" for name in SYNTHETIC_OBJECTS]), normalize=True)
         image = model.encode_image(_normalise(np.stack(images)), normalize=True)
     predicted = (image @ text.t()).argmax(dim=1).numpy()
     return float((predicted == np.asarray(targets)).mean())
-
-
-def _save_atomic(path: Path, state: dict[str, torch.Tensor]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def pretrain_clip(arch: str, cfg: PretrainConfig, progress: bool = True) -> PretrainReport:
@@ -150,7 +136,7 @@ def pretrain_clip(arch: str, cfg: PretrainConfig, progress: bool = True) -> Pret
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
     bar.close()
-    _save_atomic(path, model.state_dict())
+    atomic_torch_save(path, model.state_dict())
     accuracy = zero_shot_accuracy(model, tokenizer, image_size, cfg.seed + 1)
     window = max(1, min(20, len(losses) // 5))
     return PretrainReport(path, False, time.perf_counter() - start, accuracy,
