@@ -69,7 +69,7 @@ def export_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trt-workspace-gib", type=float, default=4.0, help="builder workspace limit in GiB (default 4)")
     parser.add_argument("--timing-cache", help="TensorRT timing cache file, loaded if present and saved after the build")
     parser.add_argument("--vocab", help="class names, one per line: writes text_cache.npz and uses them for the parity labels")
-    parser.add_argument("--templates", default="tcl", help="prompt template set (tcl, single, none) or a file of templates")
+    parser.add_argument("--templates", default="tcl", help="prompt template set (tcl, single, plain, none) or a file of templates")
     parser.add_argument("--parity-images", help="folder of real images for the parity check (default: synthetic images)")
     parser.add_argument("--parity-tol", type=float, default=1e-4, help="max fp32 relative error (default 1e-4)")
     parser.add_argument("--parity-windows", type=_positive_int, default=8, help="windows per parity set (default 8)")
@@ -84,7 +84,8 @@ def text_parser() -> argparse.ArgumentParser:
     vocabulary.add_argument("--vocab", help="class names, one per line ('#' comments and blank lines skipped)")
     vocabulary.add_argument("--dataset", help="a benchmark's class names (voc21, context60, coco_object, ade20k, cityscapes, ...), "
                                               "for `mgca-eval --engine ... --text-cache`")
-    parser.add_argument("--templates", default="tcl", help="prompt template set (tcl, single, none) or a file of templates")
+    parser.add_argument("--templates", default=None, help="prompt template set (tcl, single, plain, none) or a file of templates "
+                        "(default: the --dataset's protocol, else tcl)")
     parser.add_argument("--out", required=True, help="output .npz file")
     parser.add_argument("--clip-weights", help="where the CLIP weights file of the checkpoint lives now (if moved)")
     return parser
@@ -111,6 +112,10 @@ def run_text(args: argparse.Namespace) -> int:
     from .text_cache import build_text_cache, read_vocab, resolve_templates
 
     names = read_vocab(args.vocab) if args.vocab else _dataset_classes(args.dataset)
+    if args.templates is None:  # the prompts mgca-eval uses for this dataset
+        from mgca.datasets import get_spec
+
+        args.templates = get_spec(args.dataset).protocol.templates if args.dataset else "tcl"
     label, templates = resolve_templates(args.templates)
     out = Path(args.out)
     if out.suffix != ".npz":

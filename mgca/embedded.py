@@ -29,7 +29,7 @@ def ensure_clip_weights(cfg: Config, progress: bool = True) -> str | None:
         raise ConfigError("pretrain.enabled under torchrun: pretrain the tiny CLIP once in a single process first "
                           "(python -m mgca.train with the same config), then launch torchrun")
     report = pretrain_clip(cfg.backbone.arch, cfg.pretrain, progress=progress)
-    cfg.backbone.checkpoint = str(report.path)
+    cfg.backbone.checkpoint = str(report.path.resolve())  # absolute: the checkpoint records it, and may be used from elsewhere
     return report.describe()
 
 
