@@ -42,10 +42,10 @@ def run_benchmark(cfg: Config, model, device: torch.device, output_dir: Path, pr
 
     Returns (printed table, JSON path, picture path).
     """
-    from .benchmark import benchmark_table, frozen_baseline
+    from .benchmark import benchmark_table, row_predictors
     from .data.synthetic import write_benchmark
     from .datasets import get_spec, open_dataset
-    from .inference import InferenceConfig, SegmentationPredictor
+    from .inference import InferenceConfig
     from .plotting import plot_segmentation_grid
 
     bench = cfg.benchmark
@@ -56,13 +56,8 @@ def run_benchmark(cfg: Config, model, device: torch.device, output_dir: Path, pr
     json_path = table.save(output_dir / "benchmark.json")
 
     dataset = open_dataset("synthetic", root)
-    names = dataset.spec.prompt_classes
     units = max(bench.units)
-    predictors = []
-    for candidate in (frozen_baseline(model), model):
-        predictor = SegmentationPredictor(candidate, InferenceConfig(**{**settings.to_dict(), "units": units}), device)
-        predictor.set_classes(names)
-        predictors.append(predictor)
+    predictors = row_predictors(model, settings, units, dataset.spec.prompt_classes, device).values()
     rows = []
     for index in range(min(4, len(dataset))):
         sample = dataset[index]

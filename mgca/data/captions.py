@@ -138,9 +138,10 @@ def build_caption_dataset(cfg: DataConfig, transform: Callable[..., Any] | None 
     """
     kind = detect_source(cfg.source)
     seed = cfg.seed if seed is None else seed
-    sampler = CaptionSampler(cfg.noun_prompts)
     if kind == "synthetic":  # generated captions name their objects exactly; prompts use their own wording
         sampler = CaptionSampler(cfg.noun_prompts, extract=caption_phrases, templates=PHRASE_TEMPLATES)
+    else:
+        sampler = CaptionSampler(cfg.noun_prompts)
     skips = skips if skips is not None else SkipCounter()
     if kind == "shards":
         num_samples = num_samples or getattr(cfg, "num_samples", 0) or None

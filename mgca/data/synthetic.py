@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from ..datasets.specs import SYNTHETIC_CLASSES, SYNTHETIC_COLORS, SYNTHETIC_OBJECTS, SYNTHETIC_SHAPES, SYNTHETIC_TEXTURES
+from ..datasets.specs import SYNTHETIC_BACKDROPS, SYNTHETIC_CLASSES, SYNTHETIC_COLORS, SYNTHETIC_OBJECTS, SYNTHETIC_SHAPES, SYNTHETIC_TEXTURES
 
 CLASS_NAMES = SYNTHETIC_CLASSES  # mask value k means CLASS_NAMES[k]: "<texture> background" or "<colour> <shape>"
 SHAPES = SYNTHETIC_SHAPES
@@ -180,7 +180,7 @@ class SyntheticCaptions:
 
 def benchmark_label(mask: np.ndarray) -> np.ndarray:
     """A generator mask in the benchmark's classes (SYNTHETIC_OBJECTS): the backdrop becomes 255 (ignored)."""
-    backdrops = len(CLASS_NAMES) - len(SYNTHETIC_OBJECTS)
+    backdrops = len(SYNTHETIC_BACKDROPS)  # generator classes start with the backdrops
     return np.where(mask >= backdrops, mask.astype(np.int64) - backdrops, 255).astype(np.uint8)
 
 
