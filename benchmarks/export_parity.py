@@ -82,7 +82,7 @@ def random_model(arch: str, clip_weights: str | None):
 def trained_model(checkpoint: str):
     """The checkpoint's model, the class embeddings of the vocabulary it was trained for, and images of its domain."""
     from mgca.checkpoint import load_model
-    from mgca.data.synthetic import CLASS_NAMES, SyntheticCaptions
+    from mgca.pairs.synthetic import CLASS_NAMES, SyntheticCaptions
 
     model, cfg = load_model(checkpoint)
     if cfg.data.source != "synthetic":

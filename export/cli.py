@@ -103,7 +103,7 @@ def _load(checkpoint: str, clip_weights: str | None):
 
 def _dataset_classes(name: str) -> list[str]:
     """The names a benchmark embeds (background is a threshold, never a class embedding)."""
-    from mgca.datasets import get_spec
+    from mgca.evalsets import get_spec
 
     return list(get_spec(name).prompt_classes)
 
@@ -113,7 +113,7 @@ def run_text(args: argparse.Namespace) -> int:
 
     names = read_vocab(args.vocab) if args.vocab else _dataset_classes(args.dataset)
     if args.templates is None:  # the prompts mgca-eval uses for this dataset
-        from mgca.datasets import get_spec
+        from mgca.evalsets import get_spec
 
         args.templates = get_spec(args.dataset).protocol.templates if args.dataset else "tcl"
     label, templates = resolve_templates(args.templates)
@@ -280,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mgca.checkpoint import CheckpointError
         from mgca.clip_backbone import BackboneError
         from mgca.config import ConfigError
-        from mgca.datasets import DatasetError
+        from mgca.evalsets import DatasetError
 
         bad_input = (UsageError, VocabularyFileError, CalibrationError, CheckpointError, BackboneError, ConfigError, DatasetError,
                      TensorRTUnavailable, NotADirectoryError)

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from .checkpoint import atomic_torch_save
 from .clip_backbone import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, model_config
 from .config import PretrainConfig, config_to_dict
-from .data.synthetic import SYNTHETIC_OBJECTS, SyntheticCaptions, benchmark_label
+from .pairs.synthetic import SYNTHETIC_OBJECTS, SyntheticCaptions, benchmark_label
 from .schedule import warmup_cosine
 
 

@@ -102,14 +102,14 @@ class PretrainConfig:
 
 @dataclass
 class BenchmarkConfig:
-    """After training: frozen features vs the decoder on the synthetic benchmark (mgca.benchmark)."""
+    """After training: frozen features vs the decoder on the synthetic benchmark (mgca.quality)."""
 
     enabled: bool = False
     root: str | None = None  # benchmark folder; None: output_dir/synthetic_benchmark (written if missing)
     count: int = 200  # held-out images
     image_size: int = 96
     seed: int = 10_000  # never a training seed
-    # Inference settings; None takes the synthetic benchmark's protocol (mgca.datasets.specs: 96 px, windows 64/32, "a {}").
+    # Inference settings; None takes the synthetic benchmark's protocol (mgca.evalsets.specs: 96 px, windows 64/32, "a {}").
     short_side: int | None = None
     window: int | None = None
     stride: int | None = None

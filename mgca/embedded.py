@@ -42,9 +42,9 @@ def run_benchmark(cfg: Config, model, device: torch.device, output_dir: Path, pr
 
     Returns (printed table, JSON path, picture path).
     """
-    from .benchmark import benchmark_table, row_predictors
-    from .data.synthetic import write_benchmark
-    from .datasets import get_spec, open_dataset
+    from .quality import benchmark_table, row_predictors
+    from .pairs.synthetic import write_benchmark
+    from .evalsets import get_spec, open_dataset
     from .inference import InferenceConfig
     from .plotting import plot_segmentation_grid
 

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from .checkpoint import CheckpointError, check_backbone_matches, config_of, load_checkpoint, save_checkpoint
 from .clip_backbone import BackboneError, is_bundled_arch
 from .config import Config, ConfigError, config_to_dict, load_config
-from .data import DataError, build_dataloader, build_train_transform
+from .pairs import DataError, build_dataloader, build_train_transform
 from .decoder import count_parameters
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, shutdown
 from .embedded import ensure_clip_weights, run_benchmark

@@ -84,7 +84,7 @@ def test_eval_variants(voc_root, tiny_checkpoint, tmp_path, capsys, extra):
 
 
 def test_evaluate_takes_any_predict_callable(voc_root):
-    from mgca.datasets import open_dataset
+    from mgca.evalsets import open_dataset
 
     dataset = open_dataset("voc21", voc_root)
     perfect, _ = eval_cli.evaluate(dataset, lambda image: np.zeros(image.shape[:2], dtype=np.int64), progress=False)

@@ -11,13 +11,13 @@ import webdataset as wds
 from PIL import Image
 
 from mgca.config import DataConfig
-from mgca.data import (CLASS_NAMES, SHAPES, CaptionSampler, DataError, RandomResizedCropNormalize, ResizeCenterCropNormalize,
+from mgca.pairs import (CLASS_NAMES, SHAPES, CaptionSampler, DataError, RandomResizedCropNormalize, ResizeCenterCropNormalize,
                        SkipCounter, SyntheticCaptions, WebDatasetCaptions, build_caption_dataset, build_dataloader,
                        build_train_transform, extract_nouns, imagenet_templates, noun_prompts, read_caption_folder,
                        read_caption_table)
-from mgca.data import nouns as nouns_module
-from mgca.data.readers import image_decodes
-from mgca.data.synthetic import caption_phrases
+from mgca.pairs import nouns as nouns_module
+from mgca.pairs.readers import image_decodes
+from mgca.pairs.synthetic import caption_phrases
 
 FLICKR = Path("/work/shared/data/flickr8k_1k/data/captions.txt")
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mgca.datasets import DATASETS, DatasetError, get_spec, open_dataset
-from mgca.datasets.coco import coco_object_label, decode_rle, polygon_mask, rle_counts_from_string
-from mgca.datasets.specs import voc_palette
+from mgca.evalsets import DATASETS, DatasetError, get_spec, open_dataset
+from mgca.evalsets.coco import coco_object_label, decode_rle, polygon_mask, rle_counts_from_string
+from mgca.evalsets.specs import voc_palette
 
 
 def write_image(path: Path, height: int, width: int, seed: int = 0) -> None:
@@ -64,7 +64,7 @@ def test_registry_has_the_eight_benchmarks_with_mmseg_class_counts():
 
 def test_synthetic_benchmark_folder_round_trip(tmp_path):
     """write_benchmark's images and masks read back through the benchmark reader exactly as generated."""
-    from mgca.data.synthetic import CLASS_NAMES, SyntheticCaptions, write_benchmark
+    from mgca.pairs.synthetic import CLASS_NAMES, SyntheticCaptions, write_benchmark
 
     root = write_benchmark(tmp_path / "bench", count=5, image_size=48, seed=7)
     dataset = open_dataset("synthetic", root)

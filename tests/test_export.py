@@ -234,7 +234,7 @@ def test_text_subcommand(tmp_path, tiny_checkpoint, vocab_file, capsys):
 
 
 def test_text_subcommand_for_a_benchmark(tmp_path, tiny_checkpoint, capsys):
-    from mgca.datasets import get_spec
+    from mgca.evalsets import get_spec
 
     out = tmp_path / "voc21.npz"
     assert main(["text", "--checkpoint", str(tiny_checkpoint), "--dataset", "voc21", "--templates", "single", "--out", str(out)]) == 0

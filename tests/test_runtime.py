@@ -573,7 +573,7 @@ def voc_tree(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def voc_cache(tmp_path_factory, tiny_checkpoint) -> Path:
     """A text cache with VOC's prompt classes for the bundle's backbone (`mgca-export text`)."""
-    from mgca.datasets import get_spec
+    from mgca.evalsets import get_spec
 
     return text_cache(tiny_checkpoint, tmp_path_factory.mktemp("cache") / "voc.npz", list(get_spec("voc21").prompt_classes))
 

@@ -7,7 +7,7 @@
 The dataset loop and metric (`evaluate`) take any `predict(image) -> labels` callable;
 `make_predict_fn` is the one place that decides which engine produces the labels.
 
-`--engine` needs only the base install (no torch): this module, mgca.config, mgca.datasets and
+`--engine` needs only the base install (no torch): this module, mgca.config, mgca.evalsets and
 mgca.metrics are torch-free, and every torch import sits behind the PyTorch path.
 """
 from __future__ import annotations
@@ -51,7 +51,7 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
 
 def apply_protocol(args: argparse.Namespace, protocol=None) -> argparse.Namespace:
     """Fill the inference settings the user left unset from `protocol` (default: the paper's)."""
-    from mgca.datasets.specs import PAPER_PROTOCOL
+    from mgca.evalsets.specs import PAPER_PROTOCOL
 
     settings = (protocol or PAPER_PROTOCOL).settings(**vars(args))
     for name, value in settings.items():
@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> dict:
     """Evaluate, print the table, optionally write JSON; returns the JSON-able result."""
-    from mgca.datasets import open_dataset
+    from mgca.evalsets import open_dataset
 
     dataset = open_dataset(args.dataset, args.root, args.layout)
     apply_protocol(args, dataset.spec.protocol)
@@ -285,7 +285,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     """The project's 'you passed something wrong' errors: one line on stderr, exit 2, no traceback.
     Called while an exception is being matched, i.e. after whatever could raise it was imported."""
     from mgca.config import ConfigError
-    from mgca.datasets import DatasetError
+    from mgca.evalsets import DatasetError
     from runtime.errors import BackendError, BundleError, RuntimeInputError
 
     loaded = [getattr(sys.modules.get(module), name, None) for module, name in TORCH_SIDE_ERRORS]

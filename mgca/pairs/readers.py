@@ -79,7 +79,7 @@ def _cached(key: tuple, read, skips: SkipCounter | None) -> CaptionList:
         if skips is not None:
             listing.report_to(skips)
         return listing
-    local = SkipCounter(name=skips.name if skips is not None else "mgca.data")
+    local = SkipCounter(name=skips.name if skips is not None else "mgca.pairs")
     listing = read(local)
     _listings[key] = listing
     if skips is not None:

@@ -158,7 +158,7 @@ class DatasetSpec:
         return len(self.classes)
 
 
-# The synthetic generator's vocabulary (mgca.data.synthetic) is its caption language: each image's
+# The synthetic generator's vocabulary (mgca.pairs.synthetic) is its caption language: each image's
 # backdrop is "<texture> background" and each shape "<colour> <shape>". The benchmark scores the 40
 # object classes and ignores the backdrop, as VOC20 and Context59 ignore their background.
 SYNTHETIC_TEXTURES = ("noisy", "striped", "checkered", "gradient")
@@ -208,7 +208,7 @@ _SPECS = (
                 (Layout("mmseg", (Part("leftImg8bit/val", "gtFine/val", "_leftImg8bit.png", "_gtFine_labelTrainIds.png", recursive=True),),
                         nested_roots=("cityscapes", "tests/data/pseudo_cityscapes_dataset")),),
                 aliases=("city",)),
-    # Held-out shapes-on-textures images with exact masks (mgca.data.synthetic.write_benchmark writes the
+    # Held-out shapes-on-textures images with exact masks (mgca.pairs.synthetic.write_benchmark writes the
     # backdrop as 255, so only the object classes are scored).
     # Its protocol is the embedded tiny CLIP's: 96 px images, 64 px windows (its training size), the captions' wording.
     DatasetSpec("synthetic", "Synthetic shapes on textures (40 classes: 8 colours x 5 shapes; backdrop ignored)", SYNTHETIC_OBJECTS,

@@ -33,7 +33,7 @@ class SkipCounter:
     empty_captions: int = 0
     missing_images: int = 0
     warn_limit: int = 5  # stderr lines per kind, so a bad shard does not flood the log
-    name: str = "mgca.data"
+    name: str = "mgca.pairs"
     _warned: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     def add(self, kind: str, detail: str = "", count: int = 1) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from .config import DecoderConfig
-from .datasets import open_dataset
+from .evalsets import open_dataset
 from .decoder import build_decoder
 from .inference import InferenceConfig, SegmentationPredictor
 from .model import MGCA

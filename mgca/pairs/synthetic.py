@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from ..datasets.specs import SYNTHETIC_BACKDROPS, SYNTHETIC_CLASSES, SYNTHETIC_COLORS, SYNTHETIC_OBJECTS, SYNTHETIC_SHAPES, SYNTHETIC_TEXTURES
+from ..evalsets.specs import SYNTHETIC_BACKDROPS, SYNTHETIC_CLASSES, SYNTHETIC_COLORS, SYNTHETIC_OBJECTS, SYNTHETIC_SHAPES, SYNTHETIC_TEXTURES
 
 CLASS_NAMES = SYNTHETIC_CLASSES  # mask value k means CLASS_NAMES[k]: "<texture> background" or "<colour> <shape>"
 SHAPES = SYNTHETIC_SHAPES
@@ -218,7 +218,7 @@ def write_benchmark(root: str | Path, count: int = 200, image_size: int = 96, se
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m mgca.data.synthetic",
+    parser = argparse.ArgumentParser(prog="python -m mgca.pairs.synthetic",
                                      description="Write the synthetic segmentation benchmark (images, masks, captions).")
     parser.add_argument("--out", required=True, help="folder to write (read it with mgca-eval --dataset synthetic --root OUT)")
     parser.add_argument("--count", type=int, default=200)
