@@ -36,9 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from calibration.quantize import evaluate_int8, quantize_int8  # noqa: E402
 from calibration.reader import ImageFolderCalibrationReader, Preprocess, synthetic_images  # noqa: E402
 from export.onnx_export import export_onnx  # noqa: E402
-from export.parity import check_parity, ort_session, parity_windows, random_class_embeddings, run_torch  # noqa: E402
+from export.parity import check_parity, parity_windows, random_class_embeddings, run_torch  # noqa: E402
 from mgca.config import Config  # noqa: E402
+from mgca.decoder import perturb_decoder  # noqa: E402
 from mgca.model import build_model  # noqa: E402
+from runtime.contract import InferenceSettings  # noqa: E402
+from runtime.engines import OrtEngine  # noqa: E402
 
 
 def interleaved_seconds(fns: dict, repeats: int, budget_s: float) -> dict[str, float]:
@@ -58,24 +61,13 @@ def interleaved_seconds(fns: dict, repeats: int, budget_s: float) -> dict[str, f
     return {name: float(np.median(v)) for name, v in times.items()}
 
 
-def perturb(model, seed: int = 0) -> None:
-    """Open the decoder's gates so it is not the identity (as the tests do)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.decoder.named_parameters():
-            if name.endswith("gate"):
-                param.fill_(0.5)
-            elif name.endswith("conv.weight"):
-                param.add_(0.02 * torch.randn(param.shape, generator=gen))
-
-
 def random_model(arch: str, clip_weights: str | None):
     """`arch` with random (or given) CLIP weights and a perturbed decoder: what latency and fp32 parity need."""
     cfg = Config()
     cfg.backbone.arch = arch
     cfg.backbone.checkpoint = clip_weights
     model = build_model(cfg.backbone, cfg.decoder).eval()
-    perturb(model)
+    perturb_decoder(model.decoder)
     return model, "trained CLIP weights" if clip_weights else "random init"
 
 
@@ -107,12 +99,14 @@ def bench(arch: str, model, weights: str, window: int, batches: list[int], calib
     t = time.perf_counter()
     fp32_path = export_onnx(model, workdir / f"{arch}-{window}.onnx", window=window)
     base["export_s"] = time.perf_counter() - t
-    pre = Preprocess(window, tuple(model.backbone.mean), tuple(model.backbone.std), int(model.output_stride))
+    output_stride = int(model.output_stride)
+    settings = InferenceSettings.for_window(window, output_stride)
+    pre = Preprocess(settings, tuple(model.backbone.mean), tuple(model.backbone.std), output_stride)
     sets = parity_windows(pre, images, num_random=1, num_synthetic=1, max_windows=8 if images else 2)
     classes = classes if classes is not None else random_class_embeddings(20, int(model.embed_dim))
     reference = {k: run_torch(model, w, batch_size=2) for k, w in sets.items()}
-    fp32 = ort_session(fp32_path, spinning=spinning)
-    report = check_parity(model, fp32_path, sets, classes, session=fp32, reference=reference, batch_size=2)
+    fp32 = OrtEngine(fp32_path, device="cpu", spinning=spinning)
+    report = check_parity(model, fp32_path, sets, classes, engine=fp32, reference=reference, batch_size=2)
     base.update(fp32_max_abs_err=report.max_abs_err, fp32_rel_err=report.rel_err, fp32_label_agreement=report.label_agreement)
 
     t = time.perf_counter()
@@ -121,7 +115,7 @@ def bench(arch: str, model, weights: str, window: int, batches: list[int], calib
     int8_path = quantize_int8(fp32_path, workdir / f"{arch}-{window}.int8.onnx", reader).path
     base["quantize_s"] = time.perf_counter() - t
     base["calib_windows"] = len(reader.windows)
-    int8 = ort_session(int8_path, spinning=spinning)
+    int8 = OrtEngine(int8_path, device="cpu", spinning=spinning)
     windows = np.concatenate(list(sets.values()))
     ev = evaluate_int8(fp32, int8, windows, classes, batch_size=2, fp32_embeddings=np.concatenate([reference[k] for k in sets]))
     base.update(int8_label_agreement=ev["label_agreement"], int8_miou_vs_fp32=ev["miou_vs_fp32"], int8_mean_cosine=ev["mean_cosine"])
@@ -138,8 +132,8 @@ def bench(arch: str, model, weights: str, window: int, batches: list[int], calib
 
         secs = interleaved_seconds({
             "torch_ms": torch_run,
-            "ort_fp32_ms": lambda: fp32.run(["embeddings"], {"image": x}),
-            "ort_int8_ms": lambda: int8.run(["embeddings"], {"image": x}),
+            "ort_fp32_ms": lambda: fp32.run(x),
+            "ort_int8_ms": lambda: int8.run(x),
         }, repeats, budget_s)
         row.update({name: 1e3 * value / batch for name, value in secs.items()})
         row["load_avg_1min"] = os.getloadavg()[0]

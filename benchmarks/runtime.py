@@ -127,7 +127,8 @@ def run_worker(args) -> None:
 
 def assignment_benchmark(segmenter, images) -> list[dict]:
     """FAISS vs numpy meta-point assignment on real stitched maps and on larger synthetic ones."""
-    from runtime.units import assign_faiss, assign_numpy, meta_grid, meta_indices
+    from runtime.contract import meta_point_indices
+    from runtime.units import assign_faiss, assign_numpy
 
     def best_of(fn, *fn_args, repeats=7):
         fn(*fn_args)
@@ -150,8 +151,7 @@ def assignment_benchmark(segmenter, images) -> list[dict]:
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         cases.append((f"random {pixels} px", x, pixels // 100, 100, units))
     for name, x, height, width, units in cases:
-        gy, gx = meta_grid(height, width, units)
-        points = np.ascontiguousarray(x[meta_indices(height, width, gy, gx)])
+        points = np.ascontiguousarray(x[meta_point_indices(height, width, units)])
         same = bool(np.array_equal(assign_numpy(x, points), assign_faiss(x, points)))
         rows.append({"case": name, "pixels": x.shape[0], "channels": x.shape[1], "units": units,
                      "numpy_ms": best_of(assign_numpy, x, points), "faiss_ms": best_of(assign_faiss, x, points), "identical": same})

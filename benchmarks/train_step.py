@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -59,7 +61,7 @@ def bench(arch: str, batch_size: int, precision: str, compile_mode: str, device:
     micro = micro or batch_size
     overrides = [f"backbone.arch={arch}", f"train.batch_size={micro}", f"train.global_batch={batch_size}", f"train.precision={precision}",
                  f"train.compile={compile_mode}", f"train.device={device}", "data.source=synthetic",
-                 f"data.synthetic_size={max(2 * batch_size, 64)}", "train.output_dir=/tmp/mgca-bench"]
+                 f"data.synthetic_size={max(2 * batch_size, 64)}", f"train.output_dir={Path(tempfile.gettempdir()) / 'mgca-bench'}"]  # never written: no step saves
     cfg: Config = load_config(None, overrides)
     trainer = Trainer(cfg)
     iterator, _ = epoch_batches(cfg, trainer.transform, trainer.info, 0, 0)

@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ._files import atomic_write_bytes
+from runtime.files import atomic_write_bytes
+from runtime.contract import INPUT_NAME
 
 TRT_MISSING = "TensorRT is not installed: pip install 'mgca[trt]' on a machine with an NVIDIA GPU"
 FP32_ONNX_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "ReduceL2", "ReduceSumSquare", "Pow", "Sqrt")
@@ -140,7 +141,7 @@ def fp16_onnx(fp32_path: str | Path, out_path: str | Path) -> Path:
 
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str, window: int,
-                 input_name: str = "image", min_batch: int = 1, opt_batch: int | None = None, max_batch: int = 16,
+                 input_name: str = INPUT_NAME, min_batch: int = 1, opt_batch: int | None = None, max_batch: int = 16,
                  workspace_gib: float = 4.0, timing_cache: str | Path | None = None, verbose: bool = False) -> EngineResult:
     """Build and serialise an engine. `onnx_path` is the fp32 graph for fp16, the QDQ graph for int8."""
     if precision not in ("fp16", "int8"):

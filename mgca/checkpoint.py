@@ -7,11 +7,12 @@ frozen CLIP weights are never copied into it.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from runtime.files import atomic_path
 
 from .config import Config, ConfigError, DecoderConfig, config_from_dict
 
@@ -25,17 +26,10 @@ class CheckpointError(ValueError):
 def atomic_torch_save(path: str | Path, obj: Any) -> Path:
     """`torch.save` via a temporary file + rename, so a crash never leaves half a file (or loses the old one)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(obj, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
     return path
 
 

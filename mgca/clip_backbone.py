@@ -21,10 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import BackboneConfig
+from runtime.contract import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from .config import BackboneConfig
 
 
 class BackboneError(ValueError):

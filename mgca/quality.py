@@ -78,7 +78,7 @@ def row_predictors(model: MGCA, settings: InferenceConfig, units: int, class_nam
 def benchmark_table(model: MGCA, root: str | Path, settings: InferenceConfig, device: torch.device | str = "cpu",
                     units: tuple[int, ...] = (0, 36), dataset: str = "synthetic", progress: bool = True) -> BenchmarkTable:
     """Evaluate frozen features and the trained decoder on `dataset` under `root` for each unit count."""
-    from .cli.eval import evaluate
+    from .evaluation import evaluate
 
     data = open_dataset(dataset, root)
     spec = data.spec

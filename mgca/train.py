@@ -33,6 +33,7 @@ from .clip_backbone import BackboneError, is_bundled_arch
 from .config import Config, ConfigError, config_to_dict, load_config
 from .pairs import DataError, build_dataloader, build_train_transform
 from .decoder import count_parameters
+from .device import resolve_device
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, shutdown
 from .embedded import ensure_clip_weights, run_benchmark
 from .grad_cache import GradCache
@@ -61,12 +62,6 @@ class TrainResult:
     checkpoint: Path
     loss_curve: Path | None
     history: list[dict[str, float]]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:

@@ -1,17 +1,31 @@
-"""numpy reader of `text_cache.npz` (docs/inference-contract.md, "Text embeddings" and the cache format)."""
+"""`text_cache.npz`, a vocabulary's class embeddings (docs/inference-contract.md, "Text embeddings"): written
+and read here, with numpy only, so the runtime needs no text encoder.
+
+* `embeddings`  float32 K x C, each row L2-normalised (templates averaged, then re-normalised);
+* `class_names` unicode K;
+* `templates`   unicode T (the filled-in prompt templates, e.g. TCL's 9);
+* `meta`        0-d unicode, a JSON object: `format` ("mgca-text-cache/1"), `arch`, `embed_dim`,
+  `text_sha256` (hash of the CLIP text tower that made the embeddings; a reader compares it with
+  the bundle's `backbone.text_sha256` and refuses a mismatch), plus `visual_sha256`, `source`,
+  `dense_mode`, `template_set`, `num_classes`.
+
+`export.text_cache` computes the embeddings with the CLIP text tower and calls `write_text_cache`.
+"""
 from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from .files import atomic_path
+from .contract import TEXT_CACHE_FORMAT
 from .errors import TextCacheError, VocabularyError, one_line
 
-TEXT_CACHE_FORMAT = "mgca-text-cache/1"
 MAKE_CACHE_HINT = "make one with `mgca-export text --checkpoint CKPT --vocab FILE --out CACHE.npz` and pass it as Segmenter(bundle, text_cache=CACHE.npz)"
 
 
@@ -106,4 +120,43 @@ def make_text_cache(embeddings: np.ndarray, class_names: Sequence[str]) -> TextC
     return TextCache(np.ascontiguousarray(emb), tuple(str(c) for c in class_names), (), {"format": TEXT_CACHE_FORMAT})
 
 
-__all__ = ["TextCache", "TEXT_CACHE_FORMAT", "load_text_cache", "make_text_cache", "MAKE_CACHE_HINT"]
+def cache_meta(identity: dict[str, Any], embed_dim: int, num_classes: int, template_set: str | None) -> dict[str, Any]:
+    return {
+        "format": TEXT_CACHE_FORMAT,
+        "arch": identity.get("arch"),
+        "embed_dim": int(embed_dim),
+        "text_sha256": identity.get("text_sha256"),
+        "visual_sha256": identity.get("visual_sha256"),
+        "source": identity.get("source"),
+        "dense_mode": identity.get("dense_mode"),
+        "template_set": template_set,
+        "num_classes": int(num_classes),
+    }
+
+
+def write_text_cache(path: str | Path, embeddings: np.ndarray, class_names: Sequence[str], templates: Sequence[str],
+                     identity: dict[str, Any], template_set: str | None = None) -> Path:
+    """Write the cache atomically (temporary file + rename); `identity` is the backbone's (its text_sha256 is
+    what a reader checks). Returns the path."""
+    emb = np.asarray(embeddings, dtype=np.float32)
+    names = [str(n) for n in class_names]
+    if emb.ndim != 2 or emb.shape[0] != len(names) or not names:
+        raise ValueError(f"embeddings {emb.shape} do not match {len(names)} class names")
+    if not np.isfinite(emb).all():
+        raise ValueError("class embeddings hold non-finite values")
+    if not identity.get("text_sha256"):
+        raise ValueError("the backbone identity has no text_sha256; a cache without it cannot be checked by the runtime")
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    meta = cache_meta(identity, emb.shape[1], len(names), template_set)
+    path = Path(path).expanduser()
+    if path.suffix != ".npz":
+        raise ValueError(f"text cache path {path} must end in .npz")
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # a file object: numpy appends no ".npz"
+        np.savez(handle, embeddings=np.ascontiguousarray(emb),
+                 class_names=np.array(names, dtype=np.str_),
+                 templates=np.array([str(t) for t in templates], dtype=np.str_),
+                 meta=np.array(json.dumps(meta, sort_keys=True), dtype=np.str_))
+    return path
+
+
+__all__ = ["TextCache", "load_text_cache", "make_text_cache", "write_text_cache", "cache_meta", "MAKE_CACHE_HINT"]

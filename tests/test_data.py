@@ -19,7 +19,9 @@ from mgca.pairs import nouns as nouns_module
 from mgca.pairs.readers import image_decodes
 from mgca.pairs.synthetic import caption_phrases
 
-FLICKR = Path("/work/shared/data/flickr8k_1k/data/captions.txt")
+from .support import SHARED_DATA
+
+FLICKR = SHARED_DATA / "flickr8k_1k" / "data" / "captions.txt"  # the sample set next to the checkout, if there is one
 
 
 def jpeg_bytes(seed: int, size: int = 24) -> bytes:
@@ -279,7 +281,7 @@ def test_csv_and_tsv_tables(tmp_path):
     assert batch["images"].shape == (3, 3, 16, 16) and len(batch["captions"]) == 3
 
 
-@pytest.mark.skipif(not FLICKR.is_file(), reason="shared Flickr8k sample not present")
+@pytest.mark.skipif(not FLICKR.is_file(), reason="no Flickr8k sample at ../shared/data next to the checkout")
 def test_flickr8k_captions_txt():
     skips = SkipCounter()
     listing = read_caption_table(FLICKR, skips)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from mgca.metrics import ConfusionMatrix
+from runtime.metrics import ConfusionMatrix
 
 LABEL = np.array([[0, 0, 1], [1, 2, 255]])
 PRED = np.array([[0, 1, 1], [1, 1, 0]])

@@ -16,7 +16,8 @@ from mgca.config import ConfigError, load_config
 from mgca.schedule import warmup_cosine
 from mgca.train import LOSS_TERMS, NORM_TERMS, Trainer, accumulation_steps, embedded_config_path, epoch_batches, main, train
 
-from grad_check import GLOBAL_BATCH, decoder_gradients, fixed_batch, make_trainer
+from .grad_check import GLOBAL_BATCH, decoder_gradients, fixed_batch, make_trainer
+from .support import REPO, subprocess_env
 
 # The embedded default also pretrains a tiny CLIP and runs the benchmark (tests/test_embedded.py); here only the decoder trains.
 DECODER_ONLY = ["pretrain.enabled=false", "benchmark.enabled=false"]
@@ -206,11 +207,11 @@ def test_ddp_gradient_equals_single_process_full_batch(tmp_path, float64_default
     """2 gloo ranks x 2 micro-batches of 4: the all-reduced gradient is the gradient of the loss over
     all 16 pairs, as one process computes it (per-rank negatives or a missing world_size factor fail)."""
     expected, expected_losses = _single_batch_gradients(tmp_path)
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    env = subprocess_env(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     output = tmp_path / "grads"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(Path(__file__).with_name("grad_check.py")), str(output)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+           "-m", "tests.grad_check", str(output)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for rank in (0, 1):
         saved = torch.load(f"{output}.rank{rank}")

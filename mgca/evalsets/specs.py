@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+from runtime.contract import DEFAULT_SETTINGS
+
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
@@ -113,11 +115,12 @@ class Layout:
 
 @dataclass(frozen=True)
 class Protocol:
-    """Inference settings a benchmark is evaluated with unless the user overrides them."""
+    """Inference settings a benchmark is evaluated with unless the user overrides them (default: the paper's 4.1,
+    i.e. the contract's defaults)."""
 
-    short_side: int = 448  # paper 4.1
-    window: int = 448
-    stride: int = 224
+    short_side: int = DEFAULT_SETTINGS.short_side
+    window: int = DEFAULT_SETTINGS.window
+    stride: int = DEFAULT_SETTINGS.stride
     templates: str = "tcl"  # TCL's 9 evaluation prompts
 
     def settings(self, **overrides: Any) -> dict[str, Any]:
@@ -126,6 +129,8 @@ class Protocol:
 
 
 PAPER_PROTOCOL = Protocol()
+# The embedded tiny CLIP's: 96 px images, 64 px windows (its training size), the captions' wording.
+SYNTHETIC_PROTOCOL = Protocol(96, 64, 32, "plain")
 
 
 @dataclass(frozen=True)
@@ -210,9 +215,8 @@ _SPECS = (
                 aliases=("city",)),
     # Held-out shapes-on-textures images with exact masks (mgca.pairs.synthetic.write_benchmark writes the
     # backdrop as 255, so only the object classes are scored).
-    # Its protocol is the embedded tiny CLIP's: 96 px images, 64 px windows (its training size), the captions' wording.
     DatasetSpec("synthetic", "Synthetic shapes on textures (40 classes: 8 colours x 5 shapes; backdrop ignored)", SYNTHETIC_OBJECTS,
-                (Layout("synthetic", (Part("images", "masks", ".png", ".png"),)),), protocol=Protocol(96, 64, 32, "plain")),
+                (Layout("synthetic", (Part("images", "masks", ".png", ".png"),)),), protocol=SYNTHETIC_PROTOCOL),
 )
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in _SPECS}

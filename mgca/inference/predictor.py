@@ -4,23 +4,19 @@ Follows docs/inference-contract.md step by step; runtime/ implements the same pa
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from runtime.contract import CLIP_LOGIT_SCALE, window_boxes
+
+from ..device import resolve_device
 from ..prompts import get_templates
 from .config import InferenceConfig
 from .units import unit_embedding_map, unit_scores
-from .windows import Preprocessed, crop_windows, preprocess, stitch, window_boxes
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" picks CUDA when present, else CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+from .windows import Preprocessed, crop_windows, preprocess, stitch
 
 
 def upsample_scores(scores: torch.Tensor, pre: Preprocessed) -> torch.Tensor:
@@ -32,7 +28,8 @@ def upsample_scores(scores: torch.Tensor, pre: Preprocessed) -> torch.Tensor:
     return full[0]
 
 
-def labels_from_scores(scores: torch.Tensor, background_threshold: float | None = None, logit_scale: float = 100.0) -> torch.Tensor:
+def labels_from_scores(scores: torch.Tensor, background_threshold: float | None = None,
+                       logit_scale: float = CLIP_LOGIT_SCALE) -> torch.Tensor:
     """(K, H, W) -> (H, W) labels; with a threshold, 0 is background and the K classes become 1..K
     (a pixel is background when its best softmax(scores * logit_scale) probability is below it)."""
     if background_threshold is None:

@@ -12,11 +12,10 @@ from .nouns import CaptionSampler, NounModelMissing, choose_caption, extract_nou
 from .readers import load_image, read_caption_folder, read_caption_table
 from .shards import WebDatasetCaptions, count_samples, count_shard_samples, resolve_shards
 from .synthetic import CLASS_NAMES, COLORS, SHAPES, TEXTURES, SyntheticCaptions, SyntheticSample
-from .transforms import (OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, RandomResizedCropNormalize, ResizeCenterCropNormalize,
-                         build_eval_transform, build_train_transform)
+from .transforms import RandomResizedCropNormalize, ResizeCenterCropNormalize, build_eval_transform, build_train_transform
 
 __all__ = [
-    "CLASS_NAMES", "COLORS", "OPENAI_DATASET_MEAN", "OPENAI_DATASET_STD", "SHAPES", "TEXTURES",
+    "CLASS_NAMES", "COLORS", "SHAPES", "TEXTURES",
     "CaptionDataset", "CaptionFiles", "CaptionSampler", "CorruptImage", "DataError", "NounModelMissing",
     "RandomResizedCropNormalize", "ResizeCenterCropNormalize", "SkipCounter", "SyntheticCaptions", "SyntheticSample",
     "WebDatasetCaptions", "build_caption_dataset", "build_dataloader", "build_eval_transform", "build_train_transform",

@@ -3,6 +3,9 @@
 IoU_k = TP / (TP + FP + FN) over all images; a class with an empty union (never in the labels nor
 predicted) is NaN and left out of mIoU. Pixels labelled `ignore_index` are never counted.
 aAcc = correct pixels / labelled pixels.
+
+The one mIoU of the project, in numpy: `mgca-eval` (PyTorch or an exported engine), the int8 report of
+`calibration` and the runtime's users all count with `ConfusionMatrix`.
 """
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -28,11 +32,11 @@ class SegMetrics:
 
     @property
     def miou(self) -> float:
-        return _nanmean(self.iou)
+        return _defined_mean(self.iou)
 
     @property
     def macc(self) -> float:
-        return _nanmean(self.acc)
+        return _defined_mean(self.acc)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe, in percent like the paper's tables; undefined values are null."""
@@ -81,7 +85,7 @@ class ConfusionMatrix:
         self.matrix += counts.reshape(self.num_classes, self.num_classes)
         self.num_images += 1
 
-    def merge(self, other: "ConfusionMatrix") -> None:
+    def merge(self, other: ConfusionMatrix) -> None:
         """Add another matrix (e.g. from another process) into this one."""
         self.matrix += other.matrix
         self.num_images += other.num_images
@@ -100,8 +104,10 @@ class ConfusionMatrix:
         return SegMetrics(names, iou, acc, float(tp.sum() / total) if total else math.nan, self.num_images, total)
 
 
-def _nanmean(values: np.ndarray) -> float:
-    return float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+def _defined_mean(values: np.ndarray) -> float:
+    """Mean over the defined (non-NaN) entries; NaN when there are none."""
+    defined = values[~np.isnan(values)]
+    return float(defined.mean()) if defined.size else math.nan
 
 
 def _pct(value: float) -> float | None:
