@@ -221,14 +221,19 @@ def user_errors() -> tuple[type[Exception], ...]:
     return (ConfigError, DatasetError, OSError, BundleError, RuntimeInputError, BackendError, *filter(None, loaded))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_main(prog: str, parser: argparse.ArgumentParser, run_args, argv: list[str] | None) -> int:
+    """Parse `argv`, call `run_args(args)`; a user error is one line on stderr and exit status 2."""
+    args = parser.parse_args(argv)
     try:
-        run(args)
+        run_args(args)
     except user_errors() as err:
-        print(f"mgca-eval: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main("mgca-eval", build_parser(), run, argv)
 
 
 if __name__ == "__main__":
