@@ -51,7 +51,7 @@ def time_steps(trainer: Trainer, batch: dict, warmup: int, iters: int) -> list[f
 def loader_images_per_s(trainer: Trainer, batches: int) -> float:
     iterator, _ = epoch_batches(trainer.cfg, trainer.transform, trainer.info, 0, 0)
     start, seen = time.perf_counter(), 0
-    for _, batch in zip(range(batches), iterator):
+    for _, batch in zip(range(batches), iterator, strict=False):
         seen += len(batch["captions"])
     return seen / (time.perf_counter() - start)
 

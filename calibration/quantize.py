@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.files import atomic_path
 from runtime.contract import resized_shape, round_up, window_boxes
+from runtime.files import atomic_path
 from runtime.metrics import ConfusionMatrix
 from runtime.postprocess import pixel_cosines, window_labels
 
@@ -203,7 +203,7 @@ def read_labelled_set(images_dir: str | Path, labels_dir: str | Path, limit: int
     images, paths = read_images(images_dir, None)
     labels_root = Path(labels_dir).expanduser()
     pairs_img, pairs_lbl = [], []
-    for image, path in zip(images, paths):
+    for image, path in zip(images, paths, strict=True):
         label_path = labels_root / f"{path.stem}.png"
         if not label_path.is_file():
             continue

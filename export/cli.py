@@ -159,7 +159,6 @@ def run_export(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from calibration.reader import CalibrationError
-
     from runtime.errors import SettingsError
 
     from .onnx_export import ExportError

@@ -26,10 +26,10 @@ import torch
 from torch import nn
 
 from mgca.clip_backbone import sha256_tensors
-from runtime.files import atomic_path
 from runtime.contract import DEFAULT_SETTINGS, INPUT_NAME, ONNX_FORMAT, OUTPUT_NAME
 from runtime.contract import check_window as check_contract_window
 from runtime.errors import SettingsError
+from runtime.files import atomic_path
 
 OPSET = 18
 
@@ -108,7 +108,7 @@ def _quiet_exporter():
             warnings.simplefilter("ignore")
             yield sink
     finally:
-        for lg, level in zip(loggers, levels):
+        for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
 
 

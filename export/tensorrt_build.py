@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.files import atomic_write_bytes
 from runtime.contract import INPUT_NAME
+from runtime.files import atomic_write_bytes
 
 TRT_MISSING = "TensorRT is not installed: pip install 'mgca[trt]' on a machine with an NVIDIA GPU"
 FP32_ONNX_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "ReduceL2", "ReduceSumSquare", "Pow", "Sqrt")

@@ -10,11 +10,12 @@ import hashlib
 import json
 import warnings
 import zipfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import open_clip
 import torch
@@ -179,7 +180,7 @@ class FrozenCLIP(nn.Module):
     def _make_tokenizer(arch: str, context_length: int):
         return open_clip.tokenizer.SimpleTokenizer(context_length=context_length)
 
-    def train(self, mode: bool = True) -> "FrozenCLIP":
+    def train(self, mode: bool = True) -> FrozenCLIP:
         """Always eval: the encoders are frozen (dropout and norm statistics never change)."""
         return super().train(False)
 

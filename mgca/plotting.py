@@ -1,8 +1,8 @@
 """Training pictures: the loss curve PNG people look at after a run."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -21,10 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_path, file_sha256
-from .contract import (BUNDLE_FORMAT, INPUT_NAME, MANIFEST_FILE, MODEL_FILES, MODEL_KEYS, OUTPUT_NAME,
-                       READABLE_BUNDLE_FORMATS, TEXT_CACHE_FILE, InferenceSettings)
+from .contract import (
+    BUNDLE_FORMAT,
+    INPUT_NAME,
+    MANIFEST_FILE,
+    MODEL_FILES,
+    MODEL_KEYS,
+    OUTPUT_NAME,
+    READABLE_BUNDLE_FORMATS,
+    TEXT_CACHE_FILE,
+    InferenceSettings,
+)
 from .errors import BundleError, SettingsError, one_line
+from .files import atomic_path, file_sha256
 
 
 @dataclass(frozen=True)

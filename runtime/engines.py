@@ -88,7 +88,7 @@ class OrtEngine:
         self.providers = list(self.session.get_providers())  # what onnxruntime actually enabled
         self.provider = self.providers[0]
         if kind == "cuda" and self.provider == "CPUExecutionProvider":
-            raise BackendError(f"CUDA was requested but onnxruntime fell back to the CPU provider (no usable CUDA device/libraries); use device='cpu' or fix the CUDA install")
+            raise BackendError("CUDA was requested but onnxruntime fell back to the CPU provider (no usable CUDA device/libraries); use device='cpu' or fix the CUDA install")
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
         if input_name not in inputs or output_name not in outputs:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -43,7 +43,7 @@ class SegMetrics:
         return {
             "mIoU": _pct(self.miou), "mAcc": _pct(self.macc), "aAcc": _pct(self.aacc),
             "num_images": self.num_images, "num_pixels": self.num_pixels, "unit": "percent",
-            "per_class": {name: {"IoU": _pct(i), "Acc": _pct(a)} for name, i, a in zip(self.class_names, self.iou, self.acc)},
+            "per_class": {name: {"IoU": _pct(i), "Acc": _pct(a)} for name, i, a in zip(self.class_names, self.iou, self.acc, strict=True)},
         }
 
     def save_json(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -56,7 +56,7 @@ class SegMetrics:
         """Per-class IoU/Acc then mIoU, mAcc, aAcc and the image count, as fixed-width text."""
         width = max([len("class")] + [len(n) for n in self.class_names])
         lines = [f"{'class':<{width}}  {'IoU':>6}  {'Acc':>6}", "-" * (width + 16)]
-        lines += [f"{name:<{width}}  {_fmt(i):>6}  {_fmt(a):>6}" for name, i, a in zip(self.class_names, self.iou, self.acc)]
+        lines += [f"{name:<{width}}  {_fmt(i):>6}  {_fmt(a):>6}" for name, i, a in zip(self.class_names, self.iou, self.acc, strict=True)]
         lines += ["-" * (width + 16),
                   f"mIoU {_fmt(self.miou)}  mAcc {_fmt(self.macc)}  aAcc {_fmt(self.aacc)}  "
                   f"({self.num_images} images, {self.num_pixels} labelled pixels)"]

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from .files import atomic_path
 from .contract import TEXT_CACHE_FORMAT
 from .errors import TextCacheError, VocabularyError, one_line
+from .files import atomic_path
 
 MAKE_CACHE_HINT = "make one with `mgca-export text --checkpoint CKPT --vocab FILE --out CACHE.npz` and pass it as Segmenter(bundle, text_cache=CACHE.npz)"
 

@@ -9,10 +9,19 @@ onnx = pytest.importorskip("onnx", reason="calibration tests need onnx")
 pytest.importorskip("onnxruntime.quantization", reason="calibration tests need onnxruntime's quantisation tools")
 
 from calibration.quantize import (  # noqa: E402
-    activation_matmuls, evaluate_int8, label_windows, miou, quantize_int8, read_labelled_set,
+    activation_matmuls,
+    evaluate_int8,
+    label_windows,
+    miou,
+    quantize_int8,
+    read_labelled_set,
 )
 from calibration.reader import (  # noqa: E402
-    CalibrationError, ImageFolderCalibrationReader, Preprocess, image_windows, synthetic_images,
+    CalibrationError,
+    ImageFolderCalibrationReader,
+    Preprocess,
+    image_windows,
+    synthetic_images,
 )
 from export.onnx_export import export_onnx  # noqa: E402
 from export.parity import parity_windows, random_class_embeddings  # noqa: E402

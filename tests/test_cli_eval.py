@@ -22,7 +22,7 @@ def voc_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("voc") / "VOC2012"
     rng = np.random.default_rng(0)
     names = ["img_a", "img_b", "img_c"]
-    for name, (h, w) in zip(names, [(40, 60), (70, 50), (20, 20)]):
+    for name, (h, w) in zip(names, [(40, 60), (70, 50), (20, 20)], strict=True):
         (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
         (root / "SegmentationClass").mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / "JPEGImages" / f"{name}.jpg")

@@ -8,8 +8,18 @@ import numpy as np
 import pytest
 
 from runtime.contract import (
-    DEFAULT_SETTINGS, MODEL_FILES, MODEL_KEYS, InferenceSettings, check_window, meta_grid, meta_point_indices,
-    resized_shape, round_up, uses_pixel_units, window_boxes, window_spans,
+    DEFAULT_SETTINGS,
+    MODEL_FILES,
+    MODEL_KEYS,
+    InferenceSettings,
+    check_window,
+    meta_grid,
+    meta_point_indices,
+    resized_shape,
+    round_up,
+    uses_pixel_units,
+    window_boxes,
+    window_spans,
 )
 from runtime.errors import SettingsError
 

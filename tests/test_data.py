@@ -11,10 +11,24 @@ import webdataset as wds
 from PIL import Image
 
 from mgca.config import DataConfig
-from mgca.pairs import (CLASS_NAMES, SHAPES, CaptionSampler, DataError, RandomResizedCropNormalize, ResizeCenterCropNormalize,
-                       SkipCounter, SyntheticCaptions, WebDatasetCaptions, build_caption_dataset, build_dataloader,
-                       build_train_transform, extract_nouns, imagenet_templates, noun_prompts, read_caption_folder,
-                       read_caption_table)
+from mgca.pairs import (
+    CLASS_NAMES,
+    CaptionSampler,
+    DataError,
+    RandomResizedCropNormalize,
+    ResizeCenterCropNormalize,
+    SkipCounter,
+    SyntheticCaptions,
+    WebDatasetCaptions,
+    build_caption_dataset,
+    build_dataloader,
+    build_train_transform,
+    extract_nouns,
+    imagenet_templates,
+    noun_prompts,
+    read_caption_folder,
+    read_caption_table,
+)
 from mgca.pairs import nouns as nouns_module
 from mgca.pairs.readers import image_decodes
 from mgca.pairs.synthetic import caption_phrases
@@ -181,7 +195,7 @@ def test_webdataset_shards_skip_corrupt_and_empty(tmp_path):
     assert skips.corrupt_images >= 2 and skips.empty_captions >= 1
     again = batches_of(build_dataloader(cfg, build_train_transform(cfg), 4, seed=1, epoch=0))
     assert [c for _, caps in again for c in caps] == captions
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again, strict=True))
     other_epoch = batches_of(build_dataloader(cfg, build_train_transform(cfg), 4, seed=1, epoch=1))
     assert [c for _, caps in other_epoch for c in caps] != captions
 
@@ -211,7 +225,7 @@ def test_webdataset_ranks_get_equal_batches_and_resume_replays(tmp_path):
     assert len(resumed_loader) == 4
     resumed = batches_of(resumed_loader)
     assert [caps for _, caps in resumed] == [caps for _, caps in full[3:]]
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(resumed, full[3:]))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(resumed, full[3:], strict=True))
 
 
 # ---------------------------------------------------------------------------- folder and tables
@@ -317,7 +331,7 @@ def test_synthetic_loader_batches_ranks_and_resume():
     assert len(resumed_loader) == 3
     resumed = batches_of(resumed_loader)
     assert [caps for _, caps in resumed] == [caps for _, caps in full[2:]]
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(resumed, full[2:]))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(resumed, full[2:], strict=True))
     assert [caps for _, caps in batches_of(build_dataloader(cfg, transform, 4, seed=0, epoch=1))] != [caps for _, caps in full]
 
     ranks = [build_dataloader(cfg, transform, 3, rank=r, world_size=2, seed=0, epoch=0) for r in range(2)]

@@ -12,9 +12,9 @@ ort = pytest.importorskip("onnxruntime", reason="export tests need onnxruntime")
 pytest.importorskip("onnxscript", reason="the dynamo ONNX exporter needs onnxscript")
 
 from calibration.reader import Preprocess  # noqa: E402
+from export import ExportOptions, ExportOptionsError, export_bundle  # noqa: E402
 from export.cli import main  # noqa: E402
 from export.onnx_export import ExportError, export_onnx, read_metadata  # noqa: E402
-from export import ExportOptions, ExportOptionsError, export_bundle  # noqa: E402
 from export.parity import ParityError, check_parity, parity_windows  # noqa: E402
 from export.tensorrt_build import TRT_MISSING, tensorrt_available  # noqa: E402
 from export.text_cache import VocabularyFileError, build_text_cache, read_vocab  # noqa: E402
@@ -147,10 +147,9 @@ def test_vocab_file_parsing(vocab_file, tmp_path):
 
 
 def test_text_cache_round_trip_and_mismatch_refusal(tmp_path, tiny_model, tiny_config, vocab_file):
+    from mgca.prompts import get_templates
     from runtime.errors import TextCacheError
     from runtime.text_cache import load_text_cache
-
-    from mgca.prompts import get_templates
 
     names = read_vocab(vocab_file)
     path = build_text_cache(tiny_model, names, "tcl", tmp_path / "cache.npz")

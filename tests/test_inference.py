@@ -62,7 +62,7 @@ def naive_units(embeddings: torch.Tensor, m: int) -> tuple[list[int], list[torch
         assignment.append(next(k for k, s in enumerate(sims) if s >= best - 1e-12))
     units = []
     for k in range(len(points)):
-        members = [p for p, a in zip(pixels, assignment) if a == k]
+        members = [p for p, a in zip(pixels, assignment, strict=True) if a == k]
         mean = torch.stack(members).mean(0) if members else torch.zeros(channels, dtype=torch.float64)
         units.append(mean / mean.norm() if members else mean)
     return assignment, units

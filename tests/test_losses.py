@@ -92,8 +92,8 @@ def value_and_grads(losses: dict[str, torch.Tensor], v: torch.Tensor, t: torch.T
 
 def assert_same(actual, expected, atol=1e-10):
     for name in TERMS:
-        for got, want in zip(actual[name], expected[name]):
-            torch.testing.assert_close(got, want, rtol=0, atol=atol, msg=lambda m: f"{name}: {m}")
+        for got, want in zip(actual[name], expected[name], strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=atol, msg=lambda m, name=name: f"{name}: {m}")
 
 
 CONFIGS = {

@@ -45,10 +45,10 @@ def test_streaming_equals_a_naive_count_over_all_pixels():
         label[rng.random(label.shape) < 0.1] = 255
     preds = [rng.integers(0, 6, size=(7, 9)) for _ in range(4)]
     streaming = ConfusionMatrix(6)
-    for pred, label in zip(preds, labels):
+    for pred, label in zip(preds, labels, strict=True):
         streaming.update(pred, label)
     halves = ConfusionMatrix(6), ConfusionMatrix(6)
-    for i, (pred, label) in enumerate(zip(preds, labels)):
+    for i, (pred, label) in enumerate(zip(preds, labels, strict=True)):
         halves[i % 2].update(pred, label)
     halves[0].merge(halves[1])
     np.testing.assert_array_equal(halves[0].matrix, streaming.matrix)

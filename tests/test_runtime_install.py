@@ -14,7 +14,6 @@ import pytest
 
 from .support import EVAL_SMALL, REPO, blocky_image, torch_stubs
 
-
 NO_TORCH = textwrap.dedent("""
     import sys, importlib.abc
     class Block(importlib.abc.MetaPathFinder):

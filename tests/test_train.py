@@ -14,7 +14,16 @@ import torch
 from mgca.checkpoint import CheckpointError, load_checkpoint
 from mgca.config import ConfigError, load_config
 from mgca.schedule import warmup_cosine
-from mgca.train import LOSS_TERMS, NORM_TERMS, Trainer, accumulation_steps, embedded_config_path, epoch_batches, main, train
+from mgca.train import (
+    LOSS_TERMS,
+    NORM_TERMS,
+    Trainer,
+    accumulation_steps,
+    embedded_config_path,
+    epoch_batches,
+    main,
+    train,
+)
 
 from .grad_check import GLOBAL_BATCH, decoder_gradients, fixed_batch, make_trainer
 from .support import REPO, subprocess_env
@@ -31,7 +40,7 @@ def fast_config(tmp_path: Path, *extra: str):
 def test_warmup_then_cosine_to_zero():
     values = [warmup_cosine(step, 4, 20) for step in range(20)]
     assert values[:4] == [0.25, 0.5, 0.75, 1.0]
-    assert all(a >= b for a, b in zip(values[3:], values[4:]))
+    assert all(a >= b for a, b in zip(values[3:], values[4:], strict=False))
     assert values[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 15 / 16)))
     assert warmup_cosine(20, 4, 20) == pytest.approx(0.0)
 
@@ -81,7 +90,7 @@ def test_resume_continues_exact_schedule(tmp_path):
     train(fast_config(tmp_path / "split", "train.max_steps=5"))  # 6 steps per epoch: stops mid-epoch 0
     resumed = train(fast_config(tmp_path / "split", "train.max_steps=8", "train.resume=auto"))
     assert [h["step"] for h in resumed.history] == list(range(1, 9))
-    for a, b in zip(straight.history, resumed.history):
+    for a, b in zip(straight.history, resumed.history, strict=True):
         assert a["lr"] == pytest.approx(b["lr"], rel=1e-12)
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6), (a, b)
     final_a = load_checkpoint(straight.checkpoint)["decoder"]
@@ -174,7 +183,7 @@ def test_accumulated_micro_batches_give_the_full_batch_gradient(tmp_path, float6
             features = trainer.model.backbone.dense_features(batch["images"][start:start + 4])
         pixels = trainer.model.decoder(features).flatten(2).transpose(1, 2)
         loss = trainer.loss_fn(pixels, text)["loss"] / 4
-        for (name, g), param in zip(local.items(), trainer.model.decoder.parameters()):
+        for (_, g), param in zip(local.items(), trainer.model.decoder.parameters(), strict=True):
             g += torch.autograd.grad(loss, param, retain_graph=True)[0]
     assert max(float((local[n] - g).norm() / g.norm()) for n, g in expected.items()) > 1e-2
 

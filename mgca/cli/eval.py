@@ -89,9 +89,8 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
 
 def make_engine_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, dict]:
     """The runtime's predict callable on an exported bundle, with the same dataset classes and threshold."""
-    from runtime import Segmenter, VocabularyError
-
     from mgca.config import ConfigError
+    from runtime import Segmenter, VocabularyError
 
     threshold = args.background_threshold if args.background_threshold is not None else spec.background_threshold
     threshold = threshold if spec.with_background else None

@@ -6,7 +6,8 @@ are rasterised by pixel centre; RLE (uncompressed lists and COCO's compressed st
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -6,9 +6,10 @@ for void, after MMSegmentation's `reduce_zero_label` where the dataset uses it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from PIL import Image

@@ -12,7 +12,12 @@ from .nouns import CaptionSampler, NounModelMissing, choose_caption, extract_nou
 from .readers import load_image, read_caption_folder, read_caption_table
 from .shards import WebDatasetCaptions, count_samples, count_shard_samples, resolve_shards
 from .synthetic import CLASS_NAMES, COLORS, SHAPES, TEXTURES, SyntheticCaptions, SyntheticSample
-from .transforms import RandomResizedCropNormalize, ResizeCenterCropNormalize, build_eval_transform, build_train_transform
+from .transforms import (
+    RandomResizedCropNormalize,
+    ResizeCenterCropNormalize,
+    build_eval_transform,
+    build_train_transform,
+)
 
 __all__ = [
     "CLASS_NAMES", "COLORS", "SHAPES", "TEXTURES",

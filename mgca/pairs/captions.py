@@ -10,8 +10,9 @@ Webdataset shards: `WebDatasetCaptions` (see `shards.py`), an exact-length strea
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from PIL import Image
 from torch.utils.data import Dataset

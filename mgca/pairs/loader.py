@@ -8,8 +8,9 @@ Captions stay strings (already original-or-noun-prompt); the model tokenises the
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler

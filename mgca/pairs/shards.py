@@ -26,8 +26,9 @@ import math
 import random
 import re
 import tarfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
@@ -147,7 +148,7 @@ class WebDatasetCaptions(IterableDataset):
         self.batch_size, self.epoch, self.start_batch, self.drop_last = 1, 0, 0, False
 
     # ------------------------------------------------------------------ epoch plan
-    def configure(self, batch_size: int, *, epoch: int = 0, start_batch: int = 0, drop_last: bool = True) -> "WebDatasetCaptions":
+    def configure(self, batch_size: int, *, epoch: int = 0, start_batch: int = 0, drop_last: bool = True) -> WebDatasetCaptions:
         self.batch_size, self.epoch, self.start_batch, self.drop_last = batch_size, epoch, start_batch, drop_last
         return self
 
