@@ -80,7 +80,8 @@ def main() -> None:
             for m in choices:
                 label = f"L={length}" if m == "L" else ("L*" if m == "L*" else str(m))
                 print(f"{height}x{width:<6} {length:>6} {label:>6} " + " ".join(
-                    f"{v:>{w}}" for v, w in zip(bench_row(embeddings, classes, m), (8, 7, 7, 8), strict=True)), flush=True)
+                    f"{v:>{w}}" for v, w in zip(bench_row(embeddings, classes, m), (8, 7, 7, 8), strict=True)),
+                    flush=True)
     print(f"(M=L: pixel units, no assignment; L*: a meta-point on every pixel through the generic path; "
           f"{time.perf_counter() - started:.0f} s in all)")
 

@@ -122,7 +122,8 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, reader, method: s
                 try:
                     with warnings.catch_warnings(), _quiet_root_logger():
                         warnings.simplefilter("ignore")
-                        q.shape_inference.quant_pre_process(str(fp32_path), str(candidate), skip_symbolic_shape=skip_symbolic)
+                        q.shape_inference.quant_pre_process(str(fp32_path), str(candidate),
+                                                            skip_symbolic_shape=skip_symbolic)
                     source, preprocessed = candidate, True
                     break
                 except Exception:  # noqa: BLE001 - optional step
@@ -157,7 +158,8 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, reader, method: s
             onnx.save_model(quantized, str(final_tmp))
     return QuantizeResult(
         path=out_path, method=method,
-        num_calibration_windows=len(getattr(reader, "windows", ())), num_calibration_images=getattr(reader, "num_images", 0),
+        num_calibration_windows=len(getattr(reader, "windows", ())),
+        num_calibration_images=getattr(reader, "num_images", 0),
         quantized_nodes=sum(1 for n in quantized.graph.node if n.op_type in op_types) - len(excluded),
         excluded_nodes=len(excluded), seconds=time.perf_counter() - start, preprocessed=preprocessed)
 
@@ -215,7 +217,8 @@ def read_labelled_set(images_dir: str | Path, labels_dir: str | Path, limit: int
         if limit and len(pairs_img) >= limit:
             break
     if not pairs_img:
-        raise CalibrationError(f"no image in {images_dir} has a matching single-channel PNG label of the same size in {labels_dir}")
+        raise CalibrationError(f"no image in {images_dir} has a matching single-channel PNG label of the same "
+                               f"size in {labels_dir}")
     return pairs_img, pairs_lbl
 
 

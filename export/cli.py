@@ -50,9 +50,11 @@ def _positive_int(text: str) -> int:
 
 def export_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Export an MGCA checkpoint to a bundle directory (ONNX, int8 QDQ ONNX, "
-                     "TensorRT engines, text cache, manifest.json). `mgca-export text --help` for the text cache alone.")
+                     "TensorRT engines, text cache, manifest.json). "
+                     "`mgca-export text --help` for the text cache alone.")
     parser.add_argument("--checkpoint", required=True, help="decoder checkpoint written by python -m mgca.train")
-    parser.add_argument("--out", required=True, help="bundle directory to write (created; a previous bundle there is replaced)")
+    parser.add_argument("--out", required=True,
+                        help="bundle directory to write (created; a previous bundle there is replaced)")
     parser.add_argument("--clip-weights", help="where the CLIP weights file of the checkpoint lives now (if moved)")
     parser.add_argument("--window", type=_positive_int, default=DEFAULT_SETTINGS.window,
                         help=f"fixed input window of the graph (default {DEFAULT_SETTINGS.window})")
@@ -61,25 +63,36 @@ def export_parser() -> argparse.ArgumentParser:
     parser.add_argument("--units", type=int, default=DEFAULT_SETTINGS.units,
                         help=f"manifest inference.units (default {DEFAULT_SETTINGS.units}; 0 = pixel units)")
     parser.add_argument("--unit-scope", choices=UNIT_SCOPES, default=DEFAULT_SETTINGS.unit_scope)
-    parser.add_argument("--no-optimize", action="store_true", help="skip onnxscript graph optimisation/constant folding")
+    parser.add_argument("--no-optimize", action="store_true",
+                        help="skip onnxscript graph optimisation/constant folding")
     parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx (QDQ static int8)")
-    parser.add_argument("--calib-images", help="folder of calibration images (implies --int8; default: synthetic images, with a warning)")
-    parser.add_argument("--calib-limit", type=_positive_int, default=32, help="at most this many calibration images (default 32)")
+    parser.add_argument("--calib-images",
+                        help="folder of calibration images (implies --int8; default: synthetic images, with a warning)")
+    parser.add_argument("--calib-limit", type=_positive_int, default=32,
+                        help="at most this many calibration images (default 32)")
     parser.add_argument("--calib-method", choices=CALIBRATION_METHODS, default="minmax")
     parser.add_argument("--eval-images", help="labelled set for the int8 mIoU report: images folder")
-    parser.add_argument("--eval-labels", help="labelled set: folder of same-stem PNG labels (class ids in --vocab order, 255 = ignore)")
+    parser.add_argument("--eval-labels",
+                        help="labelled set: folder of same-stem PNG labels (class ids in --vocab order, 255 = ignore)")
     parser.add_argument("--trt", action="append", choices=TRT_PRECISIONS, default=[],
                         help="build a TensorRT engine (repeatable; needs tensorrt and an NVIDIA GPU)")
-    parser.add_argument("--trt-max-batch", type=_positive_int, default=16, help="optimisation profile max batch (default 16)")
+    parser.add_argument("--trt-max-batch", type=_positive_int, default=16,
+                        help="optimisation profile max batch (default 16)")
     parser.add_argument("--trt-opt-batch", type=_positive_int, help="optimisation profile opt batch (default max/2)")
-    parser.add_argument("--trt-workspace-gib", type=float, default=4.0, help="builder workspace limit in GiB (default 4)")
-    parser.add_argument("--timing-cache", help="TensorRT timing cache file, loaded if present and saved after the build")
-    parser.add_argument("--vocab", help="class names, one per line: writes text_cache.npz and uses them for the parity labels")
-    parser.add_argument("--templates", default="tcl", help="prompt template set (tcl, single, plain, none) or a file of templates")
-    parser.add_argument("--parity-images", help="folder of real images for the parity check (default: synthetic images)")
+    parser.add_argument("--trt-workspace-gib", type=float, default=4.0,
+                        help="builder workspace limit in GiB (default 4)")
+    parser.add_argument("--timing-cache",
+                        help="TensorRT timing cache file, loaded if present and saved after the build")
+    parser.add_argument("--vocab",
+                        help="class names, one per line: writes text_cache.npz and uses them for the parity labels")
+    parser.add_argument("--templates", default="tcl",
+                        help="prompt template set (tcl, single, plain, none) or a file of templates")
+    parser.add_argument("--parity-images",
+                        help="folder of real images for the parity check (default: synthetic images)")
     parser.add_argument("--parity-tol", type=float, default=1e-4, help="max fp32 relative error (default 1e-4)")
     parser.add_argument("--parity-windows", type=_positive_int, default=8, help="windows per parity set (default 8)")
-    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads for the checks (0 = all cores)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="onnxruntime intra-op threads for the checks (0 = all cores)")
     return parser
 
 
@@ -88,9 +101,11 @@ def text_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True, help="decoder checkpoint (identifies the CLIP backbone)")
     vocabulary = parser.add_mutually_exclusive_group(required=True)
     vocabulary.add_argument("--vocab", help="class names, one per line ('#' comments and blank lines skipped)")
-    vocabulary.add_argument("--dataset", help="a benchmark's class names (voc21, context60, coco_object, ade20k, cityscapes, ...), "
+    vocabulary.add_argument("--dataset",
+                            help="a benchmark's class names (voc21, context60, coco_object, ade20k, cityscapes, ...), "
                                               "for `mgca-eval --engine ... --text-cache`")
-    parser.add_argument("--templates", default=None, help="prompt template set (tcl, single, plain, none) or a file of templates "
+    parser.add_argument("--templates", default=None,
+                        help="prompt template set (tcl, single, plain, none) or a file of templates "
                         "(default: the --dataset's protocol, else tcl)")
     parser.add_argument("--out", required=True, help="output .npz file")
     parser.add_argument("--clip-weights", help="where the CLIP weights file of the checkpoint lives now (if moved)")
@@ -139,8 +154,10 @@ def export_options(args: argparse.Namespace) -> ExportOptions:
     """The parsed flags as ExportOptions (the vocabulary file read into class names), checked."""
     from .text_cache import read_vocab
 
-    fields = ("window", "short_side", "stride", "units", "unit_scope", "templates", "int8", "calib_images", "calib_limit",
-              "calib_method", "eval_images", "eval_labels", "trt", "trt_max_batch", "trt_opt_batch", "trt_workspace_gib",
+    fields = ("window", "short_side", "stride", "units", "unit_scope", "templates", "int8", "calib_images",
+              "calib_limit",
+              "calib_method", "eval_images", "eval_labels", "trt", "trt_max_batch", "trt_opt_batch",
+              "trt_workspace_gib",
               "timing_cache", "parity_images", "parity_tol", "parity_windows", "threads")
     vocab = read_vocab(args.vocab) if args.vocab else None
     return ExportOptions(**{name: getattr(args, name) for name in fields}, optimize=not args.no_optimize,
@@ -175,7 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mgca.config import ConfigError
         from mgca.evalsets import DatasetError
 
-        bad_input = (UsageError, ExportOptionsError, SettingsError, VocabularyFileError, CalibrationError, CheckpointError,
+        bad_input = (UsageError, ExportOptionsError, SettingsError, VocabularyFileError, CalibrationError,
+                     CheckpointError,
                      BackboneError, ConfigError, DatasetError, TensorRTUnavailable, NotADirectoryError)
         return run_text(args) if is_text else run_export(args)
     except bad_input as err:

@@ -196,10 +196,13 @@ def check_graph(path: str | Path, model: nn.Module, window: int) -> None:
                           f"expected [{INPUT_NAME!r}] -> [{OUTPUT_NAME!r}]")
     in_dims, out_dims = _dims(inputs[0]), _dims(outputs[0])
     if not isinstance(in_dims[0], str) or in_dims[1:] != [3, window, window]:
-        raise ExportError(f"{path}: input {INPUT_NAME} has shape {in_dims}, expected [batch, 3, {window}, {window}] with a dynamic batch")
+        raise ExportError(f"{path}: input {INPUT_NAME} has shape {in_dims}, expected [batch, 3, {window}, {window}] "
+                          "with a dynamic batch")
     if out_dims[1:] != [int(model.embed_dim), grid, grid]:
-        raise ExportError(f"{path}: output {OUTPUT_NAME} has shape {out_dims}, expected [batch, {model.embed_dim}, {grid}, {grid}]")
-    if inputs[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT or outputs[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+        raise ExportError(f"{path}: output {OUTPUT_NAME} has shape {out_dims}, expected [batch, "
+                          f"{model.embed_dim}, {grid}, {grid}]")
+    types = (inputs[0].type.tensor_type.elem_type, outputs[0].type.tensor_type.elem_type)
+    if types != (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT):
         raise ExportError(f"{path}: input and output must be float32")
 
 

@@ -78,7 +78,8 @@ def compare(test: np.ndarray, reference: np.ndarray, class_embeddings: np.ndarra
     reference = reference.astype(np.float64)
     diff = test - reference
     cos = pixel_cosines(test, reference)
-    agree = window_labels(test.astype(np.float32), class_embeddings) == window_labels(reference.astype(np.float32), class_embeddings)
+    test_labels = window_labels(test.astype(np.float32), class_embeddings)
+    agree = test_labels == window_labels(reference.astype(np.float32), class_embeddings)
     return {
         "max_abs_err": float(np.abs(diff).max()),
         "rel_err": float(np.linalg.norm(diff) / max(np.linalg.norm(reference), 1e-30)),
@@ -100,7 +101,8 @@ def parity_windows(preprocess, images: Sequence[np.ndarray] | None, num_random: 
     if images:
         sets["images"] = windows_of(images, preprocess, max_windows)
     elif num_synthetic:
-        sets["synthetic"] = windows_of(synthetic_images(num_synthetic, (win * 3 // 4, win), seed=seed), preprocess, max_windows)
+        sets["synthetic"] = windows_of(synthetic_images(num_synthetic, (win * 3 // 4, win), seed=seed), preprocess,
+                                       max_windows)
     return sets
 
 
@@ -124,7 +126,8 @@ def check_parity(model: torch.nn.Module, onnx_path: str | Path, window_sets: dic
         ref = reference[name] if reference and name in reference else run_torch(model, windows, batch_size)
         out = engine.run(windows, batch_size)
         if out.shape != ref.shape:
-            raise ParityError(f"{onnx_path}: onnxruntime output {out.shape} differs in shape from PyTorch's {ref.shape}")
+            raise ParityError(f"{onnx_path}: onnxruntime output {out.shape} differs in shape from PyTorch's "
+                              f"{ref.shape}")
         if not np.isfinite(out).all():
             raise ParityError(f"{onnx_path}: onnxruntime output has non-finite values on the {name!r} windows")
         per_set[name] = compare(out, ref, class_embeddings)

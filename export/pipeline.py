@@ -73,8 +73,9 @@ class ExportOptions:
 
     def settings(self, output_stride: int, patch_size: int | None = None) -> InferenceSettings:
         """The validated inference settings for a model of this output stride (and patch size)."""
-        return InferenceSettings.for_window(self.window, output_stride, short_side=self.short_side, stride=self.stride,
-                                            units=self.units, unit_scope=self.unit_scope).validate(output_stride, patch_size)
+        settings = InferenceSettings.for_window(self.window, output_stride, short_side=self.short_side,
+                                                stride=self.stride, units=self.units, unit_scope=self.unit_scope)
+        return settings.validate(output_stride, patch_size)
 
     def check(self) -> ExportOptions:
         """Everything that can be checked before the slow steps (and before a model is loaded)."""
@@ -87,7 +88,8 @@ class ExportOptions:
         if bool(self.eval_images) != bool(self.eval_labels):
             raise ExportOptionsError("eval_images (--eval-images) and eval_labels (--eval-labels) go together")
         if self.eval_labels and not self.vocab:
-            raise ExportOptionsError("eval_labels (--eval-labels) needs a vocabulary (--vocab): label ids index its classes")
+            raise ExportOptionsError("eval_labels (--eval-labels) needs a vocabulary (--vocab): label ids "
+                                     "index its classes")
         if self.parity_tol <= 0:
             raise ExportOptionsError(f"parity_tol (--parity-tol) must be positive, got {self.parity_tol}")
         if self.calib_method not in CALIBRATION_METHODS:
@@ -168,8 +170,9 @@ def export_bundle(model, out: str | Path, options: ExportOptions | None = None, 
     t = time.perf_counter()
     onnx_path = export_onnx(model, root / MODEL_FILES["onnx"], window=window, optimize=options.optimize)
     models["onnx"] = onnx_path.name
-    say(f"exported {onnx_path} ({onnx_path.stat().st_size / 2**20:.1f} MiB, opset {OPSET}, input image N x 3 x {window} x "
-        f"{window}, output embeddings N x {model.embed_dim} x {window // os_} x {window // os_}; onnx.checker ok) "
+    grid = window // os_
+    say(f"exported {onnx_path} ({onnx_path.stat().st_size / 2**20:.1f} MiB, opset {OPSET}, input image "
+        f"N x 3 x {window} x {window}, output embeddings N x {model.embed_dim} x {grid} x {grid}; onnx.checker ok) "
         f"in {time.perf_counter() - t:.1f} s")
 
     text_cache = None
@@ -189,10 +192,12 @@ def export_bundle(model, out: str | Path, options: ExportOptions | None = None, 
     sets = parity_windows(preprocess, parity_images, max_windows=options.parity_windows)
     reference = {name: run_torch(model, w) for name, w in sets.items()}
     fp32 = OrtEngine(onnx_path, device="cpu", num_threads=options.threads or None)
-    report = check_parity(model, onnx_path, sets, class_emb, "fp32", options.parity_tol, engine=fp32, reference=reference)
+    report = check_parity(model, onnx_path, sets, class_emb, "fp32", options.parity_tol, engine=fp32,
+                          reference=reference)
     say(report.summary() + f" [sets: {', '.join(sets)}]")
     parity = {"max_abs_err": report.max_abs_err, "rel_err": report.rel_err, "min_cosine": report.min_cosine,
-              "label_agreement": report.label_agreement, "num_windows": report.num_windows, "tolerance": options.parity_tol,
+              "label_agreement": report.label_agreement, "num_windows": report.num_windows,
+              "tolerance": options.parity_tol,
               "classes": "vocabulary" if names else "random unit vectors", "sets": report.per_set}
     extra: dict[str, Any] = {}
 
@@ -218,10 +223,11 @@ def export_bundle(model, out: str | Path, options: ExportOptions | None = None, 
             eval_windows = np.concatenate([preprocess.windows(im) for im in images])
             eval_labels = np.concatenate([label_windows(lb, preprocess) for lb in labels])
             labelled = evaluate_int8(fp32, int8, eval_windows, class_emb, labels=eval_labels)
-            evaluation["labelled_set"] = {k: labelled[k] for k in ("num_windows", "miou_fp32", "miou_int8", "miou_drop",
-                                                                   "label_agreement")}
+            keys = ("num_windows", "miou_fp32", "miou_int8", "miou_drop", "label_agreement")
+            evaluation["labelled_set"] = {k: labelled[k] for k in keys}
         parity["int8"] = evaluation
-        extra["calibration"] = {"images": calib_desc, "num_images": reader.num_images, "num_windows": len(reader.windows),
+        extra["calibration"] = {"images": calib_desc, "num_images": reader.num_images,
+                                "num_windows": len(reader.windows),
                                 "method": result.method, "per_channel": True, "symmetric": True,
                                 "quantized_ops": "Conv, MatMul/Gemm with constant weights",
                                 "excluded_nodes": result.excluded_nodes}

@@ -20,7 +20,8 @@ def read_vocab(path: str | Path) -> list[str]:
     """Class names from a text file: one per line; blank lines and lines starting with '#' are skipped."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise VocabularyFileError(f"vocabulary file {path} does not exist; give a text file with one class name per line")
+        raise VocabularyFileError(f"vocabulary file {path} does not exist; give a text file with one "
+                                  "class name per line")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
@@ -31,7 +32,8 @@ def read_vocab(path: str | Path) -> list[str]:
     seen: set[str] = set()
     duplicates = [n for n in names if n in seen or seen.add(n)]  # type: ignore[func-returns-value]
     if duplicates:
-        raise VocabularyFileError(f"vocabulary file {path} repeats class name(s) {sorted(set(duplicates))[:5]}; each class must appear once")
+        raise VocabularyFileError(f"vocabulary file {path} repeats class name(s) {sorted(set(duplicates))[:5]}; each "
+                                  "class must appear once")
     return names
 
 
@@ -49,11 +51,13 @@ def resolve_templates(value: str) -> tuple[str, tuple[str, ...]]:
         return value, tuple(TEMPLATE_SETS[value])
     path = Path(value).expanduser()
     if not path.is_file():
-        raise VocabularyFileError(f"--templates {value!r} is neither a template set ({', '.join(sorted(TEMPLATE_SETS))}) nor a file")
+        raise VocabularyFileError(f"--templates {value!r} is neither a template set "
+                                  f"({', '.join(sorted(TEMPLATE_SETS))}) nor a file")
     templates = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
     bad = [t for t in templates if t.count("{}") != 1]
     if not templates or bad:
-        raise VocabularyFileError(f"template file {path} must hold one template per line, each with exactly one '{{}}' (bad: {bad[:2]})")
+        raise VocabularyFileError(f"template file {path} must hold one template per line, each with exactly one '{{}}' "
+                                  f"(bad: {bad[:2]})")
     return str(path), templates
 
 

@@ -46,9 +46,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(err).__name__}); use an earlier checkpoint or retrain") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(err).__name__}); use an earlier "
+                              "checkpoint or retrain") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not an mgca checkpoint (format {payload.get('format') if isinstance(payload, dict) else None!r}, expected {CHECKPOINT_FORMAT!r}); pass a file written by `python -m mgca.train`")
+        raise CheckpointError(f"{path} is not an mgca checkpoint (format "
+                              f"{payload.get('format') if isinstance(payload, dict) else None!r}, expected "
+                              f"{CHECKPOINT_FORMAT!r}); pass a file written by `python -m mgca.train`")
     return payload
 
 
@@ -56,7 +59,8 @@ def config_of(payload: dict[str, Any]) -> Config:
     try:
         return config_from_dict(payload["config"])
     except (KeyError, ConfigError) as err:
-        raise CheckpointError(f"checkpoint config is unreadable ({err}); the file was written by an incompatible mgca version") from None
+        raise CheckpointError(f"checkpoint config is unreadable ({err}); the file was written by an "
+                              "incompatible mgca version") from None
 
 
 def check_backbone_matches(recorded: dict[str, str], actual: dict[str, str], where: str) -> None:
@@ -91,5 +95,6 @@ def load_model(path: str | Path, clip_weights: str | None = None, device: str | 
         try:
             model.decoder.load_state_dict(payload["decoder"])
         except (KeyError, RuntimeError) as err:
-            raise CheckpointError(f"checkpoint {path} decoder weights do not fit decoder config {cfg.decoder} ({str(err).splitlines()[0]})") from None
+            raise CheckpointError(f"checkpoint {path} decoder weights do not fit decoder config {cfg.decoder} "
+                                  f"({str(err).splitlines()[0]})") from None
     return model.to(device).eval(), cfg

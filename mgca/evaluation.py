@@ -51,7 +51,8 @@ class Comparison:
     reference_seconds: float
 
 
-def compare(dataset, predict: PredictFn, reference: PredictFn, limit: int | None = None, progress: bool = True) -> Comparison:
+def compare(dataset, predict: PredictFn, reference: PredictFn, limit: int | None = None,
+            progress: bool = True) -> Comparison:
     """Both callables on every image, timed separately, with their label agreement."""
     spec = dataset.spec
     matrices = [ConfusionMatrix(spec.num_classes, spec.ignore_index) for _ in range(2)]
@@ -123,7 +124,8 @@ def comparison_report(dataset, info: dict[str, Any], reference_info: dict[str, A
              f"engine: {info['engine']} on {info['device']} | torch: {reference_label} on {reference_info['device']}",
              _settings_line(info["inference"]),
              side_by_side(metrics, comparison.reference, comparison.agreement, ("engine", "torch")),
-             f"time: engine {comparison.seconds / images:.3f} s/image, torch {comparison.reference_seconds / images:.3f} "
+             f"time: engine {comparison.seconds / images:.3f} s/image, torch "
+             f"{comparison.reference_seconds / images:.3f} "
              f"s/image (engine/torch {ratio:.2f}x)"]
     record = {**_record(dataset, comparison.seconds, info, metrics),
               "torch": {"seconds": round(comparison.reference_seconds, 3), "checkpoint": reference_label,

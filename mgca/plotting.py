@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 
-def plot_loss_curve(history: Sequence[dict[str, float]], path: str | Path, terms: Sequence[str] = ("loss", "obj", "reg", "pix")) -> Path:
+def plot_loss_curve(history: Sequence[dict[str, float]], path: str | Path,
+                    terms: Sequence[str] = ("loss", "obj", "reg", "pix")) -> Path:
     """Plot each loss term against the optimizer step (total bold), and the learning rate beneath."""
     import matplotlib
 

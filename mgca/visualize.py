@@ -89,7 +89,8 @@ def render_overlay(image: np.ndarray, labels: np.ndarray, class_names: Sequence[
             draw.rectangle(box, fill=(255, 255, 255), outline=(90, 90, 90), width=2)
         else:
             draw.rectangle(box, fill=tuple(int(c) for c in palette[k]), outline=(60, 60, 60))
-        draw.text((width + pad * 2 + swatch, top + swatch // 2), text, fill=(20, 20, 20) if share > 0 else (150, 150, 150),
+        draw.text((width + pad * 2 + swatch, top + swatch // 2), text,
+                  fill=(20, 20, 20) if share > 0 else (150, 150, 150),
                   font=font, anchor="lm")
     return canvas
 

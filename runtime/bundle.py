@@ -55,19 +55,24 @@ class Bundle:
     text_sha256: str | None = None
 
     def model_path(self, key: str) -> Path:
-        """The file of manifest `models.<key>` ("onnx", "onnx_int8", "trt_fp16", "trt_int8"), or a one-line BundleError."""
+        """The file of manifest `models.<key>` ("onnx", "onnx_int8", "trt_fp16", "trt_int8"), or a one-line
+        BundleError."""
         if key not in MODEL_KEYS.values():
             raise BundleError(f"unknown model key {key!r}; choose one of {sorted(MODEL_KEYS.values())}")
         path = self.models.get(key)
         if path is None:
             if key.startswith("trt"):
-                hint = "build it on the GPU machine that will run it with `mgca-export --checkpoint CKPT --out DIR --trt fp16` (or --trt int8), or use backend='onnxruntime'"
+                hint = ("build it on the GPU machine that will run it with `mgca-export --checkpoint CKPT --out DIR "
+                        "--trt fp16` (or --trt int8), or use backend='onnxruntime'")
             else:
-                hint = "re-export with `mgca-export --checkpoint CKPT --out DIR --int8`" if key == "onnx_int8" else "re-export the bundle"
-            what = {"onnx": "fp32 ONNX", "onnx_int8": "int8 ONNX", "trt_fp16": "TensorRT fp16", "trt_int8": "TensorRT int8"}[key]
+                hint = ("re-export with `mgca-export --checkpoint CKPT --out DIR --int8`" if key == "onnx_int8"
+                        else "re-export the bundle")
+            what = {"onnx": "fp32 ONNX", "onnx_int8": "int8 ONNX", "trt_fp16": "TensorRT fp16",
+                    "trt_int8": "TensorRT int8"}[key]
             raise BundleError(f"bundle {self.path} has no {what} model (manifest models.{key} is null); {hint}")
         if not path.is_file():
-            raise BundleError(f"bundle {self.path}: model file {path.name} (models.{key}) is missing; re-export the bundle")
+            raise BundleError(f"bundle {self.path}: model file {path.name} (models.{key}) is missing; "
+                              "re-export the bundle")
         return path
 
 
@@ -76,7 +81,8 @@ def _require(mapping: dict[str, Any], key: str, where: str, kind: type | tuple[t
         raise BundleError(f"{where} has no {key!r}; re-export the bundle with `mgca-export`")
     value = mapping[key]
     if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
-        raise BundleError(f"{where}: {key!r} has type {type(value).__name__}, expected {getattr(kind, '__name__', kind)}")
+        raise BundleError(f"{where}: {key!r} has type {type(value).__name__}, expected "
+                          f"{getattr(kind, '__name__', kind)}")
     return value
 
 
@@ -90,7 +96,8 @@ def load_bundle(path: str | Path) -> Bundle:
     """Read `path/manifest.json`, check it and the fp32 model file; raise BundleError (one line) on any fault."""
     root = Path(path).expanduser()
     if not root.exists():
-        raise BundleError(f"bundle directory {root} does not exist; make one with `mgca-export --checkpoint CKPT --out {root}`")
+        raise BundleError(f"bundle directory {root} does not exist; make one with `mgca-export --checkpoint "
+                          f"CKPT --out {root}`")
     if not root.is_dir():
         raise BundleError(f"bundle {root} is not a directory; pass the folder `mgca-export --out` wrote")
     manifest_path = root / MANIFEST_FILE
@@ -169,7 +176,8 @@ def start_bundle(out: str | Path) -> Path:
     return root
 
 
-def manifest_dict(*, embed_dim: int, patch_size: int, output_stride: int, mean: tuple[float, ...], std: tuple[float, ...],
+def manifest_dict(*, embed_dim: int, patch_size: int, output_stride: int, mean: tuple[float, ...],
+                  std: tuple[float, ...],
                   settings: InferenceSettings, backbone: dict[str, Any], models: dict[str, str | None],
                   text_cache: str | None, **provenance: Any) -> dict[str, Any]:
     """The manifest: the contract's fields first (what `load_bundle` reads), then `provenance` in the given order

@@ -24,7 +24,8 @@ import numpy as np
 from .contract import INPUT_NAME, OUTPUT_NAME
 from .errors import BackendError, one_line
 
-TRT_HINT = "install TensorRT and cuda-python on an NVIDIA GPU machine (pip install 'mgca[trt]' cuda-python), or use backend='onnxruntime'"
+TRT_HINT = ("install TensorRT and cuda-python on an NVIDIA GPU machine (pip install 'mgca[trt]' cuda-python), "
+            "or use backend='onnxruntime'")
 
 
 def parse_device(device: str | None) -> tuple[str, int]:
@@ -82,17 +83,20 @@ class OrtEngine:
         try:
             self.session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
         except Exception as err:  # noqa: BLE001 - onnxruntime raises several types for bad files
-            raise BackendError(f"onnxruntime cannot load {model_path} ({one_line(err)[:300]}); re-export the bundle") from None
+            raise BackendError(f"onnxruntime cannot load {model_path} ({one_line(err)[:300]}); "
+                               "re-export the bundle") from None
         self.model_path = Path(model_path)
         self.requested = [p[0] if isinstance(p, tuple) else p for p in providers]
         self.providers = list(self.session.get_providers())  # what onnxruntime actually enabled
         self.provider = self.providers[0]
         if kind == "cuda" and self.provider == "CPUExecutionProvider":
-            raise BackendError("CUDA was requested but onnxruntime fell back to the CPU provider (no usable CUDA device/libraries); use device='cpu' or fix the CUDA install")
+            raise BackendError("CUDA was requested but onnxruntime fell back to the CPU provider (no usable CUDA "
+                               "device/libraries); use device='cpu' or fix the CUDA install")
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
         if input_name not in inputs or output_name not in outputs:
-            raise BackendError(f"{model_path} has inputs {sorted(inputs)} and outputs {sorted(outputs)}, the manifest names {input_name!r} -> {output_name!r}; re-export the bundle")
+            raise BackendError(f"{model_path} has inputs {sorted(inputs)} and outputs {sorted(outputs)}, the manifest "
+                               f"names {input_name!r} -> {output_name!r}; re-export the bundle")
         self.input_name, self.output_name = input_name, output_name
         batch_dim = inputs[input_name].shape[0]
         self.fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
@@ -126,14 +130,16 @@ def _import_tensorrt():
     try:
         import tensorrt as trt  # type: ignore[import-not-found]
     except ImportError:
-        raise BackendError(f"backend 'tensorrt' needs the tensorrt package, which is not installed; {TRT_HINT}") from None
+        raise BackendError("backend 'tensorrt' needs the tensorrt package, which is not installed; "
+                           f"{TRT_HINT}") from None
     try:
         from cuda.bindings import runtime as cudart  # type: ignore[import-not-found]  # cuda-python >= 12.6
     except ImportError:
         try:
             from cuda import cudart  # type: ignore[import-not-found,no-redef]
         except ImportError:
-            raise BackendError(f"backend 'tensorrt' needs cuda-python for device memory (pip install cuda-python); {TRT_HINT}") from None
+            raise BackendError("backend 'tensorrt' needs cuda-python for device memory (pip install "
+                               f"cuda-python); {TRT_HINT}") from None
     return trt, cudart
 
 
@@ -154,7 +160,8 @@ class TensorRTEngine:
         trt, cudart = _import_tensorrt()
         kind, index = parse_device(device)
         if kind == "cpu":
-            raise BackendError("backend 'tensorrt' runs on an NVIDIA GPU; use device='cuda' or backend='onnxruntime' for CPU")
+            raise BackendError("backend 'tensorrt' runs on an NVIDIA GPU; use device='cuda' or "
+                               "backend='onnxruntime' for CPU")
         count = _check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
         if not count:
             raise BackendError(f"backend 'tensorrt' found no CUDA device; {TRT_HINT}")
@@ -164,10 +171,12 @@ class TensorRTEngine:
         runtime = trt.Runtime(self.logger)
         self.engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
         if self.engine is None:
-            raise BackendError(f"TensorRT cannot deserialize {engine_path} (built for another GPU or TensorRT version?); rebuild it here with `mgca-export --checkpoint CKPT --out DIR --trt fp16`")
+            raise BackendError(f"TensorRT cannot deserialize {engine_path} (built for another GPU or TensorRT "
+                               "version?); rebuild it here with `mgca-export --checkpoint CKPT --out DIR --trt fp16`")
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         if input_name not in names or output_name not in names:
-            raise BackendError(f"TensorRT engine {engine_path} has tensors {names}, the manifest names {input_name!r} -> {output_name!r}; rebuild it")
+            raise BackendError(f"TensorRT engine {engine_path} has tensors {names}, the manifest names {input_name!r} "
+                               f"-> {output_name!r}; rebuild it")
         self.model_path = Path(engine_path)
         self.input_name, self.output_name = input_name, output_name
         self.output_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(output_name)))
@@ -203,7 +212,9 @@ class TensorRTEngine:
         ctx, stream = self._context()
         host_in = np.ascontiguousarray(batch, dtype=self.input_dtype)
         if not ctx.set_input_shape(self.input_name, tuple(host_in.shape)):
-            raise BackendError(f"TensorRT engine {self.model_path.name} does not accept input shape {host_in.shape} (outside its optimisation profile); rebuild it with a larger --trt-max-batch or lower Segmenter(max_batch=...)")
+            raise BackendError(f"TensorRT engine {self.model_path.name} does not accept input shape {host_in.shape} "
+                               "(outside its optimisation profile); rebuild it with a larger --trt-max-batch or lower "
+                               "Segmenter(max_batch=...)")
         out_shape = tuple(ctx.get_tensor_shape(self.output_name))
         host_out = np.empty(out_shape, dtype=self.output_dtype)
         d_in = self._buffer(self.input_name, host_in.nbytes)

@@ -38,4 +38,5 @@ def one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-__all__ = ["RuntimeInputError", "VocabularyError", "SettingsError", "BundleError", "TextCacheError", "BackendError", "one_line"]
+__all__ = ["RuntimeInputError", "VocabularyError", "SettingsError", "BundleError", "TextCacheError", "BackendError",
+           "one_line"]

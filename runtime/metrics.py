@@ -43,7 +43,8 @@ class SegMetrics:
         return {
             "mIoU": _pct(self.miou), "mAcc": _pct(self.macc), "aAcc": _pct(self.aacc),
             "num_images": self.num_images, "num_pixels": self.num_pixels, "unit": "percent",
-            "per_class": {name: {"IoU": _pct(i), "Acc": _pct(a)} for name, i, a in zip(self.class_names, self.iou, self.acc, strict=True)},
+            "per_class": {name: {"IoU": _pct(i), "Acc": _pct(a)} for name, i,
+                          a in zip(self.class_names, self.iou, self.acc, strict=True)},
         }
 
     def save_json(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -56,7 +57,8 @@ class SegMetrics:
         """Per-class IoU/Acc then mIoU, mAcc, aAcc and the image count, as fixed-width text."""
         width = max([len("class")] + [len(n) for n in self.class_names])
         lines = [f"{'class':<{width}}  {'IoU':>6}  {'Acc':>6}", "-" * (width + 16)]
-        lines += [f"{name:<{width}}  {_fmt(i):>6}  {_fmt(a):>6}" for name, i, a in zip(self.class_names, self.iou, self.acc, strict=True)]
+        lines += [f"{name:<{width}}  {_fmt(i):>6}  {_fmt(a):>6}" for name, i,
+                  a in zip(self.class_names, self.iou, self.acc, strict=True)]
         lines += ["-" * (width + 16),
                   f"mIoU {_fmt(self.miou)}  mAcc {_fmt(self.macc)}  aAcc {_fmt(self.aacc)}  "
                   f"({self.num_images} images, {self.num_pixels} labelled pixels)"]
@@ -80,7 +82,8 @@ class ConfusionMatrix:
         gt, pred = label[valid].astype(np.int64), prediction[valid].astype(np.int64)
         for what, values in (("label", gt), ("prediction", pred)):
             if values.size and (values.min() < 0 or values.max() >= self.num_classes):
-                raise ValueError(f"{what} holds values outside 0..{self.num_classes - 1} (min {values.min()}, max {values.max()})")
+                raise ValueError(f"{what} holds values outside 0..{self.num_classes - 1} (min {values.min()}, "
+                                 f"max {values.max()})")
         counts = np.bincount(gt * self.num_classes + pred, minlength=self.num_classes ** 2)
         self.matrix += counts.reshape(self.num_classes, self.num_classes)
         self.num_images += 1

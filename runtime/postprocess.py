@@ -64,7 +64,8 @@ def image_scores(windows: np.ndarray, prepared: Prepared, text: np.ndarray, sett
                  output_stride: int, assign: Assign) -> np.ndarray:
     """One image's window embeddings -> h x w x K cosine scores on the stitched grid, units as `settings` say."""
     if settings.unit_scope == "window":
-        stitched = stitch(window_units(windows, prepared, settings.units, output_stride, assign), prepared, output_stride)
+        stitched = stitch(window_units(windows, prepared, settings.units, output_stride, assign), prepared,
+                          output_stride)
         units = 0  # units already applied per window
     else:
         stitched = stitch(windows, prepared, output_stride)

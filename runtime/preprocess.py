@@ -29,7 +29,8 @@ def check_color_order(color_order: str) -> str:
     """"rgb" or "bgr" (case-insensitive), or a one-line RuntimeInputError."""
     order = str(color_order).lower()
     if order not in COLOR_ORDERS:
-        raise RuntimeInputError(f"color_order must be 'rgb' or 'bgr' (OpenCV's cv2.imread/VideoCapture frames), got {color_order!r}")
+        raise RuntimeInputError("color_order must be 'rgb' or 'bgr' (OpenCV's cv2.imread/VideoCapture frames), "
+                                f"got {color_order!r}")
     return order
 
 
@@ -40,26 +41,32 @@ def check_image(image: object, where: str = "image") -> np.ndarray:
         try:
             image = np.asarray(image)
         except Exception:  # noqa: BLE001 - anything that is not array-like
-            raise RuntimeInputError(f"{where} must be a numpy array H x W x 3 uint8 (RGB), got {type(image).__name__}") from None
+            raise RuntimeInputError(f"{where} must be a numpy array H x W x 3 uint8 (RGB), "
+                                    f"got {type(image).__name__}") from None
     arr: np.ndarray = image
     if arr.dtype == object or arr.ndim == 0:
-        raise RuntimeInputError(f"{where} must be a numpy array H x W x 3 uint8 (RGB), got {type(image).__name__} of dtype {arr.dtype}")
+        raise RuntimeInputError(f"{where} must be a numpy array H x W x 3 uint8 (RGB), got {type(image).__name__} of "
+                                f"dtype {arr.dtype}")
     if arr.ndim not in (2, 3):
-        raise RuntimeInputError(f"{where} has shape {arr.shape}; expected H x W x 3 (RGB), H x W x 4 (RGBA) or H x W (grayscale)")
+        raise RuntimeInputError(f"{where} has shape {arr.shape}; expected H x W x 3 (RGB), H x W x 4 (RGBA) or "
+                                "H x W (grayscale)")
     if arr.size == 0 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise RuntimeInputError(f"{where} is empty (shape {arr.shape}); pass an image of at least 1 x 1 pixels")
     channels = 1 if arr.ndim == 2 else arr.shape[2]
     if channels not in (1, 3, 4):
-        raise RuntimeInputError(f"{where} has {channels} channels (shape {arr.shape}); expected 3 (RGB), 4 (RGBA) or 1 (grayscale)")
+        raise RuntimeInputError(f"{where} has {channels} channels (shape {arr.shape}); expected 3 (RGB), 4 (RGBA) "
+                                "or 1 (grayscale)")
     if arr.dtype != np.uint8:
         kind = arr.dtype.kind
         if kind in "iu":
             lo, hi = int(arr.min()), int(arr.max())
             if lo < 0 or hi > 255:
-                raise RuntimeInputError(f"{where} has dtype {arr.dtype} with values {lo}..{hi}, outside 0..255; scale it to uint8 yourself")
+                raise RuntimeInputError(f"{where} has dtype {arr.dtype} with values {lo}..{hi}, outside 0..255; scale "
+                                        "it to uint8 yourself")
             arr = arr.astype(np.uint8)
         elif kind == "f":
-            raise RuntimeInputError(f"{where} has dtype {arr.dtype}; pass uint8 RGB (for floats in [0, 1] use (img * 255).round().clip(0, 255).astype(np.uint8))")
+            raise RuntimeInputError(f"{where} has dtype {arr.dtype}; pass uint8 RGB (for floats in [0, 1] use (img * "
+                                    "255).round().clip(0, 255).astype(np.uint8))")
         else:
             raise RuntimeInputError(f"{where} has dtype {arr.dtype}; pass a uint8 RGB image")
     if arr.ndim == 2:
@@ -117,4 +124,5 @@ def prepare(image: np.ndarray, settings: InferenceSettings, output_stride: int, 
     return Prepared(image.shape[:2], resized.shape[:2], (height, width), boxes, crops)
 
 
-__all__ = ["COLOR_ORDERS", "check_color_order", "check_image", "resize_short_side", "normalize_pad", "Prepared", "prepare"]
+__all__ = ["COLOR_ORDERS", "check_color_order", "check_image", "resize_short_side", "normalize_pad", "Prepared",
+           "prepare"]

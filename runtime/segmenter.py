@@ -81,14 +81,17 @@ class Segmenter:
                  units: int | None = None, unit_scope: str | None = None, max_batch: int = 16,
                  num_threads: int | None = None, color_order: str = "rgb"):
         self.bundle: Bundle = load_bundle(bundle_dir)
-        overrides = {k: v for k, v in dict(short_side=short_side, stride=stride, units=units, unit_scope=unit_scope).items() if v is not None}
+        given = dict(short_side=short_side, stride=stride, units=units, unit_scope=unit_scope)
+        overrides = {k: v for k, v in given.items() if v is not None}
         self.settings: InferenceSettings = replace(self.bundle.inference, **overrides).validate(
             self.bundle.output_stride) if overrides else self.bundle.inference
         if max_batch < 1:
             raise RuntimeInputError(f"max_batch must be >= 1, got {max_batch}")
         self.max_batch = int(max_batch)
-        if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1):
-            raise RuntimeInputError(f"num_threads must be a positive integer or None (library defaults), got {num_threads!r}")
+        if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int)
+                                        or num_threads < 1):
+            raise RuntimeInputError("num_threads must be a positive integer or None (library defaults), "
+                                    f"got {num_threads!r}")
         self.num_threads = num_threads
         self.color_order = check_color_order(color_order)
         self._mean = np.asarray(self.bundle.mean, dtype=np.float32)
@@ -96,9 +99,11 @@ class Segmenter:
         self.backend, self.precision = self._pick_backend(backend, precision)
         model_path = self.bundle.model_path(MODEL_KEYS[(self.backend, self.precision)])
         if self.backend == "tensorrt":
-            self.engine: OrtEngine | TensorRTEngine = TensorRTEngine(model_path, self.bundle.input_name, self.bundle.output_name, device)
+            self.engine: OrtEngine | TensorRTEngine = TensorRTEngine(model_path, self.bundle.input_name,
+                                                                     self.bundle.output_name, device)
         else:
-            self.engine = OrtEngine(model_path, self.bundle.input_name, self.bundle.output_name, device, num_threads=num_threads)
+            self.engine = OrtEngine(model_path, self.bundle.input_name, self.bundle.output_name, device,
+                                    num_threads=num_threads)
         self.assignment, self.assignment_reason, self.assignment_timings = self._pick_assignment(assignment)
         self._assign = make_assigner(self.assignment if self.assignment != "none" else "numpy", num_threads)
         # Full-resolution post-processing holds ~13 bytes x H x W x K per call (250 MB at 1024 x 2048 x 19):
@@ -121,44 +126,55 @@ class Segmenter:
         if precision not in (None, "fp32", "int8", "fp16"):
             raise BackendError(f"unknown precision {precision!r}; choose 'fp32', 'int8' or 'fp16' (TensorRT)")
         if backend == "auto":
-            wanted = [("tensorrt", "fp16")] if precision in (None, "fp16") else [("tensorrt", "int8")] if precision == "int8" else []
+            wanted = {None: [("tensorrt", "fp16")], "fp16": [("tensorrt", "fp16")],
+                      "int8": [("tensorrt", "int8")]}.get(precision, [])
             engines = [(b, p) for b, p in wanted if self.bundle.models.get(MODEL_KEYS[(b, p)]) is not None
                        and self.bundle.models[MODEL_KEYS[(b, p)]].is_file()]
             backend = "tensorrt" if engines and tensorrt_available() else "onnxruntime"
         if backend == "tensorrt":
             precision = precision or "fp16"
             if precision == "fp32":
-                raise BackendError("backend 'tensorrt' runs the fp16 or int8 engine; use backend='onnxruntime' for fp32")
+                raise BackendError("backend 'tensorrt' runs the fp16 or int8 engine; "
+                                   "use backend='onnxruntime' for fp32")
             return backend, precision
         if precision == "fp16":
-            raise BackendError("precision 'fp16' is a TensorRT engine; use backend='tensorrt' (or 'fp32'/'int8' with onnxruntime)")
+            raise BackendError("precision 'fp16' is a TensorRT engine; use backend='tensorrt' (or 'fp32'/'int8' "
+                               "with onnxruntime)")
         return backend, precision or "fp32"
 
     def _pick_assignment(self, assignment: str) -> tuple[str, str, dict[str, float]]:
         settings = self.settings
         if settings.units == 0:
             return "none", "units=0: every pixel is its own unit, no assignment", {}
-        candidates = ["numpy"] + (["faiss"] if faiss is not None else []) + (["faiss-gpu"] if faiss_gpu_available() else [])
+        candidates = ["numpy", *(["faiss"] if faiss is not None else []),
+                      *(["faiss-gpu"] if faiss_gpu_available() else [])]
         if assignment != "auto":
             if assignment not in ASSIGNMENT_METHODS:
-                raise RuntimeInputError(f"unknown assignment {assignment!r}; choose 'auto', 'numpy', 'faiss' or 'faiss-gpu'")
+                raise RuntimeInputError(f"unknown assignment {assignment!r}; choose 'auto', 'numpy', "
+                                        "'faiss' or 'faiss-gpu'")
             if assignment not in candidates:
-                raise BackendError(f"assignment {assignment!r} is not available here (have {candidates}); install faiss-cpu / faiss-gpu or use 'numpy'")
+                raise BackendError(f"assignment {assignment!r} is not available here (have {candidates}); install "
+                                   "faiss-cpu / faiss-gpu or use 'numpy'")
             return assignment, "chosen by the caller", {}
         if len(candidates) == 1:
             return "numpy", "faiss is not installed", {}
-        side = (settings.window if settings.unit_scope == "window" else settings.short_side) // self.bundle.output_stride
+        side = settings.window if settings.unit_scope == "window" else settings.short_side
+        side //= self.bundle.output_stride
         pixels = side * side
-        pixels = max(pixels, 4 * settings.units)  # units >= pixels would mean pixel units: measure a map where they are not
+        # units >= pixels would mean pixel units: measure a map where they are not
+        pixels = max(pixels, 4 * settings.units)
         # measured by this Segmenter, under its own thread cap: a few ms, and no cache shared with other instances
-        timings = measure_assigners(pixels, self.bundle.embed_dim, settings.units, candidates, num_threads=self.num_threads)
+        timings = measure_assigners(pixels, self.bundle.embed_dim, settings.units, candidates,
+                                    num_threads=self.num_threads)
         fastest = min(timings, key=timings.get)
         # FAISS must win clearly: its OpenMP pool is erratic on shared cores and under concurrent callers
         # (benchmarks/runtime.py measured 1.1-65x slower than numpy there), a close win does not survive that.
         best = fastest if timings[fastest] * FAISS_MARGIN < timings["numpy"] else "numpy"
         shown = ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in sorted(timings.items(), key=lambda kv: kv[1]))
-        reason = (f"measured at construction on a typical map ({pixels} px x {settings.units} units x {self.bundle.embed_dim} dims): "
-                  f"{shown}; FAISS is used only when {FAISS_MARGIN:g}x faster than numpy; labels are identical either way")
+        reason = (f"measured at construction on a typical map ({pixels} px x {settings.units} units x "
+                  f"{self.bundle.embed_dim} dims): "
+                  f"{shown}; FAISS is used only when {FAISS_MARGIN:g}x faster than numpy; labels are "
+                  "identical either way")
         return best, reason, timings
 
     # ----------------------------------------------------------------------------- vocabulary
@@ -173,7 +189,8 @@ class Segmenter:
                                     expected_embed_dim=self.bundle.embed_dim, bundle_label=f"bundle {self.bundle.path}",
                                     expected_arch=self.bundle.arch)
         if cache.embeddings.shape[1] != self.bundle.embed_dim:
-            raise VocabularyError(f"vocabulary has {cache.embeddings.shape[1]}-dim embeddings, bundle {self.bundle.path} needs {self.bundle.embed_dim}")
+            raise VocabularyError(f"vocabulary has {cache.embeddings.shape[1]}-dim embeddings, bundle "
+                                  f"{self.bundle.path} needs {self.bundle.embed_dim}")
         with self._vocab_lock:
             self._vocab = cache
 
@@ -213,7 +230,8 @@ class Segmenter:
         emb = self.engine.run(crops, self.max_batch)
         expected = (self.bundle.embed_dim, self.settings.window // self.bundle.output_stride)
         if emb.ndim != 4 or emb.shape[1] != expected[0] or emb.shape[2] != expected[1] or emb.shape[3] != expected[1]:
-            raise BackendError(f"model output has shape {emb.shape}, the manifest promises N x {expected[0]} x {expected[1]} x {expected[1]}; re-export the bundle")
+            raise BackendError(f"model output has shape {emb.shape}, the manifest promises N x {expected[0]} x "
+                               f"{expected[1]} x {expected[1]}; re-export the bundle")
         splits = np.cumsum([len(p.boxes) for p in prepared])[:-1]
         return np.split(emb, splits)
 
@@ -286,7 +304,8 @@ class Segmenter:
     def __repr__(self) -> str:
         d = self.describe()
         return (f"Segmenter({d['bundle']!r}, backend={d['backend']}, provider={d['provider']}, model={d['model']}, "
-                f"window={d['window']}/{d['stride']}, units={d['units']}/{d['unit_scope']}, assignment={d['assignment']})")
+                f"window={d['window']}/{d['stride']}, units={d['units']}/{d['unit_scope']}, "
+                f"assignment={d['assignment']})")
 
 
 __all__ = ["Segmenter", "Result"]

@@ -26,7 +26,8 @@ from .contract import TEXT_CACHE_FORMAT
 from .errors import TextCacheError, VocabularyError, one_line
 from .files import atomic_path
 
-MAKE_CACHE_HINT = "make one with `mgca-export text --checkpoint CKPT --vocab FILE --out CACHE.npz` and pass it as Segmenter(bundle, text_cache=CACHE.npz)"
+MAKE_CACHE_HINT = ("make one with `mgca-export text --checkpoint CKPT --vocab FILE --out CACHE.npz` and pass it as "
+                   "Segmenter(bundle, text_cache=CACHE.npz)")
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ def load_text_cache(path: str | Path, expected_text_sha256: str | None = None, e
         with np.load(path, allow_pickle=False) as data:
             missing = [k for k in ("embeddings", "class_names", "meta") if k not in data.files]
             if missing:
-                raise TextCacheError(f"text cache {path} lacks {missing}; it was not written by mgca-export; {MAKE_CACHE_HINT}")
+                raise TextCacheError(f"text cache {path} lacks {missing}; it was not written by mgca-export; "
+                                     f"{MAKE_CACHE_HINT}")
             embeddings = np.ascontiguousarray(data["embeddings"], dtype=np.float32)
             names = tuple(str(n) for n in data["class_names"].tolist())
             templates = tuple(str(t) for t in data["templates"].tolist()) if "templates" in data.files else ()
@@ -89,24 +91,32 @@ def load_text_cache(path: str | Path, expected_text_sha256: str | None = None, e
         if not isinstance(meta, dict):
             raise ValueError("not an object")
     except (ValueError, TypeError) as err:
-        raise TextCacheError(f"text cache {path}: 'meta' is not a JSON object ({one_line(err)}); {MAKE_CACHE_HINT}") from None
+        raise TextCacheError(f"text cache {path}: 'meta' is not a JSON object ({one_line(err)}); "
+                             f"{MAKE_CACHE_HINT}") from None
     if meta.get("format") != TEXT_CACHE_FORMAT:
-        raise TextCacheError(f"text cache {path} has format {meta.get('format')!r}, expected {TEXT_CACHE_FORMAT!r}; {MAKE_CACHE_HINT}")
+        raise TextCacheError(f"text cache {path} has format {meta.get('format')!r}, expected {TEXT_CACHE_FORMAT!r}; "
+                             f"{MAKE_CACHE_HINT}")
     if embeddings.ndim != 2 or embeddings.shape[0] != len(names) or embeddings.shape[0] == 0:
-        raise TextCacheError(f"text cache {path}: embeddings {embeddings.shape} do not match {len(names)} class names; {MAKE_CACHE_HINT}")
+        raise TextCacheError(f"text cache {path}: embeddings {embeddings.shape} do not match {len(names)} class names; "
+                             f"{MAKE_CACHE_HINT}")
     if len(set(names)) != len(names):
-        raise TextCacheError(f"text cache {path} has duplicate class names; rebuild it from a vocabulary without duplicates")
+        raise TextCacheError(f"text cache {path} has duplicate class names; rebuild it from a vocabulary "
+                             "without duplicates")
     if not np.isfinite(embeddings).all():
         raise TextCacheError(f"text cache {path} holds non-finite embeddings; rebuild it")
     rebuild = "rebuild it with `mgca-export text --checkpoint CKPT --vocab FILE`"
     if expected_text_sha256 is not None and meta.get("text_sha256") != expected_text_sha256:
         raise TextCacheError(
-            f"text cache {path} was made for backbone {meta.get('arch')} (text_sha256 {str(meta.get('text_sha256'))[:12]}) "
-            f"but {bundle_label} uses {expected_arch or 'another backbone'} (text_sha256 {expected_text_sha256[:12]}); {rebuild}")
+            f"text cache {path} was made for backbone {meta.get('arch')} (text_sha256 "
+            f"{str(meta.get('text_sha256'))[:12]}) "
+            f"but {bundle_label} uses {expected_arch or 'another backbone'} (text_sha256 "
+            f"{expected_text_sha256[:12]}); {rebuild}")
     if expected_embed_dim is not None and embeddings.shape[1] != expected_embed_dim:
-        raise TextCacheError(f"text cache {path} has {embeddings.shape[1]}-dim embeddings but {bundle_label} produces {expected_embed_dim}-dim ones; {rebuild}")
+        raise TextCacheError(f"text cache {path} has {embeddings.shape[1]}-dim embeddings but {bundle_label} produces "
+                             f"{expected_embed_dim}-dim ones; {rebuild}")
     norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-    if np.abs(norms - 1.0).max() > 1e-3:  # the contract says normalised; fix a cache that is not, leave bits alone otherwise
+    # the contract says normalised; fix a cache that is not, leave bits alone otherwise
+    if np.abs(norms - 1.0).max() > 1e-3:
         embeddings = embeddings / np.maximum(norms, 1e-12)
     return TextCache(np.ascontiguousarray(embeddings, dtype=np.float32), names, templates, meta, path)
 
@@ -145,7 +155,8 @@ def write_text_cache(path: str | Path, embeddings: np.ndarray, class_names: Sequ
     if not np.isfinite(emb).all():
         raise ValueError("class embeddings hold non-finite values")
     if not identity.get("text_sha256"):
-        raise ValueError("the backbone identity has no text_sha256; a cache without it cannot be checked by the runtime")
+        raise ValueError("the backbone identity has no text_sha256; "
+                         "a cache without it cannot be checked by the runtime")
     emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     meta = cache_meta(identity, emb.shape[1], len(names), template_set)
     path = Path(path).expanduser()

@@ -173,7 +173,8 @@ def unit_embeddings(x: np.ndarray, assignment: np.ndarray, count: int) -> np.nda
     return means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), np.float32(1e-12))
 
 
-def pool_units(x: np.ndarray, height: int, width: int, units: int, assign: Callable) -> tuple[np.ndarray, np.ndarray] | None:
+def pool_units(x: np.ndarray, height: int, width: int, units: int,
+               assign: Callable) -> tuple[np.ndarray, np.ndarray] | None:
     """(unit embeddings M x C, per-pixel unit index L) for an h x w map flattened to x (L x C),
     or None when every pixel is its own unit (units == 0 or units >= L)."""
     if uses_pixel_units(units, height, width):
@@ -215,4 +216,5 @@ def measure_assigners(pixels: int, channels: int, units: int, methods: list[str]
 
 
 __all__ = ["tie_eps", "assign_numpy", "assign_faiss", "faiss_gpu_available", "omp_thread_cap",
-           "FaissAssigner", "ASSIGNMENT_METHODS", "make_assigner", "unit_embeddings", "pool_units", "pixel_scores", "measure_assigners"]
+           "FaissAssigner", "ASSIGNMENT_METHODS", "make_assigner", "unit_embeddings", "pool_units", "pixel_scores",
+           "measure_assigners"]

@@ -31,7 +31,8 @@ def fixed_batch(size: int = GLOBAL_BATCH, image_size: int = 224) -> dict:
 
 def make_trainer(output_dir: Path, batch_size: int, *extra: str) -> Trainer:
     # Pinned here, not inherited from the embedded default: a random-init mgca-tiny, no CLIP pretraining.
-    cfg = load_config(embedded_config_path(), ["backbone.arch=mgca-tiny", "pretrain.enabled=false", "data.image_size=224",
+    cfg = load_config(embedded_config_path(),
+                      ["backbone.arch=mgca-tiny", "pretrain.enabled=false", "data.image_size=224",
                                                "data.synthetic_size=48", f"train.batch_size={batch_size}",
                                                f"train.global_batch={GLOBAL_BATCH}", "train.precision=fp32",
                                                "train.compile=off", f"train.output_dir={output_dir}", *extra])

@@ -38,7 +38,8 @@ def cpu_engine(path) -> OrtEngine:
 
 @pytest.fixture(scope="module")
 def preprocess(tiny_model):
-    return Preprocess(SETTINGS, tuple(tiny_model.backbone.mean), tuple(tiny_model.backbone.std), int(tiny_model.output_stride))
+    return Preprocess(SETTINGS, tuple(tiny_model.backbone.mean), tuple(tiny_model.backbone.std),
+                      int(tiny_model.output_stride))
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,8 @@ def test_windows_follow_the_inference_contract(preprocess, shape):
 def test_windows_shapes_and_normalisation():
     mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
     white = np.full((32, 96, 3), 255, np.uint8)
-    crops = image_windows(white, InferenceSettings(short_side=64, window=64, stride=32), output_stride=8, mean=mean, std=std)
+    crops = image_windows(white, InferenceSettings(short_side=64, window=64, stride=32), output_stride=8, mean=mean,
+                          std=std)
     # 32x96 -> 64x192: one row, (192 - 64 + 31) // 32 + 1 = 5 windows, all fully inside
     assert crops.shape == (5, 3, 64, 64)
     np.testing.assert_allclose(crops, 2.0)
@@ -94,7 +96,8 @@ def test_reader_over_folder(image_folder, preprocess):
     assert reader.num_images == 4 and len(reader.paths) == 4  # broken.jpg skipped, notes.txt ignored
     assert all(p.suffix == ".png" for p in reader.paths)
     batches = list(reader)
-    assert sum(b["image"].shape[0] for b in batches) == len(reader.windows) == 4 * 3  # 48x80 -> 64x107, padded 64x112: 3 windows
+    # 48x80 -> 64x107, padded 64x112: 3 windows
+    assert sum(b["image"].shape[0] for b in batches) == len(reader.windows) == 4 * 3
     assert all(b["image"].shape[1:] == (3, WINDOW, WINDOW) and b["image"].dtype == np.float32 for b in batches)
     assert reader.get_next() is None
     reader.rewind()

@@ -212,9 +212,11 @@ def test_webdataset_ranks_get_equal_batches_and_resume_replays(tmp_path):
     write_shards(tmp_path / "shards")
     cfg = small_cfg(str(tmp_path / "shards"))
     transform = build_train_transform(cfg)
-    per_rank = [batches_of(build_dataloader(cfg, transform, 2, rank=r, world_size=2, seed=0, epoch=0)) for r in range(2)]
+    per_rank = [batches_of(build_dataloader(cfg, transform, 2, rank=r, world_size=2, seed=0,
+                                            epoch=0)) for r in range(2)]
     assert len(per_rank[0]) == len(per_rank[1]) == 3  # 7 samples per rank, though one rank's shard has only 5 usable
-    per_rank = [batches_of(build_dataloader(cfg, transform, 5, rank=r, world_size=2, seed=0, epoch=0)) for r in range(2)]
+    per_rank = [batches_of(build_dataloader(cfg, transform, 5, rank=r, world_size=2, seed=0,
+                                            epoch=0)) for r in range(2)]
     keys = [set(batches[0][1]) for batches in per_rank]
     assert len(keys[0]) == len(keys[1]) == 5 and keys[0].isdisjoint(keys[1])  # one shard per rank
 
@@ -245,7 +247,8 @@ def test_folder_source_skips_missing_empty_and_corrupt(tmp_path):
 
     skips = SkipCounter()
     listing = read_caption_folder(folder, skips)
-    assert sorted(c for _, c in listing.pairs) == ["a broken picture", "photo 0 of a dog", "photo 1 of a dog", "photo 2 of a dog"]
+    expected = ["a broken picture", "photo 0 of a dog", "photo 1 of a dog", "photo 2 of a dog"]
+    assert sorted(c for _, c in listing.pairs) == expected
     assert skips.empty_captions == 1 and skips.missing_images == 1
 
     cfg = small_cfg(str(folder))
@@ -273,13 +276,15 @@ def test_csv_and_tsv_tables(tmp_path):
         'b.jpg,a bird\n')
     skips = SkipCounter()
     listing = read_caption_table(tmp_path / "csv" / "pairs.csv", skips)
-    assert [c for _, c in listing.pairs] == ["a dog , running on grass", "a second caption, with an unquoted comma", "a bird"]
+    assert [c for _, c in listing.pairs] == ["a dog , running on grass", "a second caption, with an unquoted comma",
+                                             "a bird"]
     assert all(Path(p).is_file() for p, _ in listing.pairs)
     assert skips.missing_images == 1 and skips.empty_captions == 1
 
     write_images(tmp_path / "tsv" / "images", ["x.png"])
     (tmp_path / "tsv" / "data.tsv").write_text("filepath\ttitle\nx.png\ta cat on a sofa\n")
-    assert read_caption_table(tmp_path / "tsv" / "data.tsv").pairs == ((str(tmp_path / "tsv" / "images" / "x.png"), "a cat on a sofa"),)
+    expected = ((str(tmp_path / "tsv" / "images" / "x.png"), "a cat on a sofa"),)
+    assert read_caption_table(tmp_path / "tsv" / "data.tsv").pairs == expected
 
     write_images(tmp_path / "abs", ["y.jpg"])
     (tmp_path / "abs" / "list.csv").write_text(f"image_path,caption\n{tmp_path / 'abs' / 'y.jpg'},a tree\n")
@@ -332,7 +337,8 @@ def test_synthetic_loader_batches_ranks_and_resume():
     resumed = batches_of(resumed_loader)
     assert [caps for _, caps in resumed] == [caps for _, caps in full[2:]]
     assert all(torch.equal(a[0], b[0]) for a, b in zip(resumed, full[2:], strict=True))
-    assert [caps for _, caps in batches_of(build_dataloader(cfg, transform, 4, seed=0, epoch=1))] != [caps for _, caps in full]
+    next_epoch = batches_of(build_dataloader(cfg, transform, 4, seed=0, epoch=1))
+    assert [caps for _, caps in next_epoch] != [caps for _, caps in full]
 
     ranks = [build_dataloader(cfg, transform, 3, rank=r, world_size=2, seed=0, epoch=0) for r in range(2)]
     indices = [list(loader.sampler) for loader in ranks]

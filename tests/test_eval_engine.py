@@ -13,7 +13,8 @@ def test_eval_engine_matches_torch_side_by_side(bundle, voc_tree, voc_cache, tin
     from mgca.cli import eval as eval_cli
 
     out_json = tmp_path / "cmp.json"
-    code = eval_cli.main(["--dataset", "voc21", "--root", str(voc_tree), "--engine", str(bundle), "--text-cache", str(voc_cache),
+    code = eval_cli.main(["--dataset", "voc21", "--root", str(voc_tree), "--engine", str(bundle), "--text-cache",
+                          str(voc_cache),
                           "--compare-torch", str(tiny_checkpoint), "--json", str(out_json), *EVAL_SMALL])
     out = capsys.readouterr()
     assert code == 0, out.err
@@ -25,7 +26,8 @@ def test_eval_engine_matches_torch_side_by_side(bundle, voc_tree, voc_cache, tin
     assert result["inference"]["background_threshold"] == 0.95 and result["num_images"] == 3
 
     plain_json = tmp_path / "engine.json"
-    code = eval_cli.main(["--dataset", "voc21", "--root", str(voc_tree), "--engine", str(bundle), "--text-cache", str(voc_cache),
+    code = eval_cli.main(["--dataset", "voc21", "--root", str(voc_tree), "--engine", str(bundle), "--text-cache",
+                          str(voc_cache),
                           "--json", str(plain_json), *EVAL_SMALL])
     out = capsys.readouterr()
     assert code == 0, out.err

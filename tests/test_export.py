@@ -56,7 +56,7 @@ def test_graph_passes_checker_and_has_contract_io(onnx_file, tiny_model):
     proto = onnx.load(str(onnx_file))
     assert [i.name for i in proto.graph.input] == ["image"]
     assert [o.name for o in proto.graph.output] == ["embeddings"]
-    assert proto.opset_import[0].version == 18 or any(o.version == 18 for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    assert any(o.version == 18 for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     in_dims = proto.graph.input[0].type.tensor_type.shape.dim
     out_dims = proto.graph.output[0].type.tensor_type.shape.dim
     assert in_dims[0].dim_param and [d.dim_value for d in in_dims[1:]] == [3, WINDOW, WINDOW]
@@ -187,7 +187,8 @@ def bundle_dir(tmp_path_factory, tiny_checkpoint, vocab_file):
 
 
 def test_bundle_layout_and_manifest(bundle_dir, tiny_model):
-    assert sorted(p.name for p in bundle_dir.iterdir()) == ["manifest.json", "model.int8.onnx", "model.onnx", "text_cache.npz"]
+    files = ["manifest.json", "model.int8.onnx", "model.onnx", "text_cache.npz"]
+    assert sorted(p.name for p in bundle_dir.iterdir()) == files
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     identity = tiny_model.backbone.identity
     assert manifest["format"] == "mgca-bundle/2"
@@ -196,15 +197,18 @@ def test_bundle_layout_and_manifest(bundle_dir, tiny_model):
     assert json.dumps(manifest).count('"window"') == 1  # each fact once: the window only in `inference`
     assert "arch" not in manifest and "shape" not in manifest["input"] and "shape" not in manifest["output"]
     assert manifest["input"]["name"] == "image" and manifest["input"]["normalized"] is True
-    assert manifest["input"]["dtype"] == "float32" and manifest["input"]["layout"] == "NCHW" and manifest["input"]["dynamic_batch"]
+    inp = manifest["input"]
+    assert inp["dtype"] == "float32" and inp["layout"] == "NCHW" and inp["dynamic_batch"]
     assert manifest["input"]["mean"] == pytest.approx(list(tiny_model.backbone.mean))
     assert manifest["output"] == {**manifest["output"], "name": "embeddings", "layout": "NCHW", "l2_normalized": True}
     assert manifest["backbone"]["visual_sha256"] == identity.visual_sha256
     assert manifest["backbone"]["text_sha256"] == identity.text_sha256
     assert manifest["decoder_sha256"] == read_metadata(bundle_dir / "model.onnx")["decoder_sha256"]
-    assert manifest["models"] == {"onnx": "model.onnx", "onnx_int8": "model.int8.onnx", "trt_fp16": None, "trt_int8": None}
+    assert manifest["models"] == {"onnx": "model.onnx", "onnx_int8": "model.int8.onnx", "trt_fp16": None,
+                                  "trt_int8": None}
     assert manifest["text_cache"] == "text_cache.npz"
-    assert manifest["inference"] == {"short_side": WINDOW, "window": WINDOW, "stride": WINDOW // 2, "units": 36, "unit_scope": "image"}
+    assert manifest["inference"] == {"short_side": WINDOW, "window": WINDOW, "stride": WINDOW // 2, "units": 36,
+                                     "unit_scope": "image"}
     parity = manifest["parity"]
     assert parity["rel_err"] < 1e-4 and parity["label_agreement"] > 0.999 and parity["classes"] == "vocabulary"
     assert parity["int8"]["label_agreement"] > 0.8  # random-init tiny model, 5 classes
@@ -219,7 +223,8 @@ def test_bundle_loads_in_the_runtime(bundle_dir):
     bundle = load_bundle(bundle_dir)
     assert bundle.inference == InferenceSettings.for_window(WINDOW, 8) and bundle.embed_dim == 64
     assert "model.int8.onnx" in {getattr(p, "name", None) for p in bundle.models.values()}
-    cache = load_text_cache(bundle.text_cache, expected_text_sha256=bundle.text_sha256, expected_embed_dim=bundle.embed_dim)
+    cache = load_text_cache(bundle.text_cache, expected_text_sha256=bundle.text_sha256,
+                            expected_embed_dim=bundle.embed_dim)
     assert cache.class_names == ("cat", "dog", "road", "sky", "tree")
 
 
@@ -256,7 +261,8 @@ def test_export_is_a_python_function(tmp_path, tiny_model, tiny_config):
 
 def test_text_subcommand(tmp_path, tiny_checkpoint, vocab_file, capsys):
     out = tmp_path / "cache.npz"
-    assert main(["text", "--checkpoint", str(tiny_checkpoint), "--vocab", str(vocab_file), "--templates", "tcl", "--out", str(out)]) == 0
+    assert main(["text", "--checkpoint", str(tiny_checkpoint), "--vocab", str(vocab_file), "--templates", "tcl",
+                 "--out", str(out)]) == 0
     with np.load(out, allow_pickle=False) as data:
         assert data["embeddings"].shape == (5, 64)
         assert json.loads(str(data["meta"]))["template_set"] == "tcl"
@@ -267,7 +273,8 @@ def test_text_subcommand_for_a_benchmark(tmp_path, tiny_checkpoint, capsys):
     from mgca.evalsets import get_spec
 
     out = tmp_path / "voc21.npz"
-    assert main(["text", "--checkpoint", str(tiny_checkpoint), "--dataset", "voc21", "--templates", "single", "--out", str(out)]) == 0
+    assert main(["text", "--checkpoint", str(tiny_checkpoint), "--dataset", "voc21", "--templates", "single", "--out",
+                 str(out)]) == 0
     with np.load(out, allow_pickle=False) as data:
         names = [str(n) for n in data["class_names"]]
     assert names == list(get_spec("voc21").prompt_classes) and "background" not in names
@@ -279,10 +286,12 @@ def _one_line_error(capsys) -> str:
     return err
 
 
-@pytest.mark.skipif(tensorrt_available(), reason="tensorrt is installed here: the missing-TensorRT message cannot be shown")
+@pytest.mark.skipif(tensorrt_available(),
+                    reason="tensorrt is installed here: the missing-TensorRT message cannot be shown")
 def test_cli_without_tensorrt_says_so_in_one_line(tmp_path, tiny_checkpoint, capsys):
     out = tmp_path / "b"
-    assert main(["--checkpoint", str(tiny_checkpoint), "--out", str(out), "--window", str(WINDOW), "--trt", "fp16"]) == 2
+    assert main(["--checkpoint", str(tiny_checkpoint), "--out", str(out), "--window", str(WINDOW), "--trt",
+                 "fp16"]) == 2
     assert TRT_MISSING in _one_line_error(capsys)
     assert not out.exists()  # checked before any work
 
@@ -295,12 +304,14 @@ def test_cli_without_tensorrt_says_so_in_one_line(tmp_path, tiny_checkpoint, cap
     (["--checkpoint", "{ckpt}", "--out", "{out}", "--trt", "fp32"], "invalid choice"),
     (["--checkpoint", "{ckpt}"], "required: --out"),
     (["text", "--checkpoint", "{ckpt}", "--vocab", "{missing}", "--out", "{out}.npz"], "vocabulary file"),
-    (["text", "--checkpoint", "{ckpt}", "--vocab", "{vocab}", "--templates", "nope", "--out", "{out}.npz"], "template set"),
+    (["text", "--checkpoint", "{ckpt}", "--vocab", "{vocab}", "--templates", "nope", "--out", "{out}.npz"],
+     "template set"),
     (["text", "--checkpoint", "{ckpt}", "--dataset", "vocx", "--out", "{out}.npz"], "unknown dataset 'vocx'"),
     (["text", "--checkpoint", "{ckpt}", "--out", "{out}.npz"], "one of the arguments --vocab --dataset is required"),
 ])
 def test_cli_bad_input_one_line_exit_2(tmp_path, tiny_checkpoint, vocab_file, capsys, argv, message):
-    fill = {"missing": str(tmp_path / "missing"), "out": str(tmp_path / "out"), "ckpt": str(tiny_checkpoint), "vocab": str(vocab_file)}
+    fill = {"missing": str(tmp_path / "missing"), "out": str(tmp_path / "out"), "ckpt": str(tiny_checkpoint),
+            "vocab": str(vocab_file)}
     args = [a.format(**fill) for a in argv]
     try:
         rc = main(args)
@@ -314,9 +325,11 @@ def test_cli_fails_loudly_on_parity_error(tmp_path, tiny_checkpoint, monkeypatch
     import export.parity as parity
 
     real = parity.run_torch
-    monkeypatch.setattr(parity, "run_torch", lambda model, windows, batch_size=4: real(model, windows, batch_size) * 1.01)
+    monkeypatch.setattr(parity, "run_torch", lambda model, windows,
+                        batch_size=4: real(model, windows, batch_size) * 1.01)
     out = tmp_path / "b"
-    assert main(["--checkpoint", str(tiny_checkpoint), "--out", str(out), "--window", str(WINDOW), "--parity-windows", "2"]) == 1
+    assert main(["--checkpoint", str(tiny_checkpoint), "--out", str(out), "--window", str(WINDOW), "--parity-windows",
+                 "2"]) == 1
     assert "does not match the PyTorch model" in _one_line_error(capsys)
     assert not (out / "manifest.json").exists()  # no manifest: not a usable bundle
 
@@ -341,5 +354,6 @@ def test_tensorrt_engine_build(tmp_path, onnx_file, tiny_model, precision):
         reader = ImageFolderCalibrationReader(synthetic_images(4, (48, 64)), _preprocess(tiny_model), limit=4)
         source = quantize_int8(onnx_file, tmp_path / "model.int8.onnx", reader).path
     cache = tmp_path / "timing.cache"
-    result = build_engine(source, tmp_path / f"model.{precision}.engine", precision, WINDOW, max_batch=4, timing_cache=cache)
+    result = build_engine(source, tmp_path / f"model.{precision}.engine", precision, WINDOW, max_batch=4,
+                          timing_cache=cache)
     assert result.path.stat().st_size > 0 and cache.stat().st_size > 0

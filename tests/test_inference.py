@@ -182,7 +182,8 @@ def test_window_scope_equals_image_scope_when_one_window_covers_the_image(tiny_m
     image = random_image(64, 64, seed=9)
     results = []
     for scope in ("image", "window"):
-        predictor = SegmentationPredictor(tiny_model, InferenceConfig(short_side=64, window=64, stride=32, units=9, unit_scope=scope))
+        config = InferenceConfig(short_side=64, window=64, stride=32, units=9, unit_scope=scope)
+        predictor = SegmentationPredictor(tiny_model, config)
         predictor.set_classes(["cat", "dog", "sky"])
         results.append(predictor.predict_scores(image))
     torch.testing.assert_close(results[0], results[1], atol=1e-5, rtol=0)
@@ -191,7 +192,8 @@ def test_window_scope_equals_image_scope_when_one_window_covers_the_image(tiny_m
 @pytest.mark.parametrize("shape", [(5, 7), (64, 64), (40, 130), (131, 33)])
 @pytest.mark.parametrize("units, scope", [(36, "image"), (0, "image"), (4, "window")])
 def test_predict_returns_labels_at_the_original_size(tiny_model, shape, units, scope):
-    predictor = SegmentationPredictor(tiny_model, InferenceConfig(short_side=32, window=32, stride=16, units=units, unit_scope=scope))
+    config = InferenceConfig(short_side=32, window=32, stride=16, units=units, unit_scope=scope)
+    predictor = SegmentationPredictor(tiny_model, config)
     predictor.set_classes(["cat", "grass", "sky"])
     labels = predictor.predict(random_image(*shape))
     assert labels.shape == shape and labels.dtype == np.int64
@@ -203,10 +205,12 @@ def test_background_threshold_shifts_classes(tiny_model):
     base = SegmentationPredictor(tiny_model, InferenceConfig(short_side=32, window=32, stride=16))
     base.set_classes(["cat", "grass", "sky"])
     plain = base.predict(image)
-    never = SegmentationPredictor(tiny_model, InferenceConfig(short_side=32, window=32, stride=16, background_threshold=0.0))
+    never = SegmentationPredictor(tiny_model,
+                                  InferenceConfig(short_side=32, window=32, stride=16, background_threshold=0.0))
     never.set_classes(["cat", "grass", "sky"])
     np.testing.assert_array_equal(never.predict(image), plain + 1)
-    always = SegmentationPredictor(tiny_model, InferenceConfig(short_side=32, window=32, stride=16, background_threshold=1.0))
+    always = SegmentationPredictor(tiny_model,
+                                   InferenceConfig(short_side=32, window=32, stride=16, background_threshold=1.0))
     always.set_classes(["cat", "grass", "sky"])
     assert (always.predict(image) <= 3).all()
 

@@ -44,7 +44,8 @@ def reference_losses(v: torch.Tensor, t: torch.Tensor, cfg: LossConfig) -> dict[
                 object_pixels[i] = inside
 
     def two_sided(pos_img, den_img, pos_txt, den_txt):
-        return -sum(torch.log(pos_img[i] / den_img[i]) + torch.log(pos_txt[i] / den_txt[i]) for i in range(batch)) / batch
+        terms = (torch.log(pos_img[i] / den_img[i]) + torch.log(pos_txt[i] / den_txt[i]) for i in range(batch))
+        return -sum(terms) / batch
 
     e = lambda x: torch.exp(x / tau)  # noqa: E731
     rb = range(batch)

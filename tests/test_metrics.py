@@ -80,7 +80,8 @@ def test_table_and_json(tmp_path):
     matrix.update(PRED, LABEL)
     metrics = matrix.compute(["cat", "dog", "sky", "road"])
     table = metrics.table()
-    assert "cat" in table and "road" in table and "mIoU 33.33" in table and "aAcc 60.00" in table and "1 images" in table
+    assert "cat" in table and "road" in table and "1 images" in table
+    assert "mIoU 33.33" in table and "aAcc 60.00" in table
     data = metrics.to_dict()
     assert data["mIoU"] == pytest.approx(33.3333) and data["per_class"]["road"] == {"IoU": None, "Acc": None}
     path = metrics.save_json(tmp_path / "out" / "m.json", extra={"dataset": "toy"})

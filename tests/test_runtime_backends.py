@@ -35,7 +35,8 @@ def test_tensorrt_missing_is_one_line_error(bundle):
 
 
 @pytest.mark.skipif(not runtime.engines.tensorrt_available(), reason="needs tensorrt, cuda-python and an NVIDIA GPU")
-def test_tensorrt_backend_matches_onnxruntime(tiny_checkpoint, tmp_path, segmenter):  # pragma: no cover - GPU machines only
+def test_tensorrt_backend_matches_onnxruntime(tiny_checkpoint, tmp_path,
+                                              segmenter):  # pragma: no cover - GPU machines only
     trt_bundle = export_with_cli(tiny_checkpoint, tmp_path / "trt", CLASSES, "--trt", "fp16")
     seg = Segmenter(trt_bundle, backend="tensorrt", device="cuda")
     assert seg.describe()["provider"] == "TensorRT" and seg.describe()["model"] == "model.fp16.engine"

@@ -125,7 +125,8 @@ def test_num_threads_caps_onnxruntime_and_faiss(bundle, monkeypatch):
     info = capped.describe()
     assert info["num_threads"] == 1 and info["intra_op_threads"] == 1 and info["inter_op_threads"] == 1
     assert capped.post_slots == 1
-    assert free.describe()["intra_op_threads"] == 0 and free.describe()["num_threads"] is None  # 0 = onnxruntime's default
+    # 0 = onnxruntime's default
+    assert free.describe()["intra_op_threads"] == 0 and free.describe()["num_threads"] is None
     image = blocky_image(np.random.default_rng(13), 100, 120)
     caps.clear()
     capped.segment(image)
@@ -170,7 +171,8 @@ def test_two_segmenters_do_not_affect_each_other(bundle):
     before = knobs()
     rng = np.random.default_rng(14)
     images = [blocky_image(rng, 90, 130), blocky_image(rng, 150, 100)]
-    a = Segmenter(bundle, backend="onnxruntime", device="cpu", num_threads=1, color_order="bgr", assignment="faiss", units=6)
+    a = Segmenter(bundle, backend="onnxruntime", device="cpu", num_threads=1, color_order="bgr", assignment="faiss",
+                  units=6)
     a_first = [a.segment(np.ascontiguousarray(img[:, :, ::-1])).labels for img in images]
     a_info = a.describe()
     b = Segmenter(bundle, backend="onnxruntime", device="cpu", num_threads=2, assignment="auto", unit_scope="window")

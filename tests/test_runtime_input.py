@@ -68,7 +68,9 @@ def test_mismatched_text_cache_refused(bundle, tmp_path):
     meta.update(arch="ViT-B-16", text_sha256="f" * 64)
     arrays["meta"] = np.array(json.dumps(meta))
     np.savez(tmp_path / "other.npz", **arrays)
-    with pytest.raises(TextCacheError, match=r"was made for backbone ViT-B-16 .* but bundle .* uses mgca-tiny .*rebuild it with `mgca-export text") as info:
+    with pytest.raises(TextCacheError,
+                       match=r"was made for backbone ViT-B-16 .* but bundle .* uses mgca-tiny "
+                             r".*rebuild it with `mgca-export text") as info:
         Segmenter(bundle, backend="onnxruntime", device="cpu", text_cache=tmp_path / "other.npz")
     assert "\n" not in str(info.value)
 

@@ -34,7 +34,8 @@ NO_TORCH = textwrap.dedent("""
 
 def test_runtime_never_imports_torch(bundle):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", NO_TORCH, str(bundle)], capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH, str(bundle)], capture_output=True, text=True, env=env,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("OK CPUExecutionProvider")
 
@@ -42,7 +43,8 @@ def test_runtime_never_imports_torch(bundle):
 def test_eval_engine_runs_without_torch(bundle, voc_tree, voc_cache, tmp_path, capsys):
     from mgca.cli import eval as eval_cli
 
-    args = ["--dataset", "voc21", "--root", str(voc_tree), "--engine", str(bundle), "--text-cache", str(voc_cache), *EVAL_SMALL]
+    args = ["--dataset", "voc21", "--root", str(voc_tree), "--engine", str(bundle), "--text-cache", str(voc_cache),
+            *EVAL_SMALL]
     assert eval_cli.main([*args, "--json", str(tmp_path / "in-process.json")]) == 0, capsys.readouterr().err
     capsys.readouterr()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(torch_stubs(tmp_path / "stubs")), str(REPO)])}
@@ -57,12 +59,14 @@ def test_eval_engine_runs_without_torch(bundle, voc_tree, voc_cache, tmp_path, c
     # a PyTorch path in a torch-less install is a one-line error, not a traceback
     proc = subprocess.run([sys.executable, "-m", "mgca.cli.eval", *args, "--compare-torch", "ckpt.pt"],
                           capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 2 and "pip install 'mgca[train]'" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert "pip install 'mgca[train]'" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
 # pip cannot reach a package index: only these skip the venv test; any other pip failure fails it
 PIP_OFFLINE = ("NewConnectionError", "Failed to establish a new connection", "Temporary failure in name resolution",
-               "Network is unreachable", "Max retries exceeded", "Connection refused", "ProxyError", "ConnectTimeoutError")
+               "Network is unreachable", "Max retries exceeded", "Connection refused", "ProxyError",
+               "ConnectTimeoutError")
 LEAN_SCRIPT = textwrap.dedent("""
     import json, sys
     from pathlib import Path
@@ -74,12 +78,14 @@ LEAN_SCRIPT = textwrap.dedent("""
     else:
         raise SystemExit(f"torch is importable in the lean venv: {torch.__file__}")
     import runtime
-    assert Path(runtime.__file__).resolve().is_relative_to(Path(sys.prefix).resolve()), runtime.__file__  # the installed copy
+    # the installed copy
+    assert Path(runtime.__file__).resolve().is_relative_to(Path(sys.prefix).resolve()), runtime.__file__
     bundle, images, out = sys.argv[1:4]
     seg = runtime.Segmenter(bundle)
     with np.load(images) as data:
         labels = {k: seg.segment(data[k]).labels for k in data.files}
-        labels.update({f"bgr-{k}": seg.segment(np.ascontiguousarray(data[k][:, :, ::-1]), color_order="bgr").labels for k in data.files})
+        for k in data.files:
+            labels[f"bgr-{k}"] = seg.segment(np.ascontiguousarray(data[k][:, :, ::-1]), color_order="bgr").labels
     np.savez(out, **labels)
     print(json.dumps(seg.describe()))
 """)
@@ -104,7 +110,8 @@ def lean_venv(tmp_path_factory) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=300)
     python = venv / "bin" / "python"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    proc = subprocess.run([str(python), "-m", "pip", "install", str(src)], capture_output=True, text=True, env=env, cwd=root, timeout=900)
+    proc = subprocess.run([str(python), "-m", "pip", "install", str(src)], capture_output=True, text=True, env=env,
+                          cwd=root, timeout=900)
     if proc.returncode != 0:
         log = proc.stdout + proc.stderr
         reason = next((marker for marker in PIP_OFFLINE if marker in log), None)
@@ -115,7 +122,8 @@ def lean_venv(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_base_install_segments_and_evaluates_without_torch(lean_venv, bundle, segmenter, voc_tree, voc_cache, tmp_path, capsys):
+def test_base_install_segments_and_evaluates_without_torch(lean_venv, bundle, segmenter, voc_tree, voc_cache, tmp_path,
+                                                           capsys):
     """The base dependency list alone loads a bundle written by the [train] exporter, segments (RGB and BGR)
     with the same labels as this environment, and runs `mgca-eval --engine` to the same mIoU."""
     python, bindir = lean_venv / "bin" / "python", lean_venv / "bin"
@@ -124,7 +132,8 @@ def test_base_install_segments_and_evaluates_without_torch(lean_venv, bundle, se
     rng = np.random.default_rng(20)
     images = {f"{h}x{w}": blocky_image(rng, h, w) for h, w in [(96, 96), (120, 200), (333, 97)]}
     np.savez(tmp_path / "images.npz", **images)
-    proc = subprocess.run([str(python), "-c", LEAN_SCRIPT, str(bundle), str(tmp_path / "images.npz"), str(tmp_path / "labels.npz")],
+    proc = subprocess.run([str(python), "-c", LEAN_SCRIPT, str(bundle), str(tmp_path / "images.npz"),
+                           str(tmp_path / "labels.npz")],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.splitlines()[-1])["provider"] == "CPUExecutionProvider"
@@ -136,7 +145,8 @@ def test_base_install_segments_and_evaluates_without_torch(lean_venv, bundle, se
 
     from mgca.cli import eval as eval_cli
 
-    args = ["--dataset", "voc21", "--root", str(voc_tree), "--engine", str(bundle), "--text-cache", str(voc_cache), *EVAL_SMALL]
+    args = ["--dataset", "voc21", "--root", str(voc_tree), "--engine", str(bundle), "--text-cache", str(voc_cache),
+            *EVAL_SMALL]
     assert eval_cli.main([*args, "--json", str(tmp_path / "main.json")]) == 0, capsys.readouterr().err
     proc = subprocess.run([str(bindir / "mgca-eval"), *args, "--json", str(tmp_path / "lean.json")],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)

@@ -28,9 +28,11 @@ from mgca.train import (
 from .grad_check import GLOBAL_BATCH, decoder_gradients, fixed_batch, make_trainer
 from .support import REPO, subprocess_env
 
-# The embedded default also pretrains a tiny CLIP and runs the benchmark (tests/test_embedded.py); here only the decoder trains.
+# The embedded default also pretrains a tiny CLIP and runs the benchmark (tests/test_embedded.py);
+# here only the decoder trains.
 DECODER_ONLY = ["pretrain.enabled=false", "benchmark.enabled=false"]
-FAST = [*DECODER_ONLY, "data.synthetic_size=48", "train.batch_size=8", "optim.epochs=2", "optim.warmup_epochs=0.5", "optim.lr=3e-3"]
+FAST = [*DECODER_ONLY, "data.synthetic_size=48", "train.batch_size=8", "optim.epochs=2", "optim.warmup_epochs=0.5",
+        "optim.lr=3e-3"]
 
 
 def fast_config(tmp_path: Path, *extra: str):
@@ -61,7 +63,9 @@ def _fixed_batch_loss(trainer: Trainer, batch: dict) -> float:
 
 def test_embedded_default_loss_falls(tmp_path):
     """The embedded default config learns: the loss on a fixed batch drops after a short run."""
-    cfg = load_config(embedded_config_path(), [*DECODER_ONLY, "backbone.arch=mgca-tiny", "data.image_size=224", "data.synthetic_size=96", "train.batch_size=16", "optim.epochs=5",
+    cfg = load_config(embedded_config_path(),
+                      [*DECODER_ONLY, "backbone.arch=mgca-tiny", "data.image_size=224", "data.synthetic_size=96",
+                       "train.batch_size=16", "optim.epochs=5",
                                                f"train.output_dir={tmp_path}"])
     trainer = Trainer(cfg)
     batch = next(epoch_batches(cfg, trainer.transform, trainer.info, epoch=0, start_batch=0)[0])

@@ -47,7 +47,8 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
         paper, synthetic = getattr(PAPER_PROTOCOL, name), getattr(SYNTHETIC_PROTOCOL, name)
         group.add_argument(f"--{name.replace('_', '-')}", type=int, default=None,
                            help=f"default: the dataset's ({paper}; synthetic {synthetic})")
-    group.add_argument("--templates", default=None, help="prompt template set: tcl, single, plain, none (default: the dataset's, tcl)")
+    group.add_argument("--templates", default=None,
+                       help="prompt template set: tcl, single, plain, none (default: the dataset's, tcl)")
     group.add_argument("--background-threshold", type=float, default=None,
                        help="softmax threshold below which a pixel is background (default: the dataset's)")
 
@@ -69,22 +70,28 @@ def build_predictor(args: argparse.Namespace, background_threshold: float | None
     device = resolve_device(args.device)
     model = load_inference_model(args.checkpoint, args.decoder, args.arch, args.clip_weights, args.dense_mode, device)
     if is_random_init(model):
-        print(f"warning: CLIP {model.backbone.arch} is randomly initialised (no --clip-weights and none recorded in the "
+        print(f"warning: CLIP {model.backbone.arch} is randomly initialised (no --clip-weights and none "
+              "recorded in the "
               "checkpoint): these numbers are meaningless, they only prove the pipeline runs", file=sys.stderr)
     config = InferenceConfig(short_side=args.short_side, window=args.window, stride=args.stride, units=args.units,
-                             unit_scope=args.unit_scope, background_threshold=background_threshold, templates=args.templates)
+                             unit_scope=args.unit_scope, background_threshold=background_threshold,
+                             templates=args.templates)
     return SegmentationPredictor(model, config, device), model
 
 
 def add_engine_args(parser: argparse.ArgumentParser) -> None:
     """Evaluate an exported bundle through the lean runtime (what applications ship) instead of PyTorch."""
     group = parser.add_argument_group("exported engine (runtime/)")
-    group.add_argument("--engine", metavar="BUNDLE", help="bundle directory written by mgca-export; labels come from runtime.Segmenter")
-    group.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], default="auto", help="runtime backend for --engine")
+    group.add_argument("--engine", metavar="BUNDLE",
+                       help="bundle directory written by mgca-export; labels come from runtime.Segmenter")
+    group.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], default="auto",
+                       help="runtime backend for --engine")
     group.add_argument("--precision", choices=["fp32", "int8", "fp16"], default=None,
-                       help="bundle model for --engine: fp32/int8 ONNX (onnxruntime) or the fp16 TensorRT engine (default: auto)")
+                       help="bundle model for --engine: fp32/int8 ONNX (onnxruntime) or the fp16 TensorRT "
+                            "engine (default: auto)")
     group.add_argument("--text-cache", help="text_cache.npz with the dataset's classes (default: the bundle's)")
-    group.add_argument("--compare-torch", metavar="CKPT", help="with --engine: also evaluate this checkpoint in PyTorch and print both side by side")
+    group.add_argument("--compare-torch", metavar="CKPT",
+                       help="with --engine: also evaluate this checkpoint in PyTorch and print both side by side")
 
 
 def make_engine_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, dict]:
@@ -98,8 +105,10 @@ def make_engine_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, d
                           text_cache=args.text_cache, short_side=args.short_side, stride=args.stride,
                           units=args.units, unit_scope=args.unit_scope)
     if args.window != segmenter.settings.window:
-        raise ConfigError(f"--window {args.window} differs from the window {segmenter.settings.window} the bundle was exported with; "
-                          f"pass --window {segmenter.settings.window} or re-export with mgca-export --window {args.window}")
+        raise ConfigError(f"--window {args.window} differs from the window {segmenter.settings.window} the bundle "
+                          "was exported with; "
+                          f"pass --window {segmenter.settings.window} or re-export with mgca-export "
+                          f"--window {args.window}")
     classes = list(spec.prompt_classes)
     try:
         segmenter.check_classes(classes)  # fail before the loop when the text cache lacks a class
@@ -110,7 +119,8 @@ def make_engine_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, d
     described = segmenter.describe()
     settings = segmenter.settings
     info = {"engine": f"runtime {described['backend']} {described['precision']} ({described['model']})",
-            "device": described["provider"], "backbone": {"arch": segmenter.bundle.arch, "source": f"bundle {segmenter.bundle.path}",
+            "device": described["provider"],
+            "backbone": {"arch": segmenter.bundle.arch, "source": f"bundle {segmenter.bundle.path}",
                                                           **segmenter.bundle.manifest.get("backbone", {})},
             "decoder": "bundle", "checkpoint": None, "bundle": str(segmenter.bundle.path), "runtime": described,
             "output_stride": segmenter.bundle.output_stride,
@@ -151,7 +161,8 @@ def make_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, dict]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgca-eval", description="Zero-shot semantic segmentation mIoU (MGCA).")
-    parser.add_argument("--dataset", required=True, help="voc21, voc20, context60, context59, coco_object, coco_stuff, ade20k, cityscapes")
+    parser.add_argument("--dataset", required=True,
+                        help="voc21, voc20, context60, context59, coco_object, coco_stuff, ade20k, cityscapes")
     parser.add_argument("--root", required=True, help="dataset folder (mmseg data_root, or a sample layout)")
     parser.add_argument("--layout", default="auto", help="auto, mmseg, sample or coco-instances")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
@@ -190,12 +201,15 @@ def run_compare(args: argparse.Namespace, dataset, predict: PredictFn, info: dic
     from mgca.config import ConfigError
 
     if not args.engine:
-        raise ConfigError("--compare-torch CKPT compares an exported engine with its checkpoint; pass --engine BUNDLE too")
-    torch_args = argparse.Namespace(**{**vars(args), "checkpoint": args.compare_torch, "decoder": "checkpoint", "engine": None})
+        raise ConfigError("--compare-torch CKPT compares an exported engine with its checkpoint; pass "
+                          "--engine BUNDLE too")
+    torch_args = argparse.Namespace(**{**vars(args), "checkpoint": args.compare_torch, "decoder": "checkpoint",
+                                       "engine": None})
     reference, torch_info = make_predict_fn(torch_args, dataset.spec)
     engine_bb, torch_bb = info["backbone"], torch_info["backbone"]
     if engine_bb.get("text_sha256") and engine_bb.get("text_sha256") != torch_bb.get("text_sha256"):
-        print(f"warning: bundle {args.engine} and checkpoint {args.compare_torch} were made with different CLIP weights; "
+        print(f"warning: bundle {args.engine} and checkpoint {args.compare_torch} were made with "
+              "different CLIP weights; "
               "the comparison is not like for like", file=sys.stderr)
     comparison = compare(dataset, predict, reference, args.limit, progress=not args.no_progress)
     text, record = comparison_report(dataset, info, torch_info, args.compare_torch, comparison)

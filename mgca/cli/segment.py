@@ -24,7 +24,8 @@ def parse_classes(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mgca-segment", description="Open-vocabulary segmentation of one image (MGCA).")
+    parser = argparse.ArgumentParser(prog="mgca-segment",
+                                     description="Open-vocabulary segmentation of one image (MGCA).")
     parser.add_argument("image", help="input image (any format Pillow reads)")
     parser.add_argument("--classes", required=True, help="comma-separated class names, e.g. 'cat,grass,sky'")
     parser.add_argument("--out", help="overlay PNG to write (default: ./<image name>_segmented.png)")

@@ -125,7 +125,8 @@ class Protocol:
 
     def settings(self, **overrides: Any) -> dict[str, Any]:
         """The protocol's settings, with every override that is not None taking the place of its own."""
-        return {f.name: overrides[f.name] if overrides.get(f.name) is not None else getattr(self, f.name) for f in fields(self)}
+        return {f.name: overrides[f.name] if overrides.get(f.name) is not None else getattr(self, f.name)
+                for f in fields(self)}
 
 
 PAPER_PROTOCOL = Protocol()
@@ -177,7 +178,8 @@ SYNTHETIC_CLASSES = SYNTHETIC_BACKDROPS + SYNTHETIC_OBJECTS  # generator mask va
 def _voc_layouts() -> tuple[Layout, ...]:
     mmseg = Layout("mmseg", (Part("JPEGImages", "SegmentationClass", split_file="ImageSets/Segmentation/val.txt"),),
                    nested_roots=("VOCdevkit/VOC2012", "VOC2012"))
-    sample = Layout("sample", (Part("samples", "samples", "_image.png", "_target.png"), Part("misc", "misc", ".jpg", ".png")))
+    sample = Layout("sample",
+                    (Part("samples", "samples", "_image.png", "_target.png"), Part("misc", "misc", ".jpg", ".png")))
     return mmseg, sample
 
 
@@ -187,7 +189,8 @@ def _context_layouts() -> tuple[Layout, ...]:
 
 
 def _coco_layout(label_suffix: str) -> Layout:
-    return Layout("mmseg", (Part("images/val2017", "annotations/val2017", ".jpg", label_suffix),), nested_roots=("coco_stuff164k",))
+    return Layout("mmseg", (Part("images/val2017", "annotations/val2017", ".jpg", label_suffix),),
+                  nested_roots=("coco_stuff164k",))
 
 
 _SPECS = (
@@ -206,16 +209,20 @@ _SPECS = (
     DatasetSpec("coco_stuff", "COCO-Stuff 164k (171 classes)", COCO_THINGS + COCO_STUFF,
                 (_coco_layout("_labelTrainIds.png"),), aliases=("coco_stuff164k", "coco-stuff", "stuff")),
     DatasetSpec("ade20k", "ADE20K (150 classes)", ADE20K_CLASSES,
-                (Layout("mmseg", (Part("images/validation", "annotations/validation"),), nested_roots=("ADEChallengeData2016",)),
+                (Layout("mmseg", (Part("images/validation", "annotations/validation"),),
+                        nested_roots=("ADEChallengeData2016",)),
                  Layout("sample", (Part("sampleData/images", "sampleData/annotations"),))),
                 reduce_zero_label=True, aliases=("ade",)),
     DatasetSpec("cityscapes", "Cityscapes (19 classes)", CITYSCAPES_CLASSES,
-                (Layout("mmseg", (Part("leftImg8bit/val", "gtFine/val", "_leftImg8bit.png", "_gtFine_labelTrainIds.png", recursive=True),),
+                (Layout("mmseg",
+                        (Part("leftImg8bit/val", "gtFine/val", "_leftImg8bit.png", "_gtFine_labelTrainIds.png",
+                              recursive=True),),
                         nested_roots=("cityscapes", "tests/data/pseudo_cityscapes_dataset")),),
                 aliases=("city",)),
     # Held-out shapes-on-textures images with exact masks (mgca.pairs.synthetic.write_benchmark writes the
     # backdrop as 255, so only the object classes are scored).
-    DatasetSpec("synthetic", "Synthetic shapes on textures (40 classes: 8 colours x 5 shapes; backdrop ignored)", SYNTHETIC_OBJECTS,
+    DatasetSpec("synthetic", "Synthetic shapes on textures (40 classes: 8 colours x 5 shapes; backdrop ignored)",
+                SYNTHETIC_OBJECTS,
                 (Layout("synthetic", (Part("images", "masks", ".png", ".png"),)),), protocol=SYNTHETIC_PROTOCOL),
 )
 

@@ -26,7 +26,9 @@ class InferenceConfig(InferenceSettings):
         except SettingsError as err:
             raise ConfigError(f"inference: {err}") from None
         if self.background_threshold is not None and not 0.0 <= self.background_threshold <= 1.0:
-            raise ConfigError(f"inference: background_threshold must be in [0, 1] or None, got {self.background_threshold}")
+            raise ConfigError("inference: background_threshold must be in [0, 1] or None, got "
+                              f"{self.background_threshold}")
         if self.templates not in TEMPLATE_SETS:
-            raise ConfigError(f"inference: unknown template set {self.templates!r}; choose one of {sorted(TEMPLATE_SETS)}")
+            raise ConfigError(f"inference: unknown template set {self.templates!r}; choose one of "
+                              f"{sorted(TEMPLATE_SETS)}")
         return self

@@ -42,7 +42,8 @@ def labels_from_scores(scores: torch.Tensor, background_threshold: float | None 
 class SegmentationPredictor:
     """A model plus an InferenceConfig; `set_classes` once, then `predict(image)` per image."""
 
-    def __init__(self, model: torch.nn.Module, config: InferenceConfig | None = None, device: str | torch.device = "cpu"):
+    def __init__(self, model: torch.nn.Module, config: InferenceConfig | None = None,
+                 device: str | torch.device = "cpu"):
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         backbone = model.backbone
@@ -61,7 +62,8 @@ class SegmentationPredictor:
             raise ValueError(f"class names must be a non-empty list of non-empty strings, got {list(names)!r}")
         key = (names, self.config.templates)
         if key not in self._text_cache:
-            self.set_class_embeddings(self.model.backbone.class_embeddings(names, get_templates(self.config.templates)), names)
+            self.set_class_embeddings(self.model.backbone.class_embeddings(names, get_templates(self.config.templates)),
+                                      names)
             self._text_cache[key] = self.class_embeddings
         self.class_embeddings, self.class_names = self._text_cache[key], names
 
@@ -99,7 +101,8 @@ class SegmentationPredictor:
     @torch.no_grad()
     def predict(self, image: np.ndarray) -> np.ndarray:
         """(H, W) int64 labels: class indices, or 0 = background and 1..K when a threshold is set."""
-        labels = labels_from_scores(self.predict_scores(image), self.config.background_threshold, self.config.logit_scale)
+        labels = labels_from_scores(self.predict_scores(image), self.config.background_threshold,
+                                    self.config.logit_scale)
         return labels.cpu().numpy().astype(np.int64)
 
     __call__ = predict

@@ -15,7 +15,8 @@ from runtime.contract import meta_point_indices, uses_pixel_units
 DEFAULT_CHUNK_ELEMENTS = 1 << 22
 
 
-def assign_pixels(flat: torch.Tensor, point_index: torch.Tensor, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> torch.Tensor:
+def assign_pixels(flat: torch.Tensor, point_index: torch.Tensor,
+                  chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> torch.Tensor:
     """(L,) index of each pixel's most cosine-similar meta-point (ties: lowest index).
 
     `flat` is the (C, L) normalised map; the M x L similarity is computed in column chunks so

@@ -29,7 +29,8 @@ class Preprocessed:
         return int(self.tensor.shape[1]), int(self.tensor.shape[2])
 
 
-def preprocess(image: np.ndarray, short_side: int, mean: Sequence[float], std: Sequence[float], output_stride: int) -> Preprocessed:
+def preprocess(image: np.ndarray, short_side: int, mean: Sequence[float], std: Sequence[float],
+               output_stride: int) -> Preprocessed:
     """Contract steps 1-4: check, resize, normalise, pad to the output stride (a uint8 RGB image; grayscale,
     RGBA and other integer images in 0..255 are converted as the runtime converts them)."""
     image = check_image(image)

@@ -1,6 +1,7 @@
 """Image-caption training data: sources, noun-prompt augmentation, transforms, batching.
 
-    build_dataloader(cfg.data, build_train_transform(cfg.data), batch_size, rank=, world_size=, seed=, epoch=, start_batch=)
+    build_dataloader(cfg.data, build_train_transform(cfg.data), batch_size,
+                     rank=, world_size=, seed=, epoch=, start_batch=)
 
 Sources (`data.source`): "synthetic", webdataset shards (folder / .tar / brace pattern), a folder
 of images + same-name .txt captions, or a .csv/.tsv table of image,caption.
