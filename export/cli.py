@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from mgca.prompts import DEFAULT_TEMPLATE_SET
 from runtime.contract import DEFAULT_SETTINGS, UNIT_SCOPES
 
 from .pipeline import CALIBRATION_METHODS, TRT_PRECISIONS, ExportOptions
@@ -85,7 +86,7 @@ def export_parser() -> argparse.ArgumentParser:
                         help="TensorRT timing cache file, loaded if present and saved after the build")
     parser.add_argument("--vocab",
                         help="class names, one per line: writes text_cache.npz and uses them for the parity labels")
-    parser.add_argument("--templates", default="tcl",
+    parser.add_argument("--templates", default=DEFAULT_TEMPLATE_SET,
                         help="prompt template set (tcl, single, plain, none) or a file of templates")
     parser.add_argument("--parity-images",
                         help="folder of real images for the parity check (default: synthetic images)")
@@ -136,7 +137,7 @@ def run_text(args: argparse.Namespace) -> int:
     if args.templates is None:  # the prompts mgca-eval uses for this dataset
         from mgca.evalsets import get_spec
 
-        args.templates = get_spec(args.dataset).protocol.templates if args.dataset else "tcl"
+        args.templates = get_spec(args.dataset).protocol.templates if args.dataset else DEFAULT_TEMPLATE_SET
     label, templates = resolve_templates(args.templates)
     out = Path(args.out)
     if out.suffix != ".npz":

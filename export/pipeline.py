@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from calibration.quantize import CALIBRATION_METHODS
+from mgca.prompts import DEFAULT_TEMPLATE_SET
 from runtime.contract import DEFAULT_SETTINGS, MODEL_FILES, TEXT_CACHE_FILE, InferenceSettings
 
 TRT_PRECISIONS = ("fp16", "int8")
@@ -47,7 +48,7 @@ class ExportOptions:
     optimize: bool = True  # onnxscript graph optimisation and constant folding
     # vocabulary: class names for text_cache.npz and the parity labels (None: no cache, random class vectors)
     vocab: Sequence[str] | None = None
-    templates: str | Sequence[str] = "tcl"  # template set name, template file, or the templates themselves
+    templates: str | Sequence[str] = DEFAULT_TEMPLATE_SET  # a template set's name, a template file, or templates
     # int8 QDQ graph
     int8: bool = False
     calib_images: str | Path | None = None  # folder of calibration images (implies int8; default: synthetic images)

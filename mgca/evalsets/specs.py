@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from runtime.contract import DEFAULT_SETTINGS
 
+from ..prompts import DEFAULT_TEMPLATE_SET
+
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
@@ -121,7 +123,7 @@ class Protocol:
     short_side: int = DEFAULT_SETTINGS.short_side
     window: int = DEFAULT_SETTINGS.window
     stride: int = DEFAULT_SETTINGS.stride
-    templates: str = "tcl"  # TCL's 9 evaluation prompts
+    templates: str = DEFAULT_TEMPLATE_SET
 
     def settings(self, **overrides: Any) -> dict[str, Any]:
         """The protocol's settings, with every override that is not None taking the place of its own."""

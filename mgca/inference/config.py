@@ -7,7 +7,7 @@ from runtime.contract import CLIP_LOGIT_SCALE, InferenceSettings
 from runtime.errors import SettingsError
 
 from ..config import ConfigError
-from ..prompts import TEMPLATE_SETS
+from ..prompts import DEFAULT_TEMPLATE_SET, TEMPLATE_SETS
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,7 @@ class InferenceConfig(InferenceSettings):
     defaults, one definition shared with the runtime) and the evaluation-side extras."""
 
     background_threshold: float | None = None  # softmax threshold; set for "with background" datasets
-    templates: str = "tcl"  # prompt template set, see mgca.prompts.TEMPLATE_SETS
+    templates: str = DEFAULT_TEMPLATE_SET  # prompt template set, see mgca.prompts.TEMPLATE_SETS
     logit_scale: float = CLIP_LOGIT_SCALE  # used only for the background softmax
 
     def validate(self, output_stride: int, patch_size: int | None = None) -> InferenceConfig:
