@@ -15,6 +15,7 @@ This module only parses arguments: the export itself is `export.pipeline.export_
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -102,9 +103,8 @@ def text_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True, help="decoder checkpoint (identifies the CLIP backbone)")
     vocabulary = parser.add_mutually_exclusive_group(required=True)
     vocabulary.add_argument("--vocab", help="class names, one per line ('#' comments and blank lines skipped)")
-    vocabulary.add_argument("--dataset",
-                            help="a benchmark's class names (voc21, context60, coco_object, ade20k, cityscapes, ...), "
-                                              "for `mgca-eval --engine ... --text-cache`")
+    vocabulary.add_argument("--dataset", help="a benchmark's class names (voc21, context60, coco_object, ade20k, "
+                                              "cityscapes, ...), for `mgca-eval --engine ... --text-cache`")
     parser.add_argument("--templates", default=None,
                         help="prompt template set (tcl, single, plain, none) or a file of templates "
                         "(default: the --dataset's protocol, else tcl)")
@@ -155,13 +155,9 @@ def export_options(args: argparse.Namespace) -> ExportOptions:
     """The parsed flags as ExportOptions (the vocabulary file read into class names), checked."""
     from .text_cache import read_vocab
 
-    fields = ("window", "short_side", "stride", "units", "unit_scope", "templates", "int8", "calib_images",
-              "calib_limit",
-              "calib_method", "eval_images", "eval_labels", "trt", "trt_max_batch", "trt_opt_batch",
-              "trt_workspace_gib",
-              "timing_cache", "parity_images", "parity_tol", "parity_windows", "threads")
+    same_name = {f.name for f in dataclasses.fields(ExportOptions)} - {"optimize", "vocab"}  # a flag each
     vocab = read_vocab(args.vocab) if args.vocab else None
-    return ExportOptions(**{name: getattr(args, name) for name in fields}, optimize=not args.no_optimize,
+    return ExportOptions(**{name: getattr(args, name) for name in same_name}, optimize=not args.no_optimize,
                          vocab=vocab).check()
 
 
