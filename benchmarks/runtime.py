@@ -7,11 +7,11 @@
 Both models (the tiny test model and ViT-B-16, random init) go through the same steps. Every engine
 (PyTorch eager, runtime fp32 ORT, runtime int8 ORT) runs in its own subprocess (the runtime ones never
 import torch), on the same bundle and the same images: 448x448 and 1024x2048 (Cityscapes size), 19
-classes, paper defaults (short side 448, window 448, stride 224, 36 units). For 1 and 8 concurrent callers (threads sharing one Segmenter /
-predictor) it reports median and p90 latency per image, images/s, the ratio to PyTorch eager, label
-agreement with PyTorch eager, and each process's peak RSS. It also times FAISS against numpy for the
-meta-point assignment. Weights are random (no real weights exist here): the timings are real, the
-labels are not meaningful.
+classes, paper defaults (short side 448, window 448, stride 224, 36 units). For 1 and 8 concurrent callers
+(threads sharing one Segmenter / predictor) it reports median and p90 latency per image, images/s, the
+ratio to PyTorch eager, label agreement with PyTorch eager, and each process's peak RSS. It also times
+FAISS against numpy for the meta-point assignment. Weights are random (no real weights exist here): the
+timings are real, the labels are not meaningful.
 """
 from __future__ import annotations
 
@@ -127,7 +127,8 @@ def run_worker(args) -> None:
 
 def assignment_benchmark(segmenter, images) -> list[dict]:
     """FAISS vs numpy meta-point assignment on real stitched maps and on larger synthetic ones."""
-    from runtime.units import assign_faiss, assign_numpy, meta_grid, meta_indices
+    from runtime.contract import meta_point_indices
+    from runtime.units import assign_faiss, assign_numpy
 
     def best_of(fn, *fn_args, repeats=7):
         fn(*fn_args)
@@ -143,18 +144,19 @@ def assignment_benchmark(segmenter, images) -> list[dict]:
     for key, image in images.items():
         emb = segmenter.embed(image)
         channels, height, width = emb.shape
-        cases.append((f"{key} map {height}x{width}", np.ascontiguousarray(emb.reshape(channels, -1).T), height, width, 36))
+        cases.append((f"{key} map {height}x{width}", np.ascontiguousarray(emb.reshape(channels, -1).T), height, width,
+                      36))
     rng = np.random.default_rng(0)
     for pixels, channels, units in ((6272, 512, 36), (6272, 512, 1024), (100_000, 512, 36), (100_000, 512, 256)):
         x = rng.standard_normal((pixels, channels), dtype=np.float32)
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         cases.append((f"random {pixels} px", x, pixels // 100, 100, units))
     for name, x, height, width, units in cases:
-        gy, gx = meta_grid(height, width, units)
-        points = np.ascontiguousarray(x[meta_indices(height, width, gy, gx)])
+        points = np.ascontiguousarray(x[meta_point_indices(height, width, units)])
         same = bool(np.array_equal(assign_numpy(x, points), assign_faiss(x, points)))
         rows.append({"case": name, "pixels": x.shape[0], "channels": x.shape[1], "units": units,
-                     "numpy_ms": best_of(assign_numpy, x, points), "faiss_ms": best_of(assign_faiss, x, points), "identical": same})
+                     "numpy_ms": best_of(assign_numpy, x, points), "faiss_ms": best_of(assign_faiss, x, points),
+                     "identical": same})
     return rows
 
 
@@ -182,7 +184,8 @@ def make_bundle(checkpoint: Path, out: Path, int8: bool, fast: bool) -> Path:
     """The bundle, written by `mgca-export` (window 448, stride 224, short side 448, 36 units)."""
     vocab = out.parent / f"{out.name}-vocab.txt"
     vocab.write_text("\n".join(CITYSCAPES) + "\n")
-    cmd = [sys.executable, "-m", "export.cli", "--checkpoint", str(checkpoint), "--out", str(out), "--vocab", str(vocab)]
+    cmd = [sys.executable, "-m", "export.cli", "--checkpoint", str(checkpoint), "--out", str(out), "--vocab",
+           str(vocab)]
     cmd += ["--int8"] if int8 else []
     cmd += ["--calib-limit", "2", "--parity-windows", "2"] if fast else []  # ViT-B on 2 cores: keep the export short
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -193,7 +196,8 @@ def make_bundle(checkpoint: Path, out: Path, int8: bool, fast: bool) -> Path:
 
 # ---------------------------------------------------------------------------------------------- main
 def spawn(worker: str, bundle: Path, images: Path, plan: dict, out: Path, **extra) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", worker, "--bundle", str(bundle), "--images", str(images),
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", worker, "--bundle", str(bundle), "--images",
+           str(images),
            "--plan", json.dumps(plan), "--out", str(out)]
     for key, value in extra.items():
         if value is True:
@@ -213,7 +217,7 @@ def agreement(a: Path, b: Path) -> dict[str, float]:
 
 def fmt_table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
 
 
@@ -242,32 +246,42 @@ def bench_model(label: str, arch: str, work: Path, plan: dict, int8: bool, assig
                 t = results[name]["timings"][f"{key}/{callers}"]
                 ref = torch_res["timings"][f"{key}/{callers}"]
                 agree = agreement(results[name]["labels"], torch_res["labels"])[key]
-                rows.append([key, str(callers), name, f"{t['median_ms']:.1f}", f"{t['p90_ms']:.1f}", f"{t['images_per_s']:.2f}",
-                             f"{t['median_ms'] / ref['median_ms']:.2f}x", f"{t['images_per_s'] / ref['images_per_s']:.2f}x",
+                rows.append([key, str(callers), name, f"{t['median_ms']:.1f}", f"{t['p90_ms']:.1f}",
+                             f"{t['images_per_s']:.2f}",
+                             f"{t['median_ms'] / ref['median_ms']:.2f}x",
+                             f"{t['images_per_s'] / ref['images_per_s']:.2f}x",
                              f"{100 * agree:.3f}%"])
     lines = [f"## {label}: {arch}, random-init weights (bundle by mgca-export; checkpoint + export {setup_s:.0f} s)"]
     fp32 = results["runtime fp32 ORT"]["describe"]
-    lines.append(f"runtime: provider {fp32['provider']}, window {fp32['window']}/{fp32['stride']}, units {fp32['units']}, "
+    lines.append(f"runtime: provider {fp32['provider']}, window {fp32['window']}/{fp32['stride']}, units "
+                 f"{fp32['units']}, "
                  f"assignment {fp32['assignment']} ({fp32['assignment_reason']})")
     lines.append(fmt_table(rows, ["image", "callers", "engine", "median ms", "p90 ms", "img/s", "latency / torch",
                                   "img/s / torch", "labels = torch"]))
     first = next(iter(plan))
     lines.append(f"peak RSS of each process (after the 1-caller {first} run / at the end of all runs above): "
-                 + ", ".join(f"{name} {res['timings'][f'{first}/1']['peak_rss_mib_so_far']:.0f} / {res['peak_rss_mib']:.0f} MiB"
-                             + (" (torch never imported)" if not res["torch_imported"] else "") for name, res in results.items()))
+                 + ", ".join(f"{name} {res['timings'][f'{first}/1']['peak_rss_mib_so_far']:.0f} / "
+                             f"{res['peak_rss_mib']:.0f} MiB"
+                             + (" (torch never imported)" if not res["torch_imported"] else "") for name,
+                             res in results.items()))
     if assign_bench and "assign" in results["runtime fp32 ORT"]:
-        arows = [[r["case"], str(r["pixels"]), str(r["channels"]), str(r["units"]), f"{r['numpy_ms']:.2f}", f"{r['faiss_ms']:.2f}",
+        arows = [[r["case"], str(r["pixels"]), str(r["channels"]), str(r["units"]), f"{r['numpy_ms']:.2f}",
+                  f"{r['faiss_ms']:.2f}",
                   f"{r['faiss_ms'] / r['numpy_ms']:.2f}x", "yes" if r["identical"] else "NO"]
                  for r in results["runtime fp32 ORT"]["assign"]]
-        lines.append("meta-point assignment, FAISS (IndexFlatIP, top-2) vs numpy (matmul + argmax), both with the exact tie check:")
-        lines.append(fmt_table(arows, ["case", "pixels", "dims", "units", "numpy ms", "faiss ms", "faiss / numpy", "same labels"]))
+        lines.append("meta-point assignment, FAISS (IndexFlatIP, top-2) vs numpy (matmul + argmax), both with the "
+                     "exact tie check:")
+        lines.append(fmt_table(arows,
+                               ["case", "pixels", "dims", "units", "numpy ms", "faiss ms", "faiss / numpy",
+                                "same labels"]))
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
-    parser.add_argument("--no-vit-b16", action="store_true", help="skip ViT-B-16 random-init (export + timing: ~8 of the ~12 minutes)")
+    parser.add_argument("--no-vit-b16", action="store_true",
+                        help="skip ViT-B-16 random-init (export + timing: ~8 of the ~12 minutes)")
     parser.add_argument("--no-tiny", action="store_true", help="skip the tiny model")
     parser.add_argument("--no-int8", action="store_true")
     parser.add_argument("--work", help="keep bundles and results here (default: a temporary folder)")
@@ -292,14 +306,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        print(f"# runtime benchmark ({os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at start)\n", flush=True)
+        print(f"# runtime benchmark ({os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at start)\n",
+              flush=True)
         if not args.no_tiny:
             print(bench_model("tiny", "mgca-tiny", work, plan, not args.no_int8, assign_bench=True), flush=True)
             print()
         if not args.no_vit_b16:  # ~1.5 s per 448 window on 2 cores: fewer calls, same sizes and callers
             vit_plan = {"448x448": [(1, n(3)), (8, 1)], "1024x2048": [(1, n(2)), (8, 1)]}
             print(bench_model("vit-b16", "ViT-B-16", work, vit_plan, not args.no_int8, assign_bench=False), flush=True)
-    print(f"\ntotal {time.time() - start:.0f} s; load average {os.getloadavg()[0]:.1f} at end (other processes share these cores)")
+    print(f"\ntotal {time.time() - start:.0f} s; load average {os.getloadavg()[0]:.1f} at end (other processes "
+          "share these cores)")
     return 0
 
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -49,7 +51,7 @@ def time_steps(trainer: Trainer, batch: dict, warmup: int, iters: int) -> list[f
 def loader_images_per_s(trainer: Trainer, batches: int) -> float:
     iterator, _ = epoch_batches(trainer.cfg, trainer.transform, trainer.info, 0, 0)
     start, seen = time.perf_counter(), 0
-    for _, batch in zip(range(batches), iterator):
+    for _, batch in zip(range(batches), iterator, strict=False):
         seen += len(batch["captions"])
     return seen / (time.perf_counter() - start)
 
@@ -57,9 +59,11 @@ def loader_images_per_s(trainer: Trainer, batches: int) -> float:
 def bench(arch: str, batch_size: int, precision: str, compile_mode: str, device: str, warmup: int, iters: int,
           micro: int | None = None) -> dict:
     micro = micro or batch_size
-    overrides = [f"backbone.arch={arch}", f"train.batch_size={micro}", f"train.global_batch={batch_size}", f"train.precision={precision}",
+    overrides = [f"backbone.arch={arch}", f"train.batch_size={micro}", f"train.global_batch={batch_size}",
+                 f"train.precision={precision}",
                  f"train.compile={compile_mode}", f"train.device={device}", "data.source=synthetic",
-                 f"data.synthetic_size={max(2 * batch_size, 64)}", "train.output_dir=/tmp/mgca-bench"]
+                 f"data.synthetic_size={max(2 * batch_size, 64)}",
+                 f"train.output_dir={Path(tempfile.gettempdir()) / 'mgca-bench'}"]  # never written: no step saves
     cfg: Config = load_config(None, overrides)
     trainer = Trainer(cfg)
     iterator, _ = epoch_batches(cfg, trainer.transform, trainer.info, 0, 0)
@@ -78,7 +82,8 @@ def main() -> None:
     parser.add_argument("--arch", nargs="*", default=None)
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--precision", nargs="*", default=None)
-    parser.add_argument("--micro", type=int, default=None, help="micro-batch of an extra gradient-cache row (default batch/4)")
+    parser.add_argument("--micro", type=int, default=None,
+                        help="micro-batch of an extra gradient-cache row (default batch/4)")
     parser.add_argument("--iters", type=int, default=10)
     args = parser.parse_args()
     rows = []
@@ -99,17 +104,21 @@ def main() -> None:
     for arch, batch, micro, precision, compile_mode, device in plan:
         rows.append(bench(arch, batch, precision, compile_mode, device, warmup=3, iters=args.iters, micro=micro))
         row = rows[-1]
-        print(f"  measured {row['arch']} {row['device']} b{row['batch']}/{row['micro']} {row['precision']} compile={row['compile']}: "
+        print(f"  measured {row['arch']} {row['device']} b{row['batch']}/{row['micro']} {row['precision']} "
+              f"compile={row['compile']}: "
               f"{row['images_per_s']:.1f} img/s", flush=True)
     base = rows[0]["images_per_s"]
     print(f"\ntraining step throughput (torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
           f"{', ' + torch.cuda.get_device_name() if cuda else ''})")
-    header = f"{'arch':<10} {'device':<7} {'batch':>5} {'micro':>5} {'prec':<5} {'compile':<7} {'ms/step':>9} {'img/s':>9} {'x row1':>7} {'loader img/s':>13}"
+    header = (f"{'arch':<10} {'device':<7} {'batch':>5} {'micro':>5} {'prec':<5} {'compile':<7} {'ms/step':>9} "
+              f"{'img/s':>9} {'x row1':>7} {'loader img/s':>13}")
     print(header)
     print("-" * len(header))
     for row in rows:
-        print(f"{row['arch']:<10} {row['device']:<7} {row['batch']:>5} {row['micro']:>5} {row['precision']:<5} {row['compile']:<7} "
-              f"{row['step_ms']:>9.1f} {row['images_per_s']:>9.1f} {row['images_per_s'] / base:>7.2f} {row['loader_images_per_s']:>13.1f}")
+        print(f"{row['arch']:<10} {row['device']:<7} {row['batch']:>5} {row['micro']:>5} {row['precision']:<5} "
+              f"{row['compile']:<7} "
+              f"{row['step_ms']:>9.1f} {row['images_per_s']:>9.1f} {row['images_per_s'] / base:>7.2f} "
+              f"{row['loader_images_per_s']:>13.1f}")
 
 
 if __name__ == "__main__":

@@ -11,15 +11,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from mgca.inference.units import assign_pixels, meta_point_indices, pool_units, unit_scores
+from mgca.inference.units import assign_pixels, pool_units, unit_scores  # noqa: E402
+from runtime.contract import meta_point_indices  # noqa: E402
 
 MAPS = ((28, 28), (56, 56), (56, 84), (128, 256))
 GENERIC_MAX_L = 3136  # 56 x 56, the paper's "pixel" row; beyond it L x L is too slow to be worth timing
@@ -45,7 +46,7 @@ def bench_row(embeddings: torch.Tensor, classes: torch.Tensor, m: int | str) -> 
         total = timed(lambda: unit_scores(embeddings, classes, 0))
         return "-", "-", f"{total:.1f}", f"{total:.1f}"
     count = height * width if m == "L*" else int(m)
-    points = meta_point_indices(height, width, count) if m != "L*" else torch.arange(count)
+    points = torch.tensor(meta_point_indices(height, width, count)) if m != "L*" else torch.arange(count)
     assignment = assign_pixels(flat, points)
     assign = timed(lambda: assign_pixels(flat, points))
     pool = timed(lambda: pool_units(flat, assignment, count))
@@ -79,7 +80,8 @@ def main() -> None:
             for m in choices:
                 label = f"L={length}" if m == "L" else ("L*" if m == "L*" else str(m))
                 print(f"{height}x{width:<6} {length:>6} {label:>6} " + " ".join(
-                    f"{v:>{w}}" for v, w in zip(bench_row(embeddings, classes, m), (8, 7, 7, 8))), flush=True)
+                    f"{v:>{w}}" for v, w in zip(bench_row(embeddings, classes, m), (8, 7, 7, 8), strict=True)),
+                    flush=True)
     print(f"(M=L: pixel units, no assignment; L*: a meta-point on every pixel through the generic path; "
           f"{time.perf_counter() - started:.0f} s in all)")
 

@@ -19,17 +19,20 @@ mIoU of both models against the ground truth and the drop.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from runtime.preprocess import resized_shape, round_up, window_starts
+from runtime.contract import resized_shape, round_up, window_boxes
+from runtime.files import atomic_path
+from runtime.metrics import ConfusionMatrix
+from runtime.postprocess import pixel_cosines, window_labels
 
 from .reader import CalibrationError, Preprocess
 
@@ -119,7 +122,8 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, reader, method: s
                 try:
                     with warnings.catch_warnings(), _quiet_root_logger():
                         warnings.simplefilter("ignore")
-                        q.shape_inference.quant_pre_process(str(fp32_path), str(candidate), skip_symbolic_shape=skip_symbolic)
+                        q.shape_inference.quant_pre_process(str(fp32_path), str(candidate),
+                                                            skip_symbolic_shape=skip_symbolic)
                     source, preprocessed = candidate, True
                     break
                 except Exception:  # noqa: BLE001 - optional step
@@ -150,20 +154,12 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, reader, method: s
                 entry = quantized.metadata_props.add()
                 entry.key, entry.value = key, value
         onnx.checker.check_model(quantized)
-        fd, final_tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-        os.close(fd)
-        try:
-            onnx.save_model(quantized, final_tmp)
-            mask = os.umask(0o022)
-            os.umask(mask)
-            os.chmod(final_tmp, 0o666 & ~mask)
-            os.replace(final_tmp, out_path)
-        except BaseException:
-            Path(final_tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(out_path) as final_tmp:
+            onnx.save_model(quantized, str(final_tmp))
     return QuantizeResult(
         path=out_path, method=method,
-        num_calibration_windows=len(getattr(reader, "windows", ())), num_calibration_images=getattr(reader, "num_images", 0),
+        num_calibration_windows=len(getattr(reader, "windows", ())),
+        num_calibration_images=getattr(reader, "num_images", 0),
         quantized_nodes=sum(1 for n in quantized.graph.node if n.op_type in op_types) - len(excluded),
         excluded_nodes=len(excluded), seconds=time.perf_counter() - start, preprocessed=preprocessed)
 
@@ -171,40 +167,25 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, reader, method: s
 # --------------------------------------------------------------------------------------------
 # Accuracy against fp32
 
-def confusion(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int = 255) -> np.ndarray:
-    valid = target != ignore_index
-    index = target[valid].astype(np.int64) * num_classes + pred[valid].astype(np.int64)
-    return np.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
-def miou(conf: np.ndarray) -> float:
-    """Mean IoU over classes with a non-empty union (MMSegmentation's definition)."""
-    tp = np.diag(conf).astype(np.float64)
-    union = conf.sum(0) + conf.sum(1) - tp
-    present = union > 0
-    return float((tp[present] / union[present]).mean()) if present.any() else float("nan")
-
-
 def label_windows(label: np.ndarray, preprocess: Preprocess, ignore_index: int = 255) -> np.ndarray:
     """A label map (H x W ints) through the same resize/pad/windows as its image, sampled at the
     centre of every output-stride cell: n x (win/os) x (win/os)."""
     height, width = label.shape[:2]
-    short = preprocess.resolved_short_side
-    new_h, new_w = resized_shape(height, width, short)
+    settings = preprocess.settings
+    new_h, new_w = resized_shape(height, width, settings.short_side)
     if (new_h, new_w) != (height, width):
         label = _resize_nearest(label, new_h, new_w)
     os_ = preprocess.output_stride
-    win = preprocess.window
+    win = settings.window
     padded = np.full((round_up(new_h, os_), round_up(new_w, os_)), ignore_index, dtype=np.int64)
     padded[:new_h, :new_w] = label
     grid = win // os_
     centre = np.arange(grid) * os_ + os_ // 2
     out = []
-    for y1, y2 in window_starts(padded.shape[0], win, preprocess.resolved_stride):
-        for x1, x2 in window_starts(padded.shape[1], win, preprocess.resolved_stride):
-            crop = np.full((win, win), ignore_index, dtype=np.int64)
-            crop[:y2 - y1, :x2 - x1] = padded[y1:y2, x1:x2]
-            out.append(crop[np.ix_(centre, centre)])
+    for y1, y2, x1, x2 in window_boxes(*padded.shape, win, settings.stride):
+        crop = np.full((win, win), ignore_index, dtype=np.int64)
+        crop[:y2 - y1, :x2 - x1] = padded[y1:y2, x1:x2]
+        out.append(crop[np.ix_(centre, centre)])
     return np.stack(out)
 
 
@@ -224,7 +205,7 @@ def read_labelled_set(images_dir: str | Path, labels_dir: str | Path, limit: int
     images, paths = read_images(images_dir, None)
     labels_root = Path(labels_dir).expanduser()
     pairs_img, pairs_lbl = [], []
-    for image, path in zip(images, paths):
+    for image, path in zip(images, paths, strict=True):
         label_path = labels_root / f"{path.stem}.png"
         if not label_path.is_file():
             continue
@@ -236,46 +217,45 @@ def read_labelled_set(images_dir: str | Path, labels_dir: str | Path, limit: int
         if limit and len(pairs_img) >= limit:
             break
     if not pairs_img:
-        raise CalibrationError(f"no image in {images_dir} has a matching single-channel PNG label of the same size in {labels_dir}")
+        raise CalibrationError(f"no image in {images_dir} has a matching single-channel PNG label of the same "
+                               f"size in {labels_dir}")
     return pairs_img, pairs_lbl
 
 
-def _labels(embeddings: np.ndarray, class_embeddings: np.ndarray) -> np.ndarray:
-    return np.einsum("nchw,kc->nkhw", embeddings, class_embeddings, optimize=True).argmax(axis=1)
+def miou(prediction: np.ndarray, target: np.ndarray, num_classes: int) -> float:
+    """mIoU of `prediction` against `target` (label maps of any shape; 255 = ignore), `runtime.metrics`' definition."""
+    matrix = ConfusionMatrix(num_classes)
+    matrix.update(prediction, target)
+    return matrix.compute().miou
 
 
-def _run(session, windows: np.ndarray, batch_size: int, input_name: str, output_name: str) -> np.ndarray:
-    return np.concatenate([session.run([output_name], {input_name: np.ascontiguousarray(windows[i:i + batch_size])})[0]
-                           for i in range(0, len(windows), batch_size)])
+def evaluate_int8(fp32, int8, windows: np.ndarray, class_embeddings: np.ndarray, labels: np.ndarray | None = None,
+                  batch_size: int = 4, fp32_embeddings: np.ndarray | None = None) -> dict[str, float]:
+    """Accuracy of the int8 graph against the fp32 one on `windows` (and on `labels`, n x g x g, if given).
 
-
-def evaluate_int8(fp32_session, int8_session, windows: np.ndarray, class_embeddings: np.ndarray,
-                  labels: np.ndarray | None = None, batch_size: int = 4, input_name: str = "image",
-                  output_name: str = "embeddings", fp32_embeddings: np.ndarray | None = None) -> dict[str, float]:
-    """Accuracy of the int8 graph against the fp32 one on `windows` (and on `labels`, n x g x g, if given)."""
+    `fp32` and `int8` are engines (`runtime.engines.OrtEngine`); `fp32_embeddings` saves running fp32 again."""
     class_embeddings = np.asarray(class_embeddings, dtype=np.float32)
     num_classes = len(class_embeddings)
-    ref = fp32_embeddings if fp32_embeddings is not None else _run(fp32_session, windows, batch_size, input_name, output_name)
-    out = _run(int8_session, windows, batch_size, input_name, output_name)
-    ref_labels, out_labels = _labels(ref, class_embeddings), _labels(out, class_embeddings)
-    cos = (out * ref).sum(axis=1) / np.maximum(np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1), 1e-12)
+    ref = fp32_embeddings if fp32_embeddings is not None else fp32.run(windows, batch_size)
+    out = int8.run(windows, batch_size)
+    ref_labels, out_labels = window_labels(ref, class_embeddings), window_labels(out, class_embeddings)
     result = {
         "num_windows": int(len(windows)),
         "num_classes": int(num_classes),
         "label_agreement": float((ref_labels == out_labels).mean()),
-        "miou_vs_fp32": miou(confusion(out_labels, ref_labels, num_classes)),
-        "mean_cosine": float(cos.mean()),
+        "miou_vs_fp32": miou(out_labels, ref_labels, num_classes),
+        "mean_cosine": float(pixel_cosines(out, ref).mean()),
         "max_abs_err": float(np.abs(out - ref).max()),
     }
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != ref_labels.shape:
             raise CalibrationError(f"labels {labels.shape} do not match the prediction grid {ref_labels.shape}")
-        m32 = miou(confusion(ref_labels, labels, num_classes))
-        m8 = miou(confusion(out_labels, labels, num_classes))
+        m32 = miou(ref_labels, labels, num_classes)
+        m8 = miou(out_labels, labels, num_classes)
         result.update({"miou_fp32": m32, "miou_int8": m8, "miou_drop": m32 - m8})
     return result
 
 
 __all__ = ["quantize_int8", "evaluate_int8", "QuantizeResult", "activation_matmuls", "label_windows",
-           "read_labelled_set", "confusion", "miou", "QUANTIZED_OP_TYPES", "CALIBRATION_METHODS"]
+           "read_labelled_set", "miou", "QUANTIZED_OP_TYPES", "CALIBRATION_METHODS"]

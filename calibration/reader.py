@@ -3,23 +3,25 @@
 Preprocessing follows docs/inference-contract.md, "Preprocessing" and "Sliding windows": resize
 the shorter side to `short_side` (cv2 INTER_LINEAR on uint8), scale to [0, 1], CLIP mean/std
 normalise, zero-pad to multiples of the output stride, cut mmseg sliding windows of `window`
-pixels every `stride` pixels and zero-pad each to `window x window`. With the defaults
-(`short_side = window`, `stride = window // 2`) a typical 4:3 photo gives 2-3 windows, so the
-calibration statistics are those of the windows the runtime will actually feed the model.
+pixels every `stride` pixels and zero-pad each to `window x window`. With an export's settings
+(`InferenceSettings.for_window`: short side = window, stride = window / 2) a typical 4:3 photo gives
+2-3 windows, so the calibration statistics are those of the windows the runtime will actually feed the model.
 
 numpy + OpenCV only (no torch), built on `runtime.preprocess`: the same code serves the
 export's parity check and the onnxruntime calibration reader.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
 
-from runtime.preprocess import prepare
+from runtime.contract import INPUT_NAME, InferenceSettings
+from runtime.errors import RuntimeInputError, SettingsError
+from runtime.preprocess import check_image, prepare
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -30,47 +32,38 @@ class CalibrationError(ValueError):
 
 @dataclass(frozen=True)
 class Preprocess:
-    """The contract's preprocessing parameters (mean/std per RGB channel, sizes in pixels)."""
+    """The contract's preprocessing of one model: the inference settings plus the model's normalisation
+    (mean/std per RGB channel) and output stride."""
 
-    window: int
+    settings: InferenceSettings
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     output_stride: int
-    short_side: int | None = None  # None: the window
-    stride: int | None = None  # None: window // 2, rounded down to a multiple of the output stride
 
     def __post_init__(self) -> None:
-        if self.window <= 0 or self.window % self.output_stride:
-            raise CalibrationError(f"window {self.window} must be a positive multiple of the output stride {self.output_stride}")
-        if self.stride is not None and not (0 < self.stride <= self.window and self.stride % self.output_stride == 0):
-            raise CalibrationError(f"stride {self.stride} must be a multiple of the output stride {self.output_stride} in (0, {self.window}]")
-        if self.short_side is not None and self.short_side <= 0:
-            raise CalibrationError(f"short_side must be positive, got {self.short_side}")
+        try:
+            self.settings.validate(self.output_stride)
+        except SettingsError as err:
+            raise CalibrationError(f"calibration preprocessing: {err}") from None
 
     @property
-    def resolved_short_side(self) -> int:
-        return self.short_side or self.window
-
-    @property
-    def resolved_stride(self) -> int:
-        if self.stride:
-            return self.stride
-        return max(self.output_stride, (self.window // 2) // self.output_stride * self.output_stride)
+    def window(self) -> int:
+        return self.settings.window
 
     def windows(self, image: np.ndarray) -> np.ndarray:
         """RGB uint8 H x W x 3 -> float32 n x 3 x window x window (all sliding windows of the image)."""
-        return image_windows(image, self.window, self.resolved_stride, self.resolved_short_side,
-                             self.output_stride, self.mean, self.std)
+        return image_windows(image, self.settings, self.output_stride, self.mean, self.std)
 
 
-def image_windows(image: np.ndarray, window: int, stride: int, short_side: int, output_stride: int,
+def image_windows(image: np.ndarray, settings: InferenceSettings, output_stride: int,
                   mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """The contract's preprocessing + sliding windows of one RGB uint8 image (the runtime's own code,
     so calibration statistics are those of the windows the runtime feeds the model)."""
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
-        got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise CalibrationError(f"calibration image must be RGB uint8 H x W x 3, got {got}")
-    return prepare(np.ascontiguousarray(image), short_side, window, stride, output_stride,
+    try:
+        image = check_image(image, "calibration image")  # the runtime's checks and lossless conversions
+    except RuntimeInputError as err:
+        raise CalibrationError(str(err)) from None
+    return prepare(np.ascontiguousarray(image), settings, output_stride,
                    np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)).crops
 
 
@@ -165,7 +158,7 @@ class ImageFolderCalibrationReader(_base_reader()):  # type: ignore[misc]
     calibrator may read the data more than once).
     """
 
-    def __init__(self, source: str | Path | Sequence[np.ndarray], preprocess: Preprocess, input_name: str = "image",
+    def __init__(self, source: str | Path | Sequence[np.ndarray], preprocess: Preprocess, input_name: str = INPUT_NAME,
                  limit: int | None = 64, max_windows: int | None = None, batch_size: int = 1):
         if batch_size < 1:
             raise CalibrationError(f"batch_size must be >= 1, got {batch_size}")

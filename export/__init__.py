@@ -1,6 +1,13 @@
-"""export: `mgca-export` — checkpoint -> bundle (ONNX fp32, int8 QDQ ONNX, TensorRT engines, text cache, manifest).
+"""export: `mgca-export` — a trained model -> bundle (ONNX fp32, int8 QDQ ONNX, TensorRT engines, text cache, manifest).
 
-Modules: `onnx_export` (the graph), `parity` (ONNX vs PyTorch), `text_cache` (vocabulary embeddings
-writer), `tensorrt_build` (optional TensorRT engines), `bundle` (manifest), `cli` (`main`).
+    from export import ExportOptions, export_bundle
+    export_bundle(model, "bundle/", ExportOptions(vocab=["road", "sky"], int8=True))
+
+Modules: `pipeline` (`export_bundle`, the whole export), `onnx_export` (the graph), `parity` (ONNX vs
+PyTorch), `text_cache` (vocabulary embeddings), `tensorrt_build` (optional TensorRT engines), `cli`
+(`main`: arguments -> ExportOptions). The bundle's format is `runtime.bundle`'s and `runtime.text_cache`'s.
 Imports torch and mgca; `runtime/` never imports this package. See export/README.md.
 """
+from .pipeline import ExportOptions, ExportOptionsError, ExportResult, export_bundle
+
+__all__ = ["ExportOptions", "ExportOptionsError", "ExportResult", "export_bundle"]

@@ -26,14 +26,12 @@ import torch
 from torch import nn
 
 from mgca.clip_backbone import sha256_tensors
+from runtime.contract import DEFAULT_SETTINGS, INPUT_NAME, ONNX_FORMAT, OUTPUT_NAME
+from runtime.contract import check_window as check_contract_window
+from runtime.errors import SettingsError
+from runtime.files import atomic_path
 
-from ._files import atomic_path
-
-ONNX_FORMAT = "mgca-onnx/1"
-INPUT_NAME = "image"
-OUTPUT_NAME = "embeddings"
 OPSET = 18
-DEFAULT_WINDOW = 448
 
 
 class ExportError(RuntimeError):
@@ -52,12 +50,11 @@ class PixelEmbeddingGraph(nn.Module):
 
 
 def check_window(model: nn.Module, window: int) -> int:
-    """`window` if it is a positive multiple of the patch size and output stride, else ExportError."""
-    patch = int(model.backbone.patch_size)
-    stride = int(model.output_stride)
-    if not isinstance(window, int) or window <= 0 or window % patch or window % stride:
-        raise ExportError(f"window {window} must be a positive multiple of the patch size {patch} and the output stride {stride} (e.g. 448)")
-    return window
+    """`window` if it is a positive multiple of the model's patch size and output stride, else ExportError."""
+    try:
+        return check_contract_window(window, int(model.output_stride), int(model.backbone.patch_size))
+    except SettingsError as err:
+        raise ExportError(str(err)) from None
 
 
 def decoder_sha256(model: nn.Module) -> str:
@@ -111,11 +108,11 @@ def _quiet_exporter():
             warnings.simplefilter("ignore")
             yield sink
     finally:
-        for lg, level in zip(loggers, levels):
+        for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
 
 
-def export_onnx(model: nn.Module, path: str | Path, window: int = DEFAULT_WINDOW, optimize: bool = True,
+def export_onnx(model: nn.Module, path: str | Path, window: int = DEFAULT_SETTINGS.window, optimize: bool = True,
                 example_batch: int = 2, extra_metadata: dict[str, str] | None = None) -> Path:
     """Export `model.pixel_embeddings` at a fixed `window` with a dynamic batch; check and return the file.
 
@@ -199,12 +196,15 @@ def check_graph(path: str | Path, model: nn.Module, window: int) -> None:
                           f"expected [{INPUT_NAME!r}] -> [{OUTPUT_NAME!r}]")
     in_dims, out_dims = _dims(inputs[0]), _dims(outputs[0])
     if not isinstance(in_dims[0], str) or in_dims[1:] != [3, window, window]:
-        raise ExportError(f"{path}: input {INPUT_NAME} has shape {in_dims}, expected [batch, 3, {window}, {window}] with a dynamic batch")
+        raise ExportError(f"{path}: input {INPUT_NAME} has shape {in_dims}, expected [batch, 3, {window}, {window}] "
+                          "with a dynamic batch")
     if out_dims[1:] != [int(model.embed_dim), grid, grid]:
-        raise ExportError(f"{path}: output {OUTPUT_NAME} has shape {out_dims}, expected [batch, {model.embed_dim}, {grid}, {grid}]")
-    if inputs[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT or outputs[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+        raise ExportError(f"{path}: output {OUTPUT_NAME} has shape {out_dims}, expected [batch, "
+                          f"{model.embed_dim}, {grid}, {grid}]")
+    types = (inputs[0].type.tensor_type.elem_type, outputs[0].type.tensor_type.elem_type)
+    if types != (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT):
         raise ExportError(f"{path}: input and output must be float32")
 
 
 __all__ = ["ExportError", "PixelEmbeddingGraph", "export_onnx", "check_graph", "graph_metadata", "read_metadata",
-           "decoder_sha256", "check_window", "INPUT_NAME", "OUTPUT_NAME", "OPSET", "ONNX_FORMAT", "DEFAULT_WINDOW"]
+           "decoder_sha256", "check_window", "OPSET"]

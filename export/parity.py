@@ -12,14 +12,16 @@ fp32 must reach `rel_err <= 1e-4` or the export fails (ParityError); int8 is onl
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from .onnx_export import INPUT_NAME, OUTPUT_NAME
+from runtime.engines import OrtEngine, in_batches
+from runtime.postprocess import pixel_cosines, window_labels
 
 FP32_REL_TOL = 1e-4
 
@@ -56,30 +58,13 @@ class ParityReport:
                 f"label agreement {self.label_agreement:.4%} ({self.num_classes} classes)")
 
 
-def ort_session(path: str | Path, threads: int = 0, spinning: bool = False):
-    """A CPU onnxruntime session with full graph optimisation and, by default, no thread spinning
-    (runtime.OrtEngine's settings)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = int(threads)
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-
-
-def run_session(session, windows: np.ndarray, batch_size: int = 4) -> np.ndarray:
-    outs = [session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(windows[i:i + batch_size])})[0]
-            for i in range(0, len(windows), batch_size)]
-    return np.concatenate(outs)
-
-
 @torch.no_grad()
 def run_torch(model: torch.nn.Module, windows: np.ndarray, batch_size: int = 4) -> np.ndarray:
-    outs = [model.pixel_embeddings(torch.from_numpy(np.ascontiguousarray(windows[i:i + batch_size]))).float().numpy()
-            for i in range(0, len(windows), batch_size)]
-    return np.concatenate(outs)
+    """`model.pixel_embeddings` of `windows`, `batch_size` at a time, as the engine runs them."""
+    def run(batch: np.ndarray) -> np.ndarray:
+        return model.pixel_embeddings(torch.from_numpy(np.ascontiguousarray(batch))).float().numpy()
+
+    return in_batches(run, windows, batch_size)
 
 
 def random_class_embeddings(num_classes: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -87,19 +72,14 @@ def random_class_embeddings(num_classes: int, dim: int, seed: int = 0) -> np.nda
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def labels_of(embeddings: np.ndarray, class_embeddings: np.ndarray) -> np.ndarray:
-    """N x C x h x w embeddings, K x C classes -> N x h x w argmax labels."""
-    scores = np.einsum("nchw,kc->nkhw", embeddings, class_embeddings, optimize=True)
-    return scores.argmax(axis=1)
-
-
 def compare(test: np.ndarray, reference: np.ndarray, class_embeddings: np.ndarray) -> dict[str, float]:
     """Parity figures of `test` against `reference` (both N x C x h x w)."""
     test = test.astype(np.float64)
     reference = reference.astype(np.float64)
     diff = test - reference
-    cos = (test * reference).sum(axis=1) / np.maximum(np.linalg.norm(test, axis=1) * np.linalg.norm(reference, axis=1), 1e-12)
-    agree = labels_of(test.astype(np.float32), class_embeddings) == labels_of(reference.astype(np.float32), class_embeddings)
+    cos = pixel_cosines(test, reference)
+    test_labels = window_labels(test.astype(np.float32), class_embeddings)
+    agree = test_labels == window_labels(reference.astype(np.float32), class_embeddings)
     return {
         "max_abs_err": float(np.abs(diff).max()),
         "rel_err": float(np.linalg.norm(diff) / max(np.linalg.norm(reference), 1e-30)),
@@ -121,29 +101,33 @@ def parity_windows(preprocess, images: Sequence[np.ndarray] | None, num_random: 
     if images:
         sets["images"] = windows_of(images, preprocess, max_windows)
     elif num_synthetic:
-        sets["synthetic"] = windows_of(synthetic_images(num_synthetic, (win * 3 // 4, win), seed=seed), preprocess, max_windows)
+        sets["synthetic"] = windows_of(synthetic_images(num_synthetic, (win * 3 // 4, win), seed=seed), preprocess,
+                                       max_windows)
     return sets
 
 
 def check_parity(model: torch.nn.Module, onnx_path: str | Path, window_sets: dict[str, np.ndarray],
                  class_embeddings: np.ndarray | None = None, precision: str = "fp32",
-                 tolerance: float | None = FP32_REL_TOL, batch_size: int = 4, session=None,
+                 tolerance: float | None = FP32_REL_TOL, batch_size: int = 4, engine: OrtEngine | None = None,
                  reference: dict[str, np.ndarray] | None = None) -> ParityReport:
-    """Run `onnx_path` in onnxruntime (CPU) and `model` in PyTorch on every window set and compare.
+    """Run `onnx_path` in onnxruntime (CPU, the runtime's `OrtEngine`) and `model` in PyTorch on every window set
+    and compare.
 
-    `reference` (torch outputs per set) can be passed to avoid recomputing them for a second graph.
+    `engine` (an OrtEngine of `onnx_path`) and `reference` (torch outputs per set) can be passed to avoid
+    building or recomputing them for a second graph.
     Raises ParityError when `tolerance` is set and the relative error exceeds it.
     """
-    session = session or ort_session(onnx_path)
+    engine = engine or OrtEngine(onnx_path, device="cpu")
     if class_embeddings is None:
         class_embeddings = random_class_embeddings(20, int(model.embed_dim))
     class_embeddings = np.asarray(class_embeddings, dtype=np.float32)
     tests, refs, per_set = [], [], {}
     for name, windows in window_sets.items():
         ref = reference[name] if reference and name in reference else run_torch(model, windows, batch_size)
-        out = run_session(session, windows, batch_size)
+        out = engine.run(windows, batch_size)
         if out.shape != ref.shape:
-            raise ParityError(f"{onnx_path}: onnxruntime output {out.shape} differs in shape from PyTorch's {ref.shape}")
+            raise ParityError(f"{onnx_path}: onnxruntime output {out.shape} differs in shape from PyTorch's "
+                              f"{ref.shape}")
         if not np.isfinite(out).all():
             raise ParityError(f"{onnx_path}: onnxruntime output has non-finite values on the {name!r} windows")
         per_set[name] = compare(out, ref, class_embeddings)
@@ -158,5 +142,5 @@ def check_parity(model: torch.nn.Module, onnx_path: str | Path, window_sets: dic
     return report
 
 
-__all__ = ["ParityError", "ParityReport", "check_parity", "compare", "labels_of", "ort_session", "parity_windows",
-           "random_class_embeddings", "run_session", "run_torch", "FP32_REL_TOL"]
+__all__ = ["ParityError", "ParityReport", "check_parity", "compare", "parity_windows", "random_class_embeddings",
+           "run_torch", "FP32_REL_TOL"]

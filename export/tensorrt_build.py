@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ._files import atomic_write_bytes
+from runtime.contract import INPUT_NAME
+from runtime.files import atomic_write_bytes
 
 TRT_MISSING = "TensorRT is not installed: pip install 'mgca[trt]' on a machine with an NVIDIA GPU"
 FP32_ONNX_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "ReduceL2", "ReduceSumSquare", "Pow", "Sqrt")
@@ -96,7 +97,8 @@ def _onnx_names_of_sensitive_nodes(onnx_path: Path) -> list[str]:
 
 def _pin_fp32(trt, network, sensitive_node_names: list[str]) -> int:
     """Force overflow-prone layers to fp32 (weakly typed networks); returns how many were pinned."""
-    layer_types = {getattr(trt.LayerType, name) for name in ("NORMALIZATION", "SOFTMAX", "REDUCE") if hasattr(trt.LayerType, name)}
+    layer_types = {getattr(trt.LayerType, name) for name in ("NORMALIZATION", "SOFTMAX", "REDUCE")
+                   if hasattr(trt.LayerType, name)}
     pinned = 0
     for index in range(network.num_layers):
         layer = network.get_layer(index)
@@ -140,8 +142,9 @@ def fp16_onnx(fp32_path: str | Path, out_path: str | Path) -> Path:
 
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str, window: int,
-                 input_name: str = "image", min_batch: int = 1, opt_batch: int | None = None, max_batch: int = 16,
-                 workspace_gib: float = 4.0, timing_cache: str | Path | None = None, verbose: bool = False) -> EngineResult:
+                 input_name: str = INPUT_NAME, min_batch: int = 1, opt_batch: int | None = None, max_batch: int = 16,
+                 workspace_gib: float = 4.0, timing_cache: str | Path | None = None,
+                 verbose: bool = False) -> EngineResult:
     """Build and serialise an engine. `onnx_path` is the fp32 graph for fp16, the QDQ graph for int8."""
     if precision not in ("fp16", "int8"):
         raise ValueError(f"TensorRT precision must be 'fp16' or 'int8', got {precision!r}")
@@ -157,7 +160,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
     try:
         builder = trt.Builder(logger)
     except Exception as err:  # noqa: BLE001 - no CUDA device / driver
-        raise TensorRTUnavailable(f"TensorRT cannot create a builder ({_one_line(err, 200)}); it needs an NVIDIA GPU with a working driver") from None
+        raise TensorRTUnavailable(f"TensorRT cannot create a builder ({_one_line(err, 200)}); it needs an NVIDIA GPU "
+                                  "with a working driver") from None
     if builder is None:
         raise TensorRTUnavailable("TensorRT cannot create a builder; it needs an NVIDIA GPU with a working driver")
 
@@ -208,7 +212,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise TensorRTBuildError(f"TensorRT failed to build a {precision} engine from {onnx_path.name}; see the TensorRT log above")
+        raise TensorRTBuildError(f"TensorRT failed to build a {precision} engine from {onnx_path.name}; see the "
+                                 "TensorRT log above")
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(engine_path, memoryview(serialized))
     if cache_path is not None:

@@ -7,11 +7,12 @@ frozen CLIP weights are never copied into it.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from runtime.files import atomic_path
 
 from .config import Config, ConfigError, DecoderConfig, config_from_dict
 
@@ -25,17 +26,10 @@ class CheckpointError(ValueError):
 def atomic_torch_save(path: str | Path, obj: Any) -> Path:
     """`torch.save` via a temporary file + rename, so a crash never leaves half a file (or loses the old one)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(obj, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
     return path
 
 
@@ -52,9 +46,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(err).__name__}); use an earlier checkpoint or retrain") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(err).__name__}); use an earlier "
+                              "checkpoint or retrain") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not an mgca checkpoint (format {payload.get('format') if isinstance(payload, dict) else None!r}, expected {CHECKPOINT_FORMAT!r}); pass a file written by `python -m mgca.train`")
+        raise CheckpointError(f"{path} is not an mgca checkpoint (format "
+                              f"{payload.get('format') if isinstance(payload, dict) else None!r}, expected "
+                              f"{CHECKPOINT_FORMAT!r}); pass a file written by `python -m mgca.train`")
     return payload
 
 
@@ -62,7 +59,8 @@ def config_of(payload: dict[str, Any]) -> Config:
     try:
         return config_from_dict(payload["config"])
     except (KeyError, ConfigError) as err:
-        raise CheckpointError(f"checkpoint config is unreadable ({err}); the file was written by an incompatible mgca version") from None
+        raise CheckpointError(f"checkpoint config is unreadable ({err}); the file was written by an "
+                              "incompatible mgca version") from None
 
 
 def check_backbone_matches(recorded: dict[str, str], actual: dict[str, str], where: str) -> None:
@@ -97,5 +95,6 @@ def load_model(path: str | Path, clip_weights: str | None = None, device: str | 
         try:
             model.decoder.load_state_dict(payload["decoder"])
         except (KeyError, RuntimeError) as err:
-            raise CheckpointError(f"checkpoint {path} decoder weights do not fit decoder config {cfg.decoder} ({str(err).splitlines()[0]})") from None
+            raise CheckpointError(f"checkpoint {path} decoder weights do not fit decoder config {cfg.decoder} "
+                                  f"({str(err).splitlines()[0]})") from None
     return model.to(device).eval(), cfg

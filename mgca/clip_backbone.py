@@ -10,21 +10,21 @@ import hashlib
 import json
 import warnings
 import zipfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import open_clip
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import BackboneConfig
+from runtime.contract import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from .config import BackboneConfig
 
 
 class BackboneError(ValueError):
@@ -62,7 +62,8 @@ def model_config(arch: str) -> dict[str, Any]:
         cfg = open_clip.get_model_config(arch)
     if cfg is None:
         known = ", ".join(open_clip.list_models()[:8])
-        raise BackboneError(f"unknown CLIP architecture {arch!r}; use mgca-tiny or an open_clip name such as {known}, ...")
+        raise BackboneError(f"unknown CLIP architecture {arch!r}; use mgca-tiny or an open_clip name "
+                            f"such as {known}, ...")
     return dict(cfg)
 
 
@@ -74,20 +75,24 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
         try:
             return load_file(str(path)), False
         except Exception as err:  # safetensors raises several error types for bad files
-            raise BackboneError(f"CLIP checkpoint {path} is not a readable safetensors file ({err}); re-download or re-save it") from None
+            raise BackboneError(f"CLIP checkpoint {path} is not a readable safetensors file ({err}); "
+                                "re-download or re-save it") from None
     is_jit = zipfile.is_zipfile(path) and any(n.endswith("constants.pkl") for n in zipfile.ZipFile(path).namelist())
     try:
         if is_jit:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load is deprecated; OpenAI files need it
+                # torch.jit.load is deprecated; OpenAI files need it
+                warnings.simplefilter("ignore", DeprecationWarning)
                 return torch.jit.load(str(path), map_location="cpu").state_dict(), True
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:
-        raise BackboneError(f"CLIP checkpoint {path} is corrupt or not a PyTorch file ({type(err).__name__}); re-download it") from None
+        raise BackboneError(f"CLIP checkpoint {path} is corrupt or not a PyTorch file "
+                            f"({type(err).__name__}); re-download it") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise BackboneError(f"CLIP checkpoint {path} holds no state dict of tensors; give CLIP weights (OpenAI .pt or open_clip .pt/.safetensors)")
+        raise BackboneError(f"CLIP checkpoint {path} holds no state dict of tensors; give CLIP weights (OpenAI .pt or "
+                            "open_clip .pt/.safetensors)")
     return obj, False
 
 
@@ -132,13 +137,15 @@ def build_clip_model(cfg: BackboneConfig) -> tuple[nn.Module, str]:
     """An open_clip CLIP with the requested weights; returns (model, source description)."""
     arch_cfg = model_config(cfg.arch)
     if arch_cfg.get("custom_text") or "hf_model_name" in arch_cfg.get("text_cfg", {}):
-        raise BackboneError(f"architecture {cfg.arch!r} uses a Hugging Face text tower; mgca supports CLIP's own text transformer")
+        raise BackboneError(f"architecture {cfg.arch!r} uses a Hugging Face text tower; mgca supports CLIP's own "
+                            "text transformer")
     state, is_openai = None, False
     path = None
     if cfg.checkpoint is not None:
         path = Path(cfg.checkpoint).expanduser()
         if not path.is_file():
-            raise BackboneError(f"CLIP checkpoint {path} does not exist; pass the local path of the weights (nothing is downloaded)")
+            raise BackboneError(f"CLIP checkpoint {path} does not exist; pass the local path of the weights "
+                                "(nothing is downloaded)")
         state, is_openai = _read_state_dict(path)
     quick_gelu = cfg.quick_gelu if cfg.quick_gelu is not None else (is_openai or arch_cfg.get("quick_gelu", False))
     arch_cfg["quick_gelu"] = quick_gelu
@@ -166,7 +173,8 @@ class FrozenCLIP(nn.Module):
             raise BackboneError(f"dense_mode {dense_mode!r} is not 'tcl' or 'maskclip'")
         last = clip.visual.transformer.resblocks[-1]
         if not isinstance(getattr(last, "attn", None), nn.MultiheadAttention):
-            raise BackboneError(f"architecture {arch!r} has no standard attention block; dense features need a plain ViT CLIP")
+            raise BackboneError(f"architecture {arch!r} has no standard attention block; dense features need "
+                                "a plain ViT CLIP")
         self.clip = clip
         self.arch = arch
         self.source = source
@@ -180,7 +188,7 @@ class FrozenCLIP(nn.Module):
     def _make_tokenizer(arch: str, context_length: int):
         return open_clip.tokenizer.SimpleTokenizer(context_length=context_length)
 
-    def train(self, mode: bool = True) -> "FrozenCLIP":
+    def train(self, mode: bool = True) -> FrozenCLIP:
         """Always eval: the encoders are frozen (dropout and norm statistics never change)."""
         return super().train(False)
 
@@ -246,7 +254,8 @@ class FrozenCLIP(nn.Module):
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
         if height % patch or width % patch:
-            raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {patch}; pad or resize it")
+            raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {patch}; "
+                             "pad or resize it")
         visual = self.clip.visual
         x = visual.conv1(images.to(visual.conv1.weight.dtype))
         batch, _, grid_h, grid_w = x.shape
@@ -276,10 +285,12 @@ class FrozenCLIP(nn.Module):
         return self.clip.encode_text(self.tokenize(texts).to(device), normalize=normalize)
 
     @torch.no_grad()
-    def class_embeddings(self, class_names: Sequence[str], templates: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+    def class_embeddings(self, class_names: Sequence[str], templates: Sequence[str],
+                         batch_size: int = 256) -> torch.Tensor:
         """(K, C) L2-normalised class embeddings: each class's normalised prompt embeddings averaged (TCL/CLIP)."""
         prompts = [template.format(name) for name in class_names for template in templates]
-        chunks = [self.encode_text(prompts[i:i + batch_size], normalize=True) for i in range(0, len(prompts), batch_size)]
+        chunks = [self.encode_text(prompts[i:i + batch_size], normalize=True)
+                  for i in range(0, len(prompts), batch_size)]
         features = torch.cat(chunks).reshape(len(class_names), len(templates), -1).mean(dim=1)
         return F.normalize(features, dim=-1)
 

@@ -117,7 +117,8 @@ def pretrain_clip(arch: str, cfg: PretrainConfig, progress: bool = True) -> Pret
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.steps))
     losses: list[float] = []
     model.train()
-    bar = tqdm(range(cfg.steps), desc="pretrain tiny CLIP", unit="step", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(range(cfg.steps), desc="pretrain tiny CLIP", unit="step", disable=not progress, file=sys.stderr,
+               dynamic_ncols=True)
     for _ in bar:
         index = torch.randint(len(captions), (cfg.batch_size,), generator=generator)
         batch = _normalise(images[index.numpy()])

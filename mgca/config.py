@@ -109,7 +109,8 @@ class BenchmarkConfig:
     count: int = 200  # held-out images
     image_size: int = 96
     seed: int = 10_000  # never a training seed
-    # Inference settings; None takes the synthetic benchmark's protocol (mgca.evalsets.specs: 96 px, windows 64/32, "a {}").
+    # Inference settings; None takes the synthetic benchmark's protocol
+    # (mgca.evalsets.specs: 96 px, windows 64/32, "a {}").
     short_side: int | None = None
     window: int | None = None
     stride: int | None = None
@@ -162,7 +163,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             value = [v for v in value.strip("()[] ").split(",") if v.strip()]
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{where}: expected {len(args)} values like 'a,b', got {value!r}")
-        return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args, strict=True))
     if annotation is bool:
         if isinstance(value, bool):
             return value
@@ -234,6 +235,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML ({err.__class__.__name__}); fix its syntax") from None
+            raise ConfigError(f"config file {path} is not valid YAML ({err.__class__.__name__}); "
+                              "fix its syntax") from None
     data = _merge(data, parse_overrides(overrides or []))
     return config_from_dict(data, cls)

@@ -57,3 +57,19 @@ def build_decoder(cfg: DecoderConfig, channels: int) -> nn.Module:
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def perturb_decoder(decoder: nn.Module, seed: int = 0, scale: float = 0.02) -> nn.Module:
+    """Open the gates (0.5) and jitter the conv weights of an untrained decoder, in place.
+
+    At init the gates are 0: the decoder is the identity and its conv weights get no gradient (tanh(0) = 0).
+    Tests and the random-init rows of the benchmarks use this to exercise a decoder that does something.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in decoder.named_parameters():
+            if name.endswith("gate"):
+                param.fill_(0.5)
+            elif name.endswith("conv.weight"):
+                param.add_(scale * torch.randn(param.shape, generator=generator, dtype=param.dtype))
+    return decoder

@@ -29,7 +29,8 @@ def ensure_clip_weights(cfg: Config, progress: bool = True) -> str | None:
         raise ConfigError("pretrain.enabled under torchrun: pretrain the tiny CLIP once in a single process first "
                           "(python -m mgca.train with the same config), then launch torchrun")
     report = pretrain_clip(cfg.backbone.arch, cfg.pretrain, progress=progress)
-    cfg.backbone.checkpoint = str(report.path.resolve())  # absolute: the checkpoint records it, and may be used from elsewhere
+    # absolute: the checkpoint records it, and may be used from elsewhere
+    cfg.backbone.checkpoint = str(report.path.resolve())
     return report.describe()
 
 
@@ -37,16 +38,17 @@ def benchmark_root(cfg: Config) -> Path:
     return Path(cfg.benchmark.root) if cfg.benchmark.root else Path(cfg.train.output_dir) / "synthetic_benchmark"
 
 
-def run_benchmark(cfg: Config, model, device: torch.device, output_dir: Path, progress: bool = True) -> tuple[str, Path, Path]:
+def run_benchmark(cfg: Config, model, device: torch.device, output_dir: Path,
+                  progress: bool = True) -> tuple[str, Path, Path]:
     """Write (or reuse) the held-out benchmark, score the four cells, save JSON and the comparison picture.
 
     Returns (printed table, JSON path, picture path).
     """
-    from .quality import benchmark_table, row_predictors
-    from .pairs.synthetic import write_benchmark
     from .evalsets import get_spec, open_dataset
     from .inference import InferenceConfig
+    from .pairs.synthetic import write_benchmark
     from .plotting import plot_segmentation_grid
+    from .quality import benchmark_table, row_predictors
 
     bench = cfg.benchmark
     root = write_benchmark(benchmark_root(cfg), bench.count, bench.image_size, bench.seed, progress=progress)

@@ -25,7 +25,7 @@ plain forward/backward step.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, ContextManager
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -48,8 +48,8 @@ class GradCache:
     """Collects the micro-batches of one optimizer step, then backpropagates the full-batch loss."""
 
     def __init__(self, forward: Callable[[Tensor], Tensor], loss_fn: MGCALoss, info: DistInfo,
-                 micro_batches: int, autocast: Callable[[], ContextManager],
-                 no_sync: Callable[[], ContextManager] = contextlib.nullcontext):
+                 micro_batches: int, autocast: Callable[[], contextlib.AbstractContextManager],
+                 no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext):
         self.forward = forward
         self.loss_fn = loss_fn
         self.info = info
@@ -95,7 +95,7 @@ class GradCache:
             norms = {"v_norm": pixels.norm(dim=-1).mean(), "t_norm": text.norm(dim=-1).mean()}
         grads = (local.grad * self.info.world_size).split(sizes)
         del pixels, local
-        for index, (cached_features, graph, grad) in enumerate(zip(features, graphs, grads)):
+        for index, (cached_features, graph, grad) in enumerate(zip(features, graphs, grads, strict=True)):
             last = index == len(grads) - 1
             with contextlib.nullcontext() if last else self.no_sync():
                 if graph is not None:

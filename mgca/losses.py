@@ -110,7 +110,7 @@ class MGCALoss(nn.Module):
                 parts.append(checkpoint(self._chunk_logits, block, text, start, scale, use_reentrant=False))
             else:
                 parts.append(self._chunk_logits(block, text, start, scale))
-        return PairLogits(*(None if column[0] is None else torch.cat(column) for column in zip(*parts)))
+        return PairLogits(*(None if column[0] is None else torch.cat(column) for column in zip(*parts, strict=True)))
 
     def _chunk_logits(self, block: Tensor, text: Tensor, start: int, scale: float) -> PairLogits:
         """Logit rows for images start .. start+len(block)-1 against all texts."""

@@ -1,13 +1,14 @@
 """Training pictures: the loss curve PNG people look at after a run."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 
-def plot_loss_curve(history: Sequence[dict[str, float]], path: str | Path, terms: Sequence[str] = ("loss", "obj", "reg", "pix")) -> Path:
+def plot_loss_curve(history: Sequence[dict[str, float]], path: str | Path,
+                    terms: Sequence[str] = ("loss", "obj", "reg", "pix")) -> Path:
     """Plot each loss term against the optimizer step (total bold), and the learning rate beneath."""
     import matplotlib
 

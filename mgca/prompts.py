@@ -21,6 +21,9 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
 }
 
 
+DEFAULT_TEMPLATE_SET = "tcl"  # the evaluation prompts of the paper's comparisons (TCL's 9)
+
+
 def get_templates(name: str) -> tuple[str, ...]:
     """A named template set; an unknown name says which exist."""
     if name not in TEMPLATE_SETS:

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from .config import DecoderConfig
-from .evalsets import open_dataset
 from .decoder import build_decoder
+from .evalsets import open_dataset
 from .inference import InferenceConfig, SegmentationPredictor
 from .model import MGCA
 
@@ -65,29 +65,33 @@ def frozen_baseline(model: MGCA) -> MGCA:
     return MGCA(model.backbone, build_decoder(DecoderConfig(kind="none"), model.embed_dim)).eval()
 
 
-def row_predictors(model: MGCA, settings: InferenceConfig, units: int, class_names, device) -> dict[str, SegmentationPredictor]:
+def row_predictors(model: MGCA, settings: InferenceConfig, units: int, class_names,
+                   device) -> dict[str, SegmentationPredictor]:
     """One predictor per table row (frozen features, trained decoder) at `units`, with the vocabulary set."""
     config = InferenceConfig(**{**settings.to_dict(), "units": units})
     predictors = {}
-    for row, candidate in zip(ROWS, (frozen_baseline(model), model)):
+    for row, candidate in zip(ROWS, (frozen_baseline(model), model), strict=True):
         predictors[row] = SegmentationPredictor(candidate, config, device)
         predictors[row].set_classes(class_names)
     return predictors
 
 
 def benchmark_table(model: MGCA, root: str | Path, settings: InferenceConfig, device: torch.device | str = "cpu",
-                    units: tuple[int, ...] = (0, 36), dataset: str = "synthetic", progress: bool = True) -> BenchmarkTable:
+                    units: tuple[int, ...] = (0, 36), dataset: str = "synthetic",
+                    progress: bool = True) -> BenchmarkTable:
     """Evaluate frozen features and the trained decoder on `dataset` under `root` for each unit count."""
-    from .cli.eval import evaluate
+    from .evaluation import evaluate
 
     data = open_dataset(dataset, root)
     spec = data.spec
-    table = BenchmarkTable(spec.name, len(data), {k: v for k, v in settings.to_dict().items() if k != "units"}, tuple(units))
+    table = BenchmarkTable(spec.name, len(data), {k: v for k, v in settings.to_dict().items() if k != "units"},
+                           tuple(units))
     for row in ROWS:
         table.miou[row], table.per_class[row] = {}, {}
     for count in units:
         for row, predictor in row_predictors(model, settings, count, spec.prompt_classes, device).items():
             metrics, _ = evaluate(data, predictor.predict, progress=progress)
             table.miou[row][count] = float(metrics.miou)
-            table.per_class[row][count] = {name: float(iou) for name, iou in zip(metrics.class_names, metrics.iou)}
+            table.per_class[row][count] = {name: float(iou)
+                                           for name, iou in zip(metrics.class_names, metrics.iou, strict=True)}
     return table

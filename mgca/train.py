@@ -19,9 +19,10 @@ import math
 import random
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,13 +32,14 @@ from tqdm import tqdm
 from .checkpoint import CheckpointError, check_backbone_matches, config_of, load_checkpoint, save_checkpoint
 from .clip_backbone import BackboneError, is_bundled_arch
 from .config import Config, ConfigError, config_to_dict, load_config
-from .pairs import DataError, build_dataloader, build_train_transform
 from .decoder import count_parameters
+from .device import resolve_device
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, shutdown
 from .embedded import ensure_clip_weights, run_benchmark
 from .grad_cache import GradCache
 from .losses import MGCALoss
 from .model import MGCA, build_model
+from .pairs import DataError, build_dataloader, build_train_transform
 from .plotting import plot_loss_curve
 from .schedule import build_scheduler
 
@@ -61,12 +63,6 @@ class TrainResult:
     checkpoint: Path
     loss_curve: Path | None
     history: list[dict[str, float]]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
@@ -117,7 +113,8 @@ class Trainer:
         if self.device.type == "cuda" and self.info.enabled:
             self.device = torch.device("cuda", self.info.local_rank)
         if not cfg.data.source:
-            raise ConfigError("data.source is not set; give webdataset shards, a folder or csv/tsv of image,caption pairs, or 'synthetic'")
+            raise ConfigError("data.source is not set; give webdataset shards, a folder or csv/tsv of image,caption "
+                              "pairs, or 'synthetic'")
         self.output_dir = Path(cfg.train.output_dir)
         self.autocast_dtype = resolve_precision(cfg.train.precision, self.device)
         self.accum = accumulation_steps(cfg.train.global_batch, cfg.train.batch_size, self.info.world_size)
@@ -146,7 +143,8 @@ class Trainer:
         _, batches_per_epoch = epoch_batches(cfg, self.transform, self.info, 0, 0)
         self.steps_per_epoch = batches_per_epoch // self.accum
         if self.steps_per_epoch == 0:
-            raise ConfigError(f"one epoch has {batches_per_epoch} micro-batches, fewer than the {self.accum} an optimizer step needs; "
+            raise ConfigError(f"one epoch has {batches_per_epoch} micro-batches, fewer than the {self.accum} an "
+                              "optimizer step needs; "
                               "use more data or a smaller train.global_batch / train.batch_size")
         self.total_steps = cfg.optim.epochs * self.steps_per_epoch
         warmup = round(cfg.optim.warmup_epochs * self.steps_per_epoch)
@@ -193,7 +191,8 @@ class Trainer:
                 raise CheckpointError(f"cannot resume {path}: its {section} config differs from this run's; "
                                       "resume with the checkpoint's config (or start a new output_dir)")
         if "train_state" not in payload:
-            raise CheckpointError(f"{path} has no training state (an exported decoder?); resume from output_dir/last.pt")
+            raise CheckpointError(f"{path} has no training state (an exported decoder?); "
+                                  "resume from output_dir/last.pt")
         state = payload["train_state"]
         self.model.decoder.load_state_dict(payload["decoder"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -253,10 +252,11 @@ class Trainer:
         checkpoint_every = cfg.train.checkpoint_every or self.steps_per_epoch
         global_batch = cfg.train.batch_size * self.info.world_size * self.accum
         if self.info.is_main:
-            print(f"mgca.train: {cfg.backbone.arch} ({self.model.backbone.source}), decoder {count_parameters(self.model.decoder):,} params, "
-                  f"data {cfg.data.source}, device {self.device}, precision {self.autocast_dtype or 'fp32'}, world {self.info.world_size}, "
-                  f"global batch {global_batch} = {cfg.train.batch_size} x {self.info.world_size} x {self.accum} accum, "
-                  f"{self.steps_per_epoch} steps/epoch, {self.total_steps} steps total", flush=True)
+            print(f"mgca.train: {cfg.backbone.arch} ({self.model.backbone.source}), "
+                  f"decoder {count_parameters(self.model.decoder):,} params, data {cfg.data.source}, "
+                  f"device {self.device}, precision {self.autocast_dtype or 'fp32'}, world {self.info.world_size}, "
+                  f"global batch {global_batch} = {cfg.train.batch_size} x {self.info.world_size} x {self.accum} "
+                  f"accum, {self.steps_per_epoch} steps/epoch, {self.total_steps} steps total", flush=True)
         bar = tqdm(total=stop, initial=self.state.step, desc="train", unit="step", disable=not self.info.is_main,
                    dynamic_ncols=True, file=sys.stderr)
         tick, images_seen = time.perf_counter(), 0
@@ -283,9 +283,11 @@ class Trainer:
                 self.state.history.append(record)
                 tick, images_seen = time.perf_counter(), 0
                 if not all(math.isfinite(record[k]) for k in LOSS_TERMS):
-                    raise FloatingPointError(f"loss became {record['loss']} at step {self.state.step}; lower optim.lr or use train.precision=fp32")
+                    raise FloatingPointError(f"loss became {record['loss']} at step {self.state.step}; lower optim.lr "
+                                             "or use train.precision=fp32")
                 bar.update(1)
-                bar.set_postfix({k: f"{record[k]:.3f}" for k in LOSS_TERMS} | {"img/s": f"{record['images_per_s']:.1f}"})
+                shown = {k: f"{record[k]:.3f}" for k in LOSS_TERMS}
+                bar.set_postfix(shown | {"img/s": f"{record['images_per_s']:.1f}"})
                 epoch_done = self.state.batch_in_epoch >= usable
                 if epoch_done:
                     self.state.epoch, self.state.batch_in_epoch = epoch + 1, 0
@@ -295,7 +297,8 @@ class Trainer:
                     break
             else:
                 if self.state.batch_in_epoch < usable:
-                    raise RuntimeError(f"epoch {epoch} ended after {self.state.batch_in_epoch} of {usable} micro-batches; the data source shrank during training")
+                    raise RuntimeError(f"epoch {epoch} ended after {self.state.batch_in_epoch} of {usable} "
+                                       "micro-batches; the data source shrank during training")
         bar.close()
         if self.info.enabled:
             self._check_replicas_in_sync()
@@ -305,7 +308,8 @@ class Trainer:
             curve = plot_loss_curve(self.state.history, self.output_dir / "loss_curve.png")
             (self.output_dir / "history.json").write_text(json.dumps(self.state.history, indent=1))
             first, last = self.state.history[0]["loss"], self.state.history[-1]["loss"]
-            print(f"mgca.train: done, {self.state.step} steps, loss {first:.4f} -> {last:.4f}; checkpoint {checkpoint}, loss curve {curve}", flush=True)
+            print(f"mgca.train: done, {self.state.step} steps, loss {first:.4f} -> {last:.4f}; checkpoint "
+                  f"{checkpoint}, loss curve {curve}", flush=True)
         return TrainResult(self.output_dir, checkpoint, curve, self.state.history)
 
 
@@ -329,12 +333,16 @@ def train(cfg: Config) -> TrainResult:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m mgca.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m mgca.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML config file (defaults: the embedded tiny run)")
-    parser.add_argument("--clip", metavar="ARCH", help="CLIP architecture (open_clip name, e.g. ViT-B-16); same as backbone.arch=ARCH")
-    parser.add_argument("--weights", metavar="FILE", help="local CLIP weights (OpenAI .pt or open_clip .pt/.safetensors); "
+    parser.add_argument("--clip", metavar="ARCH",
+                        help="CLIP architecture (open_clip name, e.g. ViT-B-16); same as backbone.arch=ARCH")
+    parser.add_argument("--weights", metavar="FILE",
+                        help="local CLIP weights (OpenAI .pt or open_clip .pt/.safetensors); "
                         "same as backbone.checkpoint=FILE, and no tiny CLIP is pretrained")
-    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.batch_size=16 optim.epochs=2")
+    parser.add_argument("overrides", nargs="*",
+                        help="section.key=value overrides, e.g. train.batch_size=16 optim.epochs=2")
     return parser.parse_args(argv)
 
 
@@ -352,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides += [f"backbone.checkpoint={args.weights}"] if args.weights else []
         if args.config is None:
             changed = f", with {' '.join(overrides)}" if overrides else ""
-            print(f"mgca.train: no --config given, running the embedded default ({config_path.name}: a tiny CLIP pretrained on "
+            print(f"mgca.train: no --config given, running the embedded default ({config_path.name}: a tiny "
+                  "CLIP pretrained on "
                   f"synthetic pairs, then the MGCA decoder on top, then the synthetic benchmark{changed})", flush=True)
         cfg = load_config(config_path, overrides)
         train(cfg)

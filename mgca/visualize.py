@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -82,14 +82,15 @@ def render_overlay(image: np.ndarray, labels: np.ndarray, class_names: Sequence[
     canvas = Image.new("RGB", (width + panel_width, max(height, pad * 2 + line * len(entries))), (255, 255, 255))
     canvas.paste(Image.fromarray(blended), (0, 0))
     draw = ImageDraw.Draw(canvas)
-    for row, ((k, share), text) in enumerate(zip(entries, texts)):
+    for row, ((k, share), text) in enumerate(zip(entries, texts, strict=True)):
         top = pad + row * line
         box = (width + pad, top, width + pad + swatch, top + swatch)
         if k == background_index:
             draw.rectangle(box, fill=(255, 255, 255), outline=(90, 90, 90), width=2)
         else:
             draw.rectangle(box, fill=tuple(int(c) for c in palette[k]), outline=(60, 60, 60))
-        draw.text((width + pad * 2 + swatch, top + swatch // 2), text, fill=(20, 20, 20) if share > 0 else (150, 150, 150),
+        draw.text((width + pad * 2 + swatch, top + swatch // 2), text,
+                  fill=(20, 20, 20) if share > 0 else (150, 150, 150),
                   font=font, anchor="lm")
     return canvas
 

@@ -1,8 +1,11 @@
 """Lean MGCA inference runtime: exported bundle -> label maps with numpy, OpenCV, onnxruntime and FAISS.
 
-Never imports torch (tests/test_runtime.py checks it in a subprocess where torch cannot be imported).
+Never imports torch (tests/test_runtime_install.py checks it in a subprocess where torch cannot be imported).
+`runtime.contract` is the bottom layer every other package builds on: formats, settings, geometry.
 """
-from .errors import BackendError, BundleError, RuntimeInputError, TextCacheError, VocabularyError
+from .contract import InferenceSettings
+from .errors import BackendError, BundleError, RuntimeInputError, SettingsError, TextCacheError, VocabularyError
 from .segmenter import Result, Segmenter
 
-__all__ = ["Segmenter", "Result", "RuntimeInputError", "BundleError", "TextCacheError", "VocabularyError", "BackendError"]
+__all__ = ["Segmenter", "Result", "InferenceSettings", "RuntimeInputError", "SettingsError", "BundleError",
+           "TextCacheError", "VocabularyError", "BackendError"]

@@ -1,44 +1,39 @@
-"""Read and validate an exported bundle directory (see docs/inference-contract.md, "Bundle directory")."""
+"""The bundle directory (docs/inference-contract.md, "Bundle directory"): its manifest is written and read here.
+
+```
+bundle/
+  manifest.json        # written last: a directory without it is not a (finished) bundle
+  model.onnx           # fp32, always
+  model.int8.onnx      # optional, QDQ static int8
+  model.fp16.engine    # optional, TensorRT fp16 (built on the machine that runs it)
+  model.int8.engine    # optional, TensorRT int8 from model.int8.onnx
+  text_cache.npz       # optional, the vocabulary's embeddings
+```
+`mgca-export` computes what goes in (`export.pipeline`) and writes it with `start_bundle` + `manifest_dict` +
+`write_manifest`; `runtime.Segmenter` reads it with `load_bundle`. Each fact is stored once: the window
+and the other inference settings only in `inference`, the architecture only in `backbone`.
+"""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
-from .errors import BundleError, one_line
-
-BUNDLE_FORMAT = "mgca-bundle/1"
-# manifest `models` key for each (backend, precision) the runtime can run
-MODEL_KEYS = MappingProxyType({("onnxruntime", "fp32"): "onnx", ("onnxruntime", "int8"): "onnx_int8",
-                                ("tensorrt", "fp16"): "trt_fp16", ("tensorrt", "int8"): "trt_int8"})  # read-only: no module state
-
-
-@dataclass(frozen=True)
-class InferenceSettings:
-    """How images are cut and scored: the manifest's `inference` block, possibly overridden."""
-
-    short_side: int = 448
-    window: int = 448
-    stride: int = 224
-    units: int = 36
-    unit_scope: str = "image"
-
-    def validate(self, output_stride: int, where: str) -> "InferenceSettings":
-        for name in ("short_side", "window", "stride"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise BundleError(f"{where}: inference.{name} must be a positive integer, got {value!r}")
-        if self.window % output_stride or self.stride % output_stride:
-            raise BundleError(f"{where}: window {self.window} and stride {self.stride} must be multiples of the output stride {output_stride}")
-        if self.stride > self.window:
-            raise BundleError(f"{where}: stride {self.stride} is larger than the window {self.window}; windows would leave gaps")
-        if not isinstance(self.units, int) or self.units < 0:
-            raise BundleError(f"{where}: inference.units must be an integer >= 0 (0 = pixel units), got {self.units!r}")
-        if self.unit_scope not in ("image", "window"):
-            raise BundleError(f"{where}: inference.unit_scope must be 'image' or 'window', got {self.unit_scope!r}")
-        return self
+from .contract import (
+    BUNDLE_FORMAT,
+    INPUT_NAME,
+    MANIFEST_FILE,
+    MODEL_FILES,
+    MODEL_KEYS,
+    OUTPUT_NAME,
+    READABLE_BUNDLE_FORMATS,
+    TEXT_CACHE_FILE,
+    InferenceSettings,
+)
+from .errors import BundleError, SettingsError, one_line
+from .files import atomic_path, file_sha256
 
 
 @dataclass(frozen=True)
@@ -49,33 +44,35 @@ class Bundle:
     manifest: dict[str, Any]
     arch: str
     embed_dim: int
-    patch_size: int
     output_stride: int
-    window: int
     input_name: str
     output_name: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    dynamic_batch: bool
-    inference: InferenceSettings
+    inference: InferenceSettings  # the graph's fixed window is inference.window
     models: dict[str, Path | None] = field(default_factory=dict)
     text_cache: Path | None = None
     text_sha256: str | None = None
 
     def model_path(self, key: str) -> Path:
-        """The file of manifest `models.<key>` ("onnx", "onnx_int8", "trt_fp16", "trt_int8"), or a one-line BundleError."""
+        """The file of manifest `models.<key>` ("onnx", "onnx_int8", "trt_fp16", "trt_int8"), or a one-line
+        BundleError."""
         if key not in MODEL_KEYS.values():
             raise BundleError(f"unknown model key {key!r}; choose one of {sorted(MODEL_KEYS.values())}")
         path = self.models.get(key)
         if path is None:
             if key.startswith("trt"):
-                hint = "build it on the GPU machine that will run it with `mgca-export --checkpoint CKPT --out DIR --trt fp16` (or --trt int8), or use backend='onnxruntime'"
+                hint = ("build it on the GPU machine that will run it with `mgca-export --checkpoint CKPT --out DIR "
+                        "--trt fp16` (or --trt int8), or use backend='onnxruntime'")
             else:
-                hint = "re-export with `mgca-export --checkpoint CKPT --out DIR --int8`" if key == "onnx_int8" else "re-export the bundle"
-            what = {"onnx": "fp32 ONNX", "onnx_int8": "int8 ONNX", "trt_fp16": "TensorRT fp16", "trt_int8": "TensorRT int8"}[key]
+                hint = ("re-export with `mgca-export --checkpoint CKPT --out DIR --int8`" if key == "onnx_int8"
+                        else "re-export the bundle")
+            what = {"onnx": "fp32 ONNX", "onnx_int8": "int8 ONNX", "trt_fp16": "TensorRT fp16",
+                    "trt_int8": "TensorRT int8"}[key]
             raise BundleError(f"bundle {self.path} has no {what} model (manifest models.{key} is null); {hint}")
         if not path.is_file():
-            raise BundleError(f"bundle {self.path}: model file {path.name} (models.{key}) is missing; re-export the bundle")
+            raise BundleError(f"bundle {self.path}: model file {path.name} (models.{key}) is missing; "
+                              "re-export the bundle")
         return path
 
 
@@ -84,7 +81,8 @@ def _require(mapping: dict[str, Any], key: str, where: str, kind: type | tuple[t
         raise BundleError(f"{where} has no {key!r}; re-export the bundle with `mgca-export`")
     value = mapping[key]
     if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
-        raise BundleError(f"{where}: {key!r} has type {type(value).__name__}, expected {getattr(kind, '__name__', kind)}")
+        raise BundleError(f"{where}: {key!r} has type {type(value).__name__}, expected "
+                          f"{getattr(kind, '__name__', kind)}")
     return value
 
 
@@ -98,12 +96,14 @@ def load_bundle(path: str | Path) -> Bundle:
     """Read `path/manifest.json`, check it and the fp32 model file; raise BundleError (one line) on any fault."""
     root = Path(path).expanduser()
     if not root.exists():
-        raise BundleError(f"bundle directory {root} does not exist; make one with `mgca-export --checkpoint CKPT --out {root}`")
+        raise BundleError(f"bundle directory {root} does not exist; make one with `mgca-export --checkpoint "
+                          f"CKPT --out {root}`")
     if not root.is_dir():
         raise BundleError(f"bundle {root} is not a directory; pass the folder `mgca-export --out` wrote")
-    manifest_path = root / "manifest.json"
+    manifest_path = root / MANIFEST_FILE
     if not manifest_path.is_file():
-        raise BundleError(f"bundle {root} has no manifest.json; it is not an mgca bundle (make one with `mgca-export --checkpoint CKPT --out DIR`)")
+        raise BundleError(f"bundle {root} has no {MANIFEST_FILE}; it is not an mgca bundle "
+                          "(make one with `mgca-export --checkpoint CKPT --out DIR`)")
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -112,31 +112,27 @@ def load_bundle(path: str | Path) -> Bundle:
         raise BundleError(f"{manifest_path} must hold a JSON object; re-export the bundle")
     where = str(manifest_path)
     fmt = manifest.get("format")
-    if fmt != BUNDLE_FORMAT:
-        raise BundleError(f"{where}: unknown bundle format {fmt!r}; this runtime reads {BUNDLE_FORMAT!r} (re-export with a matching mgca version)")
+    if fmt not in READABLE_BUNDLE_FORMATS:
+        raise BundleError(f"{where}: unknown bundle format {fmt!r}; this runtime reads {BUNDLE_FORMAT!r} "
+                          "(re-export with a matching mgca version)")
 
     embed_dim = _require(manifest, "embed_dim", where, int)
     output_stride = _require(manifest, "output_stride", where, int)
-    window = _require(manifest, "window", where, int)
-    patch_size = manifest.get("patch_size", output_stride)
     inp = _require(manifest, "input", where, dict)
     out = _require(manifest, "output", where, dict)
     models = _require(manifest, "models", where, dict)
-    if output_stride <= 0 or window <= 0 or window % output_stride:
-        raise BundleError(f"{where}: window {window} must be a positive multiple of output_stride {output_stride}")
+    raw = _require(manifest, "inference", where, dict)
+    _require(raw, "window", f"{where}: inference", int)
+    if output_stride <= 0:
+        raise BundleError(f"{where}: output_stride must be positive, got {output_stride}")
     if inp.get("layout", "NCHW") != "NCHW" or out.get("layout", "NCHW") != "NCHW":
         raise BundleError(f"{where}: only NCHW input/output layouts are supported")
     if inp.get("normalized", True) is not True:
         raise BundleError(f"{where}: input.normalized must be true (the runtime feeds mean/std-normalised images)")
-
-    raw = manifest.get("inference") or {}
-    if not isinstance(raw, dict):
-        raise BundleError(f"{where}: 'inference' must be an object")
-    known = {"short_side", "window", "stride", "units", "unit_scope"}
-    settings = InferenceSettings(**{k: v for k, v in raw.items() if k in known})
-    if settings.window != window:
-        raise BundleError(f"{where}: inference.window {settings.window} differs from the exported window {window}")
-    settings.validate(output_stride, where)
+    try:
+        settings = InferenceSettings.from_dict(raw).validate(output_stride)
+    except SettingsError as err:
+        raise BundleError(f"{where}: inference {err}; re-export the bundle") from None
 
     resolved: dict[str, Path | None] = {}
     for key in MODEL_KEYS.values():
@@ -152,16 +148,13 @@ def load_bundle(path: str | Path) -> Bundle:
     return Bundle(
         path=root,
         manifest=manifest,
-        arch=str(manifest.get("arch", backbone.get("arch", "unknown"))),
+        arch=str(backbone.get("arch", manifest.get("arch", "unknown"))),  # mgca-bundle/1 also wrote it at the top
         embed_dim=embed_dim,
-        patch_size=int(patch_size),
         output_stride=output_stride,
-        window=window,
-        input_name=str(inp.get("name", "image")),
-        output_name=str(out.get("name", "embeddings")),
+        input_name=str(inp.get("name", INPUT_NAME)),
+        output_name=str(out.get("name", OUTPUT_NAME)),
         mean=_triple(inp.get("mean"), "mean", where),
         std=_triple(inp.get("std"), "std", where),
-        dynamic_batch=bool(inp.get("dynamic_batch", True)),
         inference=settings,
         models=resolved,
         text_cache=(root / cache_name) if isinstance(cache_name, str) and cache_name else None,
@@ -169,4 +162,71 @@ def load_bundle(path: str | Path) -> Bundle:
     )
 
 
-__all__ = ["Bundle", "BUNDLE_FORMAT", "InferenceSettings", "load_bundle"]
+# ---------------------------------------------------------------------------------------------- writing
+
+def start_bundle(out: str | Path) -> Path:
+    """Create `out` (or reuse it), removing a previous export's manifest and model files first, so an
+    interrupted re-export never leaves a manifest that describes files of another export."""
+    root = Path(out).expanduser()
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"bundle path {root} exists and is not a directory")
+    root.mkdir(parents=True, exist_ok=True)
+    for name in (MANIFEST_FILE, *MODEL_FILES.values(), TEXT_CACHE_FILE):
+        (root / name).unlink(missing_ok=True)
+    return root
+
+
+def manifest_dict(*, embed_dim: int, patch_size: int, output_stride: int, mean: tuple[float, ...],
+                  std: tuple[float, ...],
+                  settings: InferenceSettings, backbone: dict[str, Any], models: dict[str, str | None],
+                  text_cache: str | None, **provenance: Any) -> dict[str, Any]:
+    """The manifest: the contract's fields first (what `load_bundle` reads), then `provenance` in the given order
+    (decoder hash and config, parity, calibration, TensorRT builds, tool versions: informational)."""
+    return {
+        "format": BUNDLE_FORMAT,
+        "embed_dim": int(embed_dim),
+        "patch_size": int(patch_size),
+        "output_stride": int(output_stride),
+        "input": {"name": INPUT_NAME, "dtype": "float32", "layout": "NCHW", "normalized": True,
+                  "mean": [float(v) for v in mean], "std": [float(v) for v in std], "dynamic_batch": True},
+        "output": {"name": OUTPUT_NAME, "dtype": "float32", "layout": "NCHW", "l2_normalized": True},
+        "backbone": dict(backbone),
+        "inference": settings.to_dict(),
+        "models": {key: models.get(key) for key in MODEL_FILES},
+        "text_cache": text_cache,
+        **provenance,
+    }
+
+
+def write_manifest(root: str | Path, manifest: dict[str, Any]) -> Path:
+    """Write `root/manifest.json` atomically, last, with the sha256 of every file it names (`files_sha256`)."""
+    root = Path(root)
+    names = [n for n in [*manifest.get("models", {}).values(), manifest.get("text_cache")] if n]
+    hashes = {name: file_sha256(root / name) for name in names if (root / name).is_file()}
+    path = root / MANIFEST_FILE
+    with atomic_path(path) as tmp, open(tmp, "w") as handle:
+        json.dump(_finite({**manifest, "files_sha256": hashes}), handle, indent=2, allow_nan=False, default=_jsonable)
+        handle.write("\n")
+    return path
+
+
+def _finite(value: Any) -> Any:
+    """NaN/inf (e.g. an undefined mIoU) become null: JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+__all__ = ["Bundle", "load_bundle", "start_bundle", "manifest_dict", "write_manifest"]

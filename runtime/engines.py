@@ -1,9 +1,10 @@
 """Inference engines that map window batches (N x 3 x win x win float32) to embeddings (N x C x g x g).
 
-* `OrtEngine`: onnxruntime. `InferenceSession.run` may be called from several threads at once
-  (onnxruntime guarantees it), so one session serves every caller. The provider actually used is
-  read back from `session.get_providers()`: onnxruntime-gpu on a machine without CUDA silently
-  falls back to the CPU provider, and `describe()` says so.
+* `OrtEngine`: onnxruntime, the one place a session is configured (the runtime, export parity and
+  int8 calibration all run their graphs through it). `InferenceSession.run` may be called from several
+  threads at once (onnxruntime guarantees it), so one session serves every caller. The provider
+  actually used is read back from `session.get_providers()`: onnxruntime-gpu on a machine without
+  CUDA silently falls back to the CPU provider, and `describe()` says so.
 * `TensorRTEngine`: a serialized TensorRT engine (`model.fp16.engine`), TensorRT 10 name-based API,
   device memory through cuda-python. Imported lazily; without tensorrt it raises a one-line
   BackendError. Execution contexts are not thread-safe, so each thread gets its own context and stream.
@@ -20,9 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from .contract import INPUT_NAME, OUTPUT_NAME
 from .errors import BackendError, one_line
 
-TRT_HINT = "install TensorRT and cuda-python on an NVIDIA GPU machine (pip install 'mgca[trt]' cuda-python), or use backend='onnxruntime'"
+TRT_HINT = ("install TensorRT and cuda-python on an NVIDIA GPU machine (pip install 'mgca[trt]' cuda-python), "
+            "or use backend='onnxruntime'")
 
 
 def parse_device(device: str | None) -> tuple[str, int]:
@@ -36,24 +39,32 @@ def parse_device(device: str | None) -> tuple[str, int]:
     return "cuda", int(match.group(2) or 0)
 
 
+def in_batches(run, batch: np.ndarray, batch_size: int | None) -> np.ndarray:
+    """`run` over consecutive chunks of at most `batch_size` windows (None: all at once), concatenated."""
+    if batch_size is None or batch.shape[0] <= batch_size:
+        return run(batch)
+    return np.concatenate([run(batch[i:i + batch_size]) for i in range(0, batch.shape[0], batch_size)])
+
+
 class OrtEngine:
-    """An onnxruntime session over one ONNX file; thread-safe `run`."""
+    """An onnxruntime session over one ONNX file; thread-safe `run`.
+
+    num_threads: this session's intra/inter-op pools (None: one thread per core). spinning: let idle
+    intra-op threads spin-wait (off by default: they would steal the cores the numpy post-processing needs).
+    """
 
     name = "onnxruntime"
 
-    def __init__(self, model_path: Path, input_name: str, output_name: str, device: str = "auto",
-                 num_threads: int | None = None, tensorrt_provider: bool = False):
+    def __init__(self, model_path: str | Path, input_name: str = INPUT_NAME, output_name: str = OUTPUT_NAME,
+                 device: str = "auto", num_threads: int | None = None, spinning: bool = False):
         try:
             import onnxruntime as ort
         except ImportError:
-            raise BackendError("backend 'onnxruntime' needs the onnxruntime package: pip install onnxruntime (or onnxruntime-gpu, not both)") from None
+            raise BackendError("backend 'onnxruntime' needs the onnxruntime package: "
+                               "pip install onnxruntime (or onnxruntime-gpu, not both)") from None
         kind, index = parse_device(device)
         available = ort.get_available_providers()
         providers: list[Any] = []
-        if tensorrt_provider:
-            if "TensorrtExecutionProvider" not in available:
-                raise BackendError(f"onnxruntime here has no TensorrtExecutionProvider (available: {available}); {TRT_HINT}")
-            providers.append(("TensorrtExecutionProvider", {"device_id": index, "trt_fp16_enable": True}))
         if kind == "cuda" or (kind == "auto" and "CUDAExecutionProvider" in available):
             if "CUDAExecutionProvider" not in available:
                 raise BackendError(f"device {device!r} asked for CUDA but onnxruntime here has only {available}; "
@@ -68,26 +79,34 @@ class OrtEngine:
         options.log_severity_level = 3
         # Idle intra-op threads spin-wait by default, stealing the cores numpy/OpenCV need for the
         # post-processing that follows every run (measured: unit pooling 0.2 -> 130 ms on 2 cores).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         try:
             self.session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
         except Exception as err:  # noqa: BLE001 - onnxruntime raises several types for bad files
-            raise BackendError(f"onnxruntime cannot load {model_path} ({one_line(err)[:300]}); re-export the bundle") from None
+            raise BackendError(f"onnxruntime cannot load {model_path} ({one_line(err)[:300]}); "
+                               "re-export the bundle") from None
         self.model_path = Path(model_path)
         self.requested = [p[0] if isinstance(p, tuple) else p for p in providers]
         self.providers = list(self.session.get_providers())  # what onnxruntime actually enabled
         self.provider = self.providers[0]
         if kind == "cuda" and self.provider == "CPUExecutionProvider":
-            raise BackendError(f"CUDA was requested but onnxruntime fell back to the CPU provider (no usable CUDA device/libraries); use device='cpu' or fix the CUDA install")
+            raise BackendError("CUDA was requested but onnxruntime fell back to the CPU provider (no usable CUDA "
+                               "device/libraries); use device='cpu' or fix the CUDA install")
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
         if input_name not in inputs or output_name not in outputs:
-            raise BackendError(f"{model_path} has inputs {sorted(inputs)} and outputs {sorted(outputs)}, the manifest names {input_name!r} -> {output_name!r}; re-export the bundle")
+            raise BackendError(f"{model_path} has inputs {sorted(inputs)} and outputs {sorted(outputs)}, the manifest "
+                               f"names {input_name!r} -> {output_name!r}; re-export the bundle")
         self.input_name, self.output_name = input_name, output_name
         batch_dim = inputs[input_name].shape[0]
         self.fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """N x 3 x win x win -> N x C x g x g, `batch_size` windows per session call at most (None: all)."""
+        return in_batches(self._run, batch, batch_size)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch)
         if self.fixed_batch is None:
             return self.session.run([self.output_name], {self.input_name: batch})[0]
         parts = []
@@ -111,14 +130,16 @@ def _import_tensorrt():
     try:
         import tensorrt as trt  # type: ignore[import-not-found]
     except ImportError:
-        raise BackendError(f"backend 'tensorrt' needs the tensorrt package, which is not installed; {TRT_HINT}") from None
+        raise BackendError("backend 'tensorrt' needs the tensorrt package, which is not installed; "
+                           f"{TRT_HINT}") from None
     try:
         from cuda.bindings import runtime as cudart  # type: ignore[import-not-found]  # cuda-python >= 12.6
     except ImportError:
         try:
             from cuda import cudart  # type: ignore[import-not-found,no-redef]
         except ImportError:
-            raise BackendError(f"backend 'tensorrt' needs cuda-python for device memory (pip install cuda-python); {TRT_HINT}") from None
+            raise BackendError("backend 'tensorrt' needs cuda-python for device memory (pip install "
+                               f"cuda-python); {TRT_HINT}") from None
     return trt, cudart
 
 
@@ -139,7 +160,8 @@ class TensorRTEngine:
         trt, cudart = _import_tensorrt()
         kind, index = parse_device(device)
         if kind == "cpu":
-            raise BackendError("backend 'tensorrt' runs on an NVIDIA GPU; use device='cuda' or backend='onnxruntime' for CPU")
+            raise BackendError("backend 'tensorrt' runs on an NVIDIA GPU; use device='cuda' or "
+                               "backend='onnxruntime' for CPU")
         count = _check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
         if not count:
             raise BackendError(f"backend 'tensorrt' found no CUDA device; {TRT_HINT}")
@@ -149,10 +171,12 @@ class TensorRTEngine:
         runtime = trt.Runtime(self.logger)
         self.engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
         if self.engine is None:
-            raise BackendError(f"TensorRT cannot deserialize {engine_path} (built for another GPU or TensorRT version?); rebuild it here with `mgca-export --checkpoint CKPT --out DIR --trt fp16`")
+            raise BackendError(f"TensorRT cannot deserialize {engine_path} (built for another GPU or TensorRT "
+                               "version?); rebuild it here with `mgca-export --checkpoint CKPT --out DIR --trt fp16`")
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         if input_name not in names or output_name not in names:
-            raise BackendError(f"TensorRT engine {engine_path} has tensors {names}, the manifest names {input_name!r} -> {output_name!r}; rebuild it")
+            raise BackendError(f"TensorRT engine {engine_path} has tensors {names}, the manifest names {input_name!r} "
+                               f"-> {output_name!r}; rebuild it")
         self.model_path = Path(engine_path)
         self.input_name, self.output_name = input_name, output_name
         self.output_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(output_name)))
@@ -179,12 +203,18 @@ class TensorRTEngine:
             self._local.buffers[name] = (ptr, nbytes)
         return ptr
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """N x 3 x win x win -> N x C x g x g float32, `batch_size` windows per execution at most (None: all)."""
+        return in_batches(self._run, batch, batch_size)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         cudart = self.cudart
         ctx, stream = self._context()
         host_in = np.ascontiguousarray(batch, dtype=self.input_dtype)
         if not ctx.set_input_shape(self.input_name, tuple(host_in.shape)):
-            raise BackendError(f"TensorRT engine {self.model_path.name} does not accept input shape {host_in.shape} (outside its optimisation profile); rebuild it with a larger --trt-max-batch or lower Segmenter(max_batch=...)")
+            raise BackendError(f"TensorRT engine {self.model_path.name} does not accept input shape {host_in.shape} "
+                               "(outside its optimisation profile); rebuild it with a larger --trt-max-batch or lower "
+                               "Segmenter(max_batch=...)")
         out_shape = tuple(ctx.get_tensor_shape(self.output_name))
         host_out = np.empty(out_shape, dtype=self.output_dtype)
         d_in = self._buffer(self.input_name, host_in.nbytes)

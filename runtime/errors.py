@@ -17,6 +17,10 @@ class VocabularyError(RuntimeInputError):
         self.problem = problem
 
 
+class SettingsError(RuntimeInputError):
+    """An inference setting (short side, window, stride, units, unit scope) breaks the contract's rules."""
+
+
 class BundleError(ValueError):
     """The exported bundle directory, manifest or model file is missing or invalid."""
 
@@ -34,4 +38,5 @@ def one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-__all__ = ["RuntimeInputError", "VocabularyError", "BundleError", "TextCacheError", "BackendError", "one_line"]
+__all__ = ["RuntimeInputError", "VocabularyError", "SettingsError", "BundleError", "TextCacheError", "BackendError",
+           "one_line"]

@@ -1,6 +1,7 @@
-"""Image checks, resizing, normalisation, padding and sliding windows in numpy/OpenCV.
+"""Image checks, resizing, normalisation, padding and sliding-window crops in numpy/OpenCV.
 
-Implements docs/inference-contract.md "Preprocessing" and "Sliding windows" exactly.
+Implements docs/inference-contract.md "Preprocessing" and "Sliding windows"; the sizes and window
+positions come from `runtime.contract`. `mgca.inference` checks and resizes images with this module too.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .contract import Box, InferenceSettings, resized_shape, round_up, window_boxes
 from .errors import RuntimeInputError
 
 # Bad-image policy: lossless conversions are done, ambiguous or lossy ones are refused.
@@ -27,7 +29,8 @@ def check_color_order(color_order: str) -> str:
     """"rgb" or "bgr" (case-insensitive), or a one-line RuntimeInputError."""
     order = str(color_order).lower()
     if order not in COLOR_ORDERS:
-        raise RuntimeInputError(f"color_order must be 'rgb' or 'bgr' (OpenCV's cv2.imread/VideoCapture frames), got {color_order!r}")
+        raise RuntimeInputError("color_order must be 'rgb' or 'bgr' (OpenCV's cv2.imread/VideoCapture frames), "
+                                f"got {color_order!r}")
     return order
 
 
@@ -38,26 +41,32 @@ def check_image(image: object, where: str = "image") -> np.ndarray:
         try:
             image = np.asarray(image)
         except Exception:  # noqa: BLE001 - anything that is not array-like
-            raise RuntimeInputError(f"{where} must be a numpy array H x W x 3 uint8 (RGB), got {type(image).__name__}") from None
+            raise RuntimeInputError(f"{where} must be a numpy array H x W x 3 uint8 (RGB), "
+                                    f"got {type(image).__name__}") from None
     arr: np.ndarray = image
     if arr.dtype == object or arr.ndim == 0:
-        raise RuntimeInputError(f"{where} must be a numpy array H x W x 3 uint8 (RGB), got {type(image).__name__} of dtype {arr.dtype}")
+        raise RuntimeInputError(f"{where} must be a numpy array H x W x 3 uint8 (RGB), got {type(image).__name__} of "
+                                f"dtype {arr.dtype}")
     if arr.ndim not in (2, 3):
-        raise RuntimeInputError(f"{where} has shape {arr.shape}; expected H x W x 3 (RGB), H x W x 4 (RGBA) or H x W (grayscale)")
+        raise RuntimeInputError(f"{where} has shape {arr.shape}; expected H x W x 3 (RGB), H x W x 4 (RGBA) or "
+                                "H x W (grayscale)")
     if arr.size == 0 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise RuntimeInputError(f"{where} is empty (shape {arr.shape}); pass an image of at least 1 x 1 pixels")
     channels = 1 if arr.ndim == 2 else arr.shape[2]
     if channels not in (1, 3, 4):
-        raise RuntimeInputError(f"{where} has {channels} channels (shape {arr.shape}); expected 3 (RGB), 4 (RGBA) or 1 (grayscale)")
+        raise RuntimeInputError(f"{where} has {channels} channels (shape {arr.shape}); expected 3 (RGB), 4 (RGBA) "
+                                "or 1 (grayscale)")
     if arr.dtype != np.uint8:
         kind = arr.dtype.kind
         if kind in "iu":
             lo, hi = int(arr.min()), int(arr.max())
             if lo < 0 or hi > 255:
-                raise RuntimeInputError(f"{where} has dtype {arr.dtype} with values {lo}..{hi}, outside 0..255; scale it to uint8 yourself")
+                raise RuntimeInputError(f"{where} has dtype {arr.dtype} with values {lo}..{hi}, outside 0..255; scale "
+                                        "it to uint8 yourself")
             arr = arr.astype(np.uint8)
         elif kind == "f":
-            raise RuntimeInputError(f"{where} has dtype {arr.dtype}; pass uint8 RGB (for floats in [0, 1] use (img * 255).round().clip(0, 255).astype(np.uint8))")
+            raise RuntimeInputError(f"{where} has dtype {arr.dtype}; pass uint8 RGB (for floats in [0, 1] use (img * "
+                                    "255).round().clip(0, 255).astype(np.uint8))")
         else:
             raise RuntimeInputError(f"{where} has dtype {arr.dtype}; pass a uint8 RGB image")
     if arr.ndim == 2:
@@ -69,21 +78,12 @@ def check_image(image: object, where: str = "image") -> np.ndarray:
     return arr
 
 
-def resized_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
-    """`new = round(side * short_side / min(H, W))` for both sides (Python's round, as the contract says)."""
-    scale = short_side / min(height, width)
-    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
-
-
 def resize_short_side(image: np.ndarray, short_side: int) -> np.ndarray:
+    """cv2 INTER_LINEAR on the uint8 image: the one step both implementations share bit for bit."""
     new_h, new_w = resized_shape(image.shape[0], image.shape[1], short_side)
     if (new_h, new_w) == image.shape[:2]:
         return image
     return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-
-
-def round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
 
 
 def normalize_pad(image: np.ndarray, mean: np.ndarray, std: np.ndarray, output_stride: int,
@@ -98,17 +98,6 @@ def normalize_pad(image: np.ndarray, mean: np.ndarray, std: np.ndarray, output_s
     return out
 
 
-def window_starts(size: int, window: int, stride: int) -> list[tuple[int, int]]:
-    """mmseg slide_inference positions along one axis: [(start, end)] in padded-image pixels."""
-    count = max(size - window + stride - 1, 0) // stride + 1
-    spans = []
-    for index in range(count):
-        start = index * stride
-        end = min(start + window, size)
-        spans.append((max(end - window, 0), end))
-    return spans
-
-
 @dataclass(frozen=True)
 class Prepared:
     """One image after preprocessing, with the window crops that go through the model."""
@@ -116,48 +105,24 @@ class Prepared:
     original_hw: tuple[int, int]  # H x W of the input
     resized_hw: tuple[int, int]  # H' x W' after the short-side resize
     padded_hw: tuple[int, int]  # H'' x W''
-    boxes: tuple[tuple[int, int, int, int], ...]  # (y1, y2, x1, x2) per window, padded-image pixels
+    boxes: tuple[Box, ...]  # (y1, y2, x1, x2) per window, padded-image pixels
     crops: np.ndarray  # n_windows x 3 x win x win float32
 
 
-def prepare(image: np.ndarray, short_side: int, window: int, stride: int, output_stride: int,
-            mean: np.ndarray, std: np.ndarray, color_order: str = "rgb") -> Prepared:
+def prepare(image: np.ndarray, settings: InferenceSettings, output_stride: int, mean: np.ndarray, std: np.ndarray,
+            color_order: str = "rgb") -> Prepared:
     """A checked uint8 image (RGB or BGR as color_order says) -> resized, normalised RGB window crops.
     Resizing first is exact for BGR too: bilinear resizing treats every channel alike."""
-    resized = resize_short_side(image, short_side)
+    resized = resize_short_side(image, settings.short_side)
     padded = normalize_pad(resized, mean, std, output_stride, color_order)
     _, height, width = padded.shape
-    boxes = tuple((y1, y2, x1, x2) for y1, y2 in window_starts(height, window, stride)
-                  for x1, x2 in window_starts(width, window, stride))
+    window = settings.window
+    boxes = tuple(window_boxes(height, width, window, settings.stride))
     crops = np.zeros((len(boxes), 3, window, window), dtype=np.float32)
     for i, (y1, y2, x1, x2) in enumerate(boxes):
         crops[i, :, :y2 - y1, :x2 - x1] = padded[:, y1:y2, x1:x2]
     return Prepared(image.shape[:2], resized.shape[:2], (height, width), boxes, crops)
 
 
-def stitch(embeddings: np.ndarray, prepared: Prepared, output_stride: int) -> np.ndarray:
-    """Window embeddings (n x C x g x g) -> image map C x H''/os x W''/os: valid parts averaged, then L2-normalised."""
-    height, width = (s // output_stride for s in prepared.padded_hw)
-    channels = embeddings.shape[1]
-    if len(prepared.boxes) == 1:
-        y1, y2, x1, x2 = (v // output_stride for v in prepared.boxes[0])
-        total = np.array(embeddings[0, :, :y2 - y1, :x2 - x1], dtype=np.float32)  # count is 1 everywhere
-    else:
-        total = np.zeros((channels, height, width), dtype=np.float32)
-        count = np.zeros((height, width), dtype=np.float32)
-        for emb, box in zip(embeddings, prepared.boxes):
-            y1, y2, x1, x2 = (v // output_stride for v in box)
-            total[:, y1:y2, x1:x2] += emb[:, :y2 - y1, :x2 - x1]
-            count[y1:y2, x1:x2] += 1.0
-        total /= count
-    return l2_normalize(total, axis=0)
-
-
-def l2_normalize(x: np.ndarray, axis: int) -> np.ndarray:
-    """x / max(||x||, 1e-12), as torch.nn.functional.normalize."""
-    norm = np.sqrt((x * x).sum(axis=axis, keepdims=True))
-    return x / np.maximum(norm, np.float32(1e-12))
-
-
-__all__ = ["COLOR_ORDERS", "check_color_order", "check_image", "resized_shape", "resize_short_side", "normalize_pad", "window_starts", "Prepared",
-           "prepare", "stitch", "l2_normalize", "round_up"]
+__all__ = ["COLOR_ORDERS", "check_color_order", "check_image", "resize_short_side", "normalize_pad", "Prepared",
+           "prepare"]

@@ -17,25 +17,22 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import cv2
 import numpy as np
 
-from .bundle import MODEL_KEYS, Bundle, InferenceSettings, load_bundle
+from .bundle import Bundle, load_bundle
+from .contract import MODEL_KEYS, InferenceSettings
 from .engines import OrtEngine, TensorRTEngine, tensorrt_available
 from .errors import BackendError, RuntimeInputError, VocabularyError
-from .preprocess import Prepared, check_color_order, check_image, prepare, stitch
+from .postprocess import image_scores, scores_to_labels, stitch
+from .preprocess import Prepared, check_color_order, check_image, prepare
 from .text_cache import MAKE_CACHE_HINT, TextCache, load_text_cache, make_text_cache
-from .units import ASSIGNMENT_METHODS, faiss, faiss_gpu_available, make_assigner, measure_assigners, pixel_scores, pool_units
+from .units import ASSIGNMENT_METHODS, faiss, faiss_gpu_available, make_assigner, measure_assigners
 
-CLIP_LOGIT_SCALE = 100.0
-CV_MAX_CHANNELS = 512  # cv2.resize handles at most this many channels at once
-# Above this size the full-resolution K x H x W score stack is not materialised for plain labels
-# (19 Cityscapes classes at 1024 x 2048 = 160 MB still take the faster stacked path).
-FULL_RES_BUDGET_BYTES = 256 << 20
 FAISS_MARGIN = 1.5
 
 
@@ -51,53 +48,6 @@ class Result:
     labels: np.ndarray
     class_names: tuple[str, ...]
     scores: np.ndarray | None = None
-
-
-def resize_channels(maps: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear (align_corners=False, like torch's F.interpolate) resize of an h x w x K float32 stack."""
-    if maps.shape[:2] == (height, width):
-        return maps
-    parts = []
-    for start in range(0, maps.shape[2], CV_MAX_CHANNELS):
-        part = cv2.resize(np.ascontiguousarray(maps[:, :, start:start + CV_MAX_CHANNELS]), (width, height),
-                          interpolation=cv2.INTER_LINEAR)
-        parts.append(part[:, :, None] if part.ndim == 2 else part)
-    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)
-
-
-def _running_argmax(up: np.ndarray, height: int, width: int) -> np.ndarray:
-    """argmax over K of resize_channels(up, height, width) without holding the H x W x K stack: resize one
-    channel at a time and keep the running best value and index. Strict `>` keeps the first maximum, as
-    argmax does (ties go to the lowest class index). ~1.6x slower than the stacked path, O(H x W) memory."""
-    best = np.full((height, width), -np.inf, dtype=np.float32)
-    labels = np.zeros((height, width), dtype=np.int32)
-    mask = np.empty((height, width), dtype=bool)
-    for k in range(up.shape[2]):
-        channel = cv2.resize(np.ascontiguousarray(up[:, :, k]), (width, height), interpolation=cv2.INTER_LINEAR)
-        np.greater(channel, best, out=mask)
-        np.copyto(best, channel, where=mask)
-        np.copyto(labels, np.int32(k), where=mask)
-    return labels
-
-
-def scores_to_labels(scores: np.ndarray, prepared: Prepared, output_stride: int,
-                     background_threshold: float | None = None, keep_scores: bool = False):
-    """h x w x K scores -> (H x W int32 labels, K x H x W scores or None), per the contract's last section."""
-    padded_h, padded_w = prepared.padded_hw
-    resized_h, resized_w = prepared.resized_hw
-    height, width = prepared.original_hw
-    up = resize_channels(scores, padded_h, padded_w)[:resized_h, :resized_w]
-    if background_threshold is None and not keep_scores and height * width * up.shape[2] * 4 > FULL_RES_BUDGET_BYTES:
-        return _running_argmax(up, height, width), None  # e.g. 150 classes at 1024 x 2048: 1.2 GB -> 10 MB
-    full = resize_channels(up, height, width)
-    labels = full.argmax(axis=2).astype(np.int32)
-    if background_threshold is not None:
-        best = np.take_along_axis(full, labels[:, :, None].astype(np.intp), axis=2)
-        # max softmax probability of CLIP-scaled scores = 1 / sum_k exp(100 (s_k - s_max))
-        denom = np.exp((full - best) * np.float32(CLIP_LOGIT_SCALE)).sum(axis=2)
-        labels += 1
-        labels[(1.0 / denom) < background_threshold] = 0
-    return labels, (np.ascontiguousarray(full.transpose(2, 0, 1)) if keep_scores else None)
 
 
 class Segmenter:
@@ -131,14 +81,17 @@ class Segmenter:
                  units: int | None = None, unit_scope: str | None = None, max_batch: int = 16,
                  num_threads: int | None = None, color_order: str = "rgb"):
         self.bundle: Bundle = load_bundle(bundle_dir)
-        overrides = {k: v for k, v in dict(short_side=short_side, stride=stride, units=units, unit_scope=unit_scope).items() if v is not None}
+        given = dict(short_side=short_side, stride=stride, units=units, unit_scope=unit_scope)
+        overrides = {k: v for k, v in given.items() if v is not None}
         self.settings: InferenceSettings = replace(self.bundle.inference, **overrides).validate(
-            self.bundle.output_stride, f"Segmenter({bundle_dir})") if overrides else self.bundle.inference
+            self.bundle.output_stride) if overrides else self.bundle.inference
         if max_batch < 1:
             raise RuntimeInputError(f"max_batch must be >= 1, got {max_batch}")
         self.max_batch = int(max_batch)
-        if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1):
-            raise RuntimeInputError(f"num_threads must be a positive integer or None (library defaults), got {num_threads!r}")
+        if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int)
+                                        or num_threads < 1):
+            raise RuntimeInputError("num_threads must be a positive integer or None (library defaults), "
+                                    f"got {num_threads!r}")
         self.num_threads = num_threads
         self.color_order = check_color_order(color_order)
         self._mean = np.asarray(self.bundle.mean, dtype=np.float32)
@@ -146,9 +99,11 @@ class Segmenter:
         self.backend, self.precision = self._pick_backend(backend, precision)
         model_path = self.bundle.model_path(MODEL_KEYS[(self.backend, self.precision)])
         if self.backend == "tensorrt":
-            self.engine: OrtEngine | TensorRTEngine = TensorRTEngine(model_path, self.bundle.input_name, self.bundle.output_name, device)
+            self.engine: OrtEngine | TensorRTEngine = TensorRTEngine(model_path, self.bundle.input_name,
+                                                                     self.bundle.output_name, device)
         else:
-            self.engine = OrtEngine(model_path, self.bundle.input_name, self.bundle.output_name, device, num_threads=num_threads)
+            self.engine = OrtEngine(model_path, self.bundle.input_name, self.bundle.output_name, device,
+                                    num_threads=num_threads)
         self.assignment, self.assignment_reason, self.assignment_timings = self._pick_assignment(assignment)
         self._assign = make_assigner(self.assignment if self.assignment != "none" else "numpy", num_threads)
         # Full-resolution post-processing holds ~13 bytes x H x W x K per call (250 MB at 1024 x 2048 x 19):
@@ -171,44 +126,55 @@ class Segmenter:
         if precision not in (None, "fp32", "int8", "fp16"):
             raise BackendError(f"unknown precision {precision!r}; choose 'fp32', 'int8' or 'fp16' (TensorRT)")
         if backend == "auto":
-            wanted = [("tensorrt", "fp16")] if precision in (None, "fp16") else [("tensorrt", "int8")] if precision == "int8" else []
+            wanted = {None: [("tensorrt", "fp16")], "fp16": [("tensorrt", "fp16")],
+                      "int8": [("tensorrt", "int8")]}.get(precision, [])
             engines = [(b, p) for b, p in wanted if self.bundle.models.get(MODEL_KEYS[(b, p)]) is not None
                        and self.bundle.models[MODEL_KEYS[(b, p)]].is_file()]
             backend = "tensorrt" if engines and tensorrt_available() else "onnxruntime"
         if backend == "tensorrt":
             precision = precision or "fp16"
             if precision == "fp32":
-                raise BackendError("backend 'tensorrt' runs the fp16 or int8 engine; use backend='onnxruntime' for fp32")
+                raise BackendError("backend 'tensorrt' runs the fp16 or int8 engine; "
+                                   "use backend='onnxruntime' for fp32")
             return backend, precision
         if precision == "fp16":
-            raise BackendError("precision 'fp16' is a TensorRT engine; use backend='tensorrt' (or 'fp32'/'int8' with onnxruntime)")
+            raise BackendError("precision 'fp16' is a TensorRT engine; use backend='tensorrt' (or 'fp32'/'int8' "
+                               "with onnxruntime)")
         return backend, precision or "fp32"
 
     def _pick_assignment(self, assignment: str) -> tuple[str, str, dict[str, float]]:
         settings = self.settings
         if settings.units == 0:
             return "none", "units=0: every pixel is its own unit, no assignment", {}
-        candidates = ["numpy"] + (["faiss"] if faiss is not None else []) + (["faiss-gpu"] if faiss_gpu_available() else [])
+        candidates = ["numpy", *(["faiss"] if faiss is not None else []),
+                      *(["faiss-gpu"] if faiss_gpu_available() else [])]
         if assignment != "auto":
             if assignment not in ASSIGNMENT_METHODS:
-                raise RuntimeInputError(f"unknown assignment {assignment!r}; choose 'auto', 'numpy', 'faiss' or 'faiss-gpu'")
+                raise RuntimeInputError(f"unknown assignment {assignment!r}; choose 'auto', 'numpy', "
+                                        "'faiss' or 'faiss-gpu'")
             if assignment not in candidates:
-                raise BackendError(f"assignment {assignment!r} is not available here (have {candidates}); install faiss-cpu / faiss-gpu or use 'numpy'")
+                raise BackendError(f"assignment {assignment!r} is not available here (have {candidates}); install "
+                                   "faiss-cpu / faiss-gpu or use 'numpy'")
             return assignment, "chosen by the caller", {}
         if len(candidates) == 1:
             return "numpy", "faiss is not installed", {}
-        side = (settings.window if settings.unit_scope == "window" else settings.short_side) // self.bundle.output_stride
+        side = settings.window if settings.unit_scope == "window" else settings.short_side
+        side //= self.bundle.output_stride
         pixels = side * side
-        pixels = max(pixels, 4 * settings.units)  # units >= pixels would mean pixel units: measure a map where they are not
+        # units >= pixels would mean pixel units: measure a map where they are not
+        pixels = max(pixels, 4 * settings.units)
         # measured by this Segmenter, under its own thread cap: a few ms, and no cache shared with other instances
-        timings = measure_assigners(pixels, self.bundle.embed_dim, settings.units, candidates, num_threads=self.num_threads)
+        timings = measure_assigners(pixels, self.bundle.embed_dim, settings.units, candidates,
+                                    num_threads=self.num_threads)
         fastest = min(timings, key=timings.get)
         # FAISS must win clearly: its OpenMP pool is erratic on shared cores and under concurrent callers
         # (benchmarks/runtime.py measured 1.1-65x slower than numpy there), a close win does not survive that.
         best = fastest if timings[fastest] * FAISS_MARGIN < timings["numpy"] else "numpy"
         shown = ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in sorted(timings.items(), key=lambda kv: kv[1]))
-        reason = (f"measured at construction on a typical map ({pixels} px x {settings.units} units x {self.bundle.embed_dim} dims): "
-                  f"{shown}; FAISS is used only when {FAISS_MARGIN:g}x faster than numpy; labels are identical either way")
+        reason = (f"measured at construction on a typical map ({pixels} px x {settings.units} units x "
+                  f"{self.bundle.embed_dim} dims): "
+                  f"{shown}; FAISS is used only when {FAISS_MARGIN:g}x faster than numpy; labels are "
+                  "identical either way")
         return best, reason, timings
 
     # ----------------------------------------------------------------------------- vocabulary
@@ -223,7 +189,8 @@ class Segmenter:
                                     expected_embed_dim=self.bundle.embed_dim, bundle_label=f"bundle {self.bundle.path}",
                                     expected_arch=self.bundle.arch)
         if cache.embeddings.shape[1] != self.bundle.embed_dim:
-            raise VocabularyError(f"vocabulary has {cache.embeddings.shape[1]}-dim embeddings, bundle {self.bundle.path} needs {self.bundle.embed_dim}")
+            raise VocabularyError(f"vocabulary has {cache.embeddings.shape[1]}-dim embeddings, bundle "
+                                  f"{self.bundle.path} needs {self.bundle.embed_dim}")
         with self._vocab_lock:
             self._vocab = cache
 
@@ -260,48 +227,22 @@ class Segmenter:
     def _embed_windows(self, prepared: list[Prepared]) -> list[np.ndarray]:
         """All windows of all images through the engine in as few calls as max_batch allows."""
         crops = prepared[0].crops if len(prepared) == 1 else np.concatenate([p.crops for p in prepared])
-        outs = [self.engine.run(crops[i:i + self.max_batch]) for i in range(0, crops.shape[0], self.max_batch)]
-        emb = outs[0] if len(outs) == 1 else np.concatenate(outs)
-        expected = (self.bundle.embed_dim, self.bundle.window // self.bundle.output_stride)
+        emb = self.engine.run(crops, self.max_batch)
+        expected = (self.bundle.embed_dim, self.settings.window // self.bundle.output_stride)
         if emb.ndim != 4 or emb.shape[1] != expected[0] or emb.shape[2] != expected[1] or emb.shape[3] != expected[1]:
-            raise BackendError(f"model output has shape {emb.shape}, the manifest promises N x {expected[0]} x {expected[1]} x {expected[1]}; re-export the bundle")
+            raise BackendError(f"model output has shape {emb.shape}, the manifest promises N x {expected[0]} x "
+                               f"{expected[1]} x {expected[1]}; re-export the bundle")
         splits = np.cumsum([len(p.boxes) for p in prepared])[:-1]
         return np.split(emb, splits)
 
     def _prepare(self, image: np.ndarray, color_order: str) -> Prepared:
-        s = self.settings
-        return prepare(image, s.short_side, s.window, s.stride, self.bundle.output_stride, self._mean, self._std, color_order)
-
-    def _window_units(self, windows: np.ndarray, prep: Prepared) -> np.ndarray:
-        """Scope "window": replace each window's valid embeddings by their unit embeddings before stitching."""
-        os_ = self.bundle.output_stride
-        out = np.array(windows, dtype=np.float32, copy=True)
-        for emb, (y1, y2, x1, x2) in zip(out, prep.boxes):
-            h, w = (y2 - y1) // os_, (x2 - x1) // os_
-            x = np.ascontiguousarray(emb[:, :h, :w].reshape(emb.shape[0], -1).T)
-            pooled = pool_units(x, h, w, self.settings.units, self._assign)
-            if pooled is not None:
-                unit_emb, assignment = pooled
-                emb[:, :h, :w] = unit_emb[assignment].T.reshape(-1, h, w)
-        return out
+        return prepare(image, self.settings, self.bundle.output_stride, self._mean, self._std, color_order)
 
     def embed(self, image: np.ndarray, color_order: str | None = None) -> np.ndarray:
         """Stitched, L2-normalised pixel embeddings C x H''/os x W''/os of one image (before units)."""
         order = self.color_order if color_order is None else check_color_order(color_order)
         prep = self._prepare(check_image(image), order)
         return stitch(self._embed_windows([prep])[0], prep, self.bundle.output_stride)
-
-    def _scores(self, windows: np.ndarray, prep: Prepared, text: np.ndarray) -> np.ndarray:
-        os_ = self.bundle.output_stride
-        if self.settings.unit_scope == "window":
-            stitched = stitch(self._window_units(windows, prep), prep, os_)
-            units = 0  # units already applied per window
-        else:
-            stitched = stitch(windows, prep, os_)
-            units = self.settings.units
-        channels, height, width = stitched.shape
-        x = np.ascontiguousarray(stitched.reshape(channels, -1).T)
-        return pixel_scores(x, height, width, units, text, self._assign)
 
     def segment(self, images: Any, classes: Sequence[str] | None = None, *, return_scores: bool = False,
                 background_threshold: float | None = None, color_order: str | None = None) -> Result | list[Result]:
@@ -322,10 +263,10 @@ class Segmenter:
         prepared = [self._prepare(img, order) for img in arrays]
         windows = self._embed_windows(prepared)
         results = []
-        for prep, win in zip(prepared, windows):
-            scores = self._scores(win, prep, text)
+        for prep, win in zip(prepared, windows, strict=True):
+            scores = image_scores(win, prep, text, self.settings, self.bundle.output_stride, self._assign)
             with self._post_gate:
-                labels, full = scores_to_labels(scores, prep, self.bundle.output_stride, background_threshold, return_scores)
+                labels, full = scores_to_labels(scores, prep, background_threshold, return_scores)
             label_names = ("background", *names) if background_threshold is not None else names
             results.append(Result(labels, label_names, full))
         return results if batched else results[0]
@@ -363,7 +304,8 @@ class Segmenter:
     def __repr__(self) -> str:
         d = self.describe()
         return (f"Segmenter({d['bundle']!r}, backend={d['backend']}, provider={d['provider']}, model={d['model']}, "
-                f"window={d['window']}/{d['stride']}, units={d['units']}/{d['unit_scope']}, assignment={d['assignment']})")
+                f"window={d['window']}/{d['stride']}, units={d['units']}/{d['unit_scope']}, "
+                f"assignment={d['assignment']})")
 
 
-__all__ = ["Segmenter", "Result", "scores_to_labels", "resize_channels"]
+__all__ = ["Segmenter", "Result"]

@@ -1,18 +1,33 @@
-"""numpy reader of `text_cache.npz` (docs/inference-contract.md, "Text embeddings" and the cache format)."""
+"""`text_cache.npz`, a vocabulary's class embeddings (docs/inference-contract.md, "Text embeddings"): written
+and read here, with numpy only, so the runtime needs no text encoder.
+
+* `embeddings`  float32 K x C, each row L2-normalised (templates averaged, then re-normalised);
+* `class_names` unicode K;
+* `templates`   unicode T (the filled-in prompt templates, e.g. TCL's 9);
+* `meta`        0-d unicode, a JSON object: `format` ("mgca-text-cache/1"), `arch`, `embed_dim`,
+  `text_sha256` (hash of the CLIP text tower that made the embeddings; a reader compares it with
+  the bundle's `backbone.text_sha256` and refuses a mismatch), plus `visual_sha256`, `source`,
+  `dense_mode`, `template_set`, `num_classes`.
+
+`export.text_cache` computes the embeddings with the CLIP text tower and calls `write_text_cache`.
+"""
 from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from .contract import TEXT_CACHE_FORMAT
 from .errors import TextCacheError, VocabularyError, one_line
+from .files import atomic_path
 
-TEXT_CACHE_FORMAT = "mgca-text-cache/1"
-MAKE_CACHE_HINT = "make one with `mgca-export text --checkpoint CKPT --vocab FILE --out CACHE.npz` and pass it as Segmenter(bundle, text_cache=CACHE.npz)"
+MAKE_CACHE_HINT = ("make one with `mgca-export text --checkpoint CKPT --vocab FILE --out CACHE.npz` and pass it as "
+                   "Segmenter(bundle, text_cache=CACHE.npz)")
 
 
 @dataclass(frozen=True)
@@ -61,7 +76,8 @@ def load_text_cache(path: str | Path, expected_text_sha256: str | None = None, e
         with np.load(path, allow_pickle=False) as data:
             missing = [k for k in ("embeddings", "class_names", "meta") if k not in data.files]
             if missing:
-                raise TextCacheError(f"text cache {path} lacks {missing}; it was not written by mgca-export; {MAKE_CACHE_HINT}")
+                raise TextCacheError(f"text cache {path} lacks {missing}; it was not written by mgca-export; "
+                                     f"{MAKE_CACHE_HINT}")
             embeddings = np.ascontiguousarray(data["embeddings"], dtype=np.float32)
             names = tuple(str(n) for n in data["class_names"].tolist())
             templates = tuple(str(t) for t in data["templates"].tolist()) if "templates" in data.files else ()
@@ -75,24 +91,32 @@ def load_text_cache(path: str | Path, expected_text_sha256: str | None = None, e
         if not isinstance(meta, dict):
             raise ValueError("not an object")
     except (ValueError, TypeError) as err:
-        raise TextCacheError(f"text cache {path}: 'meta' is not a JSON object ({one_line(err)}); {MAKE_CACHE_HINT}") from None
+        raise TextCacheError(f"text cache {path}: 'meta' is not a JSON object ({one_line(err)}); "
+                             f"{MAKE_CACHE_HINT}") from None
     if meta.get("format") != TEXT_CACHE_FORMAT:
-        raise TextCacheError(f"text cache {path} has format {meta.get('format')!r}, expected {TEXT_CACHE_FORMAT!r}; {MAKE_CACHE_HINT}")
+        raise TextCacheError(f"text cache {path} has format {meta.get('format')!r}, expected {TEXT_CACHE_FORMAT!r}; "
+                             f"{MAKE_CACHE_HINT}")
     if embeddings.ndim != 2 or embeddings.shape[0] != len(names) or embeddings.shape[0] == 0:
-        raise TextCacheError(f"text cache {path}: embeddings {embeddings.shape} do not match {len(names)} class names; {MAKE_CACHE_HINT}")
+        raise TextCacheError(f"text cache {path}: embeddings {embeddings.shape} do not match {len(names)} class names; "
+                             f"{MAKE_CACHE_HINT}")
     if len(set(names)) != len(names):
-        raise TextCacheError(f"text cache {path} has duplicate class names; rebuild it from a vocabulary without duplicates")
+        raise TextCacheError(f"text cache {path} has duplicate class names; rebuild it from a vocabulary "
+                             "without duplicates")
     if not np.isfinite(embeddings).all():
         raise TextCacheError(f"text cache {path} holds non-finite embeddings; rebuild it")
     rebuild = "rebuild it with `mgca-export text --checkpoint CKPT --vocab FILE`"
     if expected_text_sha256 is not None and meta.get("text_sha256") != expected_text_sha256:
         raise TextCacheError(
-            f"text cache {path} was made for backbone {meta.get('arch')} (text_sha256 {str(meta.get('text_sha256'))[:12]}) "
-            f"but {bundle_label} uses {expected_arch or 'another backbone'} (text_sha256 {expected_text_sha256[:12]}); {rebuild}")
+            f"text cache {path} was made for backbone {meta.get('arch')} (text_sha256 "
+            f"{str(meta.get('text_sha256'))[:12]}) "
+            f"but {bundle_label} uses {expected_arch or 'another backbone'} (text_sha256 "
+            f"{expected_text_sha256[:12]}); {rebuild}")
     if expected_embed_dim is not None and embeddings.shape[1] != expected_embed_dim:
-        raise TextCacheError(f"text cache {path} has {embeddings.shape[1]}-dim embeddings but {bundle_label} produces {expected_embed_dim}-dim ones; {rebuild}")
+        raise TextCacheError(f"text cache {path} has {embeddings.shape[1]}-dim embeddings but {bundle_label} produces "
+                             f"{expected_embed_dim}-dim ones; {rebuild}")
     norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-    if np.abs(norms - 1.0).max() > 1e-3:  # the contract says normalised; fix a cache that is not, leave bits alone otherwise
+    # the contract says normalised; fix a cache that is not, leave bits alone otherwise
+    if np.abs(norms - 1.0).max() > 1e-3:
         embeddings = embeddings / np.maximum(norms, 1e-12)
     return TextCache(np.ascontiguousarray(embeddings, dtype=np.float32), names, templates, meta, path)
 
@@ -106,4 +130,44 @@ def make_text_cache(embeddings: np.ndarray, class_names: Sequence[str]) -> TextC
     return TextCache(np.ascontiguousarray(emb), tuple(str(c) for c in class_names), (), {"format": TEXT_CACHE_FORMAT})
 
 
-__all__ = ["TextCache", "TEXT_CACHE_FORMAT", "load_text_cache", "make_text_cache", "MAKE_CACHE_HINT"]
+def cache_meta(identity: dict[str, Any], embed_dim: int, num_classes: int, template_set: str | None) -> dict[str, Any]:
+    return {
+        "format": TEXT_CACHE_FORMAT,
+        "arch": identity.get("arch"),
+        "embed_dim": int(embed_dim),
+        "text_sha256": identity.get("text_sha256"),
+        "visual_sha256": identity.get("visual_sha256"),
+        "source": identity.get("source"),
+        "dense_mode": identity.get("dense_mode"),
+        "template_set": template_set,
+        "num_classes": int(num_classes),
+    }
+
+
+def write_text_cache(path: str | Path, embeddings: np.ndarray, class_names: Sequence[str], templates: Sequence[str],
+                     identity: dict[str, Any], template_set: str | None = None) -> Path:
+    """Write the cache atomically (temporary file + rename); `identity` is the backbone's (its text_sha256 is
+    what a reader checks). Returns the path."""
+    emb = np.asarray(embeddings, dtype=np.float32)
+    names = [str(n) for n in class_names]
+    if emb.ndim != 2 or emb.shape[0] != len(names) or not names:
+        raise ValueError(f"embeddings {emb.shape} do not match {len(names)} class names")
+    if not np.isfinite(emb).all():
+        raise ValueError("class embeddings hold non-finite values")
+    if not identity.get("text_sha256"):
+        raise ValueError("the backbone identity has no text_sha256; "
+                         "a cache without it cannot be checked by the runtime")
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    meta = cache_meta(identity, emb.shape[1], len(names), template_set)
+    path = Path(path).expanduser()
+    if path.suffix != ".npz":
+        raise ValueError(f"text cache path {path} must end in .npz")
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # a file object: numpy appends no ".npz"
+        np.savez(handle, embeddings=np.ascontiguousarray(emb),
+                 class_names=np.array(names, dtype=np.str_),
+                 templates=np.array([str(t) for t in templates], dtype=np.str_),
+                 meta=np.array(json.dumps(meta, sort_keys=True), dtype=np.str_))
+    return path
+
+
+__all__ = ["TextCache", "load_text_cache", "make_text_cache", "write_text_cache", "cache_meta", "MAKE_CACHE_HINT"]

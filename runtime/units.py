@@ -1,5 +1,6 @@
-"""Adaptive semantic units (docs/inference-contract.md, paper 3.3): meta-point grid, pixel-to-meta-point
-assignment with numpy or FAISS (identical labels, ties to the lowest index), unit pooling and scores.
+"""Adaptive semantic units (docs/inference-contract.md, paper 3.3) in numpy: pixel-to-meta-point assignment with
+numpy or FAISS (identical labels, ties to the lowest index), unit pooling and scores. The meta-points
+themselves (grid and positions) come from `runtime.contract`.
 
 Why numpy and FAISS give identical labels: both compute float32 cosine similarities whose error is at
 most ~C * 2^-24 for unit vectors. A pixel whose best similarity beats the runner-up by more than
@@ -9,38 +10,19 @@ position-independently, and the highest wins, ties going to the lowest meta-poin
 """
 from __future__ import annotations
 
-import math
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import numpy as np
+
+from .contract import meta_point_indices, uses_pixel_units
 
 try:  # faiss is a dependency of the runtime, but the numpy path keeps working without it
     import faiss  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - exercised only where faiss is absent
     faiss = None
-
-
-def meta_grid(height: int, width: int, units: int) -> tuple[int, int]:
-    """(gy, gx) with gy*gx = units: square for a perfect square, else the factor pair closest to square,
-    the larger factor along the longer side of the map (along x when the map is square, as mgca.inference)."""
-    if units <= 0:
-        raise ValueError(f"units must be positive, got {units}")
-    root = math.isqrt(units)
-    if root * root == units:
-        return root, root
-    small = max(d for d in range(1, root + 1) if units % d == 0)
-    large = units // small
-    return (large, small) if height > width else (small, large)
-
-
-def meta_indices(height: int, width: int, gy: int, gx: int) -> np.ndarray:
-    """Flat pixel indices of the meta-points: y = floor((i + 0.5) h / gy), x = floor((j + 0.5) w / gx)."""
-    ys = ((2 * np.arange(gy, dtype=np.int64) + 1) * height) // (2 * gy)
-    xs = ((2 * np.arange(gx, dtype=np.int64) + 1) * width) // (2 * gx)
-    return (ys[:, None] * width + xs[None, :]).reshape(-1)
 
 
 # OpenBLAS runs a GEMM single-threaded when m*n*k <= 65536 * 4 (interface/gemm.c). Its threaded GEMM on
@@ -191,14 +173,13 @@ def unit_embeddings(x: np.ndarray, assignment: np.ndarray, count: int) -> np.nda
     return means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), np.float32(1e-12))
 
 
-def pool_units(x: np.ndarray, height: int, width: int, units: int, assign: Callable) -> tuple[np.ndarray, np.ndarray] | None:
+def pool_units(x: np.ndarray, height: int, width: int, units: int,
+               assign: Callable) -> tuple[np.ndarray, np.ndarray] | None:
     """(unit embeddings M x C, per-pixel unit index L) for an h x w map flattened to x (L x C),
     or None when every pixel is its own unit (units == 0 or units >= L)."""
-    pixels = height * width
-    if units <= 0 or units >= pixels:
+    if uses_pixel_units(units, height, width):
         return None
-    gy, gx = meta_grid(height, width, units)
-    points = np.ascontiguousarray(x[meta_indices(height, width, gy, gx)])
+    points = np.ascontiguousarray(x[np.asarray(meta_point_indices(height, width, units), dtype=np.int64)])
     assignment = assign(x, points)
     return unit_embeddings(x, assignment, points.shape[0]), assignment
 
@@ -234,5 +215,6 @@ def measure_assigners(pixels: int, channels: int, units: int, methods: list[str]
     return timings
 
 
-__all__ = ["meta_grid", "meta_indices", "tie_eps", "assign_numpy", "assign_faiss", "faiss_gpu_available", "omp_thread_cap",
-           "FaissAssigner", "ASSIGNMENT_METHODS", "make_assigner", "unit_embeddings", "pool_units", "pixel_scores", "measure_assigners"]
+__all__ = ["tie_eps", "assign_numpy", "assign_faiss", "faiss_gpu_available", "omp_thread_cap",
+           "FaissAssigner", "ASSIGNMENT_METHODS", "make_assigner", "unit_embeddings", "pool_units", "pixel_scores",
+           "measure_assigners"]

@@ -1,8 +1,11 @@
-"""Shared fixtures: a tiny random-init MGCA model and a checkpoint of it, built once per session."""
+"""Shared fixtures: a tiny random-init MGCA model and a checkpoint of it, and an exported bundle of it for the
+runtime tests, each built once per session (lazily: only sessions that use them pay)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,18 +13,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from mgca.checkpoint import save_checkpoint  # noqa: E402
 from mgca.config import Config, config_to_dict  # noqa: E402
+from mgca.decoder import perturb_decoder  # noqa: E402
 from mgca.model import build_model  # noqa: E402
 
-
-def perturb_decoder(model, seed: int = 0) -> None:
-    """Open the gates and jitter the convs so the decoder is not the identity it starts as."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.decoder.named_parameters():
-            if name.endswith("gate"):
-                param.fill_(0.5)
-            elif name.endswith("conv.weight"):
-                param.add_(0.02 * torch.randn(param.shape, generator=generator))
+from .support import CLASSES, blocky_image, export_with_cli, text_cache_with_cli  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +28,7 @@ def tiny_config() -> Config:
 def tiny_model(tiny_config):
     torch.manual_seed(0)  # decoder init draws from the global RNG: keep the fixture the same every run
     model = build_model(tiny_config.backbone, tiny_config.decoder)
-    perturb_decoder(model)
+    perturb_decoder(model.decoder)
     return model.eval()
 
 
@@ -47,3 +42,55 @@ def tiny_checkpoint(tmp_path_factory, tiny_model, tiny_config):
         "decoder": tiny_model.decoder.state_dict(),
     })
     return path
+
+
+# ---- an exported bundle, for the runtime tests -------------------------------------------------
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory, tiny_checkpoint) -> Path:
+    """fp32 + int8 bundle of `tiny_model` (tiny_checkpoint holds the same weights) with CLASSES as its vocabulary."""
+    return export_with_cli(tiny_checkpoint, tmp_path_factory.mktemp("bundle") / "tiny", CLASSES, "--int8")
+
+
+@pytest.fixture(scope="session")
+def segmenter(bundle):
+    from runtime import Segmenter
+
+    return Segmenter(bundle, backend="onnxruntime", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def class_embeddings(bundle) -> np.ndarray:
+    from runtime.text_cache import load_text_cache
+
+    return load_text_cache(bundle / "text_cache.npz").embeddings
+
+
+@pytest.fixture(scope="session")
+def voc_tree(tmp_path_factory) -> Path:
+    """A 3-image VOC2012 tree (mmseg layout): random pixels, labels with background, two classes and void."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("voc") / "VOC2012"
+    rng = np.random.default_rng(0)
+    names = ["a", "b", "c"]
+    for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for name, (h, w) in zip(names, [(40, 60), (90, 50), (20, 20)], strict=True):
+        Image.fromarray(blocky_image(rng, h, w)).save(root / "JPEGImages" / f"{name}.jpg")
+        label = np.zeros((h, w), dtype=np.uint8)
+        label[h // 4:h // 2, w // 4:w // 2] = 8
+        label[-3:, :] = 255
+        label[: h // 5, -w // 3:] = 15
+        Image.fromarray(label).save(root / "SegmentationClass" / f"{name}.png")
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(names) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def voc_cache(tmp_path_factory, tiny_checkpoint) -> Path:
+    """A text cache with VOC's prompt classes for the bundle's backbone (`mgca-export text`)."""
+    from mgca.evalsets import get_spec
+
+    voc_classes = list(get_spec("voc21").prompt_classes)
+    return text_cache_with_cli(tiny_checkpoint, tmp_path_factory.mktemp("cache") / "voc.npz", voc_classes)

@@ -1,8 +1,9 @@
 """A fixed global batch and the decoder gradients a Trainer computes for it.
 
-Shared by test_train.py (single process) and its 2-process gloo test, which runs this file
-under torchrun: each rank feeds its contiguous share of the same batch in micro-batches and
-saves the decoder gradients, so the test can compare them with one process seeing it all.
+Shared by test_train.py (single process) and its 2-process gloo test, which runs this module under
+torchrun (`python -m torch.distributed.run --nproc_per_node 2 -m tests.grad_check OUT`, from the
+checkout): each rank feeds its contiguous share of the same batch in micro-batches and saves the
+decoder gradients, so the test can compare them with one process seeing it all.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import torch
 
 from mgca.config import load_config
+from mgca.decoder import perturb_decoder
 from mgca.train import Trainer, embedded_config_path
 
 GLOBAL_BATCH = 16
@@ -27,25 +29,15 @@ def fixed_batch(size: int = GLOBAL_BATCH, image_size: int = 224) -> dict:
     return {"images": images, "captions": captions}
 
 
-def perturb(decoder: torch.nn.Module) -> None:
-    """Open the gates and jitter the convs: at init the conv weights get no gradient (tanh(0) = 0)."""
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in decoder.named_parameters():
-            if name.endswith("gate"):
-                param.fill_(0.5)
-            elif name.endswith("conv.weight"):
-                param.add_(0.02 * torch.randn(param.shape, generator=generator, dtype=param.dtype))
-
-
 def make_trainer(output_dir: Path, batch_size: int, *extra: str) -> Trainer:
     # Pinned here, not inherited from the embedded default: a random-init mgca-tiny, no CLIP pretraining.
-    cfg = load_config(embedded_config_path(), ["backbone.arch=mgca-tiny", "pretrain.enabled=false", "data.image_size=224",
+    cfg = load_config(embedded_config_path(),
+                      ["backbone.arch=mgca-tiny", "pretrain.enabled=false", "data.image_size=224",
                                                "data.synthetic_size=48", f"train.batch_size={batch_size}",
                                                f"train.global_batch={GLOBAL_BATCH}", "train.precision=fp32",
                                                "train.compile=off", f"train.output_dir={output_dir}", *extra])
     trainer = Trainer(cfg)
-    perturb(trainer.model.decoder)
+    perturb_decoder(trainer.model.decoder)  # at init the conv weights get no gradient (tanh(0) = 0)
     return trainer
 
 

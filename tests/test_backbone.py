@@ -101,11 +101,13 @@ def test_load_openai_torchscript_archive(tiny_state, tmp_path):
     model, _ = build_clip_model(BackboneConfig(init_seed=7))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(model.eval(), (torch.randn(1, 3, 224, 224), torch.zeros(1, 77, dtype=torch.long)), check_trace=False)
+        traced = torch.jit.trace(model.eval(), (torch.randn(1, 3, 224, 224), torch.zeros(1, 77, dtype=torch.long)),
+                                 check_trace=False)
     path = tmp_path / "openai.pt"
     traced.save(str(path))
     loaded, _ = build_clip_model(BackboneConfig(checkpoint=str(path)))
-    assert isinstance(loaded.visual.transformer.resblocks[0].mlp.gelu, type(__import__("open_clip").transformer.QuickGELU()))
+    assert isinstance(loaded.visual.transformer.resblocks[0].mlp.gelu,
+                      type(__import__("open_clip").transformer.QuickGELU()))
     torch.testing.assert_close(loaded.visual.proj, model.visual.proj)
 
 

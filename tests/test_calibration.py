@@ -9,20 +9,37 @@ onnx = pytest.importorskip("onnx", reason="calibration tests need onnx")
 pytest.importorskip("onnxruntime.quantization", reason="calibration tests need onnxruntime's quantisation tools")
 
 from calibration.quantize import (  # noqa: E402
-    activation_matmuls, confusion, evaluate_int8, label_windows, miou, quantize_int8, read_labelled_set,
+    activation_matmuls,
+    evaluate_int8,
+    label_windows,
+    miou,
+    quantize_int8,
+    read_labelled_set,
 )
 from calibration.reader import (  # noqa: E402
-    CalibrationError, ImageFolderCalibrationReader, Preprocess, image_windows, synthetic_images,
+    CalibrationError,
+    ImageFolderCalibrationReader,
+    Preprocess,
+    image_windows,
+    synthetic_images,
 )
 from export.onnx_export import export_onnx  # noqa: E402
-from export.parity import ort_session, parity_windows, random_class_embeddings  # noqa: E402
+from export.parity import parity_windows, random_class_embeddings  # noqa: E402
+from runtime.contract import InferenceSettings  # noqa: E402
+from runtime.engines import OrtEngine  # noqa: E402
 
 WINDOW = 64
+SETTINGS = InferenceSettings.for_window(WINDOW, 8)
+
+
+def cpu_engine(path) -> OrtEngine:
+    return OrtEngine(path, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def preprocess(tiny_model):
-    return Preprocess(WINDOW, tuple(tiny_model.backbone.mean), tuple(tiny_model.backbone.std), int(tiny_model.output_stride))
+    return Preprocess(SETTINGS, tuple(tiny_model.backbone.mean), tuple(tiny_model.backbone.std),
+                      int(tiny_model.output_stride))
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +72,7 @@ def test_windows_follow_the_inference_contract(preprocess, shape):
     image = synthetic_images(1, shape, seed=5)[0]
     ours = preprocess.windows(image)
     mean, std = np.asarray(preprocess.mean, np.float32), np.asarray(preprocess.std, np.float32)
-    theirs = prepare(image, WINDOW, WINDOW, WINDOW // 2, 8, mean, std).crops
+    theirs = prepare(image, SETTINGS, 8, mean, std).crops
     assert ours.shape == theirs.shape and ours.dtype == np.float32
     np.testing.assert_array_equal(ours, theirs)
 
@@ -63,12 +80,15 @@ def test_windows_follow_the_inference_contract(preprocess, shape):
 def test_windows_shapes_and_normalisation():
     mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
     white = np.full((32, 96, 3), 255, np.uint8)
-    crops = image_windows(white, window=64, stride=32, short_side=64, output_stride=8, mean=mean, std=std)
+    crops = image_windows(white, InferenceSettings(short_side=64, window=64, stride=32), output_stride=8, mean=mean,
+                          std=std)
     # 32x96 -> 64x192: one row, (192 - 64 + 31) // 32 + 1 = 5 windows, all fully inside
     assert crops.shape == (5, 3, 64, 64)
     np.testing.assert_allclose(crops, 2.0)
-    with pytest.raises(CalibrationError, match="RGB uint8"):
-        image_windows(white.astype(np.float32), 64, 32, 64, 8, mean, std)
+    with pytest.raises(CalibrationError, match="calibration image has dtype float32; pass uint8 RGB"):
+        image_windows(white.astype(np.float32), SETTINGS, 8, mean, std)
+    with pytest.raises(CalibrationError, match="stride 12 must be a multiple of the output stride 8"):
+        Preprocess(InferenceSettings(64, 64, 12), mean, std, 8)
 
 
 def test_reader_over_folder(image_folder, preprocess):
@@ -76,7 +96,8 @@ def test_reader_over_folder(image_folder, preprocess):
     assert reader.num_images == 4 and len(reader.paths) == 4  # broken.jpg skipped, notes.txt ignored
     assert all(p.suffix == ".png" for p in reader.paths)
     batches = list(reader)
-    assert sum(b["image"].shape[0] for b in batches) == len(reader.windows) == 4 * 3  # 48x80 -> 64x107, padded 64x112: 3 windows
+    # 48x80 -> 64x107, padded 64x112: 3 windows
+    assert sum(b["image"].shape[0] for b in batches) == len(reader.windows) == 4 * 3
     assert all(b["image"].shape[1:] == (3, WINDOW, WINDOW) and b["image"].dtype == np.float32 for b in batches)
     assert reader.get_next() is None
     reader.rewind()
@@ -124,7 +145,7 @@ def test_int8_model_is_qdq_and_keeps_attention_in_float(int8_file, fp32_file):
 @pytest.mark.parametrize("batch", [1, 3])
 def test_int8_dynamic_batch(int8_file, batch):
     x = np.random.default_rng(batch).standard_normal((batch, 3, WINDOW, WINDOW)).astype(np.float32)
-    out = ort_session(int8_file.path).run(["embeddings"], {"image": x})[0]
+    out = cpu_engine(int8_file.path).run(x)
     assert out.shape == (batch, 64, WINDOW // 8, WINDOW // 8)
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-4)
 
@@ -132,7 +153,7 @@ def test_int8_dynamic_batch(int8_file, batch):
 def test_int8_label_agreement_with_fp32(int8_file, fp32_file, tiny_model, preprocess):
     windows = np.concatenate(list(parity_windows(preprocess, None, max_windows=4).values()))
     classes = random_class_embeddings(10, tiny_model.embed_dim)
-    result = evaluate_int8(ort_session(fp32_file), ort_session(int8_file.path), windows, classes)
+    result = evaluate_int8(cpu_engine(fp32_file), cpu_engine(int8_file.path), windows, classes)
     assert result["label_agreement"] > 0.85, result  # measured ~0.96 on this random-init tiny model
     assert result["mean_cosine"] > 0.99 and 0 < result["miou_vs_fp32"] <= 1
 
@@ -153,18 +174,16 @@ def test_mIoU_on_a_labelled_set(tmp_path, int8_file, fp32_file, tiny_model, prep
     assert targets.shape == (len(windows), WINDOW // 8, WINDOW // 8)
     assert (targets == 255).any() and set(np.unique(targets)) <= {0, 1, 255}
     classes = random_class_embeddings(2, tiny_model.embed_dim, seed=3)
-    result = evaluate_int8(ort_session(fp32_file), ort_session(int8_file.path), windows, classes, labels=targets)
+    result = evaluate_int8(cpu_engine(fp32_file), cpu_engine(int8_file.path), windows, classes, labels=targets)
     assert {"miou_fp32", "miou_int8", "miou_drop"} <= set(result)
     assert result["miou_drop"] == pytest.approx(result["miou_fp32"] - result["miou_int8"])
 
 
-def test_confusion_and_miou():
+def test_miou_is_the_metric_modules():
     target = np.array([0, 0, 1, 1, 2, 255])
     pred = np.array([0, 1, 1, 1, 0, 2])
-    conf = confusion(pred, target, 3)
-    assert conf.sum() == 5  # ignore_index dropped
-    # IoU: class0 1/3, class1 2/3, class2 0/1
-    assert miou(conf) == pytest.approx((1 / 3 + 2 / 3 + 0) / 3)
+    # ignore_index dropped; IoU: class0 1/3, class1 2/3, class2 0/1, class 3 never seen (left out)
+    assert miou(pred, target, 4) == pytest.approx((1 / 3 + 2 / 3 + 0) / 3)
 
 
 def test_quantize_rejects_unknown_method(fp32_file, preprocess, tmp_path):

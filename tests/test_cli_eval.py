@@ -22,7 +22,7 @@ def voc_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("voc") / "VOC2012"
     rng = np.random.default_rng(0)
     names = ["img_a", "img_b", "img_c"]
-    for name, (h, w) in zip(names, [(40, 60), (70, 50), (20, 20)]):
+    for name, (h, w) in zip(names, [(40, 60), (70, 50), (20, 20)], strict=True):
         (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
         (root / "SegmentationClass").mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / "JPEGImages" / f"{name}.jpg")
@@ -74,7 +74,8 @@ def test_eval_with_checkpoint_writes_table_and_json(voc_root, tiny_checkpoint, t
 def test_eval_variants(voc_root, tiny_checkpoint, tmp_path, capsys, extra):
     extra = [str(tiny_checkpoint) if e == "CKPT" else e for e in extra]
     out_json = tmp_path / "m.json"
-    code, out, err = run_eval(["--dataset", "voc20", "--root", str(voc_root), "--json", str(out_json), *SMALL, *extra], capsys)
+    code, out, err = run_eval(["--dataset", "voc20", "--root", str(voc_root), "--json", str(out_json), *SMALL, *extra],
+                              capsys)
     assert code == 0, err
     result = json.loads(out_json.read_text())
     assert len(result["per_class"]) == 20 and result["inference"]["background_threshold"] is None
@@ -152,5 +153,6 @@ def test_segment_errors(photo, capsys, args, message):
 def test_module_entry_points_run():
     root = Path(__file__).resolve().parents[1]
     for module in ("mgca.cli.eval", "mgca.cli.segment"):
-        result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=root, capture_output=True, text=True, timeout=120)
+        result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=root, capture_output=True, text=True,
+                                timeout=120)
         assert result.returncode == 0 and "usage" in result.stdout

@@ -15,7 +15,8 @@ def test_defaults_are_the_papers():
 def test_yaml_then_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  batch_size: 4\nloss:\n  k_pix: 0.1\n")
-    cfg = load_config(path, ["train.batch_size=8", "data.crop_scale=0.3,1", "backbone.checkpoint=none", "optim.lr=2e-4"])
+    cfg = load_config(path,
+                      ["train.batch_size=8", "data.crop_scale=0.3,1", "backbone.checkpoint=none", "optim.lr=2e-4"])
     assert cfg.train.batch_size == 8 and cfg.loss.k_pix == 0.1
     assert cfg.data.crop_scale == (0.3, 1.0) and cfg.backbone.checkpoint is None and cfg.optim.lr == 2e-4
 

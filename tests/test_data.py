@@ -11,15 +11,31 @@ import webdataset as wds
 from PIL import Image
 
 from mgca.config import DataConfig
-from mgca.pairs import (CLASS_NAMES, SHAPES, CaptionSampler, DataError, RandomResizedCropNormalize, ResizeCenterCropNormalize,
-                       SkipCounter, SyntheticCaptions, WebDatasetCaptions, build_caption_dataset, build_dataloader,
-                       build_train_transform, extract_nouns, imagenet_templates, noun_prompts, read_caption_folder,
-                       read_caption_table)
+from mgca.pairs import (
+    CLASS_NAMES,
+    CaptionSampler,
+    DataError,
+    RandomResizedCropNormalize,
+    ResizeCenterCropNormalize,
+    SkipCounter,
+    SyntheticCaptions,
+    WebDatasetCaptions,
+    build_caption_dataset,
+    build_dataloader,
+    build_train_transform,
+    extract_nouns,
+    imagenet_templates,
+    noun_prompts,
+    read_caption_folder,
+    read_caption_table,
+)
 from mgca.pairs import nouns as nouns_module
 from mgca.pairs.readers import image_decodes
 from mgca.pairs.synthetic import caption_phrases
 
-FLICKR = Path("/work/shared/data/flickr8k_1k/data/captions.txt")
+from .support import SHARED_DATA
+
+FLICKR = SHARED_DATA / "flickr8k_1k" / "data" / "captions.txt"  # the sample set next to the checkout, if there is one
 
 
 def jpeg_bytes(seed: int, size: int = 24) -> bytes:
@@ -179,7 +195,7 @@ def test_webdataset_shards_skip_corrupt_and_empty(tmp_path):
     assert skips.corrupt_images >= 2 and skips.empty_captions >= 1
     again = batches_of(build_dataloader(cfg, build_train_transform(cfg), 4, seed=1, epoch=0))
     assert [c for _, caps in again for c in caps] == captions
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again, strict=True))
     other_epoch = batches_of(build_dataloader(cfg, build_train_transform(cfg), 4, seed=1, epoch=1))
     assert [c for _, caps in other_epoch for c in caps] != captions
 
@@ -196,9 +212,11 @@ def test_webdataset_ranks_get_equal_batches_and_resume_replays(tmp_path):
     write_shards(tmp_path / "shards")
     cfg = small_cfg(str(tmp_path / "shards"))
     transform = build_train_transform(cfg)
-    per_rank = [batches_of(build_dataloader(cfg, transform, 2, rank=r, world_size=2, seed=0, epoch=0)) for r in range(2)]
+    per_rank = [batches_of(build_dataloader(cfg, transform, 2, rank=r, world_size=2, seed=0,
+                                            epoch=0)) for r in range(2)]
     assert len(per_rank[0]) == len(per_rank[1]) == 3  # 7 samples per rank, though one rank's shard has only 5 usable
-    per_rank = [batches_of(build_dataloader(cfg, transform, 5, rank=r, world_size=2, seed=0, epoch=0)) for r in range(2)]
+    per_rank = [batches_of(build_dataloader(cfg, transform, 5, rank=r, world_size=2, seed=0,
+                                            epoch=0)) for r in range(2)]
     keys = [set(batches[0][1]) for batches in per_rank]
     assert len(keys[0]) == len(keys[1]) == 5 and keys[0].isdisjoint(keys[1])  # one shard per rank
 
@@ -209,7 +227,7 @@ def test_webdataset_ranks_get_equal_batches_and_resume_replays(tmp_path):
     assert len(resumed_loader) == 4
     resumed = batches_of(resumed_loader)
     assert [caps for _, caps in resumed] == [caps for _, caps in full[3:]]
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(resumed, full[3:]))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(resumed, full[3:], strict=True))
 
 
 # ---------------------------------------------------------------------------- folder and tables
@@ -229,7 +247,8 @@ def test_folder_source_skips_missing_empty_and_corrupt(tmp_path):
 
     skips = SkipCounter()
     listing = read_caption_folder(folder, skips)
-    assert sorted(c for _, c in listing.pairs) == ["a broken picture", "photo 0 of a dog", "photo 1 of a dog", "photo 2 of a dog"]
+    expected = ["a broken picture", "photo 0 of a dog", "photo 1 of a dog", "photo 2 of a dog"]
+    assert sorted(c for _, c in listing.pairs) == expected
     assert skips.empty_captions == 1 and skips.missing_images == 1
 
     cfg = small_cfg(str(folder))
@@ -257,13 +276,15 @@ def test_csv_and_tsv_tables(tmp_path):
         'b.jpg,a bird\n')
     skips = SkipCounter()
     listing = read_caption_table(tmp_path / "csv" / "pairs.csv", skips)
-    assert [c for _, c in listing.pairs] == ["a dog , running on grass", "a second caption, with an unquoted comma", "a bird"]
+    assert [c for _, c in listing.pairs] == ["a dog , running on grass", "a second caption, with an unquoted comma",
+                                             "a bird"]
     assert all(Path(p).is_file() for p, _ in listing.pairs)
     assert skips.missing_images == 1 and skips.empty_captions == 1
 
     write_images(tmp_path / "tsv" / "images", ["x.png"])
     (tmp_path / "tsv" / "data.tsv").write_text("filepath\ttitle\nx.png\ta cat on a sofa\n")
-    assert read_caption_table(tmp_path / "tsv" / "data.tsv").pairs == ((str(tmp_path / "tsv" / "images" / "x.png"), "a cat on a sofa"),)
+    expected = ((str(tmp_path / "tsv" / "images" / "x.png"), "a cat on a sofa"),)
+    assert read_caption_table(tmp_path / "tsv" / "data.tsv").pairs == expected
 
     write_images(tmp_path / "abs", ["y.jpg"])
     (tmp_path / "abs" / "list.csv").write_text(f"image_path,caption\n{tmp_path / 'abs' / 'y.jpg'},a tree\n")
@@ -279,7 +300,7 @@ def test_csv_and_tsv_tables(tmp_path):
     assert batch["images"].shape == (3, 3, 16, 16) and len(batch["captions"]) == 3
 
 
-@pytest.mark.skipif(not FLICKR.is_file(), reason="shared Flickr8k sample not present")
+@pytest.mark.skipif(not FLICKR.is_file(), reason="no Flickr8k sample at ../shared/data next to the checkout")
 def test_flickr8k_captions_txt():
     skips = SkipCounter()
     listing = read_caption_table(FLICKR, skips)
@@ -315,8 +336,9 @@ def test_synthetic_loader_batches_ranks_and_resume():
     assert len(resumed_loader) == 3
     resumed = batches_of(resumed_loader)
     assert [caps for _, caps in resumed] == [caps for _, caps in full[2:]]
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(resumed, full[2:]))
-    assert [caps for _, caps in batches_of(build_dataloader(cfg, transform, 4, seed=0, epoch=1))] != [caps for _, caps in full]
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(resumed, full[2:], strict=True))
+    next_epoch = batches_of(build_dataloader(cfg, transform, 4, seed=0, epoch=1))
+    assert [caps for _, caps in next_epoch] != [caps for _, caps in full]
 
     ranks = [build_dataloader(cfg, transform, 3, rank=r, world_size=2, seed=0, epoch=0) for r in range(2)]
     indices = [list(loader.sampler) for loader in ranks]

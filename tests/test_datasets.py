@@ -56,10 +56,12 @@ def test_registry_has_the_eight_benchmarks_with_mmseg_class_counts():
     assert DATASETS["voc21"].prompt_classes == DATASETS["voc20"].classes
     assert DATASETS["context60"].classes[1:] == DATASETS["context59"].classes
     assert DATASETS["coco_object"].classes[1:] == DATASETS["coco_stuff"].classes[:80]
-    assert DATASETS["ade20k"].classes[:3] == ("wall", "building", "sky") and DATASETS["cityscapes"].classes[-1] == "bicycle"
+    assert DATASETS["ade20k"].classes[:3] == ("wall", "building",
+                                              "sky") and DATASETS["cityscapes"].classes[-1] == "bicycle"
     assert get_spec("VOC").name == "voc21" and get_spec("coco_stuff164k").name == "coco_stuff"
     # the synthetic benchmark prompts its 40 object classes; its backdrop is ignored like VOC20's background
-    assert DATASETS["synthetic"].prompt_classes == DATASETS["synthetic"].classes and DATASETS["synthetic"].classes[0] == "red circle"
+    synthetic = DATASETS["synthetic"]
+    assert synthetic.prompt_classes == synthetic.classes and synthetic.classes[0] == "red circle"
 
 
 def test_synthetic_benchmark_folder_round_trip(tmp_path):
@@ -74,7 +76,8 @@ def test_synthetic_benchmark_folder_round_trip(tmp_path):
         expected = source.render(index)
         np.testing.assert_array_equal(sample.image, np.asarray(expected.image))
         names = [CLASS_NAMES[k] for k in expected.mask.ravel()]
-        want = np.array([dataset.spec.classes.index(n) if n in dataset.spec.classes else 255 for n in names]).reshape(expected.mask.shape)
+        classes = dataset.spec.classes
+        want = np.array([classes.index(n) if n in classes else 255 for n in names]).reshape(expected.mask.shape)
         np.testing.assert_array_equal(sample.label, want)
         assert (sample.label == 255).any() and (sample.label < 40).any()
     stamp = (root / "benchmark.json").stat().st_mtime_ns
@@ -130,7 +133,8 @@ def test_context60_and_59(tmp_path):
     assert sorted(np.unique(reduced).tolist()) == [0, 29, 58, 255]
 
 
-@pytest.mark.parametrize("name, suffix", [("coco_stuff", "_labelTrainIds.png"), ("coco_object", "_instanceTrainIds.png")])
+@pytest.mark.parametrize("name, suffix",
+                         [("coco_stuff", "_labelTrainIds.png"), ("coco_object", "_instanceTrainIds.png")])
 def test_coco_mmseg_layouts(tmp_path, name, suffix):
     label = label_grid(6, 7, [0, 3, 80, 255])
     write_image(tmp_path / "images" / "val2017" / "000000000001.jpg", 6, 7)
@@ -157,7 +161,8 @@ def test_ade20k_standard_and_sample_layouts(tmp_path):
 def test_cityscapes_scans_city_folders(tmp_path):
     for city, stem in (("aachen", "aachen_000000_000019"), ("bonn", "bonn_000001_000019")):
         write_image(tmp_path / "leftImg8bit" / "val" / city / f"{stem}_leftImg8bit.png", 8, 16)
-        write_label(tmp_path / "gtFine" / "val" / city / f"{stem}_gtFine_labelTrainIds.png", label_grid(8, 16, [0, 18, 255]))
+        write_label(tmp_path / "gtFine" / "val" / city / f"{stem}_gtFine_labelTrainIds.png",
+                    label_grid(8, 16, [0, 18, 255]))
         write_label(tmp_path / "gtFine" / "val" / city / f"{stem}_gtFine_labelIds.png", label_grid(8, 16, [7, 33]))
     dataset = open_dataset("cityscapes", tmp_path)
     assert [i.name for i in dataset.items] == ["aachen/aachen_000000_000019", "bonn/bonn_000001_000019"]
@@ -225,14 +230,17 @@ def test_coco_instances_layout(tmp_path):
         "categories": [{"id": 90, "name": "toothbrush"}, {"id": 1, "name": "person"}, {"id": 3, "name": "car"}],
         "annotations": [
             {"image_id": 9, "category_id": 3, "segmentation": [[0, 0, 4, 0, 4, 4, 0, 4]], "area": 16, "iscrowd": 0},
-            {"image_id": 9, "category_id": 90, "segmentation": {"size": [10, 12], "counts": runs}, "area": 20, "iscrowd": 1},
-            {"image_id": 9, "category_id": 1, "segmentation": {"size": [10, 12], "counts": encode_rle_string(runs)}, "area": 20, "iscrowd": 1},
+            {"image_id": 9, "category_id": 90, "segmentation": {"size": [10, 12], "counts": runs}, "area": 20,
+             "iscrowd": 1},
+            {"image_id": 9, "category_id": 1, "segmentation": {"size": [10, 12], "counts": encode_rle_string(runs)},
+             "area": 20, "iscrowd": 1},
         ],
     }
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "instances_val2017.json").write_text(json.dumps(instances))
     dataset = open_dataset("coco_object", tmp_path)
-    assert dataset.layout.name == "coco-instances" and [i.name for i in dataset.items] == ["000000000004", "000000000009"]
+    assert dataset.layout.name == "coco-instances"
+    assert [i.name for i in dataset.items] == ["000000000004", "000000000009"]
     assert not dataset[0].label.any()
     label = dataset[1].label
     # car (id 3 -> 2) polygon; two equal-area crowd RLEs: the later one (person, id 1 -> 1) ends on top

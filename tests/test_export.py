@@ -12,14 +12,17 @@ ort = pytest.importorskip("onnxruntime", reason="export tests need onnxruntime")
 pytest.importorskip("onnxscript", reason="the dynamo ONNX exporter needs onnxscript")
 
 from calibration.reader import Preprocess  # noqa: E402
-from conftest import perturb_decoder  # noqa: E402
+from export import ExportOptions, ExportOptionsError, export_bundle  # noqa: E402
 from export.cli import main  # noqa: E402
 from export.onnx_export import ExportError, export_onnx, read_metadata  # noqa: E402
-from export.parity import ParityError, check_parity, ort_session, parity_windows  # noqa: E402
+from export.parity import ParityError, check_parity, parity_windows  # noqa: E402
 from export.tensorrt_build import TRT_MISSING, tensorrt_available  # noqa: E402
 from export.text_cache import VocabularyFileError, build_text_cache, read_vocab  # noqa: E402
 from mgca.config import Config  # noqa: E402
+from mgca.decoder import perturb_decoder  # noqa: E402
 from mgca.model import build_model  # noqa: E402
+from runtime.contract import InferenceSettings  # noqa: E402
+from runtime.engines import OrtEngine  # noqa: E402
 
 WINDOW = 64
 
@@ -37,7 +40,13 @@ def vocab_file(tmp_path_factory):
 
 
 def _preprocess(model, window=WINDOW):
-    return Preprocess(window, tuple(model.backbone.mean), tuple(model.backbone.std), int(model.output_stride))
+    output_stride = int(model.output_stride)
+    settings = InferenceSettings.for_window(window, output_stride)
+    return Preprocess(settings, tuple(model.backbone.mean), tuple(model.backbone.std), output_stride)
+
+
+def _run(path, x: np.ndarray) -> np.ndarray:
+    return OrtEngine(path, device="cpu").run(x)
 
 
 # ---------------------------------------------------------------- graph
@@ -47,7 +56,7 @@ def test_graph_passes_checker_and_has_contract_io(onnx_file, tiny_model):
     proto = onnx.load(str(onnx_file))
     assert [i.name for i in proto.graph.input] == ["image"]
     assert [o.name for o in proto.graph.output] == ["embeddings"]
-    assert proto.opset_import[0].version == 18 or any(o.version == 18 for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    assert any(o.version == 18 for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     in_dims = proto.graph.input[0].type.tensor_type.shape.dim
     out_dims = proto.graph.output[0].type.tensor_type.shape.dim
     assert in_dims[0].dim_param and [d.dim_value for d in in_dims[1:]] == [3, WINDOW, WINDOW]
@@ -71,7 +80,7 @@ def test_graph_metadata_describes_the_model(onnx_file, tiny_model):
 @pytest.mark.parametrize("batch", [1, 3])
 def test_ort_matches_torch_with_dynamic_batch(onnx_file, tiny_model, batch):
     x = torch.randn(batch, 3, WINDOW, WINDOW, generator=torch.Generator().manual_seed(batch))
-    out = ort_session(onnx_file).run(["embeddings"], {"image": x.numpy()})[0]
+    out = _run(onnx_file, x.numpy())
     with torch.no_grad():
         ref = tiny_model.pixel_embeddings(x).numpy()
     assert out.shape == ref.shape == (batch, tiny_model.embed_dim, WINDOW // 8, WINDOW // 8)
@@ -90,7 +99,7 @@ def test_parity_check_passes_and_reports(onnx_file, tiny_model):
 
 def test_parity_check_fails_loudly_for_another_model(onnx_file, tiny_config, tiny_model):
     other = build_model(tiny_config.backbone, tiny_config.decoder).eval()
-    perturb_decoder(other, seed=1)  # same backbone, different decoder weights
+    perturb_decoder(other.decoder, seed=1)  # same backbone, different decoder weights
     sets = parity_windows(_preprocess(tiny_model), None, num_synthetic=0, max_windows=2)
     with pytest.raises(ParityError, match="does not match the PyTorch model"):
         check_parity(other, onnx_file, sets)
@@ -117,8 +126,7 @@ def test_fp16_graph_keeps_sensitive_ops_in_fp32(onnx_file, tmp_path):
         if node.op_type in FP32_ONNX_OPS and node.input[0] in types:
             assert types[node.input[0]] == onnx.TensorProto.FLOAT, node.name
     x = np.random.default_rng(0).standard_normal((2, 3, WINDOW, WINDOW)).astype(np.float32)
-    a = ort_session(half).run(None, {"image": x})[0]
-    b = ort_session(onnx_file).run(None, {"image": x})[0]
+    a, b = _run(half, x), _run(onnx_file, x)
     assert np.linalg.norm(a - b) / np.linalg.norm(b) < 1e-2
 
 
@@ -139,10 +147,9 @@ def test_vocab_file_parsing(vocab_file, tmp_path):
 
 
 def test_text_cache_round_trip_and_mismatch_refusal(tmp_path, tiny_model, tiny_config, vocab_file):
+    from mgca.prompts import get_templates
     from runtime.errors import TextCacheError
     from runtime.text_cache import load_text_cache
-
-    from mgca.prompts import get_templates
 
     names = read_vocab(vocab_file)
     path = build_text_cache(tiny_model, names, "tcl", tmp_path / "cache.npz")
@@ -173,33 +180,40 @@ def test_text_cache_round_trip_and_mismatch_refusal(tmp_path, tiny_model, tiny_c
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory, tiny_checkpoint, vocab_file):
     out = tmp_path_factory.mktemp("bundle") / "b"
-    rc = main(["--checkpoint", str(tiny_checkpoint), "--out", str(out), "--onnx", "--window", str(WINDOW),
+    rc = main(["--checkpoint", str(tiny_checkpoint), "--out", str(out), "--window", str(WINDOW),
                "--int8", "--calib-limit", "4", "--vocab", str(vocab_file), "--parity-windows", "4"])
     assert rc == 0
     return out
 
 
 def test_bundle_layout_and_manifest(bundle_dir, tiny_model):
-    assert sorted(p.name for p in bundle_dir.iterdir()) == ["manifest.json", "model.int8.onnx", "model.onnx", "text_cache.npz"]
+    files = ["manifest.json", "model.int8.onnx", "model.onnx", "text_cache.npz"]
+    assert sorted(p.name for p in bundle_dir.iterdir()) == files
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     identity = tiny_model.backbone.identity
-    assert manifest["format"] == "mgca-bundle/1"
-    assert manifest["arch"] == "mgca-tiny" and manifest["embed_dim"] == 64
-    assert manifest["patch_size"] == 16 and manifest["output_stride"] == 8 and manifest["window"] == WINDOW
+    assert manifest["format"] == "mgca-bundle/2"
+    assert manifest["backbone"]["arch"] == "mgca-tiny" and manifest["embed_dim"] == 64
+    assert manifest["patch_size"] == 16 and manifest["output_stride"] == 8
+    assert json.dumps(manifest).count('"window"') == 1  # each fact once: the window only in `inference`
+    assert "arch" not in manifest and "shape" not in manifest["input"] and "shape" not in manifest["output"]
     assert manifest["input"]["name"] == "image" and manifest["input"]["normalized"] is True
-    assert manifest["input"]["dtype"] == "float32" and manifest["input"]["layout"] == "NCHW" and manifest["input"]["dynamic_batch"]
+    inp = manifest["input"]
+    assert inp["dtype"] == "float32" and inp["layout"] == "NCHW" and inp["dynamic_batch"]
     assert manifest["input"]["mean"] == pytest.approx(list(tiny_model.backbone.mean))
     assert manifest["output"] == {**manifest["output"], "name": "embeddings", "layout": "NCHW", "l2_normalized": True}
     assert manifest["backbone"]["visual_sha256"] == identity.visual_sha256
     assert manifest["backbone"]["text_sha256"] == identity.text_sha256
     assert manifest["decoder_sha256"] == read_metadata(bundle_dir / "model.onnx")["decoder_sha256"]
-    assert manifest["models"] == {"onnx": "model.onnx", "onnx_int8": "model.int8.onnx", "trt_fp16": None, "trt_int8": None}
+    assert manifest["models"] == {"onnx": "model.onnx", "onnx_int8": "model.int8.onnx", "trt_fp16": None,
+                                  "trt_int8": None}
     assert manifest["text_cache"] == "text_cache.npz"
-    assert manifest["inference"] == {"short_side": WINDOW, "window": WINDOW, "stride": WINDOW // 2, "units": 36, "unit_scope": "image"}
+    assert manifest["inference"] == {"short_side": WINDOW, "window": WINDOW, "stride": WINDOW // 2, "units": 36,
+                                     "unit_scope": "image"}
     parity = manifest["parity"]
     assert parity["rel_err"] < 1e-4 and parity["label_agreement"] > 0.999 and parity["classes"] == "vocabulary"
     assert parity["int8"]["label_agreement"] > 0.8  # random-init tiny model, 5 classes
     assert manifest["calibration"]["images"] == "synthetic"
+    assert set(manifest["files_sha256"]) == {"model.onnx", "model.int8.onnx", "text_cache.npz"}
 
 
 def test_bundle_loads_in_the_runtime(bundle_dir):
@@ -207,9 +221,10 @@ def test_bundle_loads_in_the_runtime(bundle_dir):
     from runtime.text_cache import load_text_cache
 
     bundle = load_bundle(bundle_dir)
-    assert bundle.window == WINDOW and bundle.embed_dim == 64
+    assert bundle.inference == InferenceSettings.for_window(WINDOW, 8) and bundle.embed_dim == 64
     assert "model.int8.onnx" in {getattr(p, "name", None) for p in bundle.models.values()}
-    cache = load_text_cache(bundle.text_cache, expected_text_sha256=bundle.text_sha256, expected_embed_dim=bundle.embed_dim)
+    cache = load_text_cache(bundle.text_cache, expected_text_sha256=bundle.text_sha256,
+                            expected_embed_dim=bundle.embed_dim)
     assert cache.class_names == ("cat", "dog", "road", "sky", "tree")
 
 
@@ -224,9 +239,30 @@ def test_bundle_segments_with_the_runtime(bundle_dir):
     assert 0 <= result.labels.min() and result.labels.max() < 5
 
 
+def test_export_is_a_python_function(tmp_path, tiny_model, tiny_config):
+    """No argparse: a model in, a bundle out, the same one the CLI writes."""
+    from runtime.segmenter import Segmenter
+
+    lines: list[str] = []
+    options = ExportOptions(window=WINDOW, stride=16, units=4, vocab=["cat", "sky"], templates=["a photo of a {}."],
+                            parity_windows=2)
+    result = export_bundle(tiny_model, tmp_path / "b", options, config=tiny_config, log=lines.append)
+    assert result.path == tmp_path / "b" and result.parity.passed
+    assert result.files == {"onnx": "model.onnx", "text_cache": "text_cache.npz"}
+    assert result.manifest["inference"] == {"short_side": WINDOW, "window": WINDOW, "stride": 16, "units": 4,
+                                            "unit_scope": "image"}
+    assert any(line.startswith("wrote") and "manifest.json" in line for line in lines)
+    segmenter = Segmenter(result.path, backend="onnxruntime", device="cpu")
+    assert segmenter.class_names == ("cat", "sky") and segmenter.settings.stride == 16
+    with pytest.raises(ExportOptionsError, match="eval_labels"):
+        export_bundle(tiny_model, tmp_path / "c", ExportOptions(eval_images=tmp_path, eval_labels=tmp_path))
+    assert not (tmp_path / "c").exists()  # options are checked before anything is written
+
+
 def test_text_subcommand(tmp_path, tiny_checkpoint, vocab_file, capsys):
     out = tmp_path / "cache.npz"
-    assert main(["text", "--checkpoint", str(tiny_checkpoint), "--vocab", str(vocab_file), "--templates", "tcl", "--out", str(out)]) == 0
+    assert main(["text", "--checkpoint", str(tiny_checkpoint), "--vocab", str(vocab_file), "--templates", "tcl",
+                 "--out", str(out)]) == 0
     with np.load(out, allow_pickle=False) as data:
         assert data["embeddings"].shape == (5, 64)
         assert json.loads(str(data["meta"]))["template_set"] == "tcl"
@@ -237,7 +273,8 @@ def test_text_subcommand_for_a_benchmark(tmp_path, tiny_checkpoint, capsys):
     from mgca.evalsets import get_spec
 
     out = tmp_path / "voc21.npz"
-    assert main(["text", "--checkpoint", str(tiny_checkpoint), "--dataset", "voc21", "--templates", "single", "--out", str(out)]) == 0
+    assert main(["text", "--checkpoint", str(tiny_checkpoint), "--dataset", "voc21", "--templates", "single", "--out",
+                 str(out)]) == 0
     with np.load(out, allow_pickle=False) as data:
         names = [str(n) for n in data["class_names"]]
     assert names == list(get_spec("voc21").prompt_classes) and "background" not in names
@@ -249,10 +286,12 @@ def _one_line_error(capsys) -> str:
     return err
 
 
-@pytest.mark.skipif(tensorrt_available(), reason="tensorrt is installed here: the missing-TensorRT message cannot be shown")
+@pytest.mark.skipif(tensorrt_available(),
+                    reason="tensorrt is installed here: the missing-TensorRT message cannot be shown")
 def test_cli_without_tensorrt_says_so_in_one_line(tmp_path, tiny_checkpoint, capsys):
     out = tmp_path / "b"
-    assert main(["--checkpoint", str(tiny_checkpoint), "--out", str(out), "--window", str(WINDOW), "--trt", "fp16"]) == 2
+    assert main(["--checkpoint", str(tiny_checkpoint), "--out", str(out), "--window", str(WINDOW), "--trt",
+                 "fp16"]) == 2
     assert TRT_MISSING in _one_line_error(capsys)
     assert not out.exists()  # checked before any work
 
@@ -265,12 +304,14 @@ def test_cli_without_tensorrt_says_so_in_one_line(tmp_path, tiny_checkpoint, cap
     (["--checkpoint", "{ckpt}", "--out", "{out}", "--trt", "fp32"], "invalid choice"),
     (["--checkpoint", "{ckpt}"], "required: --out"),
     (["text", "--checkpoint", "{ckpt}", "--vocab", "{missing}", "--out", "{out}.npz"], "vocabulary file"),
-    (["text", "--checkpoint", "{ckpt}", "--vocab", "{vocab}", "--templates", "nope", "--out", "{out}.npz"], "template set"),
+    (["text", "--checkpoint", "{ckpt}", "--vocab", "{vocab}", "--templates", "nope", "--out", "{out}.npz"],
+     "template set"),
     (["text", "--checkpoint", "{ckpt}", "--dataset", "vocx", "--out", "{out}.npz"], "unknown dataset 'vocx'"),
     (["text", "--checkpoint", "{ckpt}", "--out", "{out}.npz"], "one of the arguments --vocab --dataset is required"),
 ])
 def test_cli_bad_input_one_line_exit_2(tmp_path, tiny_checkpoint, vocab_file, capsys, argv, message):
-    fill = {"missing": str(tmp_path / "missing"), "out": str(tmp_path / "out"), "ckpt": str(tiny_checkpoint), "vocab": str(vocab_file)}
+    fill = {"missing": str(tmp_path / "missing"), "out": str(tmp_path / "out"), "ckpt": str(tiny_checkpoint),
+            "vocab": str(vocab_file)}
     args = [a.format(**fill) for a in argv]
     try:
         rc = main(args)
@@ -284,9 +325,11 @@ def test_cli_fails_loudly_on_parity_error(tmp_path, tiny_checkpoint, monkeypatch
     import export.parity as parity
 
     real = parity.run_torch
-    monkeypatch.setattr(parity, "run_torch", lambda model, windows, batch_size=4: real(model, windows, batch_size) * 1.01)
+    monkeypatch.setattr(parity, "run_torch", lambda model, windows,
+                        batch_size=4: real(model, windows, batch_size) * 1.01)
     out = tmp_path / "b"
-    assert main(["--checkpoint", str(tiny_checkpoint), "--out", str(out), "--window", str(WINDOW), "--parity-windows", "2"]) == 1
+    assert main(["--checkpoint", str(tiny_checkpoint), "--out", str(out), "--window", str(WINDOW), "--parity-windows",
+                 "2"]) == 1
     assert "does not match the PyTorch model" in _one_line_error(capsys)
     assert not (out / "manifest.json").exists()  # no manifest: not a usable bundle
 
@@ -311,5 +354,6 @@ def test_tensorrt_engine_build(tmp_path, onnx_file, tiny_model, precision):
         reader = ImageFolderCalibrationReader(synthetic_images(4, (48, 64)), _preprocess(tiny_model), limit=4)
         source = quantize_int8(onnx_file, tmp_path / "model.int8.onnx", reader).path
     cache = tmp_path / "timing.cache"
-    result = build_engine(source, tmp_path / f"model.{precision}.engine", precision, WINDOW, max_batch=4, timing_cache=cache)
+    result = build_engine(source, tmp_path / f"model.{precision}.engine", precision, WINDOW, max_batch=4,
+                          timing_cache=cache)
     assert result.path.stat().st_size > 0 and cache.stat().st_size > 0

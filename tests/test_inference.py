@@ -1,4 +1,6 @@
-"""Inference: meta-point grid, unit assignment vs a naive loop, windows, stitching, scores -> labels."""
+"""PyTorch inference: unit assignment vs a naive loop, preprocessing, stitching, scores -> labels.
+
+The geometry both implementations share (meta-point grid, window spans, resize) is tested in test_contract.py."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -11,11 +13,10 @@ from torch import nn
 
 from mgca.config import ConfigError
 from mgca.inference import InferenceConfig, SegmentationPredictor, labels_from_scores, upsample_scores
-from mgca.inference.units import (
-    assign_pixels, meta_grid, meta_point_indices, semantic_units, unit_embedding_map, unit_scores, uses_pixel_units,
-)
-from mgca.inference.windows import preprocess, resized_shape, stitch, window_boxes, window_spans
+from mgca.inference.units import assign_pixels, semantic_units, unit_embedding_map, unit_scores
+from mgca.inference.windows import preprocess, stitch
 from mgca.prompts import TCL_TEMPLATES
+from runtime.contract import meta_point_indices, window_boxes
 
 
 def random_map(channels: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -48,35 +49,12 @@ def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
 
 
-# ---- meta-points ----------------------------------------------------------------------------
-
-@pytest.mark.parametrize("shape, m, grid", [
-    ((10, 10), 36, (6, 6)), ((10, 20), 12, (3, 4)), ((20, 10), 12, (4, 3)), ((10, 10), 12, (3, 4)),
-    ((5, 9), 7, (1, 7)), ((9, 5), 7, (7, 1)), ((56, 84), 121, (11, 11)), ((3, 3), 1, (1, 1)),
-])
-def test_meta_grid(shape, m, grid):
-    assert meta_grid(*shape, m) == grid
-
-
-def test_meta_points_follow_the_contract_formula():
-    for height, width, m in [(28, 28, 36), (28, 42, 36), (7, 11, 12), (56, 56, 16), (4, 100, 36)]:
-        gy, gx = meta_grid(height, width, m)
-        expected = [int(np.floor((i + 0.5) * height / gy)) * width + int(np.floor((j + 0.5) * width / gx))
-                    for i in range(gy) for j in range(gx)]
-        assert meta_point_indices(height, width, m).tolist() == expected
-
-
-def test_pixel_units_threshold():
-    assert uses_pixel_units(0, 5, 5) and uses_pixel_units(25, 5, 5) and uses_pixel_units(30, 5, 5)
-    assert not uses_pixel_units(24, 5, 5)
-
-
 # ---- assignment and pooling vs naive loops --------------------------------------------------
 
 def naive_units(embeddings: torch.Tensor, m: int) -> tuple[list[int], list[torch.Tensor]]:
     channels, height, width = embeddings.shape
     pixels = [embeddings[:, y, x].double() for y in range(height) for x in range(width)]
-    points = [pixels[i] for i in meta_point_indices(height, width, m).tolist()]
+    points = [pixels[i] for i in meta_point_indices(height, width, m)]
     assignment = []
     for pixel in pixels:
         sims = [float(pixel @ point) / float(pixel.norm() * point.norm()) for point in points]
@@ -84,7 +62,7 @@ def naive_units(embeddings: torch.Tensor, m: int) -> tuple[list[int], list[torch
         assignment.append(next(k for k, s in enumerate(sims) if s >= best - 1e-12))
     units = []
     for k in range(len(points)):
-        members = [p for p, a in zip(pixels, assignment) if a == k]
+        members = [p for p, a in zip(pixels, assignment, strict=True) if a == k]
         mean = torch.stack(members).mean(0) if members else torch.zeros(channels, dtype=torch.float64)
         units.append(mean / mean.norm() if members else mean)
     return assignment, units
@@ -102,7 +80,7 @@ def test_assignment_and_pooling_match_a_naive_loop(shape, m):
 def test_chunked_assignment_equals_one_block():
     embeddings = random_map(8, 17, 23, seed=3)
     flat = embeddings.flatten(1)
-    points = meta_point_indices(17, 23, 36)
+    points = torch.tensor(meta_point_indices(17, 23, 36))
     assert torch.equal(assign_pixels(flat, points, chunk_elements=36 * 5), assign_pixels(flat, points))
 
 
@@ -149,13 +127,6 @@ def test_unit_embedding_map_is_normalised_and_piecewise_constant():
 
 # ---- preprocessing and windows --------------------------------------------------------------
 
-def test_resized_shape_rounds_the_scaled_sides():
-    assert resized_shape(500, 334, 448) == (671, 448)
-    assert resized_shape(333, 500, 448) == (448, 673)
-    assert resized_shape(448, 448, 448) == (448, 448)
-    assert resized_shape(5, 7, 448) == (448, 627)
-
-
 def test_preprocess_normalises_and_pads_to_the_output_stride():
     image = np.full((500, 334, 3), 128, dtype=np.uint8)
     pre = preprocess(image, 448, (0.5, 0.5, 0.5), (0.25, 0.5, 1.0), 8)
@@ -165,28 +136,16 @@ def test_preprocess_normalises_and_pads_to_the_output_stride():
     assert torch.count_nonzero(pre.tensor[:, 671:]) == 0
 
 
-def test_preprocess_rejects_non_rgb_uint8():
-    with pytest.raises(ValueError, match="RGB uint8"):
-        preprocess(np.zeros((10, 10), dtype=np.uint8), 448, (0, 0, 0), (1, 1, 1), 8)
-    with pytest.raises(ValueError, match="RGB uint8"):
+def test_preprocess_checks_images_as_the_runtime_does():
+    """Grayscale and RGBA are converted losslessly (as runtime.Segmenter does); floats are refused in one line."""
+    gray = random_image(10, 12)[:, :, 0]
+    rgb = np.repeat(gray[:, :, None], 3, axis=2)
+    rgba = np.concatenate([rgb, np.full((10, 12, 1), 7, np.uint8)], axis=2)
+    reference = preprocess(rgb, 16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 8).tensor
+    for converted in (gray, rgba):
+        assert torch.equal(preprocess(converted, 16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 8).tensor, reference)
+    with pytest.raises(ValueError, match="dtype float32; pass uint8 RGB"):
         preprocess(np.zeros((10, 10, 3), dtype=np.float32), 448, (0, 0, 0), (1, 1, 1), 8)
-
-
-@pytest.mark.parametrize("size, spans", [
-    (448, [(0, 448)]), (100, [(0, 100)]), (600, [(0, 448), (152, 600)]),
-    (896, [(0, 448), (224, 672), (448, 896)]), (672, [(0, 448), (224, 672)]),
-])
-def test_window_spans_follow_mmseg_slide_inference(size, spans):
-    assert window_spans(size, 448, 224) == spans
-
-
-def test_window_boxes_cover_every_pixel():
-    boxes = window_boxes(72, 136, 32, 16)
-    covered = np.zeros((72, 136), dtype=int)
-    for y1, y2, x1, x2 in boxes:
-        assert y2 - y1 <= 32 and x2 - x1 <= 32
-        covered[y1:y2, x1:x2] += 1
-    assert covered.min() >= 1
 
 
 def test_stitch_averages_overlaps():
@@ -213,7 +172,7 @@ def test_sliding_windows_on_a_local_model_equal_a_single_pass():
     model = LocalModel()
     predictor = SegmentationPredictor(model, InferenceConfig(short_side=48, window=32, stride=16))
     pre, stitched = predictor.embed(random_image(50, 90, seed=4))
-    assert len(window_boxes(*pre.padded_size, 32, 16)) > 4
+    assert len(window_boxes(*pre.padded_size, 32, 16)) > 4  # the windows overlap and cross the image
     with torch.no_grad():
         single = model.pixel_embeddings(pre.tensor[None])[0]
     torch.testing.assert_close(stitched, single, atol=1e-5, rtol=0)
@@ -223,7 +182,8 @@ def test_window_scope_equals_image_scope_when_one_window_covers_the_image(tiny_m
     image = random_image(64, 64, seed=9)
     results = []
     for scope in ("image", "window"):
-        predictor = SegmentationPredictor(tiny_model, InferenceConfig(short_side=64, window=64, stride=32, units=9, unit_scope=scope))
+        config = InferenceConfig(short_side=64, window=64, stride=32, units=9, unit_scope=scope)
+        predictor = SegmentationPredictor(tiny_model, config)
         predictor.set_classes(["cat", "dog", "sky"])
         results.append(predictor.predict_scores(image))
     torch.testing.assert_close(results[0], results[1], atol=1e-5, rtol=0)
@@ -232,7 +192,8 @@ def test_window_scope_equals_image_scope_when_one_window_covers_the_image(tiny_m
 @pytest.mark.parametrize("shape", [(5, 7), (64, 64), (40, 130), (131, 33)])
 @pytest.mark.parametrize("units, scope", [(36, "image"), (0, "image"), (4, "window")])
 def test_predict_returns_labels_at_the_original_size(tiny_model, shape, units, scope):
-    predictor = SegmentationPredictor(tiny_model, InferenceConfig(short_side=32, window=32, stride=16, units=units, unit_scope=scope))
+    config = InferenceConfig(short_side=32, window=32, stride=16, units=units, unit_scope=scope)
+    predictor = SegmentationPredictor(tiny_model, config)
     predictor.set_classes(["cat", "grass", "sky"])
     labels = predictor.predict(random_image(*shape))
     assert labels.shape == shape and labels.dtype == np.int64
@@ -244,10 +205,12 @@ def test_background_threshold_shifts_classes(tiny_model):
     base = SegmentationPredictor(tiny_model, InferenceConfig(short_side=32, window=32, stride=16))
     base.set_classes(["cat", "grass", "sky"])
     plain = base.predict(image)
-    never = SegmentationPredictor(tiny_model, InferenceConfig(short_side=32, window=32, stride=16, background_threshold=0.0))
+    never = SegmentationPredictor(tiny_model,
+                                  InferenceConfig(short_side=32, window=32, stride=16, background_threshold=0.0))
     never.set_classes(["cat", "grass", "sky"])
     np.testing.assert_array_equal(never.predict(image), plain + 1)
-    always = SegmentationPredictor(tiny_model, InferenceConfig(short_side=32, window=32, stride=16, background_threshold=1.0))
+    always = SegmentationPredictor(tiny_model,
+                                   InferenceConfig(short_side=32, window=32, stride=16, background_threshold=1.0))
     always.set_classes(["cat", "grass", "sky"])
     assert (always.predict(image) <= 3).all()
 

@@ -44,7 +44,8 @@ def reference_losses(v: torch.Tensor, t: torch.Tensor, cfg: LossConfig) -> dict[
                 object_pixels[i] = inside
 
     def two_sided(pos_img, den_img, pos_txt, den_txt):
-        return -sum(torch.log(pos_img[i] / den_img[i]) + torch.log(pos_txt[i] / den_txt[i]) for i in range(batch)) / batch
+        terms = (torch.log(pos_img[i] / den_img[i]) + torch.log(pos_txt[i] / den_txt[i]) for i in range(batch))
+        return -sum(terms) / batch
 
     e = lambda x: torch.exp(x / tau)  # noqa: E731
     rb = range(batch)
@@ -92,8 +93,8 @@ def value_and_grads(losses: dict[str, torch.Tensor], v: torch.Tensor, t: torch.T
 
 def assert_same(actual, expected, atol=1e-10):
     for name in TERMS:
-        for got, want in zip(actual[name], expected[name]):
-            torch.testing.assert_close(got, want, rtol=0, atol=atol, msg=lambda m: f"{name}: {m}")
+        for got, want in zip(actual[name], expected[name], strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=atol, msg=lambda m, name=name: f"{name}: {m}")
 
 
 CONFIGS = {

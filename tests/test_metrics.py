@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from mgca.metrics import ConfusionMatrix
+from runtime.metrics import ConfusionMatrix
 
 LABEL = np.array([[0, 0, 1], [1, 2, 255]])
 PRED = np.array([[0, 1, 1], [1, 1, 0]])
@@ -45,10 +45,10 @@ def test_streaming_equals_a_naive_count_over_all_pixels():
         label[rng.random(label.shape) < 0.1] = 255
     preds = [rng.integers(0, 6, size=(7, 9)) for _ in range(4)]
     streaming = ConfusionMatrix(6)
-    for pred, label in zip(preds, labels):
+    for pred, label in zip(preds, labels, strict=True):
         streaming.update(pred, label)
     halves = ConfusionMatrix(6), ConfusionMatrix(6)
-    for i, (pred, label) in enumerate(zip(preds, labels)):
+    for i, (pred, label) in enumerate(zip(preds, labels, strict=True)):
         halves[i % 2].update(pred, label)
     halves[0].merge(halves[1])
     np.testing.assert_array_equal(halves[0].matrix, streaming.matrix)
@@ -80,7 +80,8 @@ def test_table_and_json(tmp_path):
     matrix.update(PRED, LABEL)
     metrics = matrix.compute(["cat", "dog", "sky", "road"])
     table = metrics.table()
-    assert "cat" in table and "road" in table and "mIoU 33.33" in table and "aAcc 60.00" in table and "1 images" in table
+    assert "cat" in table and "road" in table and "1 images" in table
+    assert "mIoU 33.33" in table and "aAcc 60.00" in table
     data = metrics.to_dict()
     assert data["mIoU"] == pytest.approx(33.3333) and data["per_class"]["road"] == {"IoU": None, "Acc": None}
     path = metrics.save_json(tmp_path / "out" / "m.json", extra={"dataset": "toy"})

@@ -14,13 +14,25 @@ import torch
 from mgca.checkpoint import CheckpointError, load_checkpoint
 from mgca.config import ConfigError, load_config
 from mgca.schedule import warmup_cosine
-from mgca.train import LOSS_TERMS, NORM_TERMS, Trainer, accumulation_steps, embedded_config_path, epoch_batches, main, train
+from mgca.train import (
+    LOSS_TERMS,
+    NORM_TERMS,
+    Trainer,
+    accumulation_steps,
+    embedded_config_path,
+    epoch_batches,
+    main,
+    train,
+)
 
-from grad_check import GLOBAL_BATCH, decoder_gradients, fixed_batch, make_trainer
+from .grad_check import GLOBAL_BATCH, decoder_gradients, fixed_batch, make_trainer
+from .support import REPO, subprocess_env
 
-# The embedded default also pretrains a tiny CLIP and runs the benchmark (tests/test_embedded.py); here only the decoder trains.
+# The embedded default also pretrains a tiny CLIP and runs the benchmark (tests/test_embedded.py);
+# here only the decoder trains.
 DECODER_ONLY = ["pretrain.enabled=false", "benchmark.enabled=false"]
-FAST = [*DECODER_ONLY, "data.synthetic_size=48", "train.batch_size=8", "optim.epochs=2", "optim.warmup_epochs=0.5", "optim.lr=3e-3"]
+FAST = [*DECODER_ONLY, "data.synthetic_size=48", "train.batch_size=8", "optim.epochs=2", "optim.warmup_epochs=0.5",
+        "optim.lr=3e-3"]
 
 
 def fast_config(tmp_path: Path, *extra: str):
@@ -30,7 +42,7 @@ def fast_config(tmp_path: Path, *extra: str):
 def test_warmup_then_cosine_to_zero():
     values = [warmup_cosine(step, 4, 20) for step in range(20)]
     assert values[:4] == [0.25, 0.5, 0.75, 1.0]
-    assert all(a >= b for a, b in zip(values[3:], values[4:]))
+    assert all(a >= b for a, b in zip(values[3:], values[4:], strict=False))
     assert values[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 15 / 16)))
     assert warmup_cosine(20, 4, 20) == pytest.approx(0.0)
 
@@ -51,7 +63,9 @@ def _fixed_batch_loss(trainer: Trainer, batch: dict) -> float:
 
 def test_embedded_default_loss_falls(tmp_path):
     """The embedded default config learns: the loss on a fixed batch drops after a short run."""
-    cfg = load_config(embedded_config_path(), [*DECODER_ONLY, "backbone.arch=mgca-tiny", "data.image_size=224", "data.synthetic_size=96", "train.batch_size=16", "optim.epochs=5",
+    cfg = load_config(embedded_config_path(),
+                      [*DECODER_ONLY, "backbone.arch=mgca-tiny", "data.image_size=224", "data.synthetic_size=96",
+                       "train.batch_size=16", "optim.epochs=5",
                                                f"train.output_dir={tmp_path}"])
     trainer = Trainer(cfg)
     batch = next(epoch_batches(cfg, trainer.transform, trainer.info, epoch=0, start_batch=0)[0])
@@ -80,7 +94,7 @@ def test_resume_continues_exact_schedule(tmp_path):
     train(fast_config(tmp_path / "split", "train.max_steps=5"))  # 6 steps per epoch: stops mid-epoch 0
     resumed = train(fast_config(tmp_path / "split", "train.max_steps=8", "train.resume=auto"))
     assert [h["step"] for h in resumed.history] == list(range(1, 9))
-    for a, b in zip(straight.history, resumed.history):
+    for a, b in zip(straight.history, resumed.history, strict=True):
         assert a["lr"] == pytest.approx(b["lr"], rel=1e-12)
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6), (a, b)
     final_a = load_checkpoint(straight.checkpoint)["decoder"]
@@ -173,7 +187,7 @@ def test_accumulated_micro_batches_give_the_full_batch_gradient(tmp_path, float6
             features = trainer.model.backbone.dense_features(batch["images"][start:start + 4])
         pixels = trainer.model.decoder(features).flatten(2).transpose(1, 2)
         loss = trainer.loss_fn(pixels, text)["loss"] / 4
-        for (name, g), param in zip(local.items(), trainer.model.decoder.parameters()):
+        for (_, g), param in zip(local.items(), trainer.model.decoder.parameters(), strict=True):
             g += torch.autograd.grad(loss, param, retain_graph=True)[0]
     assert max(float((local[n] - g).norm() / g.norm()) for n, g in expected.items()) > 1e-2
 
@@ -206,11 +220,11 @@ def test_ddp_gradient_equals_single_process_full_batch(tmp_path, float64_default
     """2 gloo ranks x 2 micro-batches of 4: the all-reduced gradient is the gradient of the loss over
     all 16 pairs, as one process computes it (per-rank negatives or a missing world_size factor fail)."""
     expected, expected_losses = _single_batch_gradients(tmp_path)
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    env = subprocess_env(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     output = tmp_path / "grads"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(Path(__file__).with_name("grad_check.py")), str(output)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+           "-m", "tests.grad_check", str(output)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for rank in (0, 1):
         saved = torch.load(f"{output}.rank{rank}")

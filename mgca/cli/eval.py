@@ -1,27 +1,29 @@
 """`mgca-eval`: zero-shot mIoU of a checkpoint (or of frozen CLIP features) on a benchmark folder.
 
-    mgca-eval --dataset voc21 --root data/VOCdevkit/VOC2012 --checkpoint runs/mgca/last.pt [--units 36]
-    mgca-eval --dataset ade20k --root /work/shared/data/ade_sample --decoder none --arch ViT-B-16 --clip-weights ViT-B-16.pt
+    mgca-eval --dataset voc21 --root data/VOCdevkit/VOC2012 --checkpoint runs/mgca/last.pt [--units 0]
+    mgca-eval --dataset ade20k --root data/ade_sample --decoder none --arch ViT-B-16 --clip-weights ViT-B-16.pt
     mgca-eval --dataset cityscapes --root data/cityscapes --engine bundle/ [--compare-torch runs/mgca/last.pt]
 
-The dataset loop and metric (`evaluate`) take any `predict(image) -> labels` callable;
-`make_predict_fn` is the one place that decides which engine produces the labels.
+The dataset loop, the metric and the report are the library's (`mgca.evaluation`), for any
+`predict(image) -> labels` callable; this module parses arguments, and `make_predict_fn` is the one
+place that decides which engine produces the labels.
 
-`--engine` needs only the base install (no torch): this module, mgca.config, mgca.evalsets and
-mgca.metrics are torch-free, and every torch import sits behind the PyTorch path.
+`--engine` needs only the base install (no torch): this module, mgca.config, mgca.evalsets,
+mgca.evaluation and runtime are torch-free, and every torch import sits behind the PyTorch path.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-PredictFn = Callable[[np.ndarray], np.ndarray]
+from runtime.contract import DEFAULT_SETTINGS, UNIT_SCOPES
+
+from ..evalsets.specs import PAPER_PROTOCOL, SYNTHETIC_PROTOCOL
+from ..evaluation import PredictFn, compare, comparison_report, evaluate, report
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -39,20 +41,20 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 def add_inference_args(parser: argparse.ArgumentParser) -> None:
     """The InferenceConfig knobs; unset ones come from the dataset's protocol (the paper's 4.1 for the benchmarks)."""
     group = parser.add_argument_group("inference")
-    group.add_argument("--units", type=int, default=36, help="meta-points M (0 = pixel units)")
-    group.add_argument("--unit-scope", choices=["image", "window"], default="image")
-    group.add_argument("--short-side", type=int, default=None, help="default: the dataset's (448; synthetic 96)")
-    group.add_argument("--window", type=int, default=None, help="default: the dataset's (448; synthetic 64)")
-    group.add_argument("--stride", type=int, default=None, help="default: the dataset's (224; synthetic 32)")
-    group.add_argument("--templates", default=None, help="prompt template set: tcl, single, plain, none (default: the dataset's, tcl)")
+    group.add_argument("--units", type=int, default=DEFAULT_SETTINGS.units, help="meta-points M (0 = pixel units)")
+    group.add_argument("--unit-scope", choices=UNIT_SCOPES, default=DEFAULT_SETTINGS.unit_scope)
+    for name in ("short_side", "window", "stride"):
+        paper, synthetic = getattr(PAPER_PROTOCOL, name), getattr(SYNTHETIC_PROTOCOL, name)
+        group.add_argument(f"--{name.replace('_', '-')}", type=int, default=None,
+                           help=f"default: the dataset's ({paper}; synthetic {synthetic})")
+    group.add_argument("--templates", default=None,
+                       help="prompt template set: tcl, single, plain, none (default: the dataset's, tcl)")
     group.add_argument("--background-threshold", type=float, default=None,
                        help="softmax threshold below which a pixel is background (default: the dataset's)")
 
 
 def apply_protocol(args: argparse.Namespace, protocol=None) -> argparse.Namespace:
     """Fill the inference settings the user left unset from `protocol` (default: the paper's)."""
-    from mgca.evalsets.specs import PAPER_PROTOCOL
-
     settings = (protocol or PAPER_PROTOCOL).settings(**vars(args))
     for name, value in settings.items():
         setattr(args, name, value)
@@ -61,35 +63,41 @@ def apply_protocol(args: argparse.Namespace, protocol=None) -> argparse.Namespac
 
 def build_predictor(args: argparse.Namespace, background_threshold: float | None):
     """(SegmentationPredictor, model) from parsed model + inference args; warns on random-init CLIP."""
-    from mgca.inference import InferenceConfig, SegmentationPredictor, resolve_device
+    from mgca.device import resolve_device
+    from mgca.inference import InferenceConfig, SegmentationPredictor
     from mgca.inference.loading import is_random_init, load_inference_model
 
     device = resolve_device(args.device)
     model = load_inference_model(args.checkpoint, args.decoder, args.arch, args.clip_weights, args.dense_mode, device)
     if is_random_init(model):
-        print(f"warning: CLIP {model.backbone.arch} is randomly initialised (no --clip-weights and none recorded in the "
+        print(f"warning: CLIP {model.backbone.arch} is randomly initialised (no --clip-weights and none "
+              "recorded in the "
               "checkpoint): these numbers are meaningless, they only prove the pipeline runs", file=sys.stderr)
     config = InferenceConfig(short_side=args.short_side, window=args.window, stride=args.stride, units=args.units,
-                             unit_scope=args.unit_scope, background_threshold=background_threshold, templates=args.templates)
+                             unit_scope=args.unit_scope, background_threshold=background_threshold,
+                             templates=args.templates)
     return SegmentationPredictor(model, config, device), model
 
 
 def add_engine_args(parser: argparse.ArgumentParser) -> None:
     """Evaluate an exported bundle through the lean runtime (what applications ship) instead of PyTorch."""
     group = parser.add_argument_group("exported engine (runtime/)")
-    group.add_argument("--engine", metavar="BUNDLE", help="bundle directory written by mgca-export; labels come from runtime.Segmenter")
-    group.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], default="auto", help="runtime backend for --engine")
+    group.add_argument("--engine", metavar="BUNDLE",
+                       help="bundle directory written by mgca-export; labels come from runtime.Segmenter")
+    group.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], default="auto",
+                       help="runtime backend for --engine")
     group.add_argument("--precision", choices=["fp32", "int8", "fp16"], default=None,
-                       help="bundle model for --engine: fp32/int8 ONNX (onnxruntime) or the fp16 TensorRT engine (default: auto)")
+                       help="bundle model for --engine: fp32/int8 ONNX (onnxruntime) or the fp16 TensorRT "
+                            "engine (default: auto)")
     group.add_argument("--text-cache", help="text_cache.npz with the dataset's classes (default: the bundle's)")
-    group.add_argument("--compare-torch", metavar="CKPT", help="with --engine: also evaluate this checkpoint in PyTorch and print both side by side")
+    group.add_argument("--compare-torch", metavar="CKPT",
+                       help="with --engine: also evaluate this checkpoint in PyTorch and print both side by side")
 
 
 def make_engine_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, dict]:
     """The runtime's predict callable on an exported bundle, with the same dataset classes and threshold."""
-    from runtime import Segmenter, VocabularyError
-
     from mgca.config import ConfigError
+    from runtime import Segmenter, VocabularyError
 
     threshold = args.background_threshold if args.background_threshold is not None else spec.background_threshold
     threshold = threshold if spec.with_background else None
@@ -97,8 +105,10 @@ def make_engine_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, d
                           text_cache=args.text_cache, short_side=args.short_side, stride=args.stride,
                           units=args.units, unit_scope=args.unit_scope)
     if args.window != segmenter.settings.window:
-        raise ConfigError(f"--window {args.window} differs from the window {segmenter.settings.window} the bundle was exported with; "
-                          f"pass --window {segmenter.settings.window} or re-export with mgca-export --window {args.window}")
+        raise ConfigError(f"--window {args.window} differs from the window {segmenter.settings.window} the bundle "
+                          "was exported with; "
+                          f"pass --window {segmenter.settings.window} or re-export with mgca-export "
+                          f"--window {args.window}")
     classes = list(spec.prompt_classes)
     try:
         segmenter.check_classes(classes)  # fail before the loop when the text cache lacks a class
@@ -109,7 +119,8 @@ def make_engine_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, d
     described = segmenter.describe()
     settings = segmenter.settings
     info = {"engine": f"runtime {described['backend']} {described['precision']} ({described['model']})",
-            "device": described["provider"], "backbone": {"arch": segmenter.bundle.arch, "source": f"bundle {segmenter.bundle.path}",
+            "device": described["provider"],
+            "backbone": {"arch": segmenter.bundle.arch, "source": f"bundle {segmenter.bundle.path}",
                                                           **segmenter.bundle.manifest.get("backbone", {})},
             "decoder": "bundle", "checkpoint": None, "bundle": str(segmenter.bundle.path), "runtime": described,
             "output_stride": segmenter.bundle.output_stride,
@@ -121,46 +132,6 @@ def make_engine_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, d
         return segmenter.segment(image, classes, background_threshold=threshold).labels
 
     return predict, info
-
-
-def evaluate_pair(dataset, predict: PredictFn, reference: PredictFn, limit: int | None = None, progress: bool = True):
-    """Both callables on every image: (metrics, reference metrics, label agreement, seconds, reference seconds)."""
-    from tqdm import tqdm
-
-    from mgca.metrics import ConfusionMatrix
-
-    spec = dataset.spec
-    count = len(dataset) if limit is None else min(limit, len(dataset))
-    matrices = [ConfusionMatrix(spec.num_classes, spec.ignore_index) for _ in range(2)]
-    seconds, same, total = [0.0, 0.0], 0, 0
-    for index in tqdm(range(count), desc=f"eval {spec.name} (engine + torch)", unit="img", disable=not progress, file=sys.stderr):
-        sample = dataset[index]
-        outputs = []
-        for slot, fn in enumerate((predict, reference)):
-            start = time.perf_counter()
-            outputs.append(np.asarray(fn(sample.image)))
-            seconds[slot] += time.perf_counter() - start
-            matrices[slot].update(outputs[slot], sample.label)
-        same += int((outputs[0] == outputs[1]).sum())
-        total += outputs[0].size
-    return matrices[0].compute(spec.classes), matrices[1].compute(spec.classes), same / max(total, 1), seconds[0], seconds[1]
-
-
-def side_by_side(engine, torch_metrics, agreement: float, names: tuple[str, str]) -> str:
-    """Per-class IoU of both runs, their difference, then both mIoUs and the pixel agreement."""
-    def pct(value: float) -> str:
-        return "-" if np.isnan(value) else f"{100 * value:.2f}"
-
-    width = max([len("class")] + [len(n) for n in engine.class_names])
-    head = f"{'class':<{width}}  {names[1]:>9}  {names[0]:>9}  {'diff':>6}"
-    lines = [head, "-" * len(head)]
-    for name, a, b in zip(engine.class_names, engine.iou, torch_metrics.iou):
-        diff = "-" if np.isnan(a) or np.isnan(b) else f"{100 * (a - b):+.2f}"
-        lines.append(f"{name:<{width}}  {pct(b):>9}  {pct(a):>9}  {diff:>6}")
-    lines.append("-" * len(head))
-    lines.append(f"{'mIoU':<{width}}  {pct(torch_metrics.miou):>9}  {pct(engine.miou):>9}  {100 * (engine.miou - torch_metrics.miou):+.2f}")
-    lines.append(f"labels identical on {100 * agreement:.3f}% of pixels")
-    return "\n".join(lines)
 
 
 def require_torch(what: str) -> None:
@@ -188,25 +159,10 @@ def make_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, dict]:
     return predictor.predict, info
 
 
-def evaluate(dataset, predict: PredictFn, limit: int | None = None, progress: bool = True):
-    """Run `predict` over the dataset and accumulate the confusion matrix: (SegMetrics, seconds)."""
-    from tqdm import tqdm
-
-    from mgca.metrics import ConfusionMatrix
-
-    spec = dataset.spec
-    count = len(dataset) if limit is None else min(limit, len(dataset))
-    matrix = ConfusionMatrix(spec.num_classes, spec.ignore_index)
-    start = time.perf_counter()
-    for index in tqdm(range(count), desc=f"eval {spec.name}", unit="img", disable=not progress, file=sys.stderr):
-        sample = dataset[index]
-        matrix.update(predict(sample.image), sample.label)
-    return matrix.compute(spec.classes), time.perf_counter() - start
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgca-eval", description="Zero-shot semantic segmentation mIoU (MGCA).")
-    parser.add_argument("--dataset", required=True, help="voc21, voc20, context60, context59, coco_object, coco_stuff, ade20k, cityscapes")
+    parser.add_argument("--dataset", required=True,
+                        help="voc21, voc20, context60, context59, coco_object, coco_stuff, ade20k, cityscapes")
     parser.add_argument("--root", required=True, help="dataset folder (mmseg data_root, or a sample layout)")
     parser.add_argument("--layout", default="auto", help="auto, mmseg, sample or coco-instances")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
@@ -218,8 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _write_json(path: str | None, record: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(record, indent=2, default=str) + "\n")
+
+
 def run(args: argparse.Namespace) -> dict:
-    """Evaluate, print the table, optionally write JSON; returns the JSON-able result."""
+    """Evaluate, print the report, optionally write JSON; returns the JSON-able result."""
     from mgca.evalsets import open_dataset
 
     dataset = open_dataset(args.dataset, args.root, args.layout)
@@ -228,19 +190,10 @@ def run(args: argparse.Namespace) -> dict:
     if getattr(args, "compare_torch", None):
         return run_compare(args, dataset, predict, info)
     metrics, seconds = evaluate(dataset, predict, args.limit, progress=not args.no_progress)
-    inf = info["inference"]
-    print(f"{dataset.spec.title}: {metrics.num_images} of {len(dataset)} images from {dataset.root} ({dataset.layout.name} layout)")
-    print(f"model: {info['backbone']['arch']} ({info['backbone']['source']}), decoder {info['decoder']}, "
-          f"units {inf['units'] or 'pixel'} ({inf['unit_scope']}), short side {inf['short_side']}, "
-          f"window {inf['window']}/{inf['stride']}, bg threshold {inf['background_threshold']}")
-    print(metrics.table())
-    print(f"time: {seconds:.1f} s, {seconds / max(1, metrics.num_images):.2f} s/image on {info['device']}")
-    result = {"dataset": dataset.spec.name, "root": str(dataset.root), "layout": dataset.layout.name,
-              "seconds": round(seconds, 3), **info, **metrics.to_dict()}
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    text, record = report(dataset, info, metrics, seconds)
+    print(text)
+    _write_json(args.json, record)
+    return record
 
 
 def run_compare(args: argparse.Namespace, dataset, predict: PredictFn, info: dict) -> dict:
@@ -248,32 +201,21 @@ def run_compare(args: argparse.Namespace, dataset, predict: PredictFn, info: dic
     from mgca.config import ConfigError
 
     if not args.engine:
-        raise ConfigError("--compare-torch CKPT compares an exported engine with its checkpoint; pass --engine BUNDLE too")
-    torch_args = argparse.Namespace(**{**vars(args), "checkpoint": args.compare_torch, "decoder": "checkpoint", "engine": None})
+        raise ConfigError("--compare-torch CKPT compares an exported engine with its checkpoint; pass "
+                          "--engine BUNDLE too")
+    torch_args = argparse.Namespace(**{**vars(args), "checkpoint": args.compare_torch, "decoder": "checkpoint",
+                                       "engine": None})
     reference, torch_info = make_predict_fn(torch_args, dataset.spec)
     engine_bb, torch_bb = info["backbone"], torch_info["backbone"]
     if engine_bb.get("text_sha256") and engine_bb.get("text_sha256") != torch_bb.get("text_sha256"):
-        print(f"warning: bundle {args.engine} and checkpoint {args.compare_torch} were made with different CLIP weights; "
+        print(f"warning: bundle {args.engine} and checkpoint {args.compare_torch} were made with "
+              "different CLIP weights; "
               "the comparison is not like for like", file=sys.stderr)
-    metrics, torch_metrics, agreement, seconds, torch_seconds = evaluate_pair(
-        dataset, predict, reference, args.limit, progress=not args.no_progress)
-    inf = info["inference"]
-    images = max(1, metrics.num_images)
-    print(f"{dataset.spec.title}: {metrics.num_images} of {len(dataset)} images from {dataset.root} ({dataset.layout.name} layout)")
-    print(f"engine: {info['engine']} on {info['device']} | torch: {args.compare_torch} on {torch_info['device']}")
-    print(f"units {inf['units'] or 'pixel'} ({inf['unit_scope']}), short side {inf['short_side']}, "
-          f"window {inf['window']}/{inf['stride']}, bg threshold {inf['background_threshold']}")
-    print(side_by_side(metrics, torch_metrics, agreement, ("engine", "torch")))
-    print(f"time: engine {seconds / images:.3f} s/image, torch {torch_seconds / images:.3f} s/image "
-          f"(engine/torch {seconds / max(torch_seconds, 1e-9):.2f}x)")
-    result = {"dataset": dataset.spec.name, "root": str(dataset.root), "layout": dataset.layout.name,
-              "seconds": round(seconds, 3), **info, **metrics.to_dict(),
-              "torch": {"seconds": round(torch_seconds, 3), "checkpoint": args.compare_torch, **torch_metrics.to_dict()},
-              "label_agreement": agreement}
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
-    return result
+    comparison = compare(dataset, predict, reference, args.limit, progress=not args.no_progress)
+    text, record = comparison_report(dataset, info, torch_info, args.compare_torch, comparison)
+    print(text)
+    _write_json(args.json, record)
+    return record
 
 
 # Error types of torch-side modules: matched only when their module is loaded (an exception of that type
@@ -292,14 +234,19 @@ def user_errors() -> tuple[type[Exception], ...]:
     return (ConfigError, DatasetError, OSError, BundleError, RuntimeInputError, BackendError, *filter(None, loaded))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_main(prog: str, parser: argparse.ArgumentParser, run_args, argv: list[str] | None) -> int:
+    """Parse `argv`, call `run_args(args)`; a user error is one line on stderr and exit status 2."""
+    args = parser.parse_args(argv)
     try:
-        run(args)
+        run_args(args)
     except user_errors() as err:
-        print(f"mgca-eval: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main("mgca-eval", build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .eval import add_inference_args, add_model_args, apply_protocol, build_predictor, user_errors
+from .eval import add_inference_args, add_model_args, apply_protocol, build_predictor, run_main
 
 
 def parse_classes(text: str) -> list[str]:
@@ -24,7 +24,8 @@ def parse_classes(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mgca-segment", description="Open-vocabulary segmentation of one image (MGCA).")
+    parser = argparse.ArgumentParser(prog="mgca-segment",
+                                     description="Open-vocabulary segmentation of one image (MGCA).")
     parser.add_argument("image", help="input image (any format Pillow reads)")
     parser.add_argument("--classes", required=True, help="comma-separated class names, e.g. 'cat,grass,sky'")
     parser.add_argument("--out", help="overlay PNG to write (default: ./<image name>_segmented.png)")
@@ -58,13 +59,7 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except user_errors() as err:
-        print(f"mgca-segment: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main("mgca-segment", build_parser(), run, argv)
 
 
 if __name__ == "__main__":

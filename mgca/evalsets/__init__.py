@@ -4,14 +4,17 @@
 (or under one of the layout's nested roots) and lists the evaluation images. `--root` is
 MMSegmentation's `data_root`:
 
-| dataset | mmseg layout under --root | other layouts |
-|---|---|---|
-| voc21, voc20 | JPEGImages/ SegmentationClass/ ImageSets/Segmentation/val.txt (or VOCdevkit/VOC2012/...) | sample: samples/*_image.png + *_target.png (RGB palette) and misc/*.jpg + *.png |
-| context60, context59 | JPEGImages/ SegmentationClassContext/ ImageSets/SegmentationContext/val.txt (or VOCdevkit/VOC2010/...) | |
-| coco_object | images/val2017/ annotations/val2017/*_instanceTrainIds.png (GroupViT/TCL) | coco-instances: val2017/ + annotations/instances_val2017.json, rasterised |
-| coco_stuff | images/val2017/ annotations/val2017/*_labelTrainIds.png | |
-| ade20k | images/validation/ annotations/validation/ (or ADEChallengeData2016/...) | sample: sampleData/images + sampleData/annotations |
-| cityscapes | leftImg8bit/val/<city>/ gtFine/val/<city>/*_gtFine_labelTrainIds.png | (also below tests/data/pseudo_cityscapes_dataset) |
+- voc21, voc20: JPEGImages/ SegmentationClass/ ImageSets/Segmentation/val.txt (or VOCdevkit/VOC2012/...);
+  sample layout: samples/*_image.png + *_target.png (RGB palette) and misc/*.jpg + *.png
+- context60, context59: JPEGImages/ SegmentationClassContext/ ImageSets/SegmentationContext/val.txt
+  (or VOCdevkit/VOC2010/...)
+- coco_object: images/val2017/ annotations/val2017/*_instanceTrainIds.png (GroupViT/TCL);
+  coco-instances layout: val2017/ + annotations/instances_val2017.json, rasterised
+- coco_stuff: images/val2017/ annotations/val2017/*_labelTrainIds.png
+- ade20k: images/validation/ annotations/validation/ (or ADEChallengeData2016/...);
+  sample layout: sampleData/images + sampleData/annotations
+- cityscapes: leftImg8bit/val/<city>/ gtFine/val/<city>/*_gtFine_labelTrainIds.png
+  (also below tests/data/pseudo_cityscapes_dataset)
 
 Labels come back in the dataset's class indices with 255 for void; ADE20K, VOC20 and Context59
 use reduce_zero_label (0 -> 255, k -> k-1). A wrong root raises DatasetError naming the missing folder.

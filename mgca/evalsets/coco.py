@@ -6,7 +6,8 @@ are rasterised by pixel centre; RLE (uncompressed lists and COCO's compressed st
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +76,8 @@ def annotation_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
     return mask
 
 
-def coco_object_label(height: int, width: int, annotations: Sequence[dict[str, Any]], label_of: dict[int, int] | None = None) -> np.ndarray:
+def coco_object_label(height: int, width: int, annotations: Sequence[dict[str, Any]],
+                      label_of: dict[int, int] | None = None) -> np.ndarray:
     """(h, w) uint8 COCO-Object map: objects painted largest first, 0 where none lies.
 
     `label_of` maps category ids to labels; None means `category_id` already is the label.
@@ -83,5 +85,6 @@ def coco_object_label(height: int, width: int, annotations: Sequence[dict[str, A
     label = np.zeros((height, width), dtype=np.uint8)
     for ann in sorted(annotations, key=lambda a: -float(a.get("area", 0.0))):
         category = int(ann["category_id"])
-        label[annotation_mask(ann["segmentation"], height, width)] = category if label_of is None else label_of[category]
+        label[annotation_mask(ann["segmentation"], height,
+                              width)] = category if label_of is None else label_of[category]
     return label

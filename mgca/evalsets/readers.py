@@ -6,9 +6,10 @@ for void, after MMSegmentation's `reduce_zero_label` where the dataset uses it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -61,7 +62,8 @@ def resolve_layout(spec: DatasetSpec, root: Path, layout: str = "auto") -> tuple
         raise DatasetError(f"dataset root {root} is not a folder; pass --root pointing at the {spec.name} data")
     layouts = [l for l in spec.layouts if layout in ("auto", l.name)]
     if not layouts:
-        raise DatasetError(f"dataset {spec.name} has no layout {layout!r}; choose auto or one of {[l.name for l in spec.layouts]}")
+        raise DatasetError(f"dataset {spec.name} has no layout {layout!r}; choose auto or one of "
+                           f"{[l.name for l in spec.layouts]}")
     first_missing = None
     for candidate in layouts:
         for base in [root] + [root / nested for nested in candidate.nested_roots]:
@@ -69,7 +71,8 @@ def resolve_layout(spec: DatasetSpec, root: Path, layout: str = "auto") -> tuple
             if missing is None:
                 return candidate, base
             first_missing = first_missing or missing
-    expected = " | ".join(l.describe() + (f" (or below {', '.join(l.nested_roots)})" if l.nested_roots else "") for l in layouts)
+    expected = " | ".join(l.describe() + (f" (or below {', '.join(l.nested_roots)})" if l.nested_roots else "")
+                          for l in layouts)
     raise DatasetError(f"dataset {spec.name}: {first_missing} does not exist under --root {root}; expected {expected}")
 
 
@@ -85,7 +88,8 @@ def _file_items(base: Path, part: Part) -> list[Item]:
     for item in items:
         for path in (item.image_path, item.label_path):
             if not path.is_file():
-                raise DatasetError(f"{path} does not exist (listed by {part.split_file or part.image_dir}); the dataset is incomplete")
+                raise DatasetError(f"{path} does not exist (listed by {part.split_file or part.image_dir}); the "
+                                   "dataset is incomplete")
     return items
 
 
@@ -167,7 +171,8 @@ class SegmentationDataset:
         else:
             label = read_label(item.label_path, self.spec)
         if label.shape != image.shape[:2]:
-            raise DatasetError(f"label {item.label_path or item.name} is {label.shape[1]}x{label.shape[0]} but image {item.image_path} is {image.shape[1]}x{image.shape[0]}")
+            raise DatasetError(f"label {item.label_path or item.name} is {label.shape[1]}x{label.shape[0]} but image "
+                               f"{item.image_path} is {image.shape[1]}x{image.shape[0]}")
         return Sample(item.name, image, label)
 
 

@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+from runtime.contract import DEFAULT_SETTINGS
+
+from ..prompts import DEFAULT_TEMPLATE_SET
+
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
@@ -113,19 +117,23 @@ class Layout:
 
 @dataclass(frozen=True)
 class Protocol:
-    """Inference settings a benchmark is evaluated with unless the user overrides them."""
+    """Inference settings a benchmark is evaluated with unless the user overrides them (default: the paper's 4.1,
+    i.e. the contract's defaults)."""
 
-    short_side: int = 448  # paper 4.1
-    window: int = 448
-    stride: int = 224
-    templates: str = "tcl"  # TCL's 9 evaluation prompts
+    short_side: int = DEFAULT_SETTINGS.short_side
+    window: int = DEFAULT_SETTINGS.window
+    stride: int = DEFAULT_SETTINGS.stride
+    templates: str = DEFAULT_TEMPLATE_SET
 
     def settings(self, **overrides: Any) -> dict[str, Any]:
         """The protocol's settings, with every override that is not None taking the place of its own."""
-        return {f.name: overrides[f.name] if overrides.get(f.name) is not None else getattr(self, f.name) for f in fields(self)}
+        return {f.name: overrides[f.name] if overrides.get(f.name) is not None else getattr(self, f.name)
+                for f in fields(self)}
 
 
 PAPER_PROTOCOL = Protocol()
+# The embedded tiny CLIP's: 96 px images, 64 px windows (its training size), the captions' wording.
+SYNTHETIC_PROTOCOL = Protocol(96, 64, 32, "plain")
 
 
 @dataclass(frozen=True)
@@ -172,7 +180,8 @@ SYNTHETIC_CLASSES = SYNTHETIC_BACKDROPS + SYNTHETIC_OBJECTS  # generator mask va
 def _voc_layouts() -> tuple[Layout, ...]:
     mmseg = Layout("mmseg", (Part("JPEGImages", "SegmentationClass", split_file="ImageSets/Segmentation/val.txt"),),
                    nested_roots=("VOCdevkit/VOC2012", "VOC2012"))
-    sample = Layout("sample", (Part("samples", "samples", "_image.png", "_target.png"), Part("misc", "misc", ".jpg", ".png")))
+    sample = Layout("sample",
+                    (Part("samples", "samples", "_image.png", "_target.png"), Part("misc", "misc", ".jpg", ".png")))
     return mmseg, sample
 
 
@@ -182,7 +191,8 @@ def _context_layouts() -> tuple[Layout, ...]:
 
 
 def _coco_layout(label_suffix: str) -> Layout:
-    return Layout("mmseg", (Part("images/val2017", "annotations/val2017", ".jpg", label_suffix),), nested_roots=("coco_stuff164k",))
+    return Layout("mmseg", (Part("images/val2017", "annotations/val2017", ".jpg", label_suffix),),
+                  nested_roots=("coco_stuff164k",))
 
 
 _SPECS = (
@@ -201,18 +211,21 @@ _SPECS = (
     DatasetSpec("coco_stuff", "COCO-Stuff 164k (171 classes)", COCO_THINGS + COCO_STUFF,
                 (_coco_layout("_labelTrainIds.png"),), aliases=("coco_stuff164k", "coco-stuff", "stuff")),
     DatasetSpec("ade20k", "ADE20K (150 classes)", ADE20K_CLASSES,
-                (Layout("mmseg", (Part("images/validation", "annotations/validation"),), nested_roots=("ADEChallengeData2016",)),
+                (Layout("mmseg", (Part("images/validation", "annotations/validation"),),
+                        nested_roots=("ADEChallengeData2016",)),
                  Layout("sample", (Part("sampleData/images", "sampleData/annotations"),))),
                 reduce_zero_label=True, aliases=("ade",)),
     DatasetSpec("cityscapes", "Cityscapes (19 classes)", CITYSCAPES_CLASSES,
-                (Layout("mmseg", (Part("leftImg8bit/val", "gtFine/val", "_leftImg8bit.png", "_gtFine_labelTrainIds.png", recursive=True),),
+                (Layout("mmseg",
+                        (Part("leftImg8bit/val", "gtFine/val", "_leftImg8bit.png", "_gtFine_labelTrainIds.png",
+                              recursive=True),),
                         nested_roots=("cityscapes", "tests/data/pseudo_cityscapes_dataset")),),
                 aliases=("city",)),
     # Held-out shapes-on-textures images with exact masks (mgca.pairs.synthetic.write_benchmark writes the
     # backdrop as 255, so only the object classes are scored).
-    # Its protocol is the embedded tiny CLIP's: 96 px images, 64 px windows (its training size), the captions' wording.
-    DatasetSpec("synthetic", "Synthetic shapes on textures (40 classes: 8 colours x 5 shapes; backdrop ignored)", SYNTHETIC_OBJECTS,
-                (Layout("synthetic", (Part("images", "masks", ".png", ".png"),)),), protocol=Protocol(96, 64, 32, "plain")),
+    DatasetSpec("synthetic", "Synthetic shapes on textures (40 classes: 8 colours x 5 shapes; backdrop ignored)",
+                SYNTHETIC_OBJECTS,
+                (Layout("synthetic", (Part("images", "masks", ".png", ".png"),)),), protocol=SYNTHETIC_PROTOCOL),
 )
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in _SPECS}

@@ -1,14 +1,14 @@
-"""Zero-shot segmentation inference: preprocessing, sliding windows, adaptive semantic units."""
+"""Zero-shot segmentation inference in PyTorch: preprocessing, sliding windows, adaptive semantic units.
+
+Settings and geometry are the contract's (`runtime.contract`), shared with the numpy runtime.
+"""
 from .config import InferenceConfig
 from .loading import is_random_init, load_inference_model
-from .predictor import SegmentationPredictor, labels_from_scores, resolve_device, upsample_scores
-from .units import meta_grid, meta_point_indices, unit_scores, uses_pixel_units
-from .windows import preprocess, window_boxes
-
-Predictor = SegmentationPredictor
+from .predictor import SegmentationPredictor, labels_from_scores, upsample_scores
+from .units import unit_scores
+from .windows import preprocess
 
 __all__ = [
-    "InferenceConfig", "Predictor", "is_random_init", "load_inference_model", "SegmentationPredictor", "labels_from_scores", "meta_grid",
-    "meta_point_indices", "preprocess", "resolve_device", "unit_scores", "upsample_scores",
-    "uses_pixel_units", "window_boxes",
+    "InferenceConfig", "SegmentationPredictor", "is_random_init", "labels_from_scores", "load_inference_model",
+    "preprocess", "unit_scores", "upsample_scores",
 ]

@@ -1,46 +1,34 @@
-"""Inference settings (paper 4.1 defaults), validated against the model's strides."""
+"""Inference settings of the PyTorch path: the contract's `InferenceSettings` plus what only evaluation needs."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass
+
+from runtime.contract import CLIP_LOGIT_SCALE, InferenceSettings
+from runtime.errors import SettingsError
 
 from ..config import ConfigError
-from ..prompts import TEMPLATE_SETS
-
-UnitScope = Literal["image", "window"]
+from ..prompts import DEFAULT_TEMPLATE_SET, TEMPLATE_SETS
 
 
-@dataclass
-class InferenceConfig:
-    """What `docs/inference-contract.md` leaves as parameters; defaults are the paper's."""
+@dataclass(frozen=True)
+class InferenceConfig(InferenceSettings):
+    """`runtime.contract.InferenceSettings` (short side, window, stride, units, unit scope: the paper's
+    defaults, one definition shared with the runtime) and the evaluation-side extras."""
 
-    short_side: int = 448  # resize so the shorter side is this many pixels
-    window: int = 448  # sliding-window size (square), a multiple of the patch size
-    stride: int = 224  # window stride, a multiple of the output stride, <= window
-    units: int = 36  # meta-points M; 0 or M >= L means pixel units
-    unit_scope: UnitScope = "image"  # units over the stitched map, or per window before stitching
     background_threshold: float | None = None  # softmax threshold; set for "with background" datasets
-    templates: str = "tcl"  # prompt template set, see mgca.prompts.TEMPLATE_SETS
-    logit_scale: float = 100.0  # CLIP's logit scale, used only for the background softmax
+    templates: str = DEFAULT_TEMPLATE_SET  # prompt template set, see mgca.prompts.TEMPLATE_SETS
+    logit_scale: float = CLIP_LOGIT_SCALE  # used only for the background softmax
 
-    def validate(self, output_stride: int, patch_size: int) -> "InferenceConfig":
+    def validate(self, output_stride: int, patch_size: int | None = None) -> InferenceConfig:
         """Raise ConfigError naming the bad value; returns self so calls can chain."""
-        checks = [
-            (self.short_side > 0, f"short_side must be positive, got {self.short_side}"),
-            (self.window > 0 and self.window % patch_size == 0 and self.window % output_stride == 0,
-             f"window {self.window} must be a positive multiple of the patch size {patch_size} and output stride {output_stride}"),
-            (0 < self.stride <= self.window and self.stride % output_stride == 0,
-             f"stride {self.stride} must be a multiple of the output stride {output_stride} in (0, window={self.window}]"),
-            (self.units >= 0, f"units must be >= 0 (0 means pixel units), got {self.units}"),
-            (self.unit_scope in ("image", "window"), f"unit_scope {self.unit_scope!r} is not 'image' or 'window'"),
-            (self.background_threshold is None or 0.0 <= self.background_threshold <= 1.0,
-             f"background_threshold must be in [0, 1] or None, got {self.background_threshold}"),
-            (self.templates in TEMPLATE_SETS, f"unknown template set {self.templates!r}; choose one of {sorted(TEMPLATE_SETS)}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"inference: {message}")
+        try:
+            super().validate(output_stride, patch_size)
+        except SettingsError as err:
+            raise ConfigError(f"inference: {err}") from None
+        if self.background_threshold is not None and not 0.0 <= self.background_threshold <= 1.0:
+            raise ConfigError("inference: background_threshold must be in [0, 1] or None, got "
+                              f"{self.background_threshold}")
+        if self.templates not in TEMPLATE_SETS:
+            raise ConfigError(f"inference: unknown template set {self.templates!r}; choose one of "
+                              f"{sorted(TEMPLATE_SETS)}")
         return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)

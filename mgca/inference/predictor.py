@@ -4,23 +4,19 @@ Follows docs/inference-contract.md step by step; runtime/ implements the same pa
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from runtime.contract import CLIP_LOGIT_SCALE, window_boxes
+
+from ..device import resolve_device
 from ..prompts import get_templates
 from .config import InferenceConfig
 from .units import unit_embedding_map, unit_scores
-from .windows import Preprocessed, crop_windows, preprocess, stitch, window_boxes
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" picks CUDA when present, else CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+from .windows import Preprocessed, crop_windows, preprocess, stitch
 
 
 def upsample_scores(scores: torch.Tensor, pre: Preprocessed) -> torch.Tensor:
@@ -32,7 +28,8 @@ def upsample_scores(scores: torch.Tensor, pre: Preprocessed) -> torch.Tensor:
     return full[0]
 
 
-def labels_from_scores(scores: torch.Tensor, background_threshold: float | None = None, logit_scale: float = 100.0) -> torch.Tensor:
+def labels_from_scores(scores: torch.Tensor, background_threshold: float | None = None,
+                       logit_scale: float = CLIP_LOGIT_SCALE) -> torch.Tensor:
     """(K, H, W) -> (H, W) labels; with a threshold, 0 is background and the K classes become 1..K
     (a pixel is background when its best softmax(scores * logit_scale) probability is below it)."""
     if background_threshold is None:
@@ -45,7 +42,8 @@ def labels_from_scores(scores: torch.Tensor, background_threshold: float | None 
 class SegmentationPredictor:
     """A model plus an InferenceConfig; `set_classes` once, then `predict(image)` per image."""
 
-    def __init__(self, model: torch.nn.Module, config: InferenceConfig | None = None, device: str | torch.device = "cpu"):
+    def __init__(self, model: torch.nn.Module, config: InferenceConfig | None = None,
+                 device: str | torch.device = "cpu"):
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         backbone = model.backbone
@@ -64,7 +62,8 @@ class SegmentationPredictor:
             raise ValueError(f"class names must be a non-empty list of non-empty strings, got {list(names)!r}")
         key = (names, self.config.templates)
         if key not in self._text_cache:
-            self.set_class_embeddings(self.model.backbone.class_embeddings(names, get_templates(self.config.templates)), names)
+            self.set_class_embeddings(self.model.backbone.class_embeddings(names, get_templates(self.config.templates)),
+                                      names)
             self._text_cache[key] = self.class_embeddings
         self.class_embeddings, self.class_names = self._text_cache[key], names
 
@@ -102,7 +101,8 @@ class SegmentationPredictor:
     @torch.no_grad()
     def predict(self, image: np.ndarray) -> np.ndarray:
         """(H, W) int64 labels: class indices, or 0 = background and 1..K when a threshold is set."""
-        labels = labels_from_scores(self.predict_scores(image), self.config.background_threshold, self.config.logit_scale)
+        labels = labels_from_scores(self.predict_scores(image), self.config.background_threshold,
+                                    self.config.logit_scale)
         return labels.cpu().numpy().astype(np.int64)
 
     __call__ = predict

@@ -10,8 +10,9 @@ Webdataset shards: `WebDatasetCaptions` (see `shards.py`), an exact-length strea
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from PIL import Image
 from torch.utils.data import Dataset
@@ -120,13 +121,15 @@ def detect_source(source: str | None) -> str:
             return "shards"
         if name.endswith(TABLE_SUFFIXES):
             return "table"
-        raise DataError(f"data.source {source!r} is a {path.suffix or 'suffix-less'} file, not a .csv/.tsv table or a .tar shard; {SOURCE_HELP}")
+        raise DataError(f"data.source {source!r} is a {path.suffix or 'suffix-less'} file, not a .csv/.tsv table or a "
+                        f".tar shard; {SOURCE_HELP}")
     if path.is_dir():
         return "shards" if any(path.glob("*.tar")) else "folder"
     raise DataError(f"data.source {source!r} does not exist; {SOURCE_HELP}")
 
 
-def build_caption_dataset(cfg: DataConfig, transform: Callable[..., Any] | None = None, *, rank: int = 0, world_size: int = 1,
+def build_caption_dataset(cfg: DataConfig, transform: Callable[..., Any] | None = None, *, rank: int = 0,
+                          world_size: int = 1,
                           seed: int | None = None, num_samples: int | None = None, shuffle_buffer: int = 1000,
                           skips: SkipCounter | None = None) -> CaptionDataset | WebDatasetCaptions:
     """The training pairs of `cfg.source` with `transform` and (if `cfg.noun_prompts`) noun-prompt sampling.
@@ -145,7 +148,8 @@ def build_caption_dataset(cfg: DataConfig, transform: Callable[..., Any] | None 
     skips = skips if skips is not None else SkipCounter()
     if kind == "shards":
         num_samples = num_samples or getattr(cfg, "num_samples", 0) or None
-        return WebDatasetCaptions(resolve_shards(cfg.source), transform, num_samples=num_samples, rank=rank, world_size=world_size,
+        return WebDatasetCaptions(resolve_shards(cfg.source), transform, num_samples=num_samples, rank=rank,
+                                  world_size=world_size,
                                   seed=seed, sampler=sampler, shuffle_buffer=shuffle_buffer, skips=skips)
     if kind == "synthetic":
         source: PairSource = SyntheticCaptions(cfg.synthetic_size, cfg.image_size, seed=cfg.seed)

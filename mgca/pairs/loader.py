@@ -8,8 +8,9 @@ Captions stay strings (already original-or-noun-prompt); the model tokenises the
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
@@ -37,8 +38,10 @@ class SkipFirst(Sampler[int]):
         return max(0, len(self.sampler) - self.skip)  # type: ignore[arg-type]
 
 
-def build_dataloader(cfg: DataConfig, transform: Callable[..., Any] | None, batch_size: int, *, rank: int = 0, world_size: int = 1,
-                     seed: int | None = None, epoch: int = 0, start_batch: int = 0, drop_last: bool = True, shuffle: bool = True,
+def build_dataloader(cfg: DataConfig, transform: Callable[..., Any] | None, batch_size: int, *, rank: int = 0,
+                     world_size: int = 1,
+                     seed: int | None = None, epoch: int = 0, start_batch: int = 0, drop_last: bool = True,
+                     shuffle: bool = True,
                      skips: SkipCounter | None = None) -> DataLoader:
     """This rank's batches of `epoch` from batch `start_batch` on; `len(loader)` counts the ones left.
 
@@ -54,12 +57,15 @@ def build_dataloader(cfg: DataConfig, transform: Callable[..., Any] | None, batc
         dataset.sampler.prepare()  # spaCy loads here: a missing model fails now, in one line; forked workers inherit it
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     common: dict[str, Any] = {"batch_size": batch_size, "drop_last": drop_last, "collate_fn": collate_captions,
-                              "num_workers": cfg.num_workers, "pin_memory": torch.cuda.is_available(), "generator": generator}
+                              "num_workers": cfg.num_workers, "pin_memory": torch.cuda.is_available(),
+                              "generator": generator}
     if isinstance(dataset, WebDatasetCaptions):
         dataset.configure(batch_size, epoch=epoch, start_batch=start_batch, drop_last=drop_last)
         return DataLoader(dataset, **common)
     assert isinstance(dataset, CaptionDataset)
     dataset.set_epoch(epoch)
-    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
+                                 drop_last=drop_last)
     sampler.set_epoch(epoch)
-    return DataLoader(dataset, sampler=SkipFirst(sampler, start_batch * batch_size) if start_batch else sampler, **common)
+    return DataLoader(dataset, sampler=SkipFirst(sampler, start_batch * batch_size) if start_batch else sampler,
+                      **common)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -82,7 +82,8 @@ def imagenet_templates() -> tuple[Callable[[str], str], ...]:
     """CLIP's 80 ImageNet prompt templates (`lambda c: f"a photo of a {c}."`, ...)."""
     templates = tuple(_metadata_module().OPENAI_IMAGENET_TEMPLATES)
     if not templates or not all(callable(t) for t in templates):
-        raise DataError("open_clip's OPENAI_IMAGENET_TEMPLATES are not callables; check the open_clip_torch version (>=3,<4)")
+        raise DataError("open_clip's OPENAI_IMAGENET_TEMPLATES are not callables; check the open_clip_torch "
+                        "version (>=3,<4)")
     return templates
 
 
@@ -102,7 +103,8 @@ class CaptionSampler:
     (seed, epoch, sample), so a resumed run sees the same texts.
     """
 
-    def __init__(self, enabled: bool = True, probability: float = 0.5, extract: Callable[[str], list[str]] | None = None,
+    def __init__(self, enabled: bool = True, probability: float = 0.5,
+                 extract: Callable[[str], list[str]] | None = None,
                  templates: Sequence[Callable[[str], str]] | None = None):
         self.enabled, self.probability = enabled, probability
         self.extract, self.templates = extract, tuple(templates) if templates is not None else None

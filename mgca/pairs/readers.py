@@ -18,10 +18,12 @@ from PIL import Image, UnidentifiedImageError
 from .errors import SKIP_KINDS, CorruptImage, DataError, SkipCounter
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-IMAGE_COLUMNS = ("image", "image_path", "filepath", "file_path", "image_file", "filename", "file", "path", "img", "image_id")
+IMAGE_COLUMNS = ("image", "image_path", "filepath", "file_path", "image_file", "filename", "file", "path", "img",
+                 "image_id")
 CAPTION_COLUMNS = ("caption", "title", "text", "captions", "sentence", "description", "raw_caption", "alt")
 SOURCE_HELP = ("give a folder of images + same-name .txt captions, a .csv/.tsv of image,caption, "
-               "webdataset .tar shards (a folder of them, one .tar or a 'shards/{00000..00009}.tar' pattern), or 'synthetic'")
+               "webdataset .tar shards (a folder of them, one .tar or a 'shards/{00000..00009}.tar' "
+               "pattern), or 'synthetic'")
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError)
 
 
@@ -111,7 +113,8 @@ def read_caption_folder(folder: str | Path, skips: SkipCounter | None = None) ->
                 texts.add(path.with_suffix(""))
         pairs = []
         for stem, image in images.items():
-            caption = clean_caption(stem.with_suffix(".txt").read_text(encoding="utf-8", errors="replace")) if stem in texts else ""
+            text = stem.with_suffix(".txt").read_text(encoding="utf-8", errors="replace") if stem in texts else ""
+            caption = clean_caption(text) if stem in texts else ""
             if not caption:
                 local.add("empty_captions", f"{image} has no caption text")
                 continue
@@ -119,7 +122,8 @@ def read_caption_folder(folder: str | Path, skips: SkipCounter | None = None) ->
         for stem in sorted(texts - set(images)):
             local.add("missing_images", f"{stem.with_suffix('.txt')} has no image beside it")
         if not pairs:
-            raise DataError(f"data.source folder {folder} holds no image with a non-empty same-name .txt caption; {SOURCE_HELP}")
+            raise DataError(f"data.source folder {folder} holds no image with a non-empty same-name .txt "
+                            f"caption; {SOURCE_HELP}")
         return CaptionList(tuple(pairs), local.as_dict())
 
     return _cached(("folder", *_stamp(folder)), read, skips)
@@ -147,11 +151,13 @@ def _columns(header: list[str], path: Path) -> tuple[int, int, bool]:
         raise DataError(f"{path} lists image URLs; download them first (e.g. img2dataset --output_format webdataset) "
                         "and point data.source at the shards")
     raise DataError(f"{path}: cannot tell the image and caption columns from its first row {header[:6]}; "
-                    f"use a header like image,caption (image: {'/'.join(IMAGE_COLUMNS[:4])}; caption: {'/'.join(CAPTION_COLUMNS[:3])})")
+                    f"use a header like image,caption (image: {'/'.join(IMAGE_COLUMNS[:4])}; caption: "
+                    f"{'/'.join(CAPTION_COLUMNS[:3])})")
 
 
 def _image_root(table: Path, relative: list[str]) -> Path:
-    """The folder relative image paths resolve against: the table's folder, or its images/ subfolder if that is where they are."""
+    """The folder relative image paths resolve against: the table's folder, or its images/ subfolder if that is
+    where they are."""
     candidates = [table.parent, table.parent / "images", table.parent / "Images"]
     sample = relative[:50]
     found = [sum((root / name).is_file() for name in sample) for root in candidates]
@@ -205,7 +211,8 @@ def read_caption_table(path: str | Path, skips: SkipCounter | None = None) -> Ca
             pairs.append((full, caption))
         if not pairs:
             raise DataError(f"data.source table {path} has no row with an existing image and a caption "
-                            f"({local.missing_images} missing images, {local.empty_captions} empty captions; images resolved under {root})")
+                            f"({local.missing_images} missing images, {local.empty_captions} empty captions; images "
+                            f"resolved under {root})")
         return CaptionList(tuple(pairs), local.as_dict())
 
     return _cached(("table", *_stamp(path)), read, skips)

@@ -26,8 +26,9 @@ import math
 import random
 import re
 import tarfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
@@ -63,7 +64,8 @@ def resolve_shards(source: str) -> list[str]:
         shards = list(braceexpand(source))
         missing = [s for s in shards if not Path(s).is_file()]
         if missing:
-            raise DataError(f"data.source {source!r}: shard {missing[0]} does not exist ({len(missing)} of {len(shards)} missing); "
+            raise DataError(f"data.source {source!r}: shard {missing[0]} does not exist ({len(missing)} of "
+                            f"{len(shards)} missing); "
                             "fix the pattern's range or folder")
         return shards
     if path.is_file():
@@ -111,7 +113,8 @@ def _scan_tar(path: Path) -> int:
                     current, exts = key, set()
                 exts.add(ext)
     except (tarfile.TarError, OSError) as err:
-        raise DataError(f"shard {path} is not a readable tar ({err}); re-create it or leave it out of data.source") from None
+        raise DataError(f"shard {path} is not a readable tar ({err}); re-create it or leave it out of "
+                        "data.source") from None
     return count + ("txt" in exts and bool(exts & set(IMAGE_EXTENSIONS)))
 
 
@@ -129,7 +132,8 @@ class WebDatasetCaptions(IterableDataset):
     samples still to come this epoch on this rank, so `len(loader)` is the number of batches.
     """
 
-    def __init__(self, shards: list[str], transform: Callable[..., Any] | None = None, *, num_samples: int | None = None,
+    def __init__(self, shards: list[str], transform: Callable[..., Any] | None = None, *,
+                 num_samples: int | None = None,
                  rank: int = 0, world_size: int = 1, seed: int = 0, sampler: CaptionSampler | None = None,
                  shuffle_buffer: int = 1000, skips: SkipCounter | None = None):
         if not shards:
@@ -147,7 +151,8 @@ class WebDatasetCaptions(IterableDataset):
         self.batch_size, self.epoch, self.start_batch, self.drop_last = 1, 0, 0, False
 
     # ------------------------------------------------------------------ epoch plan
-    def configure(self, batch_size: int, *, epoch: int = 0, start_batch: int = 0, drop_last: bool = True) -> "WebDatasetCaptions":
+    def configure(self, batch_size: int, *, epoch: int = 0, start_batch: int = 0,
+                  drop_last: bool = True) -> WebDatasetCaptions:
         self.batch_size, self.epoch, self.start_batch, self.drop_last = batch_size, epoch, start_batch, drop_last
         return self
 
@@ -184,24 +189,29 @@ class WebDatasetCaptions(IterableDataset):
 
         slots, slot = self.world_size * workers, self.rank * workers + worker
         for epoch_pass in range(1 << 30):
-            order = [self.shards[i] for i in np.random.default_rng([self.seed, self.epoch, epoch_pass]).permutation(len(self.shards))]
+            rng = np.random.default_rng([self.seed, self.epoch, epoch_pass])
+            order = [self.shards[i] for i in rng.permutation(len(self.shards))]
             if len(order) >= slots:
                 mine, keep = order[self.rank::self.world_size][worker::workers], None
             else:
                 mine, keep = order, slot
-            samples: Iterator[dict[str, Any]] = iter(wds.tariterators.tarfile_samples([{"url": u} for u in mine], handler=self._on_tar_error))
+            urls = [{"url": u} for u in mine]
+            samples: Iterator[dict[str, Any]] = iter(wds.tariterators.tarfile_samples(urls, handler=self._on_tar_error))
             if keep is not None:
                 samples = (s for k, s in enumerate(samples) if k % slots == keep)
             if self.shuffle_buffer > 1:
-                seed = int(np.random.default_rng([self.seed, self.epoch, epoch_pass, self.rank, worker]).integers(1 << 62))
-                samples = wds.filters.shuffle(self.shuffle_buffer, min(100, self.shuffle_buffer), rng=random.Random(seed))(samples)
+                key = [self.seed, self.epoch, epoch_pass, self.rank, worker]
+                seed = int(np.random.default_rng(key).integers(1 << 62))
+                samples = wds.filters.shuffle(self.shuffle_buffer, min(100, self.shuffle_buffer),
+                                              rng=random.Random(seed))(samples)
             produced = 0
             for sample in samples:
                 produced += 1
                 sample["__pass__"] = epoch_pass
                 yield sample
             if produced == 0:
-                raise DataError(f"shards {mine[:3]}{'...' if len(mine) > 3 else ''} yielded no samples (empty or unreadable tars); check data.source")
+                raise DataError(f"shards {mine[:3]}{'...' if len(mine) > 3 else ''} yielded no samples (empty or "
+                                "unreadable tars); check data.source")
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -215,7 +225,8 @@ class WebDatasetCaptions(IterableDataset):
         done, bad = 0, 0
         for sample in self._raw_samples(worker, workers):
             if bad > MAX_CONSECUTIVE_BAD:
-                raise DataError(f"more than {MAX_CONSECUTIVE_BAD} consecutive unusable samples in {sample.get('__url__')}; "
+                raise DataError(f"more than {MAX_CONSECUTIVE_BAD} consecutive unusable samples in "
+                                f"{sample.get('__url__')}; "
                                 "check the shards (corrupt images or empty captions)")
             name = f"{Path(str(sample.get('__url__', '?'))).name}:{sample.get('__key__')}"
             caption = clean_caption(bytes(sample.get("txt", b"")).decode("utf-8", errors="replace"))

@@ -17,7 +17,14 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from ..evalsets.specs import SYNTHETIC_BACKDROPS, SYNTHETIC_CLASSES, SYNTHETIC_COLORS, SYNTHETIC_OBJECTS, SYNTHETIC_SHAPES, SYNTHETIC_TEXTURES
+from ..evalsets.specs import (
+    SYNTHETIC_BACKDROPS,
+    SYNTHETIC_CLASSES,
+    SYNTHETIC_COLORS,
+    SYNTHETIC_OBJECTS,
+    SYNTHETIC_SHAPES,
+    SYNTHETIC_TEXTURES,
+)
 
 CLASS_NAMES = SYNTHETIC_CLASSES  # mask value k means CLASS_NAMES[k]: "<texture> background" or "<colour> <shape>"
 SHAPES = SYNTHETIC_SHAPES
@@ -31,7 +38,8 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "white": (250, 250, 250),
     "black": (15, 15, 15),
 }
-TEXTURES = dict(zip(("noise", "stripes", "checker", "gradient"), SYNTHETIC_TEXTURES))  # texture -> its caption adjective
+# texture -> its caption adjective
+TEXTURES = dict(zip(("noise", "stripes", "checker", "gradient"), SYNTHETIC_TEXTURES, strict=True))
 assert tuple(COLORS) == SYNTHETIC_COLORS
 
 
@@ -76,7 +84,8 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
                    r * math.sin(angle + k * 2 * math.pi / 3 - math.pi / 2)) for k in range(3)]
     elif shape == "star":
         points = [((r if k % 2 == 0 else 0.45 * r) * math.cos(angle + k * math.pi / 5 - math.pi / 2),
-                   (r if k % 2 == 0 else 0.45 * r) * math.sin(angle + k * math.pi / 5 - math.pi / 2)) for k in range(10)]
+                   (r if k % 2 == 0 else 0.45 * r) * math.sin(angle + k * math.pi / 5 - math.pi / 2))
+                  for k in range(10)]
     elif shape == "diamond":
         points = [(0.6 * r * math.cos(k * math.pi / 2), r * math.sin(k * math.pi / 2)) for k in range(4)]
     else:
@@ -84,8 +93,8 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
     return [(cx + x, cy + y) for x, y in points]
 
 
-_PHRASE = re.compile(r"\b(?:(%s) (%s)|(%s) background)\b" % ("|".join(SYNTHETIC_COLORS), "|".join(SYNTHETIC_SHAPES),
-                                                                "|".join(SYNTHETIC_TEXTURES)))
+_COLORS, _SHAPES, _TEXTURES = ("|".join(names) for names in (SYNTHETIC_COLORS, SYNTHETIC_SHAPES, SYNTHETIC_TEXTURES))
+_PHRASE = re.compile(rf"\b(?:({_COLORS}) ({_SHAPES})|({_TEXTURES}) background)\b")
 PHRASE_TEMPLATES = (lambda phrase: f"{_article(phrase)} {phrase}",)  # the captions' own wording: "a red circle"
 
 
@@ -196,7 +205,8 @@ def write_benchmark(root: str | Path, count: int = 200, image_size: int = 96, se
     reused as it is.
     """
     root = Path(root)
-    recipe = {"count": count, "image_size": image_size, "seed": seed, "classes": list(SYNTHETIC_OBJECTS), "ignored": "backdrop"}
+    recipe = {"count": count, "image_size": image_size, "seed": seed, "classes": list(SYNTHETIC_OBJECTS),
+              "ignored": "backdrop"}
     stamp = root / "benchmark.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == recipe:
         return root
@@ -204,7 +214,8 @@ def write_benchmark(root: str | Path, count: int = 200, image_size: int = 96, se
     (root / "masks").mkdir(parents=True, exist_ok=True)
     source = SyntheticCaptions(count, image_size, seed=seed)
     lines = []
-    for index in tqdm(range(count), desc="write synthetic benchmark", unit="img", disable=not progress, file=sys.stderr, leave=False):
+    for index in tqdm(range(count), desc="write synthetic benchmark", unit="img", disable=not progress, file=sys.stderr,
+                      leave=False):
         sample = source.render(index)
         name = f"{index:05d}"
         sample.image.save(root / "images" / f"{name}.png")
@@ -219,11 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m mgca.pairs.synthetic",
-                                     description="Write the synthetic segmentation benchmark (images, masks, captions).")
-    parser.add_argument("--out", required=True, help="folder to write (read it with mgca-eval --dataset synthetic --root OUT)")
+                                     description="Write the synthetic segmentation benchmark "
+                                                 "(images, masks, captions).")
+    parser.add_argument("--out", required=True,
+                        help="folder to write (read it with mgca-eval --dataset synthetic --root OUT)")
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--size", type=int, default=96, help="image side in pixels")
-    parser.add_argument("--seed", type=int, default=10_000, help="held-out seed (training uses data.seed, 0 by default)")
+    parser.add_argument("--seed", type=int, default=10_000,
+                        help="held-out seed (training uses data.seed, 0 by default)")
     args = parser.parse_args(argv)
     print(write_benchmark(args.out, args.count, args.size, args.seed, progress=True))
     return 0

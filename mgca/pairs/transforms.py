@@ -7,16 +7,16 @@ rank loads it, and the same again when a run resumes mid-epoch. (No torchvision 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..config import DataConfig
+from runtime.contract import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-OPENAI_DATASET_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_DATASET_STD = (0.26862954, 0.26130258, 0.27577711)
+from ..config import DataConfig
 
 
 def to_normalized_tensor(image: Image.Image, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
@@ -30,8 +30,8 @@ class RandomResizedCropNormalize:
 
     takes_rng = True  # called as transform(image, rng)
 
-    def __init__(self, size: int, scale: Sequence[float] = (0.5, 1.0), mean: Sequence[float] = OPENAI_DATASET_MEAN,
-                 std: Sequence[float] = OPENAI_DATASET_STD, ratio: Sequence[float] = (3 / 4, 4 / 3)):
+    def __init__(self, size: int, scale: Sequence[float] = (0.5, 1.0), mean: Sequence[float] = OPENAI_CLIP_MEAN,
+                 std: Sequence[float] = OPENAI_CLIP_STD, ratio: Sequence[float] = (3 / 4, 4 / 3)):
         if not 0 < scale[0] <= scale[1] <= 1:
             raise ValueError(f"crop scale must satisfy 0 < min <= max <= 1, got {tuple(scale)}")
         self.size, self.scale, self.ratio = int(size), (float(scale[0]), float(scale[1])), tuple(ratio)
@@ -75,7 +75,7 @@ class ResizeCenterCropNormalize:
 
     takes_rng = True  # accepts (and ignores) rng, so datasets can treat both transforms alike
 
-    def __init__(self, size: int, mean: Sequence[float] = OPENAI_DATASET_MEAN, std: Sequence[float] = OPENAI_DATASET_STD):
+    def __init__(self, size: int, mean: Sequence[float] = OPENAI_CLIP_MEAN, std: Sequence[float] = OPENAI_CLIP_STD):
         self.size = int(size)
         self.mean = np.asarray(mean, np.float32).reshape(3, 1, 1)
         self.std = np.asarray(std, np.float32).reshape(3, 1, 1)
@@ -103,12 +103,12 @@ def apply_transform(transform: Callable[..., Any] | None, image: Image.Image, rn
     return transform(image)
 
 
-def build_train_transform(cfg: DataConfig, mean: Sequence[float] = OPENAI_DATASET_MEAN,
-                          std: Sequence[float] = OPENAI_DATASET_STD) -> RandomResizedCropNormalize:
+def build_train_transform(cfg: DataConfig, mean: Sequence[float] = OPENAI_CLIP_MEAN,
+                          std: Sequence[float] = OPENAI_CLIP_STD) -> RandomResizedCropNormalize:
     """The paper's only augmentation: a random resized crop to `cfg.image_size` (area in `cfg.crop_scale`)."""
     return RandomResizedCropNormalize(cfg.image_size, cfg.crop_scale, mean, std)
 
 
-def build_eval_transform(cfg: DataConfig, mean: Sequence[float] = OPENAI_DATASET_MEAN,
-                         std: Sequence[float] = OPENAI_DATASET_STD) -> ResizeCenterCropNormalize:
+def build_eval_transform(cfg: DataConfig, mean: Sequence[float] = OPENAI_CLIP_MEAN,
+                         std: Sequence[float] = OPENAI_CLIP_STD) -> ResizeCenterCropNormalize:
     return ResizeCenterCropNormalize(cfg.image_size, mean, std)

@@ -3,14 +3,18 @@
 IoU_k = TP / (TP + FP + FN) over all images; a class with an empty union (never in the labels nor
 predicted) is NaN and left out of mIoU. Pixels labelled `ignore_index` are never counted.
 aAcc = correct pixels / labelled pixels.
+
+The one mIoU of the project, in numpy: `mgca-eval` (PyTorch or an exported engine), the int8 report of
+`calibration` and the runtime's users all count with `ConfusionMatrix`.
 """
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -28,18 +32,19 @@ class SegMetrics:
 
     @property
     def miou(self) -> float:
-        return _nanmean(self.iou)
+        return _defined_mean(self.iou)
 
     @property
     def macc(self) -> float:
-        return _nanmean(self.acc)
+        return _defined_mean(self.acc)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe, in percent like the paper's tables; undefined values are null."""
         return {
             "mIoU": _pct(self.miou), "mAcc": _pct(self.macc), "aAcc": _pct(self.aacc),
             "num_images": self.num_images, "num_pixels": self.num_pixels, "unit": "percent",
-            "per_class": {name: {"IoU": _pct(i), "Acc": _pct(a)} for name, i, a in zip(self.class_names, self.iou, self.acc)},
+            "per_class": {name: {"IoU": _pct(i), "Acc": _pct(a)} for name, i,
+                          a in zip(self.class_names, self.iou, self.acc, strict=True)},
         }
 
     def save_json(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -52,7 +57,8 @@ class SegMetrics:
         """Per-class IoU/Acc then mIoU, mAcc, aAcc and the image count, as fixed-width text."""
         width = max([len("class")] + [len(n) for n in self.class_names])
         lines = [f"{'class':<{width}}  {'IoU':>6}  {'Acc':>6}", "-" * (width + 16)]
-        lines += [f"{name:<{width}}  {_fmt(i):>6}  {_fmt(a):>6}" for name, i, a in zip(self.class_names, self.iou, self.acc)]
+        lines += [f"{name:<{width}}  {_fmt(i):>6}  {_fmt(a):>6}" for name, i,
+                  a in zip(self.class_names, self.iou, self.acc, strict=True)]
         lines += ["-" * (width + 16),
                   f"mIoU {_fmt(self.miou)}  mAcc {_fmt(self.macc)}  aAcc {_fmt(self.aacc)}  "
                   f"({self.num_images} images, {self.num_pixels} labelled pixels)"]
@@ -76,12 +82,13 @@ class ConfusionMatrix:
         gt, pred = label[valid].astype(np.int64), prediction[valid].astype(np.int64)
         for what, values in (("label", gt), ("prediction", pred)):
             if values.size and (values.min() < 0 or values.max() >= self.num_classes):
-                raise ValueError(f"{what} holds values outside 0..{self.num_classes - 1} (min {values.min()}, max {values.max()})")
+                raise ValueError(f"{what} holds values outside 0..{self.num_classes - 1} (min {values.min()}, "
+                                 f"max {values.max()})")
         counts = np.bincount(gt * self.num_classes + pred, minlength=self.num_classes ** 2)
         self.matrix += counts.reshape(self.num_classes, self.num_classes)
         self.num_images += 1
 
-    def merge(self, other: "ConfusionMatrix") -> None:
+    def merge(self, other: ConfusionMatrix) -> None:
         """Add another matrix (e.g. from another process) into this one."""
         self.matrix += other.matrix
         self.num_images += other.num_images
@@ -100,8 +107,10 @@ class ConfusionMatrix:
         return SegMetrics(names, iou, acc, float(tp.sum() / total) if total else math.nan, self.num_images, total)
 
 
-def _nanmean(values: np.ndarray) -> float:
-    return float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+def _defined_mean(values: np.ndarray) -> float:
+    """Mean over the defined (non-NaN) entries; NaN when there are none."""
+    defined = values[~np.isnan(values)]
+    return float(defined.mean()) if defined.size else math.nan
 
 
 def _pct(value: float) -> float | None:

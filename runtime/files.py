@@ -1,14 +1,17 @@
-"""Atomic file writes: a temporary file in the target folder, renamed into place, mode 0666 & ~umask.
+"""Atomic file writes (a temporary file in the target folder, renamed into place, mode 0666 & ~umask) and file hashes.
 
-(`tempfile.mkstemp` creates files readable by their owner only; a bundle is meant to be shipped.)
+Every file of a bundle, a text cache or a checkpoint is written through `atomic_path`, so an interrupted
+write never leaves half a file nor loses the old one. (`tempfile.mkstemp` alone would create files
+readable by their owner only; a bundle is meant to be shipped.)
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 def _umask() -> int:
@@ -42,4 +45,12 @@ def atomic_write_bytes(path: str | Path, data) -> Path:
     return Path(path)
 
 
-__all__ = ["atomic_path", "atomic_write_bytes"]
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+__all__ = ["atomic_path", "atomic_write_bytes", "file_sha256"]

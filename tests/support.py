@@ -1,0 +1,73 @@
+"""Helpers the tests share (imported as `tests.support`; fixtures live in conftest.py)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"  # the machine's sample data, next to the checkout (never needed in CI)
+
+# The runtime tests' bundle: a small export window (fast tests, several windows per image).
+WINDOW = 64
+SETTINGS = dict(short_side=96, window=WINDOW, stride=32, units=9, unit_scope="image")
+CLASSES = ["cat", "dog", "road", "sky", "tree", "person", "car", "building"]
+SIZES = [(40, 50), (64, 64), (96, 96), (120, 200), (333, 97), (17, 400)]
+EVAL_SMALL = ["--short-side", "96", "--window", str(WINDOW), "--stride", "32", "--device", "cpu", "--no-progress"]
+
+
+def export_with_cli(checkpoint: Path, out: Path, vocab: list[str], *extra: str) -> Path:
+    """A bundle written by the real exporter (`mgca-export`) with SETTINGS."""
+    from export.cli import main as export_main
+
+    vocab_file = out.parent / f"{out.name}-vocab.txt"
+    vocab_file.write_text("\n".join(vocab) + "\n")
+    code = export_main(["--checkpoint", str(checkpoint), "--out", str(out), "--window", str(WINDOW),
+                        "--short-side", str(SETTINGS["short_side"]), "--stride", str(SETTINGS["stride"]),
+                        "--units", str(SETTINGS["units"]), "--vocab", str(vocab_file), *extra])
+    assert code == 0, f"mgca-export failed with exit status {code}"
+    return out
+
+
+def text_cache_with_cli(checkpoint: Path, out: Path, vocab: list[str]) -> Path:
+    """`mgca-export text`: a cache for another vocabulary of the same backbone."""
+    from export.cli import main as export_main
+
+    vocab_file = out.with_suffix(".txt")
+    vocab_file.write_text("\n".join(vocab) + "\n")
+    assert export_main(["text", "--checkpoint", str(checkpoint), "--vocab", str(vocab_file), "--out", str(out)]) == 0
+    return out
+
+
+def blocky_image(rng: np.random.Generator, height: int, width: int, block: int = 8) -> np.ndarray:
+    """Piecewise-constant noise: a few regions per window, so units and classes actually vary."""
+    small = rng.integers(0, 256, (-(-height // block), -(-width // block), 3), dtype=np.uint8)
+    return np.ascontiguousarray(np.repeat(np.repeat(small, block, 0), block, 1)[:height, :width])
+
+
+def torch_predictor(model, embeddings: np.ndarray, classes=CLASSES, **overrides):
+    """mgca's PyTorch predictor with SETTINGS (plus overrides) and the given class embeddings."""
+    import torch
+
+    from mgca.inference import InferenceConfig, SegmentationPredictor
+
+    predictor = SegmentationPredictor(model, InferenceConfig(**{**SETTINGS, **overrides}))
+    predictor.set_class_embeddings(torch.from_numpy(np.array(embeddings)), list(classes))
+    return predictor
+
+
+def torch_stubs(folder: Path) -> Path:
+    """Packages named torch/torchvision/open_clip whose import fails: put first on PYTHONPATH, they make
+    PyTorch unimportable for any interpreter or console script started with that environment."""
+    for name in ("torch", "torchvision", "open_clip"):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        (folder / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked in this test')\n")
+    return folder
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """This environment with the checkout first on PYTHONPATH (so a child imports this code, and `tests`)."""
+    paths = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **extra}
+
