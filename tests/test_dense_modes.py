@@ -8,6 +8,7 @@ to keep the float64 copy and the loops fast, at a 96 px window (6 x 6 patches).
 """
 from __future__ import annotations
 
+import json
 import math
 import typing
 
@@ -373,3 +374,36 @@ def test_onnx_export_matches_torch(mode, onnx_tools, tmp_path):
             ref = model.pixel_embeddings(images).numpy()
         assert out.shape == ref.shape
         assert np.abs(out - ref).max() <= 1e-5
+
+
+@pytest.mark.slow
+def test_bundle_records_the_mode_and_the_runtime_runs_it_unchanged(onnx_tools, tmp_path):
+    """A decoder trained with `backbone.dense_mode=naclip` goes through `mgca-export` into a bundle whose
+    manifest names the mode; runtime.Segmenter, which knows nothing of modes, gives the PyTorch labels."""
+    from conftest import perturb_decoder
+    from test_runtime import CLASSES, blocky_image, export_bundle, predictor
+
+    from mgca.checkpoint import save_checkpoint
+    from mgca.config import Config, config_to_dict
+    from mgca.model import build_model
+    from runtime import Segmenter
+    from runtime.text_cache import load_text_cache
+
+    config = Config()
+    config.backbone.dense_mode = "naclip"
+    torch.manual_seed(0)
+    model = build_model(config.backbone, config.decoder)
+    perturb_decoder(model)
+    model.eval()
+    checkpoint = tmp_path / "naclip.pt"
+    save_checkpoint(checkpoint, {"config": config_to_dict(config), "backbone": model.backbone.identity.to_dict(),
+                                 "decoder": model.decoder.state_dict()})
+    bundle = export_bundle(checkpoint, tmp_path / "bundle", CLASSES)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["backbone"]["dense_mode"] == "naclip"
+    segmenter = Segmenter(bundle, backend="onnxruntime", device="cpu")
+    reference = predictor(model, load_text_cache(bundle / "text_cache.npz").embeddings)
+    rng = np.random.default_rng(0)
+    for height, width in [(64, 64), (96, 150)]:
+        image = blocky_image(rng, height, width)
+        assert (segmenter.segment(image).labels == reference.predict(image)).mean() >= 0.999
