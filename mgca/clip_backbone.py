@@ -250,8 +250,8 @@ class FrozenCLIP(nn.Module):
         x = visual.ln_pre(x)
         transformer = visual.transformer
         tower = Tower(transformer.resblocks, getattr(transformer, "batch_first", True))
-        patches = DENSE_MODES[self.dense_mode](tower, x, (grid_h, grid_w))
-        x = visual.ln_post(patches) @ visual.proj
+        tokens = DENSE_MODES[self.dense_mode](tower, x, (grid_h, grid_w))
+        x = (visual.ln_post(tokens) @ visual.proj)[:, -grid_h * grid_w:]
         return x.transpose(1, 2).reshape(batch, -1, grid_h, grid_w)
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:

@@ -1,8 +1,10 @@
 """Training-free dense CLIP modes: how CLIP's last block turns tokens into patch features.
 
 A mode takes the visual tower, the tokens after `ln_pre` (B, 1+N, C: CLS first, then the h x w
-patch grid row by row) and the grid size, and returns the N patch tokens (B, N, C) that `ln_post`
-and `proj` then map into the joint space (CLS is dropped). Notation of issue 17: X is the last
+patch grid row by row) and the grid size, and returns tokens (B, T, C) whose last N are the patch
+tokens (T = 1+N with CLS first, or T = N for SC-CLIP, which drops CLS itself). `ln_post` and
+`proj` then map them into the joint space and the N patch tokens are kept (slicing after the
+projection, as before: onnxruntime's fp16 optimiser crashes on the MaskCLIP graph sliced earlier). Notation of issue 17: X is the last
 block's input, q, k, v are its per-head projections of LN1(X), s = 1/sqrt(head_dim).
 
 | mode        | last-block attention                 | residual + FFN | source |
@@ -149,7 +151,7 @@ def maskclip(tower: Tower, x: torch.Tensor, grid: Grid) -> torch.Tensor:
     """
     x = tower.run(x, len(tower.blocks) - 1)
     y = x + value_path(tower.last, x)
-    return feed_forward(tower.last, y)[:, 1:]
+    return feed_forward(tower.last, y)
 
 
 def sclip(tower: Tower, x: torch.Tensor, grid: Grid) -> torch.Tensor:
@@ -161,7 +163,7 @@ def sclip(tower: Tower, x: torch.Tensor, grid: Grid) -> torch.Tensor:
     x = tower.run(x, len(tower.blocks) - 1)
     q, k, v = project_heads(tower.last, x)
     y = x + attend(tower.last, self_attention(q) + self_attention(k), v)
-    return feed_forward(tower.last, y)[:, 1:]
+    return feed_forward(tower.last, y)
 
 
 def clearclip(tower: Tower, x: torch.Tensor, grid: Grid) -> torch.Tensor:
@@ -172,7 +174,7 @@ def clearclip(tower: Tower, x: torch.Tensor, grid: Grid) -> torch.Tensor:
     """
     x = tower.run(x, len(tower.blocks) - 1)
     q, _, v = project_heads(tower.last, x)
-    return attend(tower.last, self_attention(q), v)[:, 1:]
+    return attend(tower.last, self_attention(q), v)
 
 
 def neighbourhood_bias(grid: Grid, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -195,7 +197,7 @@ def naclip(tower: Tower, x: torch.Tensor, grid: Grid, sigma: float = NACLIP_SIGM
     x = tower.run(x, len(tower.blocks) - 1)
     _, k, v = project_heads(tower.last, x)
     logits = k @ k.transpose(-1, -2) * k.shape[-1] ** -0.5 + neighbourhood_bias(grid, sigma, k.dtype, k.device)
-    return attend(tower.last, torch.softmax(logits, dim=-1), v)[:, 1:]
+    return attend(tower.last, torch.softmax(logits, dim=-1), v)
 
 
 def outlier_mask(tokens: torch.Tensor, fraction: float) -> torch.Tensor:

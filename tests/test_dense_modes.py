@@ -8,6 +8,7 @@ to keep the float64 copy and the loops fast, at a 96 px window (6 x 6 patches).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import typing
@@ -303,7 +304,7 @@ def test_maskclip_is_the_block_with_self_only_attention():
 def test_batch_items_are_independent():
     """Every mode maps each image alone (SC-CLIP's similarity mean is per image)."""
     clip, _ = build_clip_model(BackboneConfig(arch="mgca-synth"))
-    images = torch.randn(3, 3, 64, 48, generator=torch.Generator().manual_seed(2))
+    images = torch.randn(2, 3, 64, 48, generator=torch.Generator().manual_seed(2))
     for mode in DISTINCT:
         backbone = FrozenCLIP(clip, "mgca-synth", "test", mode)
         together = backbone.dense_features(images)
@@ -359,7 +360,7 @@ def onnx_tools():
 @pytest.mark.parametrize("mode", DISTINCT)
 def test_onnx_export_matches_torch(mode, onnx_tools, tmp_path):
     """The production exporter (`export_onnx`, frozen features, 64 px window, 4-block tower): fp32
-    max abs error <= 1e-5 at batch 1 and 3, and the graph records the mode."""
+    max abs error <= 1e-5 at batch 1 and 3, the graph records the mode, and its fp16 copy runs."""
     from mgca.model import build_model
 
     export_onnx, read_metadata, ort_session = onnx_tools
@@ -374,6 +375,11 @@ def test_onnx_export_matches_torch(mode, onnx_tools, tmp_path):
             ref = model.pixel_embeddings(images).numpy()
         assert out.shape == ref.shape
         assert np.abs(out - ref).max() <= 1e-5
+    if importlib.util.find_spec("onnxruntime.transformers") is not None:  # the fp16 copy TensorRT >= 11 builds from
+        from export.tensorrt_build import fp16_onnx
+
+        half = ort_session(fp16_onnx(path, tmp_path / f"{mode}.fp16.onnx")).run(["embeddings"], {"image": images.numpy()})[0]
+        assert np.linalg.norm(half - ref) / np.linalg.norm(ref) < 1e-2
 
 
 @pytest.mark.slow
