@@ -12,6 +12,7 @@ import importlib.util
 import json
 import math
 import typing
+from pathlib import Path
 
 import numpy as np
 import open_clip
@@ -351,43 +352,48 @@ def onnx_tools():
     pytest.importorskip("onnx", reason="ONNX parity needs onnx")
     pytest.importorskip("onnxruntime", reason="ONNX parity needs onnxruntime")
     pytest.importorskip("onnxscript", reason="the dynamo ONNX exporter needs onnxscript")
-    from export.onnx_export import export_onnx, read_metadata
+
+
+def check_onnx_parity(model, path: Path, mode: str, window: int) -> None:
+    """fp32 max abs error <= 1e-5 at batch 1 and 3, the graph records the mode, and its fp16 copy
+    (what TensorRT >= 11 builds from) runs close to fp32."""
+    from export.onnx_export import read_metadata
     from export.parity import ort_session
-    return export_onnx, read_metadata, ort_session
 
-
-@pytest.mark.slow
-@pytest.mark.parametrize("mode", DISTINCT)
-def test_onnx_export_matches_torch(mode, onnx_tools, tmp_path):
-    """The production exporter (`export_onnx`, frozen features, 64 px window, 4-block tower): fp32
-    max abs error <= 1e-5 at batch 1 and 3, the graph records the mode, and its fp16 copy runs."""
-    from mgca.model import build_model
-
-    export_onnx, read_metadata, ort_session = onnx_tools
-    model = build_model(BackboneConfig(arch="mgca-synth", dense_mode=mode), DecoderConfig(kind="none")).eval()
-    path = export_onnx(model, tmp_path / f"{mode}.onnx", window=64)
     assert read_metadata(path)["dense_mode"] == mode
     session = ort_session(path)
     for batch in (1, 3):
-        images = torch.randn(batch, 3, 64, 64, generator=torch.Generator().manual_seed(batch))
+        images = torch.randn(batch, 3, window, window, generator=torch.Generator().manual_seed(batch))
         out = session.run(["embeddings"], {"image": images.numpy()})[0]
         with torch.no_grad():
             ref = model.pixel_embeddings(images).numpy()
         assert out.shape == ref.shape
-        assert np.abs(out - ref).max() <= 1e-5
-    if importlib.util.find_spec("onnxruntime.transformers") is not None:  # the fp16 copy TensorRT >= 11 builds from
+        assert np.abs(out - ref).max() <= 1e-5, (mode, batch, np.abs(out - ref).max())
+    if importlib.util.find_spec("onnxruntime.transformers") is not None:
         from export.tensorrt_build import fp16_onnx
 
-        half = ort_session(fp16_onnx(path, tmp_path / f"{mode}.fp16.onnx")).run(["embeddings"], {"image": images.numpy()})[0]
+        half = ort_session(fp16_onnx(path, path.with_suffix(".fp16.onnx"))).run(["embeddings"], {"image": images.numpy()})[0]
         assert np.linalg.norm(half - ref) / np.linalg.norm(ref) < 1e-2
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", [m for m in DISTINCT if m != "scclip"])  # scclip: the bundle test below
+def test_onnx_export_matches_torch(mode, onnx_tools, tmp_path):
+    """The production exporter (`export_onnx`), frozen features of the 4-block tower, 64 px window."""
+    from export.onnx_export import export_onnx
+    from mgca.model import build_model
+
+    model = build_model(BackboneConfig(arch="mgca-synth", dense_mode=mode), DecoderConfig(kind="none")).eval()
+    check_onnx_parity(model, export_onnx(model, tmp_path / f"{mode}.onnx", window=64), mode, 64)
+
+
+@pytest.mark.slow
 def test_bundle_records_the_mode_and_the_runtime_runs_it_unchanged(onnx_tools, tmp_path):
-    """A decoder trained with `backbone.dense_mode=naclip` goes through `mgca-export` into a bundle whose
-    manifest names the mode; runtime.Segmenter, which knows nothing of modes, gives the PyTorch labels."""
+    """A decoder trained with `backbone.dense_mode=scclip` goes through `mgca-export` into a bundle whose
+    graph matches PyTorch and whose manifest names the mode; runtime.Segmenter, which knows nothing
+    of modes, gives the PyTorch labels."""
     from conftest import perturb_decoder
-    from test_runtime import CLASSES, blocky_image, export_bundle, predictor
+    from test_runtime import CLASSES, WINDOW, blocky_image, export_bundle, predictor
 
     from mgca.checkpoint import save_checkpoint
     from mgca.config import Config, config_to_dict
@@ -396,17 +402,17 @@ def test_bundle_records_the_mode_and_the_runtime_runs_it_unchanged(onnx_tools, t
     from runtime.text_cache import load_text_cache
 
     config = Config()
-    config.backbone.dense_mode = "naclip"
+    config.backbone.dense_mode = "scclip"
     torch.manual_seed(0)
     model = build_model(config.backbone, config.decoder)
     perturb_decoder(model)
     model.eval()
-    checkpoint = tmp_path / "naclip.pt"
+    checkpoint = tmp_path / "scclip.pt"
     save_checkpoint(checkpoint, {"config": config_to_dict(config), "backbone": model.backbone.identity.to_dict(),
                                  "decoder": model.decoder.state_dict()})
     bundle = export_bundle(checkpoint, tmp_path / "bundle", CLASSES)
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["backbone"]["dense_mode"] == "naclip"
+    assert json.loads((bundle / "manifest.json").read_text())["backbone"]["dense_mode"] == "scclip"
+    check_onnx_parity(model, bundle / "model.onnx", "scclip", WINDOW)
     segmenter = Segmenter(bundle, backend="onnxruntime", device="cpu")
     reference = predictor(model, load_text_cache(bundle / "text_cache.npz").embeddings)
     rng = np.random.default_rng(0)
