@@ -1,7 +1,7 @@
 """Per-window latency of each dense CLIP mode, PyTorch eager and onnxruntime, as ratios to `maskclip`.
 
-    python benchmarks/dense_modes.py            # random-init ViT-B/16, 448 px window (~10 min on 2 cores)
-    python benchmarks/dense_modes.py --quick    # 224 px window, fewer timed runs (~3 min)
+    python benchmarks/dense_modes.py            # random-init ViT-B/16, 448 px window (~8.5 min on 2 cores, 6 GB)
+    python benchmarks/dense_modes.py --quick    # 224 px window, fewer timed runs (~4 min)
     python benchmarks/dense_modes.py --decoder gated_conv --json out.json
 
 One randomly initialised CLIP (open_clip's ViT-B-16; latency depends on the architecture only) is
