@@ -3,9 +3,9 @@
 A mode takes the visual tower, the tokens after `ln_pre` (B, 1+N, C: CLS first, then the h x w
 patch grid row by row) and the grid size, and returns tokens (B, T, C) whose last N are the patch
 tokens (T = 1+N with CLS first, or T = N for SC-CLIP, which drops CLS itself). `ln_post` and
-`proj` then map them into the joint space and the N patch tokens are kept (slicing after the
-projection, as before: onnxruntime's fp16 optimiser crashes on the MaskCLIP graph sliced earlier). Notation of issue 17: X is the last
-block's input, q, k, v are its per-head projections of LN1(X), s = 1/sqrt(head_dim).
+`proj` then map them into the joint space, and only then are the N patch tokens kept (onnxruntime's
+fp16 graph optimiser crashes on the MaskCLIP graph sliced before `ln_post`). Notation of issue 17:
+X is the last block's input, q, k, v are its per-head projections of LN1(X), s = 1/sqrt(head_dim).
 
 | mode        | last-block attention                 | residual + FFN | source |
 |-------------|--------------------------------------|----------------|--------|
