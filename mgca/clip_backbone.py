@@ -1,4 +1,5 @@
-"""The frozen CLIP backbone: dense MaskCLIP-style image features and prompt-averaged text features.
+"""The frozen CLIP backbone: dense patch features (a training-free mode, see mgca.dense_modes) and
+prompt-averaged text features.
 
 Weights come only from a local file the user names (OpenAI TorchScript archive, or an
 open_clip state dict as .pt/.bin/.safetensors); without one the model is randomly
@@ -25,6 +26,7 @@ from torch import nn
 from runtime.contract import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from .config import BackboneConfig
+from .dense_modes import DENSE_MODES, MIN_DEPTH, Tower
 
 
 class BackboneError(ValueError):
@@ -161,20 +163,22 @@ def build_clip_model(cfg: BackboneConfig) -> tuple[nn.Module, str]:
 class FrozenCLIP(nn.Module):
     """CLIP's two towers, frozen, exposing dense pixel features and text features.
 
-    Dense features follow TCL's variant of MaskCLIP (spec, "Dense CLIP features"): in the last
-    block each token attends only to itself, so attention reduces to out_proj(v); "tcl" keeps
-    that block's residual and MLP, "maskclip" drops them. ln_post and proj then run on every
-    token and CLS is dropped.
+    Dense features: the tokens of every block but the last, then the last block as `dense_mode`
+    defines it (mgca.dense_modes: "maskclip"/"tcl" is the paper's MaskCLIP computation, spec
+    "Dense CLIP features"), then ln_post and proj on every patch token; CLS is dropped.
     """
 
     def __init__(self, clip: nn.Module, arch: str, source: str, dense_mode: str = "tcl"):
         super().__init__()
-        if dense_mode not in ("tcl", "maskclip"):
-            raise BackboneError(f"dense_mode {dense_mode!r} is not 'tcl' or 'maskclip'")
-        last = clip.visual.transformer.resblocks[-1]
-        if not isinstance(getattr(last, "attn", None), nn.MultiheadAttention):
+        if dense_mode not in DENSE_MODES:
+            raise BackboneError(f"dense_mode {dense_mode!r} is unknown; use one of {', '.join(DENSE_MODES)}")
+        blocks = clip.visual.transformer.resblocks
+        if not isinstance(getattr(blocks[-1], "attn", None), nn.MultiheadAttention):
             raise BackboneError(f"architecture {arch!r} has no standard attention block; dense features need "
                                 "a plain ViT CLIP")
+        if len(blocks) < MIN_DEPTH.get(dense_mode, 1):
+            raise BackboneError(f"dense_mode {dense_mode!r} needs a ViT with at least {MIN_DEPTH[dense_mode]} blocks; "
+                                f"{arch!r} has {len(blocks)}: choose another mode or architecture")
         self.clip = clip
         self.arch = arch
         self.source = source
@@ -236,16 +240,6 @@ class FrozenCLIP(nn.Module):
         self._pos_cache = {}
         return super()._apply(fn, recurse)
 
-    def _value_only_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        attn: nn.MultiheadAttention = block.attn
-        width = x.shape[-1]
-        value = F.linear(block.ln_1(x), attn.in_proj_weight[2 * width:], attn.in_proj_bias[2 * width:])
-        attended = block.ls_1(attn.out_proj(value))
-        if self.dense_mode == "maskclip":
-            return attended
-        x = x + attended
-        return x + block.ls_2(block.mlp(block.ln_2(x)))
-
     @torch.no_grad()
     def dense_features(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised images -> (B, C, H/patch, W/patch) projected patch features."""
@@ -264,16 +258,10 @@ class FrozenCLIP(nn.Module):
         x = torch.cat([cls, x], dim=1) + self.positional_embedding(grid_h, grid_w).to(x.dtype)
         x = visual.ln_pre(x)
         transformer = visual.transformer
-        batch_first = getattr(transformer, "batch_first", True)
-        if not batch_first:
-            x = x.transpose(0, 1)
-        for block in transformer.resblocks[:-1]:
-            x = block(x)
-        x = self._value_only_block(transformer.resblocks[-1], x)
-        if not batch_first:
-            x = x.transpose(0, 1)
-        x = visual.ln_post(x) @ visual.proj
-        return x[:, 1:].transpose(1, 2).reshape(batch, -1, grid_h, grid_w)
+        tower = Tower(transformer.resblocks, getattr(transformer, "batch_first", True))
+        tokens = DENSE_MODES[self.dense_mode](tower, x, (grid_h, grid_w))
+        x = (visual.ln_post(tokens) @ visual.proj)[:, -grid_h * grid_w:]
+        return x.transpose(1, 2).reshape(batch, -1, grid_h, grid_w)
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         return self.tokenizer(list(texts))

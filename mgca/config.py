@@ -23,7 +23,9 @@ class ConfigError(ValueError):
 class BackboneConfig:
     arch: str = "mgca-tiny"  # open_clip architecture name (e.g. ViT-B-16) or a bundled config
     checkpoint: str | None = None  # local CLIP weights (OpenAI .pt or open_clip .pt/.safetensors)
-    dense_mode: Literal["tcl", "maskclip"] = "tcl"  # last-block variant, see mgca.clip_backbone
+    dense_mode: Literal["tcl", "maskclip", "sclip", "clearclip", "naclip", "scclip"] = (
+        "tcl"  # training-free last block, see mgca.dense_modes ("tcl" = "maskclip")
+    )
     quick_gelu: bool | None = None  # None: True for OpenAI JIT archives, else the config's
     init_seed: int = 0  # random-init seed when no checkpoint is given (tests, embedded default)
 

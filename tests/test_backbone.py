@@ -1,4 +1,5 @@
-"""Frozen CLIP backbone: dense MaskCLIP features, positional resampling, text side, weight loading errors."""
+"""Frozen CLIP backbone: dense features, positional resampling, text side, weight loading errors (the dense
+modes themselves: test_dense_modes.py)."""
 from __future__ import annotations
 
 import warnings
@@ -35,28 +36,6 @@ def test_dense_features_any_multiple_of_patch(backbone, size):
 def test_dense_features_reject_non_multiple(backbone):
     with pytest.raises(ValueError, match="multiple of the patch size 16"):
         backbone.dense_features(torch.randn(1, 3, 225, 224))
-
-
-@pytest.mark.parametrize("mode", ["tcl", "maskclip"])
-def test_last_block_equals_self_only_attention(mode):
-    """out_proj(v) is what softmax attention gives when each token may only attend to itself."""
-    backbone = build_backbone(BackboneConfig(dense_mode=mode))
-    block = backbone.clip.visual.transformer.resblocks[-1]
-    x = torch.randn(2, 9, block.attn.embed_dim)
-    mask = torch.full((9, 9), float("-inf"))
-    mask.fill_diagonal_(0.0)
-    if mode == "tcl":
-        expected = block(x, attn_mask=mask)
-    else:
-        expected = block.attn(block.ln_1(x), block.ln_1(x), block.ln_1(x), attn_mask=mask, need_weights=False)[0]
-    torch.testing.assert_close(backbone._value_only_block(block, x), expected, atol=1e-5, rtol=1e-5)
-
-
-def test_dense_modes_differ():
-    images = torch.randn(1, 3, 64, 64)
-    tcl = build_backbone(BackboneConfig(dense_mode="tcl")).dense_features(images)
-    maskclip = build_backbone(BackboneConfig(dense_mode="maskclip")).dense_features(images)
-    assert not torch.allclose(tcl, maskclip)
 
 
 def test_positional_embedding_resampling(backbone):
