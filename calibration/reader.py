@@ -20,13 +20,13 @@ import cv2
 import numpy as np
 
 from runtime.contract import INPUT_NAME, InferenceSettings
-from runtime.errors import RuntimeInputError, SettingsError
+from runtime.errors import MgcaError, RuntimeInputError, SettingsError
 from runtime.preprocess import check_image, prepare
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-class CalibrationError(ValueError):
+class CalibrationError(MgcaError, ValueError):
     """Calibration images or settings cannot be used; the message says how to fix it."""
 
 

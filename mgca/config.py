@@ -14,8 +14,10 @@ from typing import Any, Literal
 
 import yaml
 
+from runtime.errors import MgcaError
 
-class ConfigError(ValueError):
+
+class ConfigError(MgcaError, ValueError):
     """A configuration value or key is wrong; the message says which and how to fix it."""
 
 
@@ -28,6 +30,9 @@ class BackboneConfig:
     )
     quick_gelu: bool | None = None  # None: True for OpenAI JIT archives, else the config's
     init_seed: int = 0  # random-init seed when no checkpoint is given (tests, embedded default)
+    # Let a TorchScript archive (OpenAI's .pt files) run its own code while loading. Off: only its tensors are
+    # read (mgca.torchscript). Never taken from a checkpoint's recorded config: the loader's caller decides.
+    trust_torchscript: bool = False
 
 
 @dataclass
@@ -84,6 +89,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # optimizer steps between checkpoints; 0: once per epoch
     max_steps: int = 0  # stop after this many optimizer steps (0: run all epochs)
     resume: str | None = None  # checkpoint path, or "auto" for output_dir/last.pt
+    overwrite: bool = False  # replace an earlier run's last.pt in output_dir (otherwise the run is refused)
     seed: int = 0
 
 

@@ -14,11 +14,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from runtime.errors import MgcaError
+
 from .coco import coco_object_label
 from .specs import _ALIASES, DATASETS, DatasetSpec, Layout, Part, voc_palette
 
 
-class DatasetError(ValueError):
+class DatasetError(MgcaError, ValueError):
     """A dataset name, root or file is wrong; the message names the missing thing and the expected layout."""
 
 
