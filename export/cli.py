@@ -23,6 +23,7 @@ from pathlib import Path
 
 from mgca.prompts import DEFAULT_TEMPLATE_SET
 from runtime.contract import DEFAULT_SETTINGS, UNIT_SCOPES
+from runtime.errors import MgcaError, run_cli
 
 from .pipeline import CALIBRATION_METHODS, TRT_PRECISIONS, ExportOptions
 
@@ -36,7 +37,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-class UsageError(ValueError):
+class UsageError(MgcaError, ValueError):
     """Bad combination of arguments."""
 
 
@@ -58,6 +59,7 @@ def export_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True,
                         help="bundle directory to write (created; a previous bundle there is replaced)")
     parser.add_argument("--clip-weights", help="where the CLIP weights file of the checkpoint lives now (if moved)")
+    add_trust_flag(parser)
     parser.add_argument("--window", type=_positive_int, default=DEFAULT_SETTINGS.window,
                         help=f"fixed input window of the graph (default {DEFAULT_SETTINGS.window})")
     parser.add_argument("--short-side", type=_positive_int, help="manifest inference.short_side (default: the window)")
@@ -110,17 +112,24 @@ def text_parser() -> argparse.ArgumentParser:
                         "(default: the --dataset's protocol, else tcl)")
     parser.add_argument("--out", required=True, help="output .npz file")
     parser.add_argument("--clip-weights", help="where the CLIP weights file of the checkpoint lives now (if moved)")
+    add_trust_flag(parser)
     return parser
+
+
+def add_trust_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-torchscript", action="store_true",
+                        help="let a TorchScript CLIP archive (OpenAI .pt) run its own code while loading; by default "
+                        "only its tensors are read")
 
 
 def _say(message: str) -> None:
     print(f"{PROG}: {message}", flush=True)
 
 
-def _load(checkpoint: str, clip_weights: str | None):
+def _load(args: argparse.Namespace):
     from mgca.checkpoint import load_model
 
-    return load_model(checkpoint, clip_weights=clip_weights)
+    return load_model(args.checkpoint, clip_weights=args.clip_weights, trust_torchscript=args.trust_torchscript)
 
 
 def _dataset_classes(name: str) -> list[str]:
@@ -142,7 +151,7 @@ def run_text(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".npz":
         raise UsageError(f"--out {out} must be a .npz file")
-    model, _ = _load(args.checkpoint, args.clip_weights)
+    model, _ = _load(args)
     start = time.perf_counter()
     path = build_text_cache(model, names, args.templates, out)
     identity = model.backbone.identity
@@ -165,43 +174,17 @@ def run_export(args: argparse.Namespace) -> int:
     from .pipeline import export_bundle
 
     options = export_options(args)  # fails fast, before the model is loaded
-    model, cfg = _load(args.checkpoint, args.clip_weights)
+    model, cfg = _load(args)
     export_bundle(model, args.out, options, config=cfg, log=_say)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status 0 done, 1 the export ran but failed a check (parity, TensorRT build), 2 bad input."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    from calibration.reader import CalibrationError
-    from runtime.errors import SettingsError
-
-    from .onnx_export import ExportError
-    from .parity import ParityError
-    from .pipeline import ExportOptionsError
-    from .tensorrt_build import TensorRTBuildError, TensorRTUnavailable
-    from .text_cache import VocabularyFileError
-
     is_text = bool(argv) and argv[0] == "text"
     args = (text_parser() if is_text else export_parser()).parse_args(argv[1:] if is_text else argv)
-    try:
-        from mgca.checkpoint import CheckpointError
-        from mgca.clip_backbone import BackboneError
-        from mgca.config import ConfigError
-        from mgca.evalsets import DatasetError
-
-        bad_input = (UsageError, ExportOptionsError, SettingsError, VocabularyFileError, CalibrationError,
-                     CheckpointError,
-                     BackboneError, ConfigError, DatasetError, TensorRTUnavailable, NotADirectoryError)
-        return run_text(args) if is_text else run_export(args)
-    except bad_input as err:
-        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
-    except (ParityError, ExportError, TensorRTBuildError) as err:
-        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    return run_cli(PROG, lambda: run_text(args) if is_text else run_export(args))
 
 
 if __name__ == "__main__":

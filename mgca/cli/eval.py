@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.contract import DEFAULT_SETTINGS, UNIT_SCOPES
+from runtime.errors import run_cli
 
 from ..evalsets.specs import PAPER_PROTOCOL, SYNTHETIC_PROTOCOL
 from ..evaluation import PredictFn, compare, comparison_report, evaluate, report
@@ -34,6 +35,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                        help="'none' evaluates frozen MaskCLIP features (the paper's Table 3 baseline row)")
     group.add_argument("--arch", default="mgca-tiny", help="CLIP architecture for --decoder none without a checkpoint")
     group.add_argument("--clip-weights", help="local CLIP weights file (OpenAI .pt or open_clip .pt/.safetensors)")
+    group.add_argument("--trust-torchscript", action="store_true",
+                       help="let a TorchScript CLIP archive (OpenAI .pt) run its own code while loading; by default "
+                       "only its tensors are read")
     group.add_argument("--dense-mode", choices=["tcl", "maskclip"], help="override the backbone's last-block variant")
     group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
 
@@ -68,7 +72,8 @@ def build_predictor(args: argparse.Namespace, background_threshold: float | None
     from mgca.inference.loading import is_random_init, load_inference_model
 
     device = resolve_device(args.device)
-    model = load_inference_model(args.checkpoint, args.decoder, args.arch, args.clip_weights, args.dense_mode, device)
+    model = load_inference_model(args.checkpoint, args.decoder, args.arch, args.clip_weights, args.dense_mode, device,
+                                 trust_torchscript=args.trust_torchscript)
     if is_random_init(model):
         print(f"warning: CLIP {model.backbone.arch} is randomly initialised (no --clip-weights and none "
               "recorded in the "
@@ -218,31 +223,10 @@ def run_compare(args: argparse.Namespace, dataset, predict: PredictFn, info: dic
     return record
 
 
-# Error types of torch-side modules: matched only when their module is loaded (an exception of that type
-# cannot exist otherwise), so the lean --engine path never imports torch just to name them.
-TORCH_SIDE_ERRORS = (("mgca.checkpoint", "CheckpointError"), ("mgca.clip_backbone", "BackboneError"))
-
-
-def user_errors() -> tuple[type[Exception], ...]:
-    """The project's 'you passed something wrong' errors: one line on stderr, exit 2, no traceback.
-    Called while an exception is being matched, i.e. after whatever could raise it was imported."""
-    from mgca.config import ConfigError
-    from mgca.evalsets import DatasetError
-    from runtime.errors import BackendError, BundleError, RuntimeInputError
-
-    loaded = [getattr(sys.modules.get(module), name, None) for module, name in TORCH_SIDE_ERRORS]
-    return (ConfigError, DatasetError, OSError, BundleError, RuntimeInputError, BackendError, *filter(None, loaded))
-
-
 def run_main(prog: str, parser: argparse.ArgumentParser, run_args, argv: list[str] | None) -> int:
-    """Parse `argv`, call `run_args(args)`; a user error is one line on stderr and exit status 2."""
+    """Parse `argv`, call `run_args(args)`; a user error (`MgcaError`) is one line on stderr and exit status 2."""
     args = parser.parse_args(argv)
-    try:
-        run_args(args)
-    except user_errors() as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(prog, lambda: run_args(args))
 
 
 def main(argv: list[str] | None = None) -> int:
