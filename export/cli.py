@@ -24,6 +24,7 @@ from pathlib import Path
 from mgca.prompts import DEFAULT_TEMPLATE_SET
 from runtime.contract import DEFAULT_SETTINGS, UNIT_SCOPES
 from runtime.errors import MgcaError, run_cli
+from runtime.files import check_writable_dir, check_writable_file
 
 from .pipeline import CALIBRATION_METHODS, TRT_PRECISIONS, ExportOptions
 
@@ -151,6 +152,7 @@ def run_text(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".npz":
         raise UsageError(f"--out {out} must be a .npz file")
+    check_writable_file(out, "--out")
     model, _ = _load(args)
     start = time.perf_counter()
     path = build_text_cache(model, names, args.templates, out)
@@ -174,6 +176,7 @@ def run_export(args: argparse.Namespace) -> int:
     from .pipeline import export_bundle
 
     options = export_options(args)  # fails fast, before the model is loaded
+    check_writable_dir(args.out, "--out")
     model, cfg = _load(args)
     export_bundle(model, args.out, options, config=cfg, log=_say)
     return 0

@@ -27,7 +27,7 @@ import numpy as np
 from .bundle import Bundle, load_bundle
 from .contract import MODEL_KEYS, InferenceSettings
 from .engines import OrtEngine, TensorRTEngine, tensorrt_available
-from .errors import BackendError, RuntimeInputError, VocabularyError
+from .errors import BackendError, BundleError, RuntimeInputError, VocabularyError
 from .postprocess import image_scores, scores_to_labels, stitch
 from .preprocess import Prepared, check_color_order, check_image, prepare
 from .text_cache import MAKE_CACHE_HINT, TextCache, load_text_cache, make_text_cache
@@ -97,13 +97,16 @@ class Segmenter:
         self._mean = np.asarray(self.bundle.mean, dtype=np.float32)
         self._std = np.asarray(self.bundle.std, dtype=np.float32)
         self.backend, self.precision = self._pick_backend(backend, precision)
-        model_path = self.bundle.model_path(MODEL_KEYS[(self.backend, self.precision)])
+        model_path, model_bytes = self.bundle.read_model(MODEL_KEYS[(self.backend, self.precision)])
         if self.backend == "tensorrt":
             self.engine: OrtEngine | TensorRTEngine = TensorRTEngine(model_path, self.bundle.input_name,
-                                                                     self.bundle.output_name, device)
+                                                                     self.bundle.output_name, device,
+                                                                     engine_bytes=model_bytes)
         else:
             self.engine = OrtEngine(model_path, self.bundle.input_name, self.bundle.output_name, device,
-                                    num_threads=num_threads)
+                                    num_threads=num_threads, model_bytes=model_bytes)
+        del model_bytes
+        self._check_engine_geometry()
         self.assignment, self.assignment_reason, self.assignment_timings = self._pick_assignment(assignment)
         self._assign = make_assigner(self.assignment if self.assignment != "none" else "numpy", num_threads)
         # Full-resolution post-processing holds ~13 bytes x H x W x K per call (250 MB at 1024 x 2048 x 19):
@@ -116,7 +119,7 @@ class Segmenter:
         if text_cache is not None:
             self.set_vocabulary(text_cache)
         elif self.bundle.text_cache is not None:
-            self.set_vocabulary(self.bundle.text_cache)
+            self.set_vocabulary(self.bundle.verify(self.bundle.text_cache))
 
     # ----------------------------------------------------------------------------- setup
     def _pick_backend(self, backend: str, precision: str | None) -> tuple[str, str]:
@@ -141,6 +144,21 @@ class Segmenter:
             raise BackendError("precision 'fp16' is a TensorRT engine; use backend='tensorrt' (or 'fp32'/'int8' "
                                "with onnxruntime)")
         return backend, precision or "fp32"
+
+    def _check_engine_geometry(self) -> None:
+        """The graph's fixed window and embedding size must be the manifest's: refused here, not at segment()."""
+        window, grid = self.bundle.inference.window, self.bundle.inference.window // self.bundle.output_stride
+        expected_in = (None, 3, window, window)
+        expected_out = (None, self.bundle.embed_dim, grid, grid)
+        for what, shape, expected in (("input", self.engine.input_shape, expected_in),
+                                      ("output", self.engine.output_shape, expected_out)):
+            if len(shape) != 4 or any(s is not None and e is not None and s != e
+                                      for s, e in zip(shape, expected, strict=True)):
+                shown = " x ".join("N" if s is None else str(s) for s in shape)
+                raise BundleError(f"bundle {self.bundle.path}: {self.engine.model_path.name} has {what} {shown}, but "
+                                  f"the manifest says inference.window {window} and embed_dim {self.bundle.embed_dim}"
+                                  f" ({' x '.join('N' if e is None else str(e) for e in expected)}); the manifest "
+                                  "was edited or belongs to another export: re-export the bundle")
 
     def _pick_assignment(self, assignment: str) -> tuple[str, str, dict[str, float]]:
         settings = self.settings
