@@ -30,7 +30,7 @@ from .engines import OrtEngine, TensorRTEngine, tensorrt_available
 from .errors import BackendError, BundleError, RuntimeInputError, VocabularyError
 from .postprocess import image_scores, scores_to_labels, stitch
 from .preprocess import Prepared, check_color_order, check_image, prepare
-from .text_cache import MAKE_CACHE_HINT, TextCache, load_text_cache, make_text_cache
+from .text_cache import MAKE_CACHE_HINT, TextCache, check_vocabulary, load_text_cache, make_text_cache
 from .units import ASSIGNMENT_METHODS, faiss, faiss_gpu_available, make_assigner, measure_assigners
 
 FAISS_MARGIN = 1.5
@@ -197,18 +197,20 @@ class Segmenter:
 
     # ----------------------------------------------------------------------------- vocabulary
     def set_vocabulary(self, vocabulary: str | Path | TextCache | tuple[Sequence[str], np.ndarray]) -> None:
-        """Use a text cache file (hash-checked against the bundle), a TextCache, or (names, K x C embeddings)."""
+        """Use a text cache file, a TextCache, or (names, K x C embeddings); all go through one check
+        (`check_vocabulary`: distinct names, finite embeddings, the bundle's embedding size and CLIP text tower,
+        which bare arrays cannot name and are taken on trust for)."""
+        expected = dict(expected_text_sha256=self.bundle.text_sha256, expected_embed_dim=self.bundle.embed_dim,
+                        bundle_label=f"bundle {self.bundle.path}", expected_arch=self.bundle.arch)
         if isinstance(vocabulary, TextCache):
-            cache = vocabulary
+            cache = check_vocabulary(vocabulary, **expected)
         elif isinstance(vocabulary, tuple):
-            cache = make_text_cache(vocabulary[1], vocabulary[0])
+            if len(vocabulary) != 2:
+                raise VocabularyError("a vocabulary tuple is (class names, K x C embeddings), got "
+                                      f"{len(vocabulary)} items")
+            cache = check_vocabulary(make_text_cache(vocabulary[1], vocabulary[0]), **expected)
         else:
-            cache = load_text_cache(vocabulary, expected_text_sha256=self.bundle.text_sha256,
-                                    expected_embed_dim=self.bundle.embed_dim, bundle_label=f"bundle {self.bundle.path}",
-                                    expected_arch=self.bundle.arch)
-        if cache.embeddings.shape[1] != self.bundle.embed_dim:
-            raise VocabularyError(f"vocabulary has {cache.embeddings.shape[1]}-dim embeddings, bundle "
-                                  f"{self.bundle.path} needs {self.bundle.embed_dim}")
+            cache = load_text_cache(vocabulary, **expected)
         with self._vocab_lock:
             self._vocab = cache
 
@@ -235,6 +237,11 @@ class Segmenter:
         if isinstance(images, (list, tuple)):
             if not images:
                 raise RuntimeInputError("got an empty list of images")
+            for i, img in enumerate(images):
+                if not _array_like(img):
+                    raise RuntimeInputError(f"image {i} of the list is a {type(img).__name__}, not an image; a list "
+                                            "holds images (numpy arrays H x W x 3 uint8): pass one image as the "
+                                            "array itself, not img.tolist()")
             return [check_image(img, f"image {i}") for i, img in enumerate(images)], True
         if isinstance(images, np.ndarray) and images.ndim == 4:
             if images.shape[0] == 0:
@@ -274,8 +281,7 @@ class Segmenter:
         gets label 0 "background" and the classes shift to 1..K (VOC/Context/COCO-Object evaluation).
         """
         text, names = self._classes(classes)
-        if background_threshold is not None and not 0.0 <= float(background_threshold) <= 1.0:
-            raise RuntimeInputError(f"background_threshold must be in [0, 1], got {background_threshold}")
+        background_threshold = _check_threshold(background_threshold)
         order = self.color_order if color_order is None else check_color_order(color_order)
         arrays, batched = self._images(images)
         prepared = [self._prepare(img, order) for img in arrays]
@@ -324,6 +330,22 @@ class Segmenter:
         return (f"Segmenter({d['bundle']!r}, backend={d['backend']}, provider={d['provider']}, model={d['model']}, "
                 f"window={d['window']}/{d['stride']}, units={d['units']}/{d['unit_scope']}, "
                 f"assignment={d['assignment']})")
+
+
+def _array_like(value: Any) -> bool:
+    """An array, or an object that hands numpy its pixels (a PIL image): not a nested list of numbers."""
+    return isinstance(value, np.ndarray) or hasattr(value, "__array_interface__") or hasattr(value, "__array__")
+
+
+def _check_threshold(value: Any) -> float | None:
+    """None, or a real number in [0, 1] as a float; anything else (a string, NaN, 1.5) is a RuntimeInputError."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0.0 <= float(value) <= 1.0:
+        raise RuntimeInputError(f"background_threshold must be a number in [0, 1] (or None for no background), "
+                                f"got {value!r}")
+    return float(value)
 
 
 __all__ = ["Segmenter", "Result"]
