@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from runtime.contract import DEFAULT_SETTINGS, UNIT_SCOPES
 from runtime.errors import run_cli
+from runtime.files import atomic_write_text, check_writable_file
 
 from ..evalsets.specs import PAPER_PROTOCOL, SYNTHETIC_PROTOCOL
 from ..evaluation import PredictFn, compare, comparison_report, evaluate, report
@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="voc21, voc20, context60, context59, coco_object, coco_stuff, ade20k, cityscapes")
     parser.add_argument("--root", required=True, help="dataset folder (mmseg data_root, or a sample layout)")
     parser.add_argument("--layout", default="auto", help="auto, mmseg, sample or coco-instances")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    parser.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N images")
     parser.add_argument("--json", help="also write the metrics and the run's settings to this JSON file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_args(parser)
@@ -179,16 +179,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a one-line usage error otherwise, never a silent empty run)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def _write_json(path: str | None, record: dict) -> None:
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(record, indent=2, default=str) + "\n")
+        atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")
 
 
 def run(args: argparse.Namespace) -> dict:
     """Evaluate, print the report, optionally write JSON; returns the JSON-able result."""
     from mgca.evalsets import open_dataset
 
+    if args.json:
+        check_writable_file(args.json, "--json")  # now, not after the whole evaluation
     dataset = open_dataset(args.dataset, args.root, args.layout)
     apply_protocol(args, dataset.spec.protocol)
     predict, info = make_predict_fn(args, dataset.spec)
