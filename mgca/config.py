@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,14 +179,97 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
             return value.lower() in ("true", "1", "yes", "on")
         raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if annotation in (int, float, str):
+    if annotation is int:
+        return _integer(value, where)
+    if annotation in (float, str):
+        if annotation is float and isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
         try:
-            if annotation is int and isinstance(value, str):
-                return int(float(value)) if value.strip().lstrip("-").replace(".", "", 1).isdigit() else int(value)
             return annotation(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}") from None
     return value
+
+
+def _integer(value: Any, where: str) -> int:
+    """An int from 3, 3.0, "3" or "3.0"; 2.5, "2.5" and true are errors, never rounded away."""
+    number = value
+    if isinstance(value, str):
+        try:
+            number = int(value)
+        except ValueError:
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+    if isinstance(number, bool) or not isinstance(number, (int, float)) \
+            or isinstance(number, float) and not number.is_integer():
+        raise ConfigError(f"{where}: expected int (a whole number), got {value!r}")
+    return int(number)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The allowed range of a numeric setting (each element of a tuple setting); None: unbounded."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low itself is not allowed
+    high_open: bool = False
+
+    def describe(self) -> str:
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+        return " and ".join(parts)
+
+    def allows(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or self.low_open and value == self.low):
+            return False
+        return not (self.high is not None and (value > self.high or self.high_open and value == self.high))
+
+
+POSITIVE, AT_LEAST_ONE, NON_NEGATIVE, FRACTION = Limit(0, low_open=True), Limit(1), Limit(0), Limit(0, 1, low_open=True)
+
+# Every numeric setting's range, in one place: `validate_config` checks them all before any work starts.
+LIMITS: dict[str, Limit] = {
+    "backbone.init_seed": NON_NEGATIVE,
+    "decoder.upsample": AT_LEAST_ONE, "decoder.num_blocks": NON_NEGATIVE,
+    "loss.k_obj": FRACTION, "loss.k_neg": FRACTION, "loss.k_pix": Limit(0, 1), "loss.tau": POSITIVE,
+    "loss.scale": POSITIVE, "loss.chunk_size": NON_NEGATIVE,
+    "data.synthetic_size": AT_LEAST_ONE, "data.image_size": AT_LEAST_ONE, "data.crop_scale": FRACTION,
+    "data.num_workers": NON_NEGATIVE, "data.seed": NON_NEGATIVE,
+    "optim.lr": POSITIVE, "optim.weight_decay": NON_NEGATIVE, "optim.betas": Limit(0, 1, high_open=True),
+    "optim.epochs": AT_LEAST_ONE, "optim.warmup_epochs": NON_NEGATIVE, "optim.grad_clip": NON_NEGATIVE,
+    "train.batch_size": AT_LEAST_ONE, "train.global_batch": NON_NEGATIVE, "train.log_every": AT_LEAST_ONE,
+    "train.checkpoint_every": NON_NEGATIVE, "train.max_steps": NON_NEGATIVE, "train.seed": NON_NEGATIVE,
+    "pretrain.steps": AT_LEAST_ONE, "pretrain.batch_size": Limit(2), "pretrain.lr": POSITIVE,
+    "pretrain.weight_decay": NON_NEGATIVE, "pretrain.warmup_steps": NON_NEGATIVE, "pretrain.pool_size": AT_LEAST_ONE,
+    "pretrain.seed": NON_NEGATIVE,
+    "benchmark.count": AT_LEAST_ONE, "benchmark.image_size": AT_LEAST_ONE, "benchmark.seed": NON_NEGATIVE,
+    "benchmark.short_side": AT_LEAST_ONE, "benchmark.window": AT_LEAST_ONE, "benchmark.stride": AT_LEAST_ONE,
+    "benchmark.units": NON_NEGATIVE,
+}
+
+
+def validate_config(cfg: Config) -> Config:
+    """`cfg`, or a one-line ConfigError naming the first setting outside its range (`LIMITS`)."""
+    for key, limit in LIMITS.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        values = value if isinstance(value, tuple) else (value,)
+        if value is not None and not all(limit.allows(float(v)) for v in values):
+            raise ConfigError(f"{key}={value!r} is out of range: it must be {limit.describe()}"
+                              + (" (each value)" if isinstance(value, tuple) else ""))
+    low, high = cfg.data.crop_scale
+    if low > high:
+        raise ConfigError(f"data.crop_scale={cfg.data.crop_scale!r}: the first value (smallest crop area) must not "
+                          "exceed the second")
+    return cfg
 
 
 def _fill(cls: type, data: dict[str, Any], where: str) -> Any:
@@ -208,7 +292,9 @@ def _fill(cls: type, data: dict[str, Any], where: str) -> Any:
 
 
 def config_from_dict(data: dict[str, Any], cls: type = Config) -> Any:
-    return _fill(cls, data or {}, "")
+    """A config from nested plain data, types coerced and (for a full Config) ranges checked."""
+    cfg = _fill(cls, data or {}, "")
+    return validate_config(cfg) if cls is Config else cfg
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:

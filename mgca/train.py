@@ -34,7 +34,7 @@ from runtime.files import check_writable_dir, same_file
 
 from .checkpoint import CheckpointError, check_backbone_matches, config_of, load_checkpoint, save_checkpoint
 from .clip_backbone import is_bundled_arch
-from .config import Config, ConfigError, config_to_dict, load_config
+from .config import Config, ConfigError, config_to_dict, load_config, validate_config
 from .decoder import count_parameters
 from .device import resolve_device
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, shutdown
@@ -128,7 +128,7 @@ class Trainer:
     """Owns the model, optimizer, schedule and state of one training run."""
 
     def __init__(self, cfg: Config):
-        self.cfg = cfg
+        self.cfg = validate_config(cfg)
         check_output_dir(cfg)
         self.device = resolve_device(cfg.train.device)
         self.info = init_distributed(self.device.type)
