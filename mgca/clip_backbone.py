@@ -89,8 +89,9 @@ def _read_state_dict(path: Path, trust_torchscript: bool = False) -> tuple[dict[
     try:
         if is_jit:
             with warnings.catch_warnings():
-                # torch.jit.load is deprecated; OpenAI files need it
+                # torch.jit.load is deprecated; trusted OpenAI files may still want it
                 warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", FutureWarning)
                 return torch.jit.load(str(path), map_location="cpu").state_dict(), True
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:
