@@ -296,6 +296,11 @@ def test_eval_limit_must_be_positive(voc_tree, capsys):
         eval_cli.main(["--dataset", "voc21", "--root", str(voc_tree), "--decoder", "none", "--limit", "-1",
                        *EVAL_SMALL])
     assert info.value.code == 2 and "--limit: expected a positive integer" in capsys.readouterr().err
+    from mgca.evalsets import open_dataset
+    from mgca.evaluation import evaluate
+
+    with pytest.raises(ValueError, match="limit must be a positive number of images"):  # the library too
+        evaluate(open_dataset("voc21", voc_tree), lambda image: image[:, :, 0], limit=-1)
 
 
 def test_truncated_eval_image_is_named(tmp_path, voc_tree):
