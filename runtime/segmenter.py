@@ -97,15 +97,15 @@ class Segmenter:
         self._mean = np.asarray(self.bundle.mean, dtype=np.float32)
         self._std = np.asarray(self.bundle.std, dtype=np.float32)
         self.backend, self.precision = self._pick_backend(backend, precision)
-        model_path, model_bytes = self.bundle.read_model(MODEL_KEYS[(self.backend, self.precision)])
-        if self.backend == "tensorrt":
-            self.engine: OrtEngine | TensorRTEngine = TensorRTEngine(model_path, self.bundle.input_name,
-                                                                     self.bundle.output_name, device,
-                                                                     engine_bytes=model_bytes)
-        else:
-            self.engine = OrtEngine(model_path, self.bundle.input_name, self.bundle.output_name, device,
-                                    num_threads=num_threads, model_bytes=model_bytes)
-        del model_bytes
+        def build(path: Path, data: bytes) -> OrtEngine | TensorRTEngine:
+            if self.backend == "tensorrt":
+                return TensorRTEngine(path, self.bundle.input_name, self.bundle.output_name, device,
+                                      engine_bytes=data)
+            return OrtEngine(path, self.bundle.input_name, self.bundle.output_name, device, num_threads=num_threads,
+                             model_bytes=data)
+
+        self.engine: OrtEngine | TensorRTEngine = self.bundle.open_model(MODEL_KEYS[(self.backend, self.precision)],
+                                                                         build)
         self._check_engine_geometry()
         self.assignment, self.assignment_reason, self.assignment_timings = self._pick_assignment(assignment)
         self._assign = make_assigner(self.assignment if self.assignment != "none" else "numpy", num_threads)
