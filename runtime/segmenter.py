@@ -28,6 +28,7 @@ from .bundle import Bundle, load_bundle
 from .contract import MODEL_KEYS, InferenceSettings
 from .engines import OrtEngine, TensorRTEngine, tensorrt_available
 from .errors import BackendError, BundleError, RuntimeInputError, VocabularyError
+from .files import same_file
 from .postprocess import image_scores, scores_to_labels, stitch
 from .preprocess import Prepared, check_color_order, check_image, prepare
 from .text_cache import MAKE_CACHE_HINT, TextCache, check_vocabulary, load_text_cache, make_text_cache
@@ -119,7 +120,7 @@ class Segmenter:
         if text_cache is not None:
             self.set_vocabulary(text_cache)
         elif self.bundle.text_cache is not None:
-            self.set_vocabulary(self.bundle.verify(self.bundle.text_cache))
+            self.set_vocabulary(self.bundle.text_cache)
 
     # ----------------------------------------------------------------------------- setup
     def _pick_backend(self, backend: str, precision: str | None) -> tuple[str, str]:
@@ -210,6 +211,9 @@ class Segmenter:
                                       f"{len(vocabulary)} items")
             cache = check_vocabulary(make_text_cache(vocabulary[1], vocabulary[0]), **expected)
         else:
+            own = self.bundle.text_cache
+            if own is not None and same_file(Path(vocabulary).expanduser(), own):
+                self.bundle.verify(own)  # the bundle's own cache, passed by path: hash-checked like the model
             cache = load_text_cache(vocabulary, **expected)
         with self._vocab_lock:
             self._vocab = cache

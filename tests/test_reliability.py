@@ -143,6 +143,8 @@ def test_wrong_or_missing_hash_is_refused(bundle, tmp_path):
     np.savez(cache / "text_cache.npz", **arrays)
     with pytest.raises(BundleError, match="text_cache.npz does not match its sha256"):
         Segmenter(cache, **ONNX_CPU)
+    with pytest.raises(BundleError, match="text_cache.npz does not match its sha256"):  # named explicitly too
+        Segmenter(cache, **ONNX_CPU, text_cache=cache / "text_cache.npz")
 
 
 @pytest.mark.parametrize("name", ["../outside/model.onnx", "/etc/passwd", "sub/model.onnx", ".."])
