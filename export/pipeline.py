@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from calibration.quantize import CALIBRATION_METHODS
-from mgca.prompts import DEFAULT_TEMPLATE_SET
+from mgca.prompts import DEFAULT_TEMPLATE_SET, template_average
 from runtime.contract import DEFAULT_SETTINGS, MODEL_FILES, TEXT_CACHE_FILE, InferenceSettings
 
 TRT_PRECISIONS = ("fp16", "int8")
@@ -180,9 +180,10 @@ def export_bundle(model, out: str | Path, options: ExportOptions | None = None, 
     names = list(options.vocab) if options.vocab is not None else None
     if names is not None:
         template_label, templates = options.resolved_templates()
-        class_emb = text_embeddings(backbone, names, templates)
+        average = template_average(template_label)
+        class_emb = text_embeddings(backbone, names, templates, average)
         cache = write_text_cache(root / TEXT_CACHE_FILE, class_emb, names, templates, backbone.identity.to_dict(),
-                                 template_label)
+                                 template_label, average)
         text_cache = cache.name
         say(f"wrote {cache}: {len(names)} classes x {len(templates)} templates ({template_label})")
     else:
