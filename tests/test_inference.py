@@ -39,7 +39,7 @@ class LocalModel(nn.Module):
         torch.manual_seed(0)
         self.conv = nn.Conv2d(3, channels, kernel_size=8, stride=8)
         self.backbone = SimpleNamespace(mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.25), patch_size=8,
-                                        class_embeddings=lambda names, templates, **_: random_classes(len(names), channels))
+                                        class_embeddings=lambda names, *_, **__: random_classes(len(names), channels))
 
     def pixel_embeddings(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.conv(images), dim=1)
