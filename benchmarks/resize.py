@@ -2,8 +2,9 @@
 
     python benchmarks/resize.py [--threads 1] [--quick]
 
-The contract upsamples the stitched h x w x K scores bilinearly to the padded image, crops the padding and
-resizes bilinearly to the input size, then takes the argmax over classes. Two implementations, timed side by
+The contract upsamples the stitched h x w x K scores bilinearly to the grid's pixel size (h os x w os), crops
+it to the resized image (or extends it by its edge rows) and resizes bilinearly to the input size, then takes
+the argmax over classes. Two implementations, timed side by
 side on the same scores:
 
 * "cv2 chunks": two `cv2.resize` calls per chunk of at most 128 channels (OpenCV 5 takes no more per call),
@@ -58,19 +59,21 @@ def cv2_resize(maps: np.ndarray, height: int, width: int) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)
 
 
-def cv2_scores(scores: np.ndarray, prepared) -> np.ndarray:
-    (padded_h, padded_w), (resized_h, resized_w) = prepared.padded_hw, prepared.resized_hw
-    up = cv2_resize(scores, padded_h, padded_w)[:resized_h, :resized_w]
+def cv2_scores(scores: np.ndarray, prepared, output_stride: int) -> np.ndarray:
+    (grid_h, grid_w), (resized_h, resized_w) = prepared.grid_hw, prepared.resized_hw
+    up = cv2_resize(scores, grid_h * output_stride, grid_w * output_stride)[:resized_h, :resized_w]
+    up = np.pad(up, ((0, resized_h - up.shape[0]), (0, resized_w - up.shape[1]), (0, 0)), mode="edge")
     return cv2_resize(up, *prepared.original_hw)
 
 
-def float64_scores(scores: np.ndarray, prepared) -> np.ndarray:
+def float64_scores(scores: np.ndarray, prepared, output_stride: int) -> np.ndarray:
     from runtime.postprocess import bilinear_weights
 
     def axis(index: int) -> np.ndarray:
-        grid, padded = scores.shape[index], prepared.padded_hw[index]
-        resized, original = prepared.resized_hw[index], prepared.original_hw[index]
-        return bilinear_weights(original, resized) @ bilinear_weights(padded, grid)[:resized]
+        grid, resized, original = scores.shape[index], prepared.resized_hw[index], prepared.original_hw[index]
+        up = bilinear_weights(grid * output_stride, grid)[:resized]
+        up = np.concatenate([up, np.repeat(up[-1:], resized - up.shape[0], axis=0)])
+        return bilinear_weights(original, resized) @ up
 
     return np.einsum("Hh,hwk,Ww->HWk", axis(0), scores.astype(np.float64), axis(1), optimize=True)
 
@@ -103,18 +106,17 @@ def main() -> None:
             continue
         prepared = prepare(np.zeros((height, width, 3), np.uint8), settings, os_, np.zeros(3, np.float32),
                            np.ones(3, np.float32))
-        grid = (prepared.padded_hw[0] // os_, prepared.padded_hw[1] // os_)
         for classes in class_counts:
-            scores = rng.uniform(-1, 1, (*grid, classes)).astype(np.float32)
-            t_cv2 = timed(lambda s=scores, p=prepared: cv2_scores(s, p).argmax(axis=2))
-            t_sep = timed(lambda s=scores, p=prepared: scores_to_labels(s, p))
-            ours = scores_to_labels(scores, prepared)[0]
-            differ = float((cv2_scores(scores, prepared).argmax(axis=2) != ours).mean())
+            scores = rng.uniform(-1, 1, (*prepared.grid_hw, classes)).astype(np.float32)
+            t_cv2 = timed(lambda s=scores, p=prepared: cv2_scores(s, p, os_).argmax(axis=2))
+            t_sep = timed(lambda s=scores, p=prepared: scores_to_labels(s, p, output_stride=os_))
+            ours = scores_to_labels(scores, prepared, output_stride=os_)[0]
+            differ = float((cv2_scores(scores, prepared, os_).argmax(axis=2) != ours).mean())
             errors = ["-", "-"]
             if height * width * classes <= 60e6:
-                exact = float64_scores(scores, prepared)
-                separable = np.concatenate([block for _, _, block in upsampled_rows(scores, prepared)])
-                errors = [f"{np.abs(s - exact).max():.1e}" for s in (cv2_scores(scores, prepared), separable)]
+                exact = float64_scores(scores, prepared, os_)
+                separable = np.concatenate([block for _, _, block in upsampled_rows(scores, prepared, os_)])
+                errors = [f"{np.abs(s - exact).max():.1e}" for s in (cv2_scores(scores, prepared, os_), separable)]
             print(f"{name:<22} {classes:>5} {t_cv2:>14.1f} {t_sep:>13.1f} {t_cv2 / t_sep:>6.2f}x {differ:>14.2e} "
                   f"{errors[0]:>8} {errors[1]:>8}", flush=True)
     print(f"load average after {os.getloadavg()[0]:.2f}; ratio = cv2 chunks / separable (> 1: separable faster)")

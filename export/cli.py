@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from mgca.cli.eval import DENSE_MODE_NAMES, add_protocol_args, positive_int
 from mgca.prompts import DEFAULT_TEMPLATE_SET
 from runtime.contract import DEFAULT_SETTINGS, UNIT_SCOPES
 from runtime.errors import MgcaError, run_cli
@@ -42,16 +43,6 @@ class UsageError(MgcaError, ValueError):
     """Bad combination of arguments."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def export_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Export an MGCA checkpoint to a bundle directory (ONNX, int8 QDQ ONNX, "
                      "TensorRT engines, text cache, manifest.json). "
@@ -61,19 +52,23 @@ def export_parser() -> argparse.ArgumentParser:
                         help="bundle directory to write (created; a previous bundle there is replaced)")
     parser.add_argument("--clip-weights", help="where the CLIP weights file of the checkpoint lives now (if moved)")
     add_trust_flag(parser)
-    parser.add_argument("--window", type=_positive_int, default=DEFAULT_SETTINGS.window,
+    parser.add_argument("--window", type=positive_int, default=DEFAULT_SETTINGS.window,
                         help=f"fixed input window of the graph (default {DEFAULT_SETTINGS.window})")
-    parser.add_argument("--short-side", type=_positive_int, help="manifest inference.short_side (default: the window)")
-    parser.add_argument("--stride", type=_positive_int, help="manifest inference.stride (default: window / 2)")
+    parser.add_argument("--short-side", type=positive_int, help="manifest inference.short_side (default: the window)")
+    parser.add_argument("--stride", type=positive_int, help="manifest inference.stride (default: window / 2)")
     parser.add_argument("--units", type=int, default=DEFAULT_SETTINGS.units,
                         help=f"manifest inference.units (default {DEFAULT_SETTINGS.units}; 0 = pixel units)")
     parser.add_argument("--unit-scope", choices=UNIT_SCOPES, default=DEFAULT_SETTINGS.unit_scope)
+    add_protocol_args(parser.add_argument_group("protocol (manifest inference settings)"))
+    parser.add_argument("--dense-mode", choices=DENSE_MODE_NAMES,
+                        help="rebuild the CLIP backbone in this training-free mode before export (default: the "
+                             "checkpoint's); the manifest's backbone.dense_mode records it")
     parser.add_argument("--no-optimize", action="store_true",
                         help="skip onnxscript graph optimisation/constant folding")
     parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx (QDQ static int8)")
     parser.add_argument("--calib-images",
                         help="folder of calibration images (implies --int8; default: synthetic images, with a warning)")
-    parser.add_argument("--calib-limit", type=_positive_int, default=32,
+    parser.add_argument("--calib-limit", type=positive_int, default=32,
                         help="at most this many calibration images (default 32)")
     parser.add_argument("--calib-method", choices=CALIBRATION_METHODS, default="minmax")
     parser.add_argument("--eval-images", help="labelled set for the int8 mIoU report: images folder")
@@ -81,9 +76,9 @@ def export_parser() -> argparse.ArgumentParser:
                         help="labelled set: folder of same-stem PNG labels (class ids in --vocab order, 255 = ignore)")
     parser.add_argument("--trt", action="append", choices=TRT_PRECISIONS, default=[],
                         help="build a TensorRT engine (repeatable; needs tensorrt and an NVIDIA GPU)")
-    parser.add_argument("--trt-max-batch", type=_positive_int, default=16,
+    parser.add_argument("--trt-max-batch", type=positive_int, default=16,
                         help="optimisation profile max batch (default 16)")
-    parser.add_argument("--trt-opt-batch", type=_positive_int, help="optimisation profile opt batch (default max/2)")
+    parser.add_argument("--trt-opt-batch", type=positive_int, help="optimisation profile opt batch (default max/2)")
     parser.add_argument("--trt-workspace-gib", type=float, default=4.0,
                         help="builder workspace limit in GiB (default 4)")
     parser.add_argument("--timing-cache",
@@ -95,7 +90,7 @@ def export_parser() -> argparse.ArgumentParser:
     parser.add_argument("--parity-images",
                         help="folder of real images for the parity check (default: synthetic images)")
     parser.add_argument("--parity-tol", type=float, default=1e-4, help="max fp32 relative error (default 1e-4)")
-    parser.add_argument("--parity-windows", type=_positive_int, default=8, help="windows per parity set (default 8)")
+    parser.add_argument("--parity-windows", type=positive_int, default=8, help="windows per parity set (default 8)")
     parser.add_argument("--threads", type=int, default=0,
                         help="onnxruntime intra-op threads for the checks (0 = all cores)")
     return parser
@@ -130,7 +125,8 @@ def _say(message: str) -> None:
 def _load(args: argparse.Namespace):
     from mgca.checkpoint import load_model
 
-    return load_model(args.checkpoint, clip_weights=args.clip_weights, trust_torchscript=args.trust_torchscript)
+    return load_model(args.checkpoint, clip_weights=args.clip_weights, dense_mode=getattr(args, "dense_mode", None),
+                      trust_torchscript=args.trust_torchscript)
 
 
 def _dataset_classes(name: str) -> list[str]:
@@ -178,6 +174,9 @@ def run_export(args: argparse.Namespace) -> int:
     options = export_options(args)  # fails fast, before the model is loaded
     check_writable_dir(args.out, "--out")
     model, cfg = _load(args)
+    if args.dense_mode:
+        _say(f"backbone rebuilt in dense mode {args.dense_mode} (--dense-mode); the decoder is the checkpoint's, "
+             "trained on the features of the mode it was trained with")
     export_bundle(model, args.out, options, config=cfg, log=_say)
     return 0
 

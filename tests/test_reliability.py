@@ -92,26 +92,39 @@ def test_thousand_classes_match_pytorch(bundle, tiny_model):
 
 
 def test_score_upsampling_is_the_contracts_three_steps(bundle):
-    """The composed separable resize equals bilinear-to-padded, crop, bilinear-to-input (torch's F.interpolate)."""
+    """The composed separable resize equals bilinear to the grid's pixel size, crop (or edge-extend) to the
+    resized size, bilinear to the input (torch's F.interpolate), for both window paddings."""
     import torch.nn.functional as F
 
     from runtime.contract import InferenceSettings
     from runtime.postprocess import scores_to_labels
     from runtime.preprocess import prepare
 
-    settings = InferenceSettings(short_side=96, window=64, stride=32, units=0)
-    for height, width in [(50, 333), (96, 96), (131, 47)]:
-        prepared = prepare(np.zeros((height, width, 3), np.uint8), settings, 8, np.zeros(3, np.float32),
-                           np.ones(3, np.float32))
-        grid = (prepared.padded_hw[0] // 8, prepared.padded_hw[1] // 8)
-        scores = np.random.default_rng(height).uniform(-1, 1, (*grid, 300)).astype(np.float32)
-        labels, kept = scores_to_labels(scores, prepared, keep_scores=True)
-        full = F.interpolate(torch.from_numpy(scores.astype(np.float64)).permute(2, 0, 1)[None],
-                             size=prepared.padded_hw, mode="bilinear", align_corners=False)
-        full = full[:, :, :prepared.resized_hw[0], :prepared.resized_hw[1]]
-        full = F.interpolate(full, size=(height, width), mode="bilinear", align_corners=False)[0].numpy()
-        np.testing.assert_allclose(kept, full, atol=1e-5)
-        assert (labels == full.argmax(axis=0)).mean() > 0.999
+    for padding in ("crop", "image"):
+        settings = InferenceSettings(short_side=96, window=64, stride=32, units=0, padding=padding)
+        for height, width in [(50, 333), (96, 96), (131, 47)]:
+            prepared = prepare(np.zeros((height, width, 3), np.uint8), settings, 8, np.zeros(3, np.float32),
+                               np.ones(3, np.float32))
+            scores = np.random.default_rng(height).uniform(-1, 1, (*prepared.grid_hw, 300)).astype(np.float32)
+            labels, kept = scores_to_labels(scores, prepared, keep_scores=True, output_stride=8)
+            full = F.interpolate(torch.from_numpy(scores.astype(np.float64)).permute(2, 0, 1)[None],
+                                 size=(prepared.grid_hw[0] * 8, prepared.grid_hw[1] * 8), mode="bilinear",
+                                 align_corners=False)
+            full = full[:, :, :prepared.resized_hw[0], :prepared.resized_hw[1]]
+            pad_h, pad_w = prepared.resized_hw[0] - full.shape[2], prepared.resized_hw[1] - full.shape[3]
+            full = F.pad(full, (0, pad_w, 0, pad_h), mode="replicate")
+            full = F.interpolate(full, size=(height, width), mode="bilinear", align_corners=False)[0].numpy()
+            np.testing.assert_allclose(kept, full, atol=1e-5)
+            assert (labels == full.argmax(axis=0)).mean() > 0.999
+
+
+def test_score_upsampling_extends_a_short_grid_by_its_edge():
+    """Where the grid stops short of the resized image (< os px) the last row/column is repeated."""
+    from runtime.postprocess import bilinear_weights, upsample_weights
+
+    weights = upsample_weights(3, 8, 27, 27)  # grid 3 x 8 = 24 px, resized 27: 3 rows repeat row 23
+    np.testing.assert_allclose(weights[:24], bilinear_weights(24, 3), atol=1e-7)
+    np.testing.assert_array_equal(weights[24:], np.repeat(weights[23:24], 3, axis=0))
 
 
 # ---------------------------------------------------------------- 3. bundle integrity
