@@ -154,8 +154,8 @@ def build_predictor(args: argparse.Namespace, background_threshold: float | None
     return SegmentationPredictor(model, config, device), model
 
 
-def add_engine_args(parser: argparse.ArgumentParser) -> None:
-    """Evaluate an exported bundle through the lean runtime (what applications ship) instead of PyTorch."""
+def add_engine_args(parser: argparse.ArgumentParser, compare: bool = True) -> None:
+    """Run an exported bundle through the lean runtime (what applications ship) instead of PyTorch."""
     group = parser.add_argument_group("exported engine (runtime/)")
     group.add_argument("--engine", metavar="BUNDLE",
                        help="bundle directory written by mgca-export; labels come from runtime.Segmenter")
@@ -165,6 +165,8 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
                        help="bundle model for --engine: fp32/int8 ONNX (onnxruntime) or the fp16 TensorRT "
                             "engine (default: auto)")
     group.add_argument("--text-cache", help="text_cache.npz with the dataset's classes (default: the bundle's)")
+    if not compare:
+        return
     group.add_argument("--compare-torch", metavar="CKPT",
                        help="with --engine: also evaluate this checkpoint in PyTorch and print both side by side")
 

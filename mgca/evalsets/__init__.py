@@ -22,11 +22,11 @@ MMSegmentation's `data_root`:
 Labels come back in the dataset's class indices with 255 for void; ADE20K, VOC20 and Context59
 use reduce_zero_label (0 -> 255, k -> k-1). A wrong root raises DatasetError naming the missing folder.
 """
-from .readers import DatasetError, Item, Sample, SegmentationDataset, get_spec, open_dataset, read_label
 from .folder import FolderSource, open_folder
+from .readers import DatasetError, Item, Sample, SegmentationDataset, get_spec, open_dataset, read_label
 from .specs import DATASETS, DatasetSpec, Layout, Part
 
 __all__ = [
-    "DATASETS", "DatasetError", "FolderSource", "open_folder", "DatasetSpec", "Item", "Layout", "Part", "Sample", "SegmentationDataset",
-    "get_spec", "open_dataset", "read_label",
+    "DATASETS", "DatasetError", "DatasetSpec", "FolderSource", "Item", "Layout", "Part", "Sample",
+    "SegmentationDataset", "get_spec", "open_dataset", "open_folder", "read_label",
 ]
