@@ -395,6 +395,7 @@ def run_ray(tasks: Sequence[ImageTask], bundle: str, segmenter_args: dict[str, A
                  log_to_driver=False, include_dashboard=False)
     ray.data.DataContext.get_current().enable_progress_bars = False  # ours counts images, theirs blocks
     actors = options.actors or max(1, int(ray.available_resources().get("CPU", 1) // max(options.num_cpus, 1e-3)))
+    actors = max(1, min(actors, len(todo)))  # no idle actors for a short remainder
     args = {**segmenter_args, "num_threads": max(1, int(options.num_cpus))}
     rows: Iterable[dict[str, Any]] = ()
     if todo:

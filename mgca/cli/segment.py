@@ -202,7 +202,7 @@ def run_folder(args: argparse.Namespace, classes):
     if report.failed:
         first = report.failed[0]
         raise SomeImagesFailed(f"{len(report.failed)} of {len(tasks)} images could not be segmented (first: "
-                               f"{first['image']}: {first['error']}); each is listed in {report.summary}")
+                               f"{first['error']}); each is listed in {report.summary} with its error")
     return report
 
 
