@@ -401,7 +401,8 @@ def run_ray(tasks: Sequence[ImageTask], bundle: str, segmenter_args: dict[str, A
     if todo:
         dataset = ray.data.from_items([{"source": t.source, "rel": t.rel} for t in todo],
                                       override_num_blocks=min(len(todo), actors * 8))
-        labelled = dataset.map_batches(SegmenterActor, batch_size=options.batch_size, concurrency=actors,
+        labelled = dataset.map_batches(SegmenterActor, batch_size=options.batch_size,
+                                       compute=ray.data.ActorPoolStrategy(size=actors),
                                        num_cpus=options.num_cpus, num_gpus=options.num_gpus or None,
                                        fn_constructor_args=(bundle, args, list(classes), background_threshold,
                                                             output))
