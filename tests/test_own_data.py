@@ -275,14 +275,15 @@ def test_globs_lists_bad_images_and_parquet(photo_tree, bundle, tmp_path, capsys
     listing = tmp_path / "list.txt"
     listing.write_text(f"{bad.name}\n{photo_tree / 'p0.png'}\n")
     out = tmp_path / "out"
-    code = _segment([str(photo_tree / "a" / "*.png"), str(listing)], out, bundle, "--summary",
-                    str(out / "summary.parquet"))
+    code = _segment([str(photo_tree / "a" / "*.png"), str(listing), f"file://{photo_tree / 'a' / 'b'}"], out, bundle,
+                    "--summary", str(out / "summary.parquet"))
     err = one_line_error(code, capsys.readouterr().err, expected_code=1)
-    assert "1 of 6 images could not be segmented" in err and "bad.png" in err
+    assert "1 of 7 images could not be segmented" in err and "bad.png" in err
     table = pq.read_table(out / "summary.parquet").to_pylist()
-    assert [row["status"] for row in table] == ["ok"] * 4 + ["error", "ok"]  # a/p1 p5 p7 p9, then the list
+    assert [row["status"] for row in table] == ["ok"] * 4 + ["error", "ok", "ok"]  # a/p1 p5 p7 p9, the list, URI
+    assert table[-1]["image"] == f"file://{photo_tree / 'a' / 'b' / 'p3.png'}"
     assert sorted(p.relative_to(out / "labels").as_posix() for p in (out / "labels").rglob("*.png")) == [
-        "p0.png", "p1.png", "p5.png", "p7.png", "p9.png"]  # the glob's tree below a/ (not a/b); the list's names
+        "p0.png", "p1.png", "p3.png", "p5.png", "p7.png", "p9.png"]  # the glob's tree below a/; the list's names
     areas = [v for k, v in table[-1].items() if k.startswith("area:")]
     assert len(areas) == 4 and abs(sum(areas) - 1) < 1e-4
 
