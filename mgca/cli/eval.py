@@ -171,28 +171,41 @@ def add_engine_args(parser: argparse.ArgumentParser, compare: bool = True) -> No
                        help="with --engine: also evaluate this checkpoint in PyTorch and print both side by side")
 
 
-def make_engine_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, dict]:
-    """The runtime's predict callable on an exported bundle, with the same dataset classes and threshold."""
+def engine_args(args: argparse.Namespace) -> dict:
+    """runtime.Segmenter keyword arguments of the flags given (the bundle's manifest decides the rest)."""
+    given = dict(backend=args.backend, device=args.device, precision=args.precision, text_cache=args.text_cache,
+                 short_side=args.short_side, stride=args.stride, units=args.units, unit_scope=args.unit_scope,
+                 **protocol_overrides(args))
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def open_engine(args: argparse.Namespace, classes: list[str], stem: str, vocab_flag: str):
+    """The Segmenter of --engine, its window and text cache checked against `classes` before any image is read;
+    `stem`/`vocab_flag` name the classes in the how-to-fix hint (e.g. "voc21", "--dataset voc21")."""
     from mgca.config import ConfigError
     from runtime import Segmenter, VocabularyError
 
-    segmenter = Segmenter(args.engine, backend=args.backend, device=args.device, precision=args.precision,
-                          text_cache=args.text_cache, short_side=args.short_side, stride=args.stride,
-                          units=args.units, unit_scope=args.unit_scope, **protocol_overrides(args))
-    threshold = background_value(args, spec, segmenter.settings.bg_rule, segmenter.settings.pamr)
-    if args.window != segmenter.settings.window:
+    segmenter = Segmenter(args.engine, **engine_args(args))
+    if args.window is not None and args.window != segmenter.settings.window:
         raise ConfigError(f"--window {args.window} differs from the window {segmenter.settings.window} the bundle "
                           "was exported with; "
                           f"pass --window {segmenter.settings.window} or re-export with mgca-export "
                           f"--window {args.window}")
-    classes = list(spec.prompt_classes)
     try:
         segmenter.check_classes(classes)  # fail before the loop when the text cache lacks a class
     except VocabularyError as err:
-        source = f"--vocab {args.classes}" if spec.name == "folder" else f"--dataset {spec.name}"
-        raise ConfigError(f"{err.problem}; make a cache of the {spec.name} classes with `mgca-export text "
-                          f"--checkpoint CKPT {source} --out {spec.name}_text.npz` and pass --text-cache "
-                          f"{spec.name}_text.npz") from None
+        raise ConfigError(f"{err.problem}; make a cache of these classes with `mgca-export text "
+                          f"--checkpoint CKPT {vocab_flag} --out {stem}_text.npz` and pass --text-cache "
+                          f"{stem}_text.npz") from None
+    return segmenter
+
+
+def make_engine_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, dict]:
+    """The runtime's predict callable on an exported bundle, with the same dataset classes and threshold."""
+    classes = list(spec.prompt_classes)
+    vocab_flag = f"--vocab {args.classes}" if spec.name == "folder" else f"--dataset {spec.name}"
+    segmenter = open_engine(args, classes, spec.name, vocab_flag)
+    threshold = background_value(args, spec, segmenter.settings.bg_rule, segmenter.settings.pamr)
     described = segmenter.describe()
     settings = segmenter.settings
     cache_meta = segmenter.vocabulary.meta if segmenter.vocabulary is not None else {}

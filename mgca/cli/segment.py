@@ -27,8 +27,9 @@ from .eval import (
     add_model_args,
     apply_protocol,
     build_predictor,
+    engine_args,
+    open_engine,
     positive_int,
-    protocol_overrides,
     run_main,
 )
 
@@ -106,29 +107,9 @@ def _torch_predict(args: argparse.Namespace, classes):
     return predictor.predict
 
 
-def engine_args(args: argparse.Namespace) -> dict:
-    """runtime.Segmenter keyword arguments of the flags given (the bundle's manifest decides the rest)."""
-    given = dict(backend=args.backend, device=args.device, precision=args.precision, text_cache=args.text_cache,
-                 short_side=args.short_side, stride=args.stride, units=args.units, unit_scope=args.unit_scope,
-                 **protocol_overrides(args))
-    return {key: value for key, value in given.items() if value is not None}
-
-
 def _engine(args: argparse.Namespace, classes):
-    """A Segmenter of --engine with the classes checked (before any image is read), and its predict callable."""
-    from mgca.config import ConfigError
-    from runtime import Segmenter, VocabularyError
-
-    segmenter = Segmenter(args.engine, **engine_args(args))
-    if args.window is not None and args.window != segmenter.settings.window:
-        raise ConfigError(f"--window {args.window} differs from the window {segmenter.settings.window} the bundle was "
-                          f"exported with; drop --window or re-export with mgca-export --window {args.window}")
-    try:
-        segmenter.check_classes(list(classes.names))
-    except VocabularyError as err:
-        raise ConfigError(f"{err.problem}; make a cache of these classes with `mgca-export text --checkpoint CKPT "
-                          "--vocab CLASSES.txt --out classes_text.npz` and pass --text-cache classes_text.npz") \
-            from None
+    """The predict callable of a Segmenter of --engine (bundle, window and classes checked first)."""
+    segmenter = open_engine(args, list(classes.names), "classes", "--vocab CLASSES.txt")
 
     def predict(image: np.ndarray) -> np.ndarray:
         return segmenter.segment(image, list(classes.names), background_threshold=args.background_threshold).labels
