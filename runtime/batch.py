@@ -310,7 +310,7 @@ def _finish(tasks: Sequence[ImageTask], output: BatchOutput, log: RunLog, summar
     rows = []
     for task in tasks:
         row = log.rows.get(task.source)
-        if output.label_path(task).is_file() and (row is None or row["status"] != "ok"):
+        if row is None and output.label_path(task).is_file():  # done, but its log line was lost
             row = _row_from_labels(task, output)
         if row is not None:
             rows.append(row)
