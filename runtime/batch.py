@@ -42,6 +42,7 @@ PredictFn = Callable[[np.ndarray], np.ndarray]
 OverlayFn = Callable[[np.ndarray, np.ndarray], Image.Image]  # (image, labels) -> picture
 LOG_NAME = ".segment-log.jsonl"
 GLOB_CHARS = "*?["
+LIST_SUFFIXES = (".txt", ".lst")
 
 
 class BatchInputError(MgcaError, ValueError):
@@ -104,8 +105,11 @@ def _list_one(item: str) -> list[ImageTask]:
         return [ImageTask(str(p), _rel(p, path)) for p in sorted(path.rglob("*")) if p.is_file() and _is_image(p.name)]
     if path.is_file() and _is_image(path.name):
         return [ImageTask(str(path), path.stem)]
-    if path.is_file():  # a list of images, one path a line, relative to the list's folder
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    if path.is_file() and path.suffix.lower() in LIST_SUFFIXES:  # one image path a line, relative to the list
+        try:
+            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        except (OSError, UnicodeDecodeError) as err:
+            raise BatchInputError(f"list file {path} is not readable UTF-8 text ({type(err).__name__})") from None
         files = [p if Path(p).is_absolute() or _is_uri(p) else str(path.parent / p)
                  for p in lines if p and not p.startswith("#")]
         missing = [p for p in files if not _is_uri(p) and not Path(p).is_file()]
@@ -114,7 +118,8 @@ def _list_one(item: str) -> list[ImageTask]:
                                   "list")
         return [ImageTask(p, _rel(Path(p), path.parent) if Path(p).is_relative_to(path.parent) else Path(p).stem)
                 for p in files]
-    raise BatchInputError(f"{item} is not an image, a folder, a glob or a list of images; check the path")
+    raise BatchInputError(f"{item} is not an image ({', '.join(IMAGE_SUFFIXES)}), a folder, a glob or a list of "
+                          f"images ({', '.join(LIST_SUFFIXES)}); check the path")
 
 
 def list_images(inputs: Sequence[str], exclude: str | Path | None = None) -> list[ImageTask]:
