@@ -141,7 +141,7 @@ def run_text(args: argparse.Namespace) -> int:
 
     from .text_cache import build_text_cache, resolve_templates
 
-    classes = read_class_file(args.vocab) if args.vocab else None
+    classes = read_class_file(args.vocab, "vocabulary file") if args.vocab else None
     names = list(classes.names) if classes else _dataset_classes(args.dataset)
     if args.templates is None:  # the prompts mgca-eval uses for this dataset
         from mgca.evalsets import get_spec
@@ -166,7 +166,7 @@ def export_options(args: argparse.Namespace) -> ExportOptions:
     from mgca.prompts import read_class_file
 
     same_name = {f.name for f in dataclasses.fields(ExportOptions)} - {"optimize", "vocab", "vocab_prompts"}
-    classes = read_class_file(args.vocab) if args.vocab else None
+    classes = read_class_file(args.vocab, "vocabulary file") if args.vocab else None
     return ExportOptions(**{name: getattr(args, name) for name in same_name}, optimize=not args.no_optimize,
                          vocab=list(classes.names) if classes else None,
                          vocab_prompts=classes.prompts if classes else None).check()

@@ -15,7 +15,7 @@ from runtime.text_cache import write_text_cache
 
 def read_vocab(path: str | Path) -> list[str]:
     """Class names of a class file (`mgca.prompts.read_class_file`; `name: prompt` lines give the name)."""
-    return list(read_class_file(path).names)
+    return list(read_class_file(path, "vocabulary file").names)
 
 
 def text_embeddings(backbone, class_names: Sequence[str], templates: Sequence[str],

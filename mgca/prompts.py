@@ -67,15 +67,16 @@ class ClassList:
         return any(p is not None for p in self.prompts)
 
 
-def read_class_file(path: str | Path) -> ClassList:
-    """One class a line, `name` or `name: prompt`; blank lines and '#' comments skipped; names must be distinct."""
+def read_class_file(path: str | Path, what: str = "class file") -> ClassList:
+    """One class a line, `name` or `name: prompt`; blank lines and '#' comments skipped; names must be distinct.
+    `what` names the file in errors ("vocabulary file" for mgca-export --vocab)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise VocabularyFileError(f"class file {path} does not exist; give a text file with one class name per line")
+        raise VocabularyFileError(f"{what} {path} does not exist; give a text file with one class name per line")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
-        raise VocabularyFileError(f"class file {path} is not readable UTF-8 text ({type(err).__name__})") from None
+        raise VocabularyFileError(f"{what} {path} is not readable UTF-8 text ({type(err).__name__})") from None
     names, prompts = [], []
     for number, line in enumerate(lines, 1):
         line = line.strip()
@@ -83,15 +84,15 @@ def read_class_file(path: str | Path) -> ClassList:
             continue
         name, colon, prompt = (part.strip() for part in line.partition(":"))
         if not name or (colon and not prompt):
-            raise VocabularyFileError(f"class file {path} line {number} ({line!r}) must be 'name' or 'name: prompt'")
+            raise VocabularyFileError(f"{what} {path} line {number} ({line!r}) must be 'name' or 'name: prompt'")
         names.append(name)
         prompts.append(prompt or None)
     if not names:
-        raise VocabularyFileError(f"class file {path} holds no class names; write one class name per line")
+        raise VocabularyFileError(f"{what} {path} holds no class names; write one class name per line")
     seen: set[str] = set()
     duplicates = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
     if duplicates:
-        raise VocabularyFileError(f"class file {path} repeats class name(s) {duplicates[:5]}; each class must appear "
+        raise VocabularyFileError(f"{what} {path} repeats class name(s) {duplicates[:5]}; each class must appear "
                                   "once")
     return ClassList(tuple(names), tuple(prompts))
 

@@ -211,7 +211,7 @@ def photo_tree(tmp_path_factory) -> Path:
         folder = root / ("a/b" if index == 3 else "a" if index % 2 else "")
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(blocky_image(rng, 40 + 7 * index, 64)).save(folder / f"p{index}.png")
-    (root / "notes.txt").write_text("not an image\n")
+    (root / "notes.txt").write_text("not really an image\n")
     return root
 
 
@@ -294,6 +294,22 @@ def test_output_inside_the_input_is_not_read_back(photo_tree, bundle, tmp_path, 
     assert _segment([str(tree)], tree / "seg", bundle, "--overlays") == 0
     assert _segment([str(tree)], tree / "seg", bundle, "--overlays") == 0
     assert "0 images segmented, 10 already done" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("inputs, extra, message", [
+    (["/nonexistent/photos"], ["--out", "OUT"], "/nonexistent/photos is not an image"),
+    (["TREE/notes.txt"], ["--out", "OUT"], "TREE/not really an image (listed in"),  # .txt: a list of images
+    (["TREE"], [], "needs --out DIR"),
+    (["TREE"], ["--out", "OUT", "--labels-out", "x.png"], "--labels-out is for one photo"),
+    (["TREE"], ["--out", "OUT", "--ray"], "--ray runs exported bundles"),
+])
+def test_folder_run_errors_are_one_line(photo_tree, tmp_path, capsys, inputs, extra, message):
+    def fill(text: str) -> str:
+        return text.replace("TREE", str(photo_tree)).replace("OUT", str(tmp_path / "out"))
+
+    args = [fill(a) for a in [*inputs, *extra]] + ["--classes", SEGMENT_CLASSES, "--decoder", "none"]
+    err = one_line_error(segment_cli.main(args), capsys.readouterr().err)
+    assert fill(message) in err, err
 
 
 def test_label_pngs_widen_past_256_classes():
