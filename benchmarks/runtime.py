@@ -1,17 +1,19 @@
-"""End-to-end latency of the lean runtime (fp32 / int8 onnxruntime) against PyTorch eager, in one run.
+"""End-to-end latency and memory of the lean runtime (fp32 / int8 onnxruntime) against PyTorch eager, in one run.
 
-    python benchmarks/runtime.py                      # tiny + ViT-B-16 random-init, ~12 minutes on 2 CPU cores
+    python benchmarks/runtime.py                      # tiny + ViT-B-16 random-init, ~15 minutes on 2 CPU cores
     python benchmarks/runtime.py --no-vit-b16         # tiny model only, ~3-4 minutes
-    python benchmarks/runtime.py --quick              # fewer iterations (smoke run)
+    python benchmarks/runtime.py --quick --no-tiny --work /tmp/rt   # ViT-B-16 only; the bundle is reused next time
 
 Both models (the tiny test model and ViT-B-16, random init) go through the same steps. Every engine
 (PyTorch eager, runtime fp32 ORT, runtime int8 ORT) runs in its own subprocess (the runtime ones never
-import torch), on the same bundle and the same images: 448x448 and 1024x2048 (Cityscapes size), 19
-classes, paper defaults (short side 448, window 448, stride 224, 36 units). For 1 and 8 concurrent callers
-(threads sharing one Segmenter / predictor) it reports median and p90 latency per image, images/s, the
-ratio to PyTorch eager, label agreement with PyTorch eager, and each process's peak RSS. It also times
-FAISS against numpy for the meta-point assignment. Weights are random (no real weights exist here): the
-timings are real, the labels are not meaningful.
+import torch), on the same bundle and the same images: 448x448, 1024x2048 (Cityscapes size) and 4096x4096,
+19 classes, paper defaults (short side 448, window 448, stride 224, 36 units). Per image size and number of
+concurrent callers (threads sharing one Segmenter / predictor) it reports median and p90 latency per image,
+images/s, the ratio to PyTorch eager, ms per megapixel of the input, the ratio to the floor (the window's GEMM
+FLOPs at the GEMM rate onnxruntime reaches here, measured in the same run), the peak RSS of that row alone,
+and label agreement with PyTorch eager; then int8's speed-up over fp32 and its agreement with fp32. It also
+times FAISS against numpy for the meta-point assignment. Weights are random (no real weights exist here):
+the timings are real, the labels are not meaningful.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 CITYSCAPES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
               "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle")
-SIZES = ((448, 448), (1024, 2048))
+SIZES = ((448, 448), (1024, 2048), (4096, 4096))
 
 
 def peak_rss_mib() -> float:
@@ -46,6 +48,14 @@ def peak_rss_mib() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def reset_peak_rss() -> None:
+    """Start VmHWM afresh (Linux: writing 5 to clear_refs), so each row reports its own peak; else it accumulates."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def blocky_images(seed: int = 0) -> dict[str, np.ndarray]:
@@ -115,8 +125,11 @@ def run_worker(args) -> None:
     for key, image in images.items():
         labels[key] = fn(image)  # warm-up (thread pools, allocator, shape-specialised kernels)
         for callers, calls in plan[key]:
+            reset_peak_rss()
             result["timings"][f"{key}/{callers}"] = time_calls(fn, image, callers, calls)
-            result["timings"][f"{key}/{callers}"]["peak_rss_mib_so_far"] = peak_rss_mib()
+            result["timings"][f"{key}/{callers}"]["peak_rss_mib"] = peak_rss_mib()
+        if args.worker == "runtime":
+            result.setdefault("windows", {})[key] = len(segmenter._prepare(image, "rgb").boxes)
     if args.worker == "runtime" and args.assign_bench:
         result["assign"] = assignment_benchmark(segmenter, images)
     np.savez_compressed(Path(args.out).with_suffix(".npz"), **labels)
@@ -194,6 +207,71 @@ def make_bundle(checkpoint: Path, out: Path, int8: bool, fast: bool) -> Path:
     return out
 
 
+# ---------------------------------------------------------------------------------------------- floor
+def window_gflop(checkpoint: Path, window: int) -> float:
+    """GEMM/conv FLOPs of one window through the exported graph's computation (torch's FLOP counter)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mgca.checkpoint import load_model
+
+    model, _ = load_model(checkpoint)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.eval().pixel_embeddings(torch.zeros(1, 3, window, window))
+    return counter.get_total_flops() / 1e9
+
+
+def gemm_rate(kind: str, m: int = 1570, k: int = 768, n: int = 3072, repeats: int = 5) -> float:
+    """G(FL)OP/s of onnxruntime's CPU GEMM here, the MLP's shape (2 windows of 785 tokens): "fp32" MatMul,
+    "s8s8" / "u8s8" QLinearMatMul (int8 weights; int8 or uint8 activations). A bare S8S8 QLinearMatMul ran at a
+    tenth of U8S8's rate here (AVX-512 without VNNI), while the QDQ graph's QLinearMatMuls ran near U8S8's: the
+    floor uses U8S8."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    if kind == "fp32":
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        weight = numpy_helper.from_array(rng.standard_normal((k, n), dtype=np.float32), "w")
+        node = helper.make_node("MatMul", ["a", "w"], ["y"])
+        inits, in_type, out_type = [weight], TensorProto.FLOAT, TensorProto.FLOAT
+    else:
+        act = np.int8 if kind == "s8s8" else np.uint8
+        a = rng.integers(-100 if act is np.int8 else 0, 100, (m, k)).astype(act)
+        inits = [numpy_helper.from_array(rng.integers(-100, 100, (k, n)).astype(np.int8), "w"),
+                 numpy_helper.from_array(np.array(0.02, np.float32), "sa"),
+                 numpy_helper.from_array(np.array(0, act), "za"),
+                 numpy_helper.from_array(np.array(0.01, np.float32), "sw"),
+                 numpy_helper.from_array(np.array(0, np.int8), "zw"),
+                 numpy_helper.from_array(np.array(0.5, np.float32), "sy"),
+                 numpy_helper.from_array(np.array(0, act), "zy")]
+        node = helper.make_node("QLinearMatMul", ["a", "sa", "za", "w", "sw", "zw", "sy", "zy"], ["y"])
+        in_type = out_type = TensorProto.INT8 if act is np.int8 else TensorProto.UINT8
+    graph = helper.make_graph([node], "gemm", [helper.make_tensor_value_info("a", in_type, [m, k])],
+                              [helper.make_tensor_value_info("y", out_type, [m, n])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    onnx.checker.check_model(model)
+    session.run(None, {"a": a})
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, {"a": a})
+        samples.append(time.perf_counter() - start)
+    return 2 * m * k * n / float(np.median(samples)) / 1e9
+
+
+def floor_ms_per_window(checkpoint: Path, window: int) -> dict[str, float]:
+    """The least time one window could take here: its FLOPs at the measured GEMM rate (all of them GEMM-bound)."""
+    gflop = window_gflop(checkpoint, window)
+    rates = {kind: gemm_rate(kind) for kind in ("fp32", "u8s8")}
+    return {"gflop": gflop, "fp32_gflops": rates["fp32"], "int8_gops": rates["u8s8"],
+            "fp32": 1e3 * gflop / rates["fp32"], "int8": 1e3 * gflop / rates["u8s8"]}
+
+
 # ---------------------------------------------------------------------------------------------- main
 def spawn(worker: str, bundle: Path, images: Path, plan: dict, out: Path, **extra) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", worker, "--bundle", str(bundle), "--images",
@@ -226,8 +304,10 @@ def bench_model(label: str, arch: str, work: Path, plan: dict, int8: bool, assig
     images = blocky_images()
     image_path = work / f"{label}-images.npz"
     np.savez(image_path, **{k: v for k, v in images.items() if k in plan})
-    checkpoint = make_checkpoint(arch, work / f"{label}.pt")
-    bundle = make_bundle(checkpoint, work / f"{label}-bundle", int8, fast=arch != "mgca-tiny")
+    checkpoint, bundle = work / f"{label}.pt", work / f"{label}-bundle"
+    if not (checkpoint.is_file() and (bundle / "manifest.json").is_file()):  # --work DIR: made once, then reused
+        make_checkpoint(arch, checkpoint)
+        make_bundle(checkpoint, bundle, int8, fast=arch != "mgca-tiny")
     setup_s = time.time() - t0
     engines = [("PyTorch eager", "torch", {"checkpoint": checkpoint})]
     engines.append(("runtime fp32 ORT", "runtime", {"precision": "fp32", "assign_bench": assign_bench}))
@@ -239,31 +319,45 @@ def bench_model(label: str, arch: str, work: Path, plan: dict, int8: bool, assig
         results[name] = spawn(worker, bundle, image_path, plan, out, **extra)
         results[name]["labels"] = out.with_suffix(".npz")
     torch_res = results["PyTorch eager"]
+    floors = floor_ms_per_window(checkpoint, results["runtime fp32 ORT"]["describe"]["window"])
+    windows = results["runtime fp32 ORT"]["windows"]
     rows = []
     for key in plan:
+        megapixels = np.prod([int(v) for v in key.split("x")]) / 1e6
         for callers, _ in plan[key]:
             for name in results:
                 t = results[name]["timings"][f"{key}/{callers}"]
                 ref = torch_res["timings"][f"{key}/{callers}"]
                 agree = agreement(results[name]["labels"], torch_res["labels"])[key]
-                rows.append([key, str(callers), name, f"{t['median_ms']:.1f}", f"{t['p90_ms']:.1f}",
-                             f"{t['images_per_s']:.2f}",
-                             f"{t['median_ms'] / ref['median_ms']:.2f}x",
-                             f"{t['images_per_s'] / ref['images_per_s']:.2f}x",
-                             f"{100 * agree:.3f}%"])
+                floor = floors["int8" if "int8" in name else "fp32"] * windows[key]
+                rows.append([key, str(windows[key]), str(callers), name, f"{t['median_ms']:.0f}", f"{t['p90_ms']:.0f}",
+                             f"{t['images_per_s']:.2f}", f"{t['median_ms'] / ref['median_ms']:.2f}x",
+                             f"{t['median_ms'] / megapixels:.0f}",
+                             f"{t['median_ms'] / floor:.2f}x" if callers == 1 else "",
+                             f"{t['peak_rss_mib']:.0f}", f"{100 * agree:.2f}%"])
     lines = [f"## {label}: {arch}, random-init weights (bundle by mgca-export; checkpoint + export {setup_s:.0f} s)"]
     fp32 = results["runtime fp32 ORT"]["describe"]
     lines.append(f"runtime: provider {fp32['provider']}, window {fp32['window']}/{fp32['stride']}, units "
-                 f"{fp32['units']}, "
+                 f"{fp32['units']}, one engine run at a time ({fp32.get('concurrent_runs')}), "
                  f"assignment {fp32['assignment']} ({fp32['assignment_reason']})")
-    lines.append(fmt_table(rows, ["image", "callers", "engine", "median ms", "p90 ms", "img/s", "latency / torch",
-                                  "img/s / torch", "labels = torch"]))
-    first = next(iter(plan))
-    lines.append(f"peak RSS of each process (after the 1-caller {first} run / at the end of all runs above): "
-                 + ", ".join(f"{name} {res['timings'][f'{first}/1']['peak_rss_mib_so_far']:.0f} / "
-                             f"{res['peak_rss_mib']:.0f} MiB"
-                             + (" (torch never imported)" if not res["torch_imported"] else "") for name,
-                             res in results.items()))
+    lines.append(f"floor per {fp32['window']} window: {floors['gflop']:.0f} GFLOP (torch FLOP counter) at the measured "
+                 f"GEMM rate of onnxruntime here, fp32 {floors['fp32_gflops']:.0f} GFLOP/s -> {floors['fp32']:.0f} ms, "
+                 f"int8 {floors['int8_gops']:.0f} GOP/s -> {floors['int8']:.0f} ms (QLinearMatMul U8S8, MLAS's x86 "
+                 f"int8 kernel; GEMM shape 1570 x 768 x 3072; int8 / fp32 GEMM rate "
+                 f"{floors['int8_gops'] / floors['fp32_gflops']:.2f}x)")
+    lines.append(fmt_table(rows, ["image", "windows", "callers", "engine", "median ms", "p90 ms", "img/s",
+                                  "latency / torch", "ms / MP", "x floor", "peak RSS MiB", "labels = torch"]))
+    for key in plan:
+        if "runtime int8 ORT" in results:
+            f32 = results["runtime fp32 ORT"]["timings"][f"{key}/1"]["median_ms"]
+            i8 = results["runtime int8 ORT"]["timings"][f"{key}/1"]["median_ms"]
+            agree = agreement(results["runtime int8 ORT"]["labels"], results["runtime fp32 ORT"]["labels"])[key]
+            lines.append(f"{key}, 1 caller: int8 speed-up over fp32 {f32 / i8:.2f}x, labels int8 = fp32 "
+                         f"{100 * agree:.2f}%")
+    lines.append("peak RSS: of each engine's process during that row alone (VmHWM reset before it); torch never "
+                 "imported by the runtime processes: "
+                 + ", ".join(f"{name} {'yes' if not res['torch_imported'] else 'NO'}" for name, res in results.items()
+                             if name != "PyTorch eager"))
     if assign_bench and "assign" in results["runtime fp32 ORT"]:
         arows = [[r["case"], str(r["pixels"]), str(r["channels"]), str(r["units"]), f"{r['numpy_ms']:.2f}",
                   f"{r['faiss_ms']:.2f}",
@@ -284,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip ViT-B-16 random-init (export + timing: ~8 of the ~12 minutes)")
     parser.add_argument("--no-tiny", action="store_true", help="skip the tiny model")
     parser.add_argument("--no-int8", action="store_true")
-    parser.add_argument("--work", help="keep bundles and results here (default: a temporary folder)")
+    parser.add_argument("--work", help="keep bundles and results here and reuse the bundles on the next run "
+                        "(default: a temporary folder)")
     # worker mode (internal)
     parser.add_argument("--worker", choices=["runtime", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--bundle", help=argparse.SUPPRESS)
@@ -302,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     scale = 0.5 if args.quick else 1.0
     n = lambda k: max(1, int(round(k * scale)))  # noqa: E731
-    plan = {"448x448": [(1, n(20)), (8, n(5))], "1024x2048": [(1, n(8)), (8, n(2))]}
+    plan = {"448x448": [(1, n(20)), (8, n(5))], "1024x2048": [(1, n(8)), (8, n(2))], "4096x4096": [(1, n(4))]}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -312,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
             print(bench_model("tiny", "mgca-tiny", work, plan, not args.no_int8, assign_bench=True), flush=True)
             print()
         if not args.no_vit_b16:  # ~1.5 s per 448 window on 2 cores: fewer calls, same sizes and callers
-            vit_plan = {"448x448": [(1, n(3)), (8, 1)], "1024x2048": [(1, n(2)), (8, 1)]}
+            vit_plan = {"448x448": [(1, n(4))], "1024x2048": [(1, n(2)), (8, 1)], "4096x4096": [(1, n(2))]}
             print(bench_model("vit-b16", "ViT-B-16", work, vit_plan, not args.no_int8, assign_bench=False), flush=True)
     print(f"\ntotal {time.time() - start:.0f} s; load average {os.getloadavg()[0]:.1f} at end (other processes "
           "share these cores)")

@@ -96,8 +96,12 @@ class QuantizeResult:
 
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, reader, method: str = "minmax",
                   per_channel: bool = True, op_types: Sequence[str] = QUANTIZED_OP_TYPES,
-                  quantize_attention_matmuls: bool = False, preprocess: bool = True) -> QuantizeResult:
-    """Write a QDQ int8 model calibrated on `reader` (an onnxruntime CalibrationDataReader)."""
+                  quantize_attention_matmuls: bool = False, preprocess: bool = True,
+                  symmetric_activations: bool = True) -> QuantizeResult:
+    """Write a QDQ int8 model calibrated on `reader` (an onnxruntime CalibrationDataReader).
+
+    symmetric_activations=False writes uint8 activations with a zero point (U8S8, MLAS's native x86 kernel):
+    onnxruntime CPU only, TensorRT refuses it; the default S8S8 graph with zero points 0 serves both."""
     import onnx
 
     q = _onnx_quantization()
@@ -131,7 +135,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, reader, method: s
         model = onnx.load(str(source))
         excluded = [] if quantize_attention_matmuls else activation_matmuls(model)
         extra = {
-            "ActivationSymmetric": True,
+            "ActivationSymmetric": symmetric_activations,
             "WeightSymmetric": True,
             "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},  # MatMul weights are K x N: channel axis 1
         }
@@ -141,7 +145,8 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, reader, method: s
         reader.rewind()
         q.quantize_static(
             str(source), str(tmp_out), calibration_data_reader=reader, quant_format=q.QuantFormat.QDQ,
-            op_types_to_quantize=list(op_types), per_channel=per_channel, activation_type=q.QuantType.QInt8,
+            op_types_to_quantize=list(op_types), per_channel=per_channel,
+            activation_type=q.QuantType.QInt8 if symmetric_activations else q.QuantType.QUInt8,
             weight_type=q.QuantType.QInt8, nodes_to_exclude=excluded, calibrate_method=calibrate_method,
             extra_options=extra)
         quantized = onnx.load(str(tmp_out))

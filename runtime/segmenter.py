@@ -76,6 +76,8 @@ class Segmenter:
         num_threads: cap on this Segmenter's CPU threads: onnxruntime intra/inter-op threads, FAISS' OpenMP
             team (per call, calling thread only) and concurrent post-processing; None = library defaults.
             OpenCV's and numpy's BLAS pools are process-wide and left alone (see runtime/README.md).
+        concurrent_runs: most onnxruntime engine runs in flight at once, the other callers queue (None: 1 on CPU,
+            where one run uses every core and each extra one adds its own activation memory; unbounded on CUDA).
         color_order: default channel order of images given to `segment`: "rgb" or "bgr" (OpenCV frames).
     """
 
@@ -85,7 +87,7 @@ class Segmenter:
                  units: int | None = None, unit_scope: str | None = None, long_side: int | None = None,
                  padding: str | None = None, bg_rule: str | None = None, pamr: int | None = None,
                  pamr_dilations: Sequence[int] | None = None, max_batch: int = 16,
-                 num_threads: int | None = None, color_order: str = "rgb"):
+                 num_threads: int | None = None, concurrent_runs: int | None = None, color_order: str = "rgb"):
         self.bundle: Bundle = load_bundle(bundle_dir)
         given = dict(short_side=short_side, stride=stride, units=units, unit_scope=unit_scope, long_side=long_side,
                      padding=padding, bg_rule=bg_rule, pamr=pamr,
@@ -110,7 +112,7 @@ class Segmenter:
                 return TensorRTEngine(path, self.bundle.input_name, self.bundle.output_name, device,
                                       engine_bytes=data)
             return OrtEngine(path, self.bundle.input_name, self.bundle.output_name, device, num_threads=num_threads,
-                             model_bytes=data)
+                             model_bytes=data, concurrent_runs=concurrent_runs)
 
         self.engine: OrtEngine | TensorRTEngine = self.bundle.open_model(MODEL_KEYS[(self.backend, self.precision)],
                                                                          build)

@@ -190,3 +190,19 @@ def test_quantize_rejects_unknown_method(fp32_file, preprocess, tmp_path):
     reader = ImageFolderCalibrationReader(synthetic_images(1, (48, 64)), preprocess)
     with pytest.raises(CalibrationError, match="calibration method"):
         quantize_int8(fp32_file, tmp_path / "x.onnx", reader, method="kl")
+
+
+def test_asymmetric_activations_are_uint8_with_zero_points(fp32_file, image_folder, preprocess, tmp_path):
+    """symmetric_activations=False (U8S8, onnxruntime CPU only): activations become uint8 with zero points,
+    weights stay symmetric int8."""
+    reader = ImageFolderCalibrationReader(image_folder, preprocess, limit=2)
+    result = quantize_int8(fp32_file, tmp_path / "u8.onnx", reader, symmetric_activations=False)
+    model = onnx.load(str(result.path))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    zero_points = [inits[n.input[2]] for n in model.graph.node
+                   if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in inits]
+    assert zero_points and all(zp.dtype == np.uint8 for zp in zero_points)
+    assert any(zp.any() for zp in zero_points)  # asymmetric: zero points follow each range
+    weights = [inits[n.input[2]] for n in model.graph.node if n.op_type == "DequantizeLinear" and len(n.input) > 2
+               and n.input[0] in inits and inits[n.input[0]].dtype == np.int8]
+    assert weights and not any(zp.any() for zp in weights)

@@ -65,3 +65,48 @@ def test_int8_backend(bundle, segmenter):
     agree = np.mean([(seg.segment(img).labels == segmenter.segment(img).labels).mean()
                      for img in (blocky_image(rng, 96, 128), blocky_image(rng, 150, 100))])
     assert agree >= 0.8, agree  # random-init weights: int8 noise flips near-tied classes
+
+
+
+def most_runs_in_flight(engine, callers: int = 6) -> int:
+    """The most `session.run` calls in flight at once while `callers` threads call `engine.run` together."""
+    import threading
+    import time
+
+    in_flight, most, lock = [0], [0], threading.Lock()
+    real_run = engine.session.run
+
+    def counting_run(*args, **kwargs):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        time.sleep(0.2)  # hold the slot long enough for the other callers to arrive
+        try:
+            return real_run(*args, **kwargs)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    engine.session = type("Proxy", (), {"run": staticmethod(counting_run)})()
+    batch = np.zeros((1, 3, WINDOW, WINDOW), dtype=np.float32)
+    threads = [threading.Thread(target=engine.run, args=(batch,)) for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return most[0]
+
+
+def test_cpu_engine_runs_one_call_at_a_time_and_drops_the_model_bytes(bundle):
+    """On CPU concurrent callers queue for the session (each extra run would add its own activation memory), and
+    the engine keeps no copy of the model file's bytes once the session is built."""
+    from runtime.engines import OrtEngine
+
+    path = bundle / "model.onnx"
+    with pytest.raises(BackendError, match="concurrent_runs must be a positive integer"):
+        OrtEngine(path, device="cpu", concurrent_runs=0)
+    for limit, expected in ((None, 1), (2, 2)):
+        engine = OrtEngine(path, device="cpu", model_bytes=path.read_bytes(), concurrent_runs=limit)
+        assert engine.describe()["concurrent_runs"] == expected
+        assert getattr(engine.session, "_model_bytes", None) is None
+        assert most_runs_in_flight(engine) == expected, limit
