@@ -52,9 +52,24 @@ class LossConfig:
 
 
 @dataclass
+class SyntheticWorldConfig:
+    """The generated world (mgca.pairs.synthetic) that tiny-CLIP pretraining and decoder training draw from."""
+
+    min_objects: int = 1  # shapes per image, one per quadrant
+    max_objects: int = 3
+    caption_backdrop: float = 1 / 3  # probability that a caption names the backdrop texture
+    caption_partial: float = 0.0  # probability that a multi-object caption names only a subset of its shapes
+    caption_varied: bool = False  # many wordings instead of three fixed forms
+    # Consecutive samples form groups of this size: member m >= 1 repeats member 0's scene with every shape, every
+    # colour or the backdrop changed, so a batch holds hard negatives that only shape (colour, texture) tells apart.
+    group_size: int = 1
+
+
+@dataclass
 class DataConfig:
     source: str | None = "synthetic"  # "synthetic", webdataset shards (dir/brace pattern), folder or csv/tsv
     synthetic_size: int = 512  # number of generated pairs when source is "synthetic"
+    synthetic: SyntheticWorldConfig = field(default_factory=SyntheticWorldConfig)
     image_size: int = 224
     crop_scale: tuple[float, float] = (0.5, 1.0)  # RandomResizedCrop area range
     noun_prompts: bool = True  # pick original caption or a noun prompt per sample (GroupViT/TCL)

@@ -136,13 +136,15 @@ def read_label(path: Path, spec: DatasetSpec) -> np.ndarray:
         mode = image.mode
         array = np.asarray(image.convert("RGB") if mode in ("RGB", "RGBA") else image)
     label = _decode_rgb_label(array, spec.rgb_palette, path) if mode in ("RGB", "RGBA") else array.astype(np.int64)
-    return reduce_zero_label(label, spec.ignore_index) if spec.reduce_zero_label else label
+    leading = 1 if spec.reduce_zero_label else spec.ignored_leading_labels
+    return reduce_leading_labels(label, leading, spec.ignore_index) if leading else label
 
 
-def reduce_zero_label(label: np.ndarray, ignore_index: int = 255) -> np.ndarray:
-    """MMSegmentation's reduce_zero_label: 0 (other/background) -> ignore, every class k -> k - 1."""
-    out = label - 1
-    out[(label == 0) | (label == ignore_index)] = ignore_index
+def reduce_leading_labels(label: np.ndarray, count: int = 1, ignore_index: int = 255) -> np.ndarray:
+    """Labels 0..count-1 -> ignore, every class k -> k - count. count=1 is MMSegmentation's reduce_zero_label
+    (0 = other/background); the synthetic objects protocol drops its backdrops the same way."""
+    out = label - count
+    out[(label < count) | (label == ignore_index)] = ignore_index
     return out
 
 

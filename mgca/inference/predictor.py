@@ -90,19 +90,35 @@ class SegmentationPredictor:
         return pre, stitch(grids, boxes, pre.padded_size, self.output_stride, transform)
 
     @torch.no_grad()
-    def predict_scores(self, image: np.ndarray) -> torch.Tensor:
-        """(K, H, W) cosine scores at the original image size (on the predictor's device)."""
+    def scores_from_embedding(self, pre: Preprocessed, embeddings: torch.Tensor,
+                              units: int | None = None) -> torch.Tensor:
+        """(K, H, W) cosine scores of an `embed` result against the current vocabulary.
+
+        The cheap half of `predict_scores`: embed an image once, then query any number of
+        vocabularies (`set_classes`) or unit counts (`units`, image scope; default: the config's).
+        """
         if self.class_embeddings is None:
             raise RuntimeError("call set_classes(names) before predicting")
-        pre, embeddings = self.embed(image)
-        units = self.config.units if self.config.unit_scope == "image" else 0
+        if units is None:
+            units = self.config.units if self.config.unit_scope == "image" else 0
         return upsample_scores(unit_scores(embeddings, self.class_embeddings, units), pre)
+
+    @torch.no_grad()
+    def labels_from_embedding(self, pre: Preprocessed, embeddings: torch.Tensor,
+                              units: int | None = None) -> np.ndarray:
+        """(H, W) int64 labels of an `embed` result (see `scores_from_embedding`)."""
+        labels = labels_from_scores(self.scores_from_embedding(pre, embeddings, units),
+                                    self.config.background_threshold, self.config.logit_scale)
+        return labels.cpu().numpy().astype(np.int64)
+
+    @torch.no_grad()
+    def predict_scores(self, image: np.ndarray) -> torch.Tensor:
+        """(K, H, W) cosine scores at the original image size (on the predictor's device)."""
+        return self.scores_from_embedding(*self.embed(image))
 
     @torch.no_grad()
     def predict(self, image: np.ndarray) -> np.ndarray:
         """(H, W) int64 labels: class indices, or 0 = background and 1..K when a threshold is set."""
-        labels = labels_from_scores(self.predict_scores(image), self.config.background_threshold,
-                                    self.config.logit_scale)
-        return labels.cpu().numpy().astype(np.int64)
+        return self.labels_from_embedding(*self.embed(image))
 
     __call__ = predict
