@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.contract import resized_shape, round_up, window_boxes
+from runtime.contract import resized_shape, settings_layout
 from runtime.files import atomic_path
 from runtime.metrics import ConfusionMatrix
 from runtime.postprocess import pixel_cosines, window_labels
@@ -168,23 +168,21 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, reader, method: s
 # Accuracy against fp32
 
 def label_windows(label: np.ndarray, preprocess: Preprocess, ignore_index: int = 255) -> np.ndarray:
-    """A label map (H x W ints) through the same resize/pad/windows as its image, sampled at the
-    centre of every output-stride cell: n x (win/os) x (win/os)."""
+    """A label map (H x W ints) through the same resize and windows as its image (each crop padded with
+    ignore_index), sampled at the centre of every output-stride cell: n x (win/os) x (win/os)."""
     height, width = label.shape[:2]
     settings = preprocess.settings
-    new_h, new_w = resized_shape(height, width, settings.short_side)
+    new_h, new_w = resized_shape(height, width, settings.short_side, settings.long_side)
     if (new_h, new_w) != (height, width):
         label = _resize_nearest(label, new_h, new_w)
     os_ = preprocess.output_stride
     win = settings.window
-    padded = np.full((round_up(new_h, os_), round_up(new_w, os_)), ignore_index, dtype=np.int64)
-    padded[:new_h, :new_w] = label
     grid = win // os_
     centre = np.arange(grid) * os_ + os_ // 2
     out = []
-    for y1, y2, x1, x2 in window_boxes(*padded.shape, win, settings.stride):
+    for y1, y2, x1, x2 in settings_layout(new_h, new_w, settings, os_).boxes:
         crop = np.full((win, win), ignore_index, dtype=np.int64)
-        crop[:y2 - y1, :x2 - x1] = padded[y1:y2, x1:x2]
+        crop[:y2 - y1, :x2 - x1] = label[y1:y2, x1:x2]
         out.append(crop[np.ix_(centre, centre)])
     return np.stack(out)
 

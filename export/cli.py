@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from mgca.cli.eval import DENSE_MODE_NAMES, add_protocol_args
 from mgca.prompts import DEFAULT_TEMPLATE_SET
 from runtime.contract import DEFAULT_SETTINGS, UNIT_SCOPES
 
@@ -65,6 +66,10 @@ def export_parser() -> argparse.ArgumentParser:
     parser.add_argument("--units", type=int, default=DEFAULT_SETTINGS.units,
                         help=f"manifest inference.units (default {DEFAULT_SETTINGS.units}; 0 = pixel units)")
     parser.add_argument("--unit-scope", choices=UNIT_SCOPES, default=DEFAULT_SETTINGS.unit_scope)
+    add_protocol_args(parser.add_argument_group("protocol (manifest inference settings)"))
+    parser.add_argument("--dense-mode", choices=DENSE_MODE_NAMES,
+                        help="rebuild the CLIP backbone in this training-free mode before export (default: the "
+                             "checkpoint's); the manifest's backbone.dense_mode records it")
     parser.add_argument("--no-optimize", action="store_true",
                         help="skip onnxscript graph optimisation/constant folding")
     parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx (QDQ static int8)")
@@ -117,10 +122,10 @@ def _say(message: str) -> None:
     print(f"{PROG}: {message}", flush=True)
 
 
-def _load(checkpoint: str, clip_weights: str | None):
+def _load(checkpoint: str, clip_weights: str | None, dense_mode: str | None = None):
     from mgca.checkpoint import load_model
 
-    return load_model(checkpoint, clip_weights=clip_weights)
+    return load_model(checkpoint, clip_weights=clip_weights, dense_mode=dense_mode)
 
 
 def _dataset_classes(name: str) -> list[str]:
@@ -165,7 +170,10 @@ def run_export(args: argparse.Namespace) -> int:
     from .pipeline import export_bundle
 
     options = export_options(args)  # fails fast, before the model is loaded
-    model, cfg = _load(args.checkpoint, args.clip_weights)
+    model, cfg = _load(args.checkpoint, args.clip_weights, args.dense_mode)
+    if args.dense_mode:
+        _say(f"backbone rebuilt in dense mode {args.dense_mode} (--dense-mode); the decoder is the checkpoint's, "
+             "trained on the features of the mode it was trained with")
     export_bundle(model, args.out, options, config=cfg, log=_say)
     return 0
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from calibration.quantize import CALIBRATION_METHODS
-from mgca.prompts import DEFAULT_TEMPLATE_SET
+from mgca.prompts import DEFAULT_TEMPLATE_SET, template_average
 from runtime.contract import DEFAULT_SETTINGS, MODEL_FILES, TEXT_CACHE_FILE, InferenceSettings
 
 TRT_PRECISIONS = ("fp16", "int8")
@@ -45,6 +45,11 @@ class ExportOptions:
     stride: int | None = None  # default: half the window
     units: int = DEFAULT_SETTINGS.units
     unit_scope: str = DEFAULT_SETTINGS.unit_scope
+    long_side: int | None = None  # None: the settings' default (mmseg's 2048); 0 = no cap
+    padding: str | None = None  # None: "crop"
+    bg_rule: str | None = None  # None: "groupvit"
+    pamr: int | None = None  # None: 0 (off)
+    pamr_dilations: Sequence[int] | None = None  # None: TCL's (1, 2, 4, 8, 12, 24)
     optimize: bool = True  # onnxscript graph optimisation and constant folding
     # vocabulary: class names for text_cache.npz and the parity labels (None: no cache, random class vectors)
     vocab: Sequence[str] | None = None
@@ -74,8 +79,11 @@ class ExportOptions:
 
     def settings(self, output_stride: int, patch_size: int | None = None) -> InferenceSettings:
         """The validated inference settings for a model of this output stride (and patch size)."""
+        dilations = tuple(self.pamr_dilations) if self.pamr_dilations is not None else None
         settings = InferenceSettings.for_window(self.window, output_stride, short_side=self.short_side,
-                                                stride=self.stride, units=self.units, unit_scope=self.unit_scope)
+                                                stride=self.stride, units=self.units, unit_scope=self.unit_scope,
+                                                long_side=self.long_side, padding=self.padding, bg_rule=self.bg_rule,
+                                                pamr=self.pamr, pamr_dilations=dilations)
         return settings.validate(output_stride, patch_size)
 
     def check(self) -> ExportOptions:
@@ -180,9 +188,10 @@ def export_bundle(model, out: str | Path, options: ExportOptions | None = None, 
     names = list(options.vocab) if options.vocab is not None else None
     if names is not None:
         template_label, templates = options.resolved_templates()
-        class_emb = text_embeddings(backbone, names, templates)
+        average = template_average(template_label)
+        class_emb = text_embeddings(backbone, names, templates, average)
         cache = write_text_cache(root / TEXT_CACHE_FILE, class_emb, names, templates, backbone.identity.to_dict(),
-                                 template_label)
+                                 template_label, average)
         text_cache = cache.name
         say(f"wrote {cache}: {len(names)} classes x {len(templates)} templates ({template_label})")
     else:

@@ -37,9 +37,12 @@ def read_vocab(path: str | Path) -> list[str]:
     return names
 
 
-def text_embeddings(backbone, class_names: Sequence[str], templates: Sequence[str]) -> np.ndarray:
-    """K x C float32 class embeddings from the CLIP text tower (contract, "Text embeddings")."""
-    return backbone.class_embeddings(list(class_names), list(templates)).float().cpu().numpy().astype(np.float32)
+def text_embeddings(backbone, class_names: Sequence[str], templates: Sequence[str],
+                    average: str = "normalized") -> np.ndarray:
+    """K x C float32 class embeddings from the CLIP text tower (contract, "Text embeddings"); `average` as
+    `mgca.prompts.template_average` gives it for the template set ("raw" for TCL's, else "normalized")."""
+    embeddings = backbone.class_embeddings(list(class_names), list(templates), average=average)
+    return embeddings.float().cpu().numpy().astype(np.float32)
 
 
 def resolve_templates(value: str) -> tuple[str, tuple[str, ...]]:
@@ -65,13 +68,16 @@ def build_text_cache(model, class_names: Sequence[str], templates: str | Sequenc
     """Embed `class_names` with `model`'s CLIP text tower and write the cache to `path`.
 
     `templates` is a template-set name / template file (see `resolve_templates`) or a list of templates."""
+    from mgca.prompts import template_average
+
     if isinstance(templates, str):
         label, template_list = resolve_templates(templates)
     else:
         label, template_list = None, tuple(templates)
     backbone = model.backbone
-    embeddings = text_embeddings(backbone, class_names, template_list)
-    return write_text_cache(path, embeddings, class_names, template_list, backbone.identity.to_dict(), label)
+    average = template_average(label)
+    embeddings = text_embeddings(backbone, class_names, template_list, average)
+    return write_text_cache(path, embeddings, class_names, template_list, backbone.identity.to_dict(), label, average)
 
 
 __all__ = ["VocabularyFileError", "read_vocab", "text_embeddings", "build_text_cache", "resolve_templates"]

@@ -274,10 +274,14 @@ class FrozenCLIP(nn.Module):
 
     @torch.no_grad()
     def class_embeddings(self, class_names: Sequence[str], templates: Sequence[str],
-                         batch_size: int = 256) -> torch.Tensor:
-        """(K, C) L2-normalised class embeddings: each class's normalised prompt embeddings averaged (TCL/CLIP)."""
+                         batch_size: int = 256, average: str = "normalized") -> torch.Tensor:
+        """(K, C) L2-normalised class embeddings: each class's prompt embeddings averaged, then normalised.
+        average "normalized" normalises each prompt embedding first (CLIP's zero-shot recipe); "raw" averages
+        them as they come (TCL's `build_text_embedding`); see `mgca.prompts.template_average`."""
+        if average not in ("raw", "normalized"):
+            raise ValueError(f"average must be 'raw' or 'normalized', got {average!r}")
         prompts = [template.format(name) for name in class_names for template in templates]
-        chunks = [self.encode_text(prompts[i:i + batch_size], normalize=True)
+        chunks = [self.encode_text(prompts[i:i + batch_size], normalize=average == "normalized")
                   for i in range(0, len(prompts), batch_size)]
         features = torch.cat(chunks).reshape(len(class_names), len(templates), -1).mean(dim=1)
         return F.normalize(features, dim=-1)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from runtime.contract import CLIP_LOGIT_SCALE, GROUPVIT_TOP_K, TCL_MASK_BIAS, TCL_MASK_SCALE
 from runtime.metrics import ConfusionMatrix, SegMetrics
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
@@ -90,9 +91,51 @@ def side_by_side(metrics: SegMetrics, reference: SegMetrics, agreement: float, n
     return "\n".join(lines)
 
 
+BACKGROUND_SOURCES = {
+    "groupvit": "GroupViT group_vit_seg.py: per unit (or pixel) p_top5 * p_all of softmax(100 cos); background where "
+                "the best < min(threshold, the image's best); top-5 by the image-average embedding",
+    "tcl": f"TCL tcl_seg.py: constant background channel beside sigmoid({TCL_MASK_SCALE:g} cos "
+           f"{TCL_MASK_BIAS:+g}) masks, argmax",
+    "softmax": f"mgca's earlier rule: background where max softmax({CLIP_LOGIT_SCALE:g} cos) < threshold, at full "
+               "resolution",
+}
+
+
+def protocol_record(spec, inference: dict[str, Any], background: float | None, templates: dict[str, Any],
+                    dense_mode: str | None) -> dict[str, Any]:
+    """Every protocol choice of a run, with where it comes from (README, "Evaluation protocol"), for its JSON."""
+    rule = inference["bg_rule"]
+    return {
+        "resize": {"short_side": inference["short_side"], "long_side": inference["long_side"],
+                   "rounding": "int(side * scale + 0.5)", "interpolation": "cv2 bilinear on uint8",
+                   "source": "mmseg 0.27 Resize(keep_ratio=True), img_scale=(long_side, short_side), as TCL/GroupViT"},
+        "windows": {"window": inference["window"], "stride": inference["stride"], "padding": inference["padding"],
+                    "placement": "mmseg slide_inference, starts moved back onto the output-stride grid"
+                    if inference["padding"] == "crop" else "mmseg slide_inference on the image padded to the "
+                    "output stride", "stitching": "window embeddings averaged, L2-normalised (MGCA)"},
+        "units": {"units": inference["units"], "scope": inference["unit_scope"], "source": "paper 3.3"},
+        "background": None if background is None else {
+            "rule": rule, "value": background, "source": BACKGROUND_SOURCES[rule],
+            **({"top_k": GROUPVIT_TOP_K, "logit_scale": CLIP_LOGIT_SCALE} if rule == "groupvit" else {})},
+        "templates": templates,
+        "pamr": {"iterations": inference["pamr"], "dilations": list(inference["pamr_dilations"]),
+                 "where": "stitched score grid (1/os of the resized image), before the background rule"}
+        if inference["pamr"] else None,
+        "dense_mode": dense_mode,
+        "classes": f"MMSegmentation {spec.name} CLASSES ({spec.num_classes})",
+        "labels": {"reduce_zero_label": spec.reduce_zero_label, "ignore_index": spec.ignore_index},
+        "metric": "mmseg intersect_and_union (mIoU over classes present in labels or predictions)",
+    }
+
+
 def _settings_line(inference: dict[str, Any]) -> str:
-    return (f"units {inference['units'] or 'pixel'} ({inference['unit_scope']}), short side {inference['short_side']}, "
-            f"window {inference['window']}/{inference['stride']}, bg threshold {inference['background_threshold']}")
+    background = (f", background {inference['bg_rule']} {inference['background_threshold']}"
+                  if inference.get("background_threshold") is not None else "")
+    pamr = f", PAMR {inference['pamr']}" if inference.get("pamr") else ""
+    return (f"units {inference['units'] or 'pixel'} ({inference['unit_scope']}), short side {inference['short_side']}"
+            f" (long side <= {inference.get('long_side') or 'any'}), window {inference['window']}/"
+            f"{inference['stride']} ({inference.get('padding')} padding), templates {inference.get('templates')}"
+            f"{background}{pamr}")
 
 
 def _dataset_line(dataset, num_images: int) -> str:
@@ -100,9 +143,19 @@ def _dataset_line(dataset, num_images: int) -> str:
             f"({dataset.layout.name} layout)")
 
 
+LAYOUT_NOTES = {
+    "coco-instances": "COCO-Object labels rasterised from instances JSON (mgca.evalsets.coco): approximate, not "
+                      "the COCO-Stuff-derived maps TCL/GroupViT score (README, Evaluation protocol)",
+}
+
+
 def _record(dataset, seconds: float, info: dict[str, Any], metrics: SegMetrics) -> dict[str, Any]:
-    return {"dataset": dataset.spec.name, "root": str(dataset.root), "layout": dataset.layout.name,
-            "seconds": round(seconds, 3), **info, **metrics.to_dict()}
+    record = {"dataset": dataset.spec.name, "root": str(dataset.root), "layout": dataset.layout.name,
+              "seconds": round(seconds, 3), **info, **metrics.to_dict()}
+    if dataset.layout.name in LAYOUT_NOTES and isinstance(record.get("protocol"), dict):
+        record["protocol"] = {**record["protocol"], "labels": {**record["protocol"]["labels"],
+                                                               "source": LAYOUT_NOTES[dataset.layout.name]}}
+    return record
 
 
 def report(dataset, info: dict[str, Any], metrics: SegMetrics, seconds: float) -> tuple[str, dict[str, Any]]:
@@ -134,4 +187,5 @@ def comparison_report(dataset, info: dict[str, Any], reference_info: dict[str, A
     return "\n".join(lines), record
 
 
-__all__ = ["PredictFn", "evaluate", "Comparison", "compare", "side_by_side", "report", "comparison_report"]
+__all__ = ["PredictFn", "evaluate", "Comparison", "compare", "side_by_side", "report", "comparison_report",
+           "protocol_record"]

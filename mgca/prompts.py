@@ -23,6 +23,17 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
 
 DEFAULT_TEMPLATE_SET = "tcl"  # the evaluation prompts of the paper's comparisons (TCL's 9)
 
+# How a class's template embeddings become one vector. "raw": mean of the unnormalised text embeddings, then
+# L2-normalised (TCL's `build_text_embedding`); "normalized": each L2-normalised first, then the mean, then
+# L2-normalised again (CLIP's zero-shot recipe, `zeroshot_classifier` in its ImageNet notebook).
+TEMPLATE_AVERAGES = ("raw", "normalized")
+TEMPLATE_AVERAGE = {"tcl": "raw"}  # TCL's set is averaged as TCL does; every other set (and file) as CLIP does
+
+
+def template_average(name: str | None) -> str:
+    """The averaging of a template set by name ("raw" for TCL's, else "normalized"; files and lists too)."""
+    return TEMPLATE_AVERAGE.get(name or "", "normalized")
+
 
 def get_templates(name: str) -> tuple[str, ...]:
     """A named template set; an unknown name says which exist."""

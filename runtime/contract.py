@@ -39,7 +39,27 @@ OUTPUT_NAME = "embeddings"
 # CLIP's (OpenAI's) image normalisation, the default of every backbone without its own.
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-CLIP_LOGIT_SCALE = 100.0  # the background softmax is taken over scores x this
+CLIP_LOGIT_SCALE = 100.0  # the background softmaxes (softmax and groupvit rules) are taken over scores x this
+
+# ---------------------------------------------------------------------------------------------- background rules
+# How VOC21 / Context60 / COCO-Object decide "background" (docs/inference-contract.md, "Background rules"):
+#   groupvit: GroupViT's `group_vit_seg.py`, per unit (or pixel): score = softmax over the image's top-5 classes
+#             x softmax over all classes; background where the best score < min(threshold, the image's best);
+#   tcl:      TCL's `tcl_seg.py`: a constant channel beside the sigmoid masks sigmoid(10 cos - 2.5), then argmax;
+#   softmax:  mgca's earlier rule: background where the best softmax(100 cos) probability < threshold.
+BG_RULES = ("groupvit", "tcl", "softmax")
+GROUPVIT_TOP_K = 5  # classes kept by the image-level softmax (`avg_affinity_mat.topk(k=min(5, K))`)
+# TCL's Sim2Mask is sigmoid(w cos + b) with learned w, b initialised at 10, -2.5 (configs/tcl.yml); its
+# keep-branch uses the same fixed map, sigmoid((cos - 0.25) x 10). MGCA learns no w, b: the fixed map is used.
+TCL_MASK_SCALE = 10.0
+TCL_MASK_BIAS = -2.5
+TCL_BACKGROUND = 0.5  # TCLSegInference's bg_thresh default
+TCL_BACKGROUND_PAMR = 0.4  # TCL's configs/eval.yml, which evaluates with PAMR
+
+# ---------------------------------------------------------------------------------------------- resize and PAMR
+MMSEG_LONG_SIDE = 2048  # mmseg/TCL/GroupViT test pipeline: img_scale=(2048, 448), keep_ratio=True
+PADDINGS = ("crop", "image")  # windows on the resized image, each crop padded alone (mmseg) / image padded first
+PAMR_DILATIONS = (1, 2, 4, 8, 12, 24)  # TCL's `apply_pamr` kernel (NACLIP uses (8, 16))
 
 # ---------------------------------------------------------------------------------------------- settings
 PAPER_WINDOW = 448  # paper 4.1: short side 448, 448 x 448 windows, stride half a window
@@ -58,6 +78,11 @@ class InferenceSettings:
     stride: int = PAPER_WINDOW // 2  # window step, <= window
     units: int = 36  # meta-points M; 0 (or M >= L) means pixel units
     unit_scope: str = "image"  # units over the stitched map, or per window before stitching
+    long_side: int = MMSEG_LONG_SIDE  # cap on the longer side after the resize (mmseg's img_scale); 0 = no cap
+    padding: str = "crop"  # "crop": mmseg windows on the resized image, each crop padded alone; "image": see docs
+    bg_rule: str = "groupvit"  # how background datasets decide background: one of BG_RULES
+    pamr: int = 0  # PAMR iterations on the stitched score grid; 0 = off (the paper's protocol)
+    pamr_dilations: tuple[int, ...] = PAMR_DILATIONS
 
     @classmethod
     def for_window(cls, window: int, output_stride: int, **overrides: Any) -> InferenceSettings:
@@ -75,7 +100,10 @@ class InferenceSettings:
     def from_dict(cls, data: dict[str, Any]) -> InferenceSettings:
         """The settings of a manifest's `inference` block (keys this version does not know are ignored)."""
         names = cls.field_names()
-        return cls(**{k: v for k, v in data.items() if k in names})
+        given = {k: v for k, v in data.items() if k in names}
+        if isinstance(given.get("pamr_dilations"), list):  # JSON has no tuples
+            given["pamr_dilations"] = tuple(given["pamr_dilations"])
+        return cls(**given)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -95,6 +123,20 @@ class InferenceSettings:
             raise SettingsError(f"units must be an integer >= 0 (0 = pixel units), got {self.units!r}")
         if self.unit_scope not in UNIT_SCOPES:
             raise SettingsError(f"unit_scope must be one of {UNIT_SCOPES}, got {self.unit_scope!r}")
+        if (isinstance(self.long_side, bool) or not isinstance(self.long_side, int) or self.long_side < 0
+                or 0 < self.long_side < self.short_side):
+            raise SettingsError(f"long_side must be 0 (no cap) or an integer >= short_side {self.short_side}, "
+                                f"got {self.long_side!r}")
+        if self.padding not in PADDINGS:
+            raise SettingsError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
+        if self.bg_rule not in BG_RULES:
+            raise SettingsError(f"bg_rule must be one of {BG_RULES}, got {self.bg_rule!r}")
+        if isinstance(self.pamr, bool) or not isinstance(self.pamr, int) or self.pamr < 0:
+            raise SettingsError(f"pamr must be an integer >= 0 (iterations; 0 = off), got {self.pamr!r}")
+        dilations = self.pamr_dilations
+        if (not isinstance(dilations, tuple) or not dilations
+                or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dilations)):
+            raise SettingsError(f"pamr_dilations must be a non-empty tuple of positive integers, got {dilations!r}")
         return self
 
 
@@ -112,13 +154,28 @@ def check_window(window: int, output_stride: int, patch_size: int | None = None)
 
 
 # ---------------------------------------------------------------------------------------------- geometry
-Box = tuple[int, int, int, int]  # y1, y2, x1, x2 in padded-image pixels
+Box = tuple[int, int, int, int]  # y1, y2, x1, x2 in image pixels
 
 
-def resized_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
-    """(H', W'): the shorter side becomes `short_side`, each side `round(side * short_side / min(H, W))`, >= 1."""
-    shorter = min(height, width)
-    return max(1, round(height * short_side / shorter)), max(1, round(width * short_side / shorter))
+def default_background(bg_rule: str, threshold: float | None, pamr: int = 0) -> float | None:
+    """The background value of a rule when the user gives none: the dataset's GroupViT threshold (`threshold`) for
+    groupvit and softmax, TCL's constant channel (0.5, or 0.4 with PAMR as TCL evaluates) for tcl. None stays None
+    (a dataset without background)."""
+    if threshold is None:
+        return None
+    if bg_rule == "tcl":
+        return TCL_BACKGROUND_PAMR if pamr else TCL_BACKGROUND
+    return threshold
+
+
+def resized_shape(height: int, width: int, short_side: int, long_side: int = 0) -> tuple[int, int]:
+    """(H', W') as mmcv's `imrescale` (mmseg `Resize(keep_ratio=True)` with img_scale=(long_side, short_side)):
+    scale = short_side / min(H, W), lowered to long_side / max(H, W) when that is smaller (long_side 0: no cap);
+    each side int(side * scale + 0.5) (halves round up), at least 1."""
+    scale = short_side / min(height, width)
+    if long_side:
+        scale = min(scale, long_side / max(height, width))
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
 def round_up(value: int, multiple: int) -> int:
@@ -140,6 +197,66 @@ def window_boxes(height: int, width: int, window: int, stride: int) -> list[Box]
     """Every window of a padded image, row-major."""
     return [(y1, y2, x1, x2) for y1, y2 in window_spans(height, window, stride)
             for x1, x2 in window_spans(width, window, stride)]
+
+
+def grid_spans(size: int, window: int, stride: int, output_stride: int) -> list[tuple[int, int]]:
+    """(start, end) of the image pixels each window holds along one axis of a resized image, padding "crop":
+    mmseg's positions on the image itself, each start moved back onto the output-stride grid (at most os - 1 px,
+    only ever the last window's), so every window's embedding grid lines up with the others'. end - start is the
+    window, or the whole axis when it is shorter than the window (that crop is zero-padded). Duplicates dropped."""
+    spans: list[tuple[int, int]] = []
+    for start, _ in window_spans(size, window, stride):
+        start -= start % output_stride
+        span = (start, min(start + window, size))
+        if span not in spans:
+            spans.append(span)
+    return spans
+
+
+@dataclass(frozen=True)
+class WindowLayout:
+    """Where the windows of one resized H' x W' image sit and the stitched embedding grid they make.
+
+    boxes: (y1, y2, x1, x2) per window, row-major: the resized-image pixels the crop holds (at its top-left;
+    the rest of the window is zeros). Starts lie on the output-stride grid; a window fills
+    ceil((y2 - y1) / os) x ceil((x2 - x1) / os) cells of the grid from (y1 / os, x1 / os).
+    grid_hw: (gh, gw) cells of the stitched map; cell (i, j) stands for pixels [i os, (i + 1) os) x [j os, ...).
+    gh * os differs from H' by less than os: scores are cropped to H' or extended by the edge cells.
+    """
+
+    boxes: tuple[Box, ...]
+    grid_hw: tuple[int, int]
+
+
+def box_cells(box: Box, output_stride: int) -> Box:
+    """(gy1, gy2, gx1, gx2): the stitched-grid cells a window `box` fills (a partial last cell counts)."""
+    y1, y2, x1, x2 = box
+    return y1 // output_stride, -(-y2 // output_stride), x1 // output_stride, -(-x2 // output_stride)
+
+
+def window_layout(height: int, width: int, window: int, stride: int, output_stride: int,
+                  padding: str = "crop") -> WindowLayout:
+    """The windows and stitched grid of a resized H' x W' image (docs/inference-contract.md, "Sliding windows").
+
+    padding "crop" (default): `grid_spans` on the image, as mmseg's `slide_inference` with TCL's per-crop padding.
+    padding "image": the image zero-padded to multiples of the output stride first and mmseg's positions taken on
+    that (mgca before issue 20): the last window can sit up to os - 1 px past mmseg's and hold that padding."""
+    if padding == "image":
+        ys = [(y1, min(y2, height)) for y1, y2 in window_spans(round_up(height, output_stride), window, stride)]
+        xs = [(x1, min(x2, width)) for x1, x2 in window_spans(round_up(width, output_stride), window, stride)]
+    elif padding == "crop":
+        ys = grid_spans(height, window, stride, output_stride)
+        xs = grid_spans(width, window, stride, output_stride)
+    else:
+        raise SettingsError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    boxes = tuple((y1, y2, x1, x2) for y1, y2 in ys for x1, x2 in xs)
+    grid = (-(-max(y2 for _, y2 in ys) // output_stride), -(-max(x2 for _, x2 in xs) // output_stride))
+    return WindowLayout(boxes, grid)
+
+
+def settings_layout(height: int, width: int, settings: InferenceSettings, output_stride: int) -> WindowLayout:
+    """`window_layout` of a resized image with the window, stride and padding of `settings`."""
+    return window_layout(height, width, settings.window, settings.stride, output_stride, settings.padding)
 
 
 def uses_pixel_units(units: int, height: int, width: int) -> bool:
@@ -168,6 +285,9 @@ def meta_point_indices(height: int, width: int, units: int) -> list[int]:
 __all__ = [
     "BUNDLE_FORMAT", "READABLE_BUNDLE_FORMATS", "TEXT_CACHE_FORMAT", "ONNX_FORMAT", "MANIFEST_FILE", "TEXT_CACHE_FILE",
     "MODEL_FILES", "MODEL_KEYS", "INPUT_NAME", "OUTPUT_NAME", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD", "CLIP_LOGIT_SCALE",
-    "PAPER_WINDOW", "UNIT_SCOPES", "InferenceSettings", "DEFAULT_SETTINGS", "check_window", "Box", "resized_shape",
-    "round_up", "window_spans", "window_boxes", "uses_pixel_units", "meta_grid", "meta_point_indices",
+    "PAPER_WINDOW", "UNIT_SCOPES", "BG_RULES", "GROUPVIT_TOP_K", "TCL_MASK_SCALE", "TCL_MASK_BIAS", "TCL_BACKGROUND",
+    "TCL_BACKGROUND_PAMR", "MMSEG_LONG_SIDE", "PADDINGS", "PAMR_DILATIONS", "InferenceSettings", "DEFAULT_SETTINGS",
+    "check_window", "default_background", "Box", "resized_shape", "round_up", "window_spans", "window_boxes",
+    "grid_spans", "WindowLayout", "box_cells", "window_layout", "settings_layout", "uses_pixel_units", "meta_grid",
+    "meta_point_indices",
 ]

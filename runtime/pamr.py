@@ -24,9 +24,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .contract import PAMR_DILATIONS  # the PAMR paper's and TCL's (`apply_pamr`); NACLIP uses (8, 16)
 from .errors import RuntimeInputError
 
-PAMR_DILATIONS = (1, 2, 4, 8, 12, 24)  # the PAMR paper's and TCL's (`apply_pamr`); NACLIP uses (8, 16)
 PAMR_ITERATIONS = 10  # TCL's and NACLIP's
 NACLIP_PAMR_DILATIONS = (8, 16)  # NACLIP's `pamr_stride` default
 

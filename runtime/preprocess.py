@@ -1,7 +1,8 @@
 """Image checks, resizing, normalisation, padding and sliding-window crops in numpy/OpenCV.
 
 Implements docs/inference-contract.md "Preprocessing" and "Sliding windows"; the sizes and window
-positions come from `runtime.contract`. `mgca.inference` checks and resizes images with this module too.
+positions come from `runtime.contract` (mmseg's resize and `slide_inference` placement, each crop padded
+alone). `mgca.inference` checks, resizes and normalises images with this module too.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .contract import Box, InferenceSettings, resized_shape, round_up, window_boxes
+from .contract import Box, InferenceSettings, resized_shape, settings_layout
 from .errors import RuntimeInputError
 
 # Bad-image policy: lossless conversions are done, ambiguous or lossy ones are refused.
@@ -78,24 +79,21 @@ def check_image(image: object, where: str = "image") -> np.ndarray:
     return arr
 
 
-def resize_short_side(image: np.ndarray, short_side: int) -> np.ndarray:
-    """cv2 INTER_LINEAR on the uint8 image: the one step both implementations share bit for bit."""
-    new_h, new_w = resized_shape(image.shape[0], image.shape[1], short_side)
+def resize_image(image: np.ndarray, short_side: int, long_side: int = 0) -> np.ndarray:
+    """mmcv's `imrescale` (cv2 INTER_LINEAR on the uint8 image) to `resized_shape`: the one step both
+    implementations share bit for bit."""
+    new_h, new_w = resized_shape(image.shape[0], image.shape[1], short_side, long_side)
     if (new_h, new_w) == image.shape[:2]:
         return image
     return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
 
 
-def normalize_pad(image: np.ndarray, mean: np.ndarray, std: np.ndarray, output_stride: int,
-                  color_order: str = "rgb") -> np.ndarray:
-    """uint8 H' x W' x 3 -> float32 3 x H'' x W'' RGB (normalised, zero-padded bottom/right to multiples of os).
+def normalize(image: np.ndarray, mean: np.ndarray, std: np.ndarray, color_order: str = "rgb") -> np.ndarray:
+    """uint8 H' x W' x 3 -> float32 3 x H' x W' RGB, normalised with mean/std (in [0, 1] units).
     A BGR image is read through a reversed channel view, so the swap costs no copy of its own."""
-    height, width = image.shape[:2]
-    out = np.zeros((3, round_up(height, output_stride), round_up(width, output_stride)), dtype=np.float32)
     rgb = image[:, :, ::-1] if color_order == "bgr" else image
     x = rgb.astype(np.float32) / np.float32(255.0)
-    out[:, :height, :width] = ((x - mean) / std).transpose(2, 0, 1)
-    return out
+    return np.ascontiguousarray(((x - mean) / std).transpose(2, 0, 1))
 
 
 @dataclass(frozen=True)
@@ -103,26 +101,27 @@ class Prepared:
     """One image after preprocessing, with the window crops that go through the model."""
 
     original_hw: tuple[int, int]  # H x W of the input
-    resized_hw: tuple[int, int]  # H' x W' after the short-side resize
-    padded_hw: tuple[int, int]  # H'' x W''
-    boxes: tuple[Box, ...]  # (y1, y2, x1, x2) per window, padded-image pixels
+    resized_hw: tuple[int, int]  # H' x W' after the resize
+    grid_hw: tuple[int, int]  # cells of the stitched embedding map (runtime.contract.WindowLayout)
+    boxes: tuple[Box, ...]  # (y1, y2, x1, x2) per window: the resized-image pixels it holds
     crops: np.ndarray  # n_windows x 3 x win x win float32
+    image: np.ndarray  # 3 x H' x W' float32, the normalised resized image (PAMR reads it)
 
 
 def prepare(image: np.ndarray, settings: InferenceSettings, output_stride: int, mean: np.ndarray, std: np.ndarray,
             color_order: str = "rgb") -> Prepared:
-    """A checked uint8 image (RGB or BGR as color_order says) -> resized, normalised RGB window crops.
-    Resizing first is exact for BGR too: bilinear resizing treats every channel alike."""
-    resized = resize_short_side(image, settings.short_side)
-    padded = normalize_pad(resized, mean, std, output_stride, color_order)
-    _, height, width = padded.shape
+    """A checked uint8 image (RGB or BGR as color_order says) -> resized, normalised RGB window crops, each
+    zero-padded bottom/right to the window. Resizing first is exact for BGR too: bilinear resizing treats every
+    channel alike."""
+    resized = resize_image(image, settings.short_side, settings.long_side)
+    normalized = normalize(resized, mean, std, color_order)
+    height, width = resized.shape[:2]
+    layout = settings_layout(height, width, settings, output_stride)
     window = settings.window
-    boxes = tuple(window_boxes(height, width, window, settings.stride))
-    crops = np.zeros((len(boxes), 3, window, window), dtype=np.float32)
-    for i, (y1, y2, x1, x2) in enumerate(boxes):
-        crops[i, :, :y2 - y1, :x2 - x1] = padded[:, y1:y2, x1:x2]
-    return Prepared(image.shape[:2], resized.shape[:2], (height, width), boxes, crops)
+    crops = np.zeros((len(layout.boxes), 3, window, window), dtype=np.float32)
+    for i, (y1, y2, x1, x2) in enumerate(layout.boxes):
+        crops[i, :, :y2 - y1, :x2 - x1] = normalized[:, y1:y2, x1:x2]
+    return Prepared(image.shape[:2], (height, width), layout.grid_hw, layout.boxes, crops, normalized)
 
 
-__all__ = ["COLOR_ORDERS", "check_color_order", "check_image", "resize_short_side", "normalize_pad", "Prepared",
-           "prepare"]
+__all__ = ["COLOR_ORDERS", "check_color_order", "check_image", "resize_image", "normalize", "Prepared", "prepare"]

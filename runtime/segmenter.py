@@ -1,8 +1,9 @@
 """`Segmenter`: exported bundle + vocabulary -> label maps, in numpy/OpenCV/onnxruntime/faiss (no torch).
 
-Pipeline per docs/inference-contract.md: check image -> resize short side -> normalise/pad -> windows
-(all windows of all images of a call in one engine batch) -> stitch + L2-normalise -> adaptive semantic
-units -> unit/pixel cosine scores -> bilinear upsample, crop, resize to the input -> argmax (+ background).
+Pipeline per docs/inference-contract.md: check image -> resize (mmseg: short side, long-side cap) -> normalise ->
+windows, each crop padded alone (all windows of all images of a call in one engine batch) -> stitch +
+L2-normalise -> adaptive semantic units -> unit/pixel cosine scores -> PAMR (optional) -> background rule ->
+bilinear upsample, crop, resize to the input -> argmax.
 
 No global state: everything a Segmenter decides (assignment method and its timings, thread cap, colour
 order, FAISS GPU resources) lives on the instance, and no process-wide knob (OpenCV/BLAS/OpenMP thread
@@ -28,7 +29,7 @@ from .bundle import Bundle, load_bundle
 from .contract import MODEL_KEYS, InferenceSettings
 from .engines import OrtEngine, TensorRTEngine, tensorrt_available
 from .errors import BackendError, RuntimeInputError, VocabularyError
-from .postprocess import image_scores, scores_to_labels, stitch
+from .postprocess import image_scores, refine, scores_to_labels, stitch
 from .preprocess import Prepared, check_color_order, check_image, prepare
 from .text_cache import MAKE_CACHE_HINT, TextCache, load_text_cache, make_text_cache
 from .units import ASSIGNMENT_METHODS, faiss, faiss_gpu_available, make_assigner, measure_assigners
@@ -67,7 +68,9 @@ class Segmenter:
         text_cache: vocabulary file (hash-checked against the bundle); default: the bundle's own.
         assignment: meta-point assignment, "auto" (measured by this Segmenter at construction), "numpy",
             "faiss" or "faiss-gpu"; all give identical labels.
-        short_side, stride, units, unit_scope: override the manifest's inference settings.
+        short_side, stride, units, unit_scope, long_side, padding, bg_rule, pamr, pamr_dilations: override the
+            manifest's inference settings (runtime.contract.InferenceSettings; bg_rule "groupvit", "tcl" or
+            "softmax" decides background when `segment` is given a background value; pamr = PAMR iterations).
         max_batch: most windows per engine call (all windows of a call's images are batched up to this).
         num_threads: cap on this Segmenter's CPU threads: onnxruntime intra/inter-op threads, FAISS' OpenMP
             team (per call, calling thread only) and concurrent post-processing; None = library defaults.
@@ -78,10 +81,14 @@ class Segmenter:
     def __init__(self, bundle_dir: str | Path, backend: str = "auto", device: str = "auto", *,
                  precision: str | None = None, text_cache: str | Path | TextCache | None = None,
                  assignment: str = "auto", short_side: int | None = None, stride: int | None = None,
-                 units: int | None = None, unit_scope: str | None = None, max_batch: int = 16,
+                 units: int | None = None, unit_scope: str | None = None, long_side: int | None = None,
+                 padding: str | None = None, bg_rule: str | None = None, pamr: int | None = None,
+                 pamr_dilations: Sequence[int] | None = None, max_batch: int = 16,
                  num_threads: int | None = None, color_order: str = "rgb"):
         self.bundle: Bundle = load_bundle(bundle_dir)
-        given = dict(short_side=short_side, stride=stride, units=units, unit_scope=unit_scope)
+        given = dict(short_side=short_side, stride=stride, units=units, unit_scope=unit_scope, long_side=long_side,
+                     padding=padding, bg_rule=bg_rule, pamr=pamr,
+                     pamr_dilations=tuple(pamr_dilations) if pamr_dilations is not None else None)
         overrides = {k: v for k, v in given.items() if v is not None}
         self.settings: InferenceSettings = replace(self.bundle.inference, **overrides).validate(
             self.bundle.output_stride) if overrides else self.bundle.inference
@@ -239,7 +246,8 @@ class Segmenter:
         return prepare(image, self.settings, self.bundle.output_stride, self._mean, self._std, color_order)
 
     def embed(self, image: np.ndarray, color_order: str | None = None) -> np.ndarray:
-        """Stitched, L2-normalised pixel embeddings C x H''/os x W''/os of one image (before units)."""
+        """Stitched, L2-normalised pixel embeddings C x gh x gw of one image (before units; gh x gw is the grid
+        of runtime.contract.window_layout, about H'/os x W'/os)."""
         order = self.color_order if color_order is None else check_color_order(color_order)
         prep = self._prepare(check_image(image), order)
         return stitch(self._embed_windows([prep])[0], prep, self.bundle.output_stride)
@@ -252,21 +260,27 @@ class Segmenter:
         copied nor modified; the first new array is the resized (or float-converted) image.
         classes: names from the vocabulary (None: all of it), label i is classes[i].
         color_order: "rgb" or "bgr" (OpenCV frames) for this call; None = the constructor's default.
-        background_threshold: if set, a pixel whose best CLIP softmax probability (scores x 100) is below it
-        gets label 0 "background" and the classes shift to 1..K (VOC/Context/COCO-Object evaluation).
+        background_threshold: if set, label 0 is "background" and the classes shift to 1..K (VOC/Context/
+        COCO-Object evaluation), decided by the settings' bg_rule: "groupvit" (default) and "softmax" take it as
+        the threshold (GroupViT's 0.95 VOC / 0.35 Context / 0.95 COCO-Object), "tcl" as its constant background
+        channel (0.5, or 0.4 with PAMR); `runtime.contract.default_background` gives a rule's value.
+        return_scores: K x H x W class maps: cosines, or with background the groupvit scores / tcl masks.
         """
         text, names = self._classes(classes)
         if background_threshold is not None and not 0.0 <= float(background_threshold) <= 1.0:
             raise RuntimeInputError(f"background_threshold must be in [0, 1], got {background_threshold}")
+        settings, os_ = self.settings, self.bundle.output_stride
         order = self.color_order if color_order is None else check_color_order(color_order)
         arrays, batched = self._images(images)
         prepared = [self._prepare(img, order) for img in arrays]
         windows = self._embed_windows(prepared)
         results = []
         for prep, win in zip(prepared, windows, strict=True):
-            scores = image_scores(win, prep, text, self.settings, self.bundle.output_stride, self._assign)
+            scores, image_cos = image_scores(win, prep, text, settings, os_, self._assign)
             with self._post_gate:
-                labels, full = scores_to_labels(scores, prep, background_threshold, return_scores)
+                scores = refine(scores, prep, settings, os_)
+                labels, full = scores_to_labels(scores, prep, background_threshold, return_scores, output_stride=os_,
+                                                bg_rule=settings.bg_rule, image_cos=image_cos)
             label_names = ("background", *names) if background_threshold is not None else names
             results.append(Result(labels, label_names, full))
         return results if batched else results[0]
@@ -274,11 +288,12 @@ class Segmenter:
     __call__ = segment
 
     def describe(self) -> dict[str, Any]:
-        """What runs: backend, provider actually used, model file, geometry, units and assignment choice."""
+        """What runs: backend, provider actually used, model file, dense mode, settings and assignment choice."""
         s = self.settings
         info = {
             "bundle": str(self.bundle.path),
             "arch": self.bundle.arch,
+            "dense_mode": (self.bundle.manifest.get("backbone") or {}).get("dense_mode"),
             "backend": self.backend,
             "precision": self.precision,
             **self.engine.describe(),
@@ -289,6 +304,11 @@ class Segmenter:
             "stride": s.stride,
             "units": s.units,
             "unit_scope": s.unit_scope,
+            "long_side": s.long_side,
+            "padding": s.padding,
+            "bg_rule": s.bg_rule,
+            "pamr": s.pamr,
+            "pamr_dilations": list(s.pamr_dilations),
             "assignment": self.assignment,
             "assignment_reason": self.assignment_reason,
             "max_batch": self.max_batch,
@@ -304,7 +324,8 @@ class Segmenter:
     def __repr__(self) -> str:
         d = self.describe()
         return (f"Segmenter({d['bundle']!r}, backend={d['backend']}, provider={d['provider']}, model={d['model']}, "
-                f"window={d['window']}/{d['stride']}, units={d['units']}/{d['unit_scope']}, "
+                f"dense_mode={d['dense_mode']}, window={d['window']}/{d['stride']}, "
+                f"units={d['units']}/{d['unit_scope']}, bg_rule={d['bg_rule']}, pamr={d['pamr']}, "
                 f"assignment={d['assignment']})")
 
 

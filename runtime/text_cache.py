@@ -1,13 +1,15 @@
 """`text_cache.npz`, a vocabulary's class embeddings (docs/inference-contract.md, "Text embeddings"): written
 and read here, with numpy only, so the runtime needs no text encoder.
 
-* `embeddings`  float32 K x C, each row L2-normalised (templates averaged, then re-normalised);
+* `embeddings`  float32 K x C, each row L2-normalised (templates averaged as `meta.template_average`, then
+  re-normalised);
 * `class_names` unicode K;
 * `templates`   unicode T (the filled-in prompt templates, e.g. TCL's 9);
 * `meta`        0-d unicode, a JSON object: `format` ("mgca-text-cache/1"), `arch`, `embed_dim`,
   `text_sha256` (hash of the CLIP text tower that made the embeddings; a reader compares it with
   the bundle's `backbone.text_sha256` and refuses a mismatch), plus `visual_sha256`, `source`,
-  `dense_mode`, `template_set`, `num_classes`.
+  `dense_mode`, `template_set`, `template_average` ("raw": TCL's mean of raw embeddings for the tcl set,
+  "normalized": CLIP's mean of normalised ones otherwise), `num_classes`.
 
 `export.text_cache` computes the embeddings with the CLIP text tower and calls `write_text_cache`.
 """
@@ -130,7 +132,8 @@ def make_text_cache(embeddings: np.ndarray, class_names: Sequence[str]) -> TextC
     return TextCache(np.ascontiguousarray(emb), tuple(str(c) for c in class_names), (), {"format": TEXT_CACHE_FORMAT})
 
 
-def cache_meta(identity: dict[str, Any], embed_dim: int, num_classes: int, template_set: str | None) -> dict[str, Any]:
+def cache_meta(identity: dict[str, Any], embed_dim: int, num_classes: int, template_set: str | None,
+               template_average: str | None = None) -> dict[str, Any]:
     return {
         "format": TEXT_CACHE_FORMAT,
         "arch": identity.get("arch"),
@@ -140,12 +143,14 @@ def cache_meta(identity: dict[str, Any], embed_dim: int, num_classes: int, templ
         "source": identity.get("source"),
         "dense_mode": identity.get("dense_mode"),
         "template_set": template_set,
+        "template_average": template_average,
         "num_classes": int(num_classes),
     }
 
 
 def write_text_cache(path: str | Path, embeddings: np.ndarray, class_names: Sequence[str], templates: Sequence[str],
-                     identity: dict[str, Any], template_set: str | None = None) -> Path:
+                     identity: dict[str, Any], template_set: str | None = None,
+                     template_average: str | None = None) -> Path:
     """Write the cache atomically (temporary file + rename); `identity` is the backbone's (its text_sha256 is
     what a reader checks). Returns the path."""
     emb = np.asarray(embeddings, dtype=np.float32)
@@ -158,7 +163,7 @@ def write_text_cache(path: str | Path, embeddings: np.ndarray, class_names: Sequ
         raise ValueError("the backbone identity has no text_sha256; "
                          "a cache without it cannot be checked by the runtime")
     emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    meta = cache_meta(identity, emb.shape[1], len(names), template_set)
+    meta = cache_meta(identity, emb.shape[1], len(names), template_set, template_average)
     path = Path(path).expanduser()
     if path.suffix != ".npz":
         raise ValueError(f"text cache path {path} must end in .npz")

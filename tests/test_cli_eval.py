@@ -156,3 +156,86 @@ def test_module_entry_points_run():
         result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=root, capture_output=True, text=True,
                                 timeout=120)
         assert result.returncode == 0 and "usage" in result.stdout
+
+
+# ---- protocol flags and dense modes (issues 17 and 20) ----------------------------------------------
+
+def test_dense_mode_flag_offers_every_mode():
+    from mgca.dense_modes import DENSE_MODES
+
+    assert set(eval_cli.DENSE_MODE_NAMES) == set(DENSE_MODES)
+
+
+@pytest.mark.parametrize("mode", ["maskclip", "tcl", "sclip", "clearclip", "naclip", "scclip"])
+def test_eval_dense_mode_with_frozen_features(voc_root, tmp_path, capsys, mode):
+    """`mgca-eval --dense-mode M --decoder none` for every mode (the 4-layer tiny ViT; SC-CLIP's layer rule)."""
+    out_json = tmp_path / "m.json"
+    code, out, err = run_eval(["--dataset", "voc21", "--root", str(voc_root), "--decoder", "none", "--arch",
+                               "mgca-tiny", "--dense-mode", mode, "--limit", "1", "--json", str(out_json), *SMALL],
+                              capsys)
+    assert code == 0, err
+    result = json.loads(out_json.read_text())
+    assert result["backbone"]["dense_mode"] == mode and result["protocol"]["dense_mode"] == mode
+    assert result["num_images"] == 1 and 0.0 <= result["mIoU"] <= 100.0
+
+
+def test_eval_json_records_every_protocol_choice(voc_root, tiny_checkpoint, tmp_path, capsys):
+    out_json = tmp_path / "m.json"
+    code, out, err = run_eval(["--dataset", "voc21", "--root", str(voc_root), "--checkpoint", str(tiny_checkpoint),
+                               "--json", str(out_json), "--limit", "1", *SMALL], capsys)
+    assert code == 0, err
+    result = json.loads(out_json.read_text())
+    inference, protocol = result["inference"], result["protocol"]
+    assert inference["bg_rule"] == "groupvit" and inference["background_threshold"] == 0.95
+    assert inference["long_side"] == 2048 and inference["padding"] == "crop" and inference["pamr"] == 0
+    assert protocol["resize"]["rounding"] == "int(side * scale + 0.5)" and protocol["resize"]["long_side"] == 2048
+    assert protocol["background"]["rule"] == "groupvit" and protocol["background"]["top_k"] == 5
+    assert "group_vit_seg.py" in protocol["background"]["source"]
+    assert protocol["templates"] == {"set": "tcl", "count": 9, "average": "raw"}
+    assert protocol["windows"]["padding"] == "crop" and protocol["pamr"] is None
+    assert protocol["labels"] == {"reduce_zero_label": False, "ignore_index": 255}
+    assert "background groupvit 0.95" in out and "templates tcl" in out
+
+
+@pytest.mark.parametrize("extra, rule, value", [
+    (["--bg-rule", "tcl"], "tcl", 0.5),
+    (["--bg-rule", "tcl", "--pamr", "2", "--pamr-dilations", "8,16"], "tcl", 0.4),  # TCL lowers it with PAMR
+    (["--bg-rule", "softmax", "--padding", "image", "--long-side", "0"], "softmax", 0.95),
+    (["--bg-rule", "groupvit", "--background-threshold", "0.5"], "groupvit", 0.5),
+])
+def test_eval_background_rules(voc_root, tiny_checkpoint, tmp_path, capsys, extra, rule, value):
+    out_json = tmp_path / "m.json"
+    code, out, err = run_eval(["--dataset", "voc21", "--root", str(voc_root), "--checkpoint", str(tiny_checkpoint),
+                               "--json", str(out_json), "--limit", "1", *SMALL, *extra], capsys)
+    assert code == 0, err
+    result = json.loads(out_json.read_text())
+    assert result["inference"]["bg_rule"] == rule and result["protocol"]["background"]["value"] == value
+    if "--pamr" in extra:
+        assert result["protocol"]["pamr"] == {"iterations": 2, "dilations": [8, 16],
+                                              "where": result["protocol"]["pamr"]["where"]}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bg-rule", "mean"], "invalid choice"),
+    (["--pamr", "-1"], "expected an integer >= 0"),
+    (["--pamr-dilations", "1,x"], "comma-separated integers"),
+])
+def test_protocol_flag_errors_are_usage_errors(voc_root, capsys, args, message):
+    with pytest.raises(SystemExit) as info:
+        eval_cli.main(["--dataset", "voc21", "--root", str(voc_root), "--decoder", "none", *SMALL, *args])
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_bad_long_side_is_one_line(voc_root, capsys):
+    code, _, err = run_eval(["--dataset", "voc21", "--root", str(voc_root), "--decoder", "none", "--long-side", "10",
+                             *SMALL], capsys)
+    assert code == 2 and "long_side must be 0 (no cap) or an integer >= short_side 64" in err and "Traceback" not in err
+
+
+def test_segment_with_dense_mode_pamr_and_tcl_background(photo, tmp_path, capsys):
+    labels_out = tmp_path / "labels.png"
+    code = segment_cli.main([str(photo), "--classes", "sky,grass", "--decoder", "none", "--dense-mode", "naclip",
+                             "--bg-rule", "tcl", "--background-threshold", "0.5", "--pamr", "2",
+                             "--labels-out", str(labels_out), "--out", str(tmp_path / "o.png"), *SMALL])
+    assert code == 0, capsys.readouterr().err
+    assert np.asarray(Image.open(labels_out)).max() <= 2

@@ -3,6 +3,7 @@ mgca (PyTorch) and runtime (numpy) both take from it. Torch-free."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -12,13 +13,16 @@ from runtime.contract import (
     MODEL_FILES,
     MODEL_KEYS,
     InferenceSettings,
+    box_cells,
     check_window,
+    grid_spans,
     meta_grid,
     meta_point_indices,
     resized_shape,
     round_up,
     uses_pixel_units,
     window_boxes,
+    window_layout,
     window_spans,
 )
 from runtime.errors import SettingsError
@@ -27,7 +31,8 @@ from runtime.errors import SettingsError
 
 
 def test_defaults_are_the_papers():
-    assert DEFAULT_SETTINGS == InferenceSettings(short_side=448, window=448, stride=224, units=36, unit_scope="image")
+    assert DEFAULT_SETTINGS == InferenceSettings(short_side=448, window=448, stride=224, units=36, unit_scope="image",
+                                                 long_side=2048, padding="crop", bg_rule="groupvit", pamr=0)
     assert DEFAULT_SETTINGS.validate(output_stride=8, patch_size=16) is DEFAULT_SETTINGS
 
 
@@ -48,6 +53,12 @@ def test_for_window_derives_short_side_and_stride_on_the_output_stride_grid():
     (dict(units=-1), "units must be an integer >= 0"),
     (dict(units=True), "units must be an integer >= 0"),
     (dict(unit_scope="tile"), "unit_scope must be one of"),
+    (dict(long_side=50), "long_side must be 0 .no cap. or an integer >= short_side 64"),
+    (dict(padding="reflect"), "padding must be one of"),
+    (dict(bg_rule="threshold"), "bg_rule must be one of"),
+    (dict(pamr=-2), "pamr must be an integer >= 0"),
+    (dict(pamr_dilations=(1, 0)), "pamr_dilations must be a non-empty tuple of positive integers"),
+    (dict(pamr_dilations=[1, 2]), "pamr_dilations must be a non-empty tuple"),
 ])
 def test_validate_names_the_bad_value(bad, message):
     with pytest.raises(SettingsError, match=message) as info:
@@ -64,9 +75,14 @@ def test_window_on_the_patch_grid_when_the_patch_size_is_known():
 
 
 def test_manifest_round_trip_ignores_unknown_keys():
-    settings = InferenceSettings(96, 64, 32, 9, "window")
-    assert InferenceSettings.from_dict({**settings.to_dict(), "from_a_newer_version": 1}) == settings
+    settings = InferenceSettings(96, 64, 32, 9, "window", long_side=0, padding="image", bg_rule="tcl", pamr=10,
+                                 pamr_dilations=(8, 16))
+    as_json = json.loads(json.dumps(settings.to_dict()))  # the manifest's `inference` block: tuples become lists
+    assert InferenceSettings.from_dict({**as_json, "from_a_newer_version": 1}) == settings
     assert list(settings.to_dict()) == list(InferenceSettings.field_names())
+    # a manifest written before these fields existed gets today's defaults (mmseg resize, per-crop padding, groupvit)
+    old = {"short_side": 96, "window": 64, "stride": 32, "units": 9, "unit_scope": "image"}
+    assert InferenceSettings.from_dict(old) == InferenceSettings(96, 64, 32, 9)
 
 
 def test_model_files_and_keys_agree():
@@ -83,6 +99,48 @@ def test_resized_shape_rounds_the_scaled_sides():
     assert resized_shape(5, 7, 448) == (448, 627)
     assert resized_shape(1, 5000, 2) == (2, 10000) and resized_shape(5000, 1, 1) == (5000, 1)
     assert resized_shape(1000, 1, 1) == (1000, 1) and min(resized_shape(3, 10_000, 1)) >= 1
+
+
+def test_resized_shape_is_mmcv_imrescale():
+    """mmcv.imrescale with scale (long_side, short_side): one factor, min(long / max(h, w), short / min(h, w)),
+    each side int(side * factor + 0.5): halves round up (Python's round would take 2.5 to 2)."""
+    assert resized_shape(4, 5, 2) == (2, 3)  # 5 * 0.5 = 2.5 -> 3
+    assert resized_shape(100, 1000, 448, 2048) == (205, 2048)  # 448 / 100 would make 4480: the cap wins
+    assert resized_shape(100, 1000, 448, 0) == (448, 4480)
+    assert resized_shape(500, 334, 448, 2048) == (671, 448)
+    for height, width in [(375, 500), (333, 500), (512, 683), (1024, 2048), (17, 400), (281, 500)]:
+        factor = min(2048 / max(height, width), 448 / min(height, width))
+        assert resized_shape(height, width, 448, 2048) == (int(height * factor + 0.5), int(width * factor + 0.5))
+
+
+@pytest.mark.parametrize("size", [448, 449, 455, 600, 671, 672, 673, 896, 1000, 100, 3])
+def test_grid_spans_are_mmseg_spans_moved_back_onto_the_output_stride_grid(size):
+    mmseg = window_spans(size, 448, 224)
+    ours = grid_spans(size, 448, 224, 8)
+    for start, end in ours:
+        assert start % 8 == 0 and 0 <= start < end <= size and end - start == min(448, size)
+    # every mmseg window is ours moved back by < 8 px (duplicates made by the move dropped)
+    assert {s - s % 8 for s, _ in mmseg} == {s for s, _ in ours}
+    covered = np.zeros(size, dtype=bool)
+    for start, end in ours:
+        covered[start:end] = True
+    layout = window_layout(size, 448, 448, 224, 8)
+    grid_px = layout.grid_hw[0] * 8
+    assert covered[:min(grid_px, size)].all() and abs(grid_px - size) < 8
+    assert all(box_cells(box, 8)[1] <= layout.grid_hw[0] for box in layout.boxes)
+
+
+def test_window_layouts():
+    crop = window_layout(671, 448, 448, 224, 8)
+    assert crop.boxes == ((0, 448, 0, 448), (216, 664, 0, 448)) and crop.grid_hw == (83, 56)
+    image = window_layout(671, 448, 448, 224, 8, padding="image")  # mgca before issue 20: pad first
+    assert image.boxes == ((0, 448, 0, 448), (224, 671, 0, 448)) and image.grid_hw == (84, 56)
+    assert [b[:2] for b in image.boxes] == [(y1, min(y2, 671)) for y1, y2 in window_spans(672, 448, 224)]
+    small = window_layout(100, 30, 64, 32, 8)  # shorter than the window: one crop of the whole axis, zero-padded
+    assert {(b[2], b[3]) for b in small.boxes} == {(0, 30)} and small.grid_hw == (12, 4)  # 96 rows: 4 extended
+    assert box_cells((0, 30, 16, 37), 8) == (0, 4, 2, 5)
+    with pytest.raises(SettingsError, match="padding must be one of"):
+        window_layout(10, 10, 8, 8, 8, padding="edge")
 
 
 def test_round_up():

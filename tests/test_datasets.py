@@ -243,9 +243,12 @@ def test_coco_instances_layout(tmp_path):
     assert [i.name for i in dataset.items] == ["000000000004", "000000000009"]
     assert not dataset[0].label.any()
     label = dataset[1].label
-    # car (id 3 -> 2) polygon; two equal-area crowd RLEs: the later one (person, id 1 -> 1) ends on top
-    assert label[0, 0] == 2 and label[9, 11] == 1 and label[7, 2] == 0
-    assert (label == 2).sum() == 16 and (label == 1).sum() == 20 and sorted(np.unique(label).tolist()) == [0, 1, 2]
+    # car (id 3 -> 2) polygon; the crowd RLEs are left out, as cocostuffapi leaves them out of COCO-Stuff's things
+    assert label[0, 0] == 2 and label[9, 11] == 0 and (label == 2).sum() == 16 and label.max() == 2
+    # painted when asked: two equal-area crowd RLEs, the later one (person, id 1 -> 1) ends on top
+    with_crowd = coco_object_label(10, 12, dataset.items[1].annotations, include_crowd=True)
+    assert with_crowd[0, 0] == 2 and with_crowd[9, 11] == 1 and with_crowd[7, 2] == 0
+    assert (with_crowd == 1).sum() == 20 and sorted(np.unique(with_crowd).tolist()) == [0, 1, 2]
 
 
 # ---- errors ---------------------------------------------------------------------------------

@@ -425,3 +425,30 @@ def test_bundle_records_the_mode_and_the_runtime_runs_it_unchanged(onnx_tools, t
     for height, width in [(64, 64), (96, 150)]:
         image = blocky_image(rng, height, width)
         assert (segmenter.segment(image).labels == reference.predict(image)).mean() >= 0.999
+
+
+def test_export_dense_mode_flag_rebuilds_the_backbone_and_the_manifest_records_the_protocol(tiny_checkpoint,
+                                                                                            tmp_path):
+    """`mgca-export --dense-mode naclip` on a checkpoint trained in another mode, with protocol flags: the bundle
+    names the mode and holds each setting once in `inference`; the runtime follows both, as PyTorch does."""
+    from mgca.checkpoint import load_model
+    from runtime import Segmenter
+    from runtime.text_cache import load_text_cache
+
+    bundle = export_with_cli(tiny_checkpoint, tmp_path / "bundle", CLASSES, "--dense-mode", "naclip", "--bg-rule",
+                             "tcl", "--pamr", "2", "--pamr-dilations", "8,16", "--long-side", "0")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["backbone"]["dense_mode"] == "naclip"
+    assert {k: manifest["inference"][k] for k in ("bg_rule", "pamr", "pamr_dilations", "long_side", "padding")} == {
+        "bg_rule": "tcl", "pamr": 2, "pamr_dilations": [8, 16], "long_side": 0, "padding": "crop"}
+    segmenter = Segmenter(bundle, backend="onnxruntime", device="cpu")
+    described = segmenter.describe()
+    assert described["dense_mode"] == "naclip" and described["bg_rule"] == "tcl" and described["pamr"] == 2
+    model, _ = load_model(tiny_checkpoint, dense_mode="naclip")
+    reference = torch_predictor(model, load_text_cache(bundle / "text_cache.npz").embeddings, bg_rule="tcl", pamr=2,
+                                pamr_dilations=(8, 16), long_side=0, background_threshold=0.4)
+    rng = np.random.default_rng(1)
+    for height, width in [(64, 64), (96, 150)]:
+        image = np.clip(blocky_image(rng, height, width) + rng.normal(0, 4, (height, width, 3)), 0, 255)
+        image = image.astype(np.uint8)
+        assert (segmenter.segment(image, background_threshold=0.4).labels == reference.predict(image)).mean() >= 0.999

@@ -162,7 +162,8 @@ def test_text_cache_round_trip_and_mismatch_refusal(tmp_path, tiny_model, tiny_c
     assert cache.templates == get_templates("tcl")
     assert cache.meta["format"] == "mgca-text-cache/1" and cache.meta["arch"] == "mgca-tiny"
     assert cache.meta["text_sha256"] == identity.text_sha256 and cache.meta["embed_dim"] == tiny_model.embed_dim
-    expected = tiny_model.backbone.class_embeddings(names, get_templates("tcl")).numpy()
+    assert cache.meta["template_set"] == "tcl" and cache.meta["template_average"] == "raw"  # TCL's set, TCL's way
+    expected = tiny_model.backbone.class_embeddings(names, get_templates("tcl"), average="raw").numpy()
     np.testing.assert_allclose(cache.embeddings, expected, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(cache.embeddings, axis=1), 1.0, atol=1e-5)
 
@@ -208,7 +209,8 @@ def test_bundle_layout_and_manifest(bundle_dir, tiny_model):
                                   "trt_int8": None}
     assert manifest["text_cache"] == "text_cache.npz"
     assert manifest["inference"] == {"short_side": WINDOW, "window": WINDOW, "stride": WINDOW // 2, "units": 36,
-                                     "unit_scope": "image"}
+                                     "unit_scope": "image", "long_side": 2048, "padding": "crop",
+                                     "bg_rule": "groupvit", "pamr": 0, "pamr_dilations": [1, 2, 4, 8, 12, 24]}
     parity = manifest["parity"]
     assert parity["rel_err"] < 1e-4 and parity["label_agreement"] > 0.999 and parity["classes"] == "vocabulary"
     assert parity["int8"]["label_agreement"] > 0.8  # random-init tiny model, 5 classes
@@ -250,7 +252,8 @@ def test_export_is_a_python_function(tmp_path, tiny_model, tiny_config):
     assert result.path == tmp_path / "b" and result.parity.passed
     assert result.files == {"onnx": "model.onnx", "text_cache": "text_cache.npz"}
     assert result.manifest["inference"] == {"short_side": WINDOW, "window": WINDOW, "stride": 16, "units": 4,
-                                            "unit_scope": "image"}
+                                            "unit_scope": "image", "long_side": 2048, "padding": "crop",
+                                            "bg_rule": "groupvit", "pamr": 0, "pamr_dilations": [1, 2, 4, 8, 12, 24]}
     assert any(line.startswith("wrote") and "manifest.json" in line for line in lines)
     segmenter = Segmenter(result.path, backend="onnxruntime", device="cpu")
     assert segmenter.class_names == ("cat", "sky") and segmenter.settings.stride == 16

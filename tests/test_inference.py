@@ -16,7 +16,7 @@ from mgca.inference import InferenceConfig, SegmentationPredictor, labels_from_s
 from mgca.inference.units import assign_pixels, semantic_units, unit_embedding_map, unit_scores
 from mgca.inference.windows import preprocess, stitch
 from mgca.prompts import TCL_TEMPLATES
-from runtime.contract import meta_point_indices, window_boxes
+from runtime.contract import InferenceSettings, meta_point_indices
 
 
 def random_map(channels: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -39,7 +39,7 @@ class LocalModel(nn.Module):
         torch.manual_seed(0)
         self.conv = nn.Conv2d(3, channels, kernel_size=8, stride=8)
         self.backbone = SimpleNamespace(mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.25), patch_size=8,
-                                        class_embeddings=lambda names, templates: random_classes(len(names), channels))
+                                        class_embeddings=lambda names, *_, **__: random_classes(len(names), channels))
 
     def pixel_embeddings(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.conv(images), dim=1)
@@ -127,13 +127,16 @@ def test_unit_embedding_map_is_normalised_and_piecewise_constant():
 
 # ---- preprocessing and windows --------------------------------------------------------------
 
-def test_preprocess_normalises_and_pads_to_the_output_stride():
+def test_preprocess_normalises_and_lays_out_mmseg_windows():
     image = np.full((500, 334, 3), 128, dtype=np.uint8)
-    pre = preprocess(image, 448, (0.5, 0.5, 0.5), (0.25, 0.5, 1.0), 8)
-    assert pre.original_size == (500, 334) and pre.resized_size == (671, 448) and pre.padded_size == (672, 448)
+    pre = preprocess(image, InferenceSettings(), (0.5, 0.5, 0.5), (0.25, 0.5, 1.0), 8)
+    assert pre.original_size == (500, 334) and pre.resized_size == (671, 448) and pre.tensor.shape == (3, 671, 448)
     value = (128 / 255 - 0.5) / np.array([0.25, 0.5, 1.0])
-    torch.testing.assert_close(pre.tensor[:, :671].mean(dim=(1, 2)), torch.tensor(value, dtype=torch.float32))
-    assert torch.count_nonzero(pre.tensor[:, 671:]) == 0
+    torch.testing.assert_close(pre.tensor.mean(dim=(1, 2)), torch.tensor(value, dtype=torch.float32))
+    # mmseg: [0, 448) and [223, 671); the second moved back onto the 8 px grid, both all image pixels
+    assert pre.boxes == ((0, 448, 0, 448), (216, 664, 0, 448)) and pre.grid_size == (83, 56)
+    legacy = preprocess(image, InferenceSettings(padding="image"), (0.5, 0.5, 0.5), (0.25, 0.5, 1.0), 8)
+    assert legacy.boxes == ((0, 448, 0, 448), (224, 671, 0, 448)) and legacy.grid_size == (84, 56)
 
 
 def test_preprocess_checks_images_as_the_runtime_does():
@@ -141,17 +144,18 @@ def test_preprocess_checks_images_as_the_runtime_does():
     gray = random_image(10, 12)[:, :, 0]
     rgb = np.repeat(gray[:, :, None], 3, axis=2)
     rgba = np.concatenate([rgb, np.full((10, 12, 1), 7, np.uint8)], axis=2)
-    reference = preprocess(rgb, 16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 8).tensor
+    small = InferenceSettings(short_side=16, window=16, stride=8)
+    reference = preprocess(rgb, small, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 8).tensor
     for converted in (gray, rgba):
-        assert torch.equal(preprocess(converted, 16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 8).tensor, reference)
+        assert torch.equal(preprocess(converted, small, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 8).tensor, reference)
     with pytest.raises(ValueError, match="dtype float32; pass uint8 RGB"):
-        preprocess(np.zeros((10, 10, 3), dtype=np.float32), 448, (0, 0, 0), (1, 1, 1), 8)
+        preprocess(np.zeros((10, 10, 3), dtype=np.float32), InferenceSettings(), (0, 0, 0), (1, 1, 1), 8)
 
 
 def test_stitch_averages_overlaps():
     grids = torch.stack([torch.full((2, 2, 2), 1.0), torch.full((2, 2, 2), 3.0)])
     grids[1, 1] = -3.0
-    out = stitch(grids, [(0, 16, 0, 16), (0, 16, 8, 24)], (16, 24), 8)
+    out = stitch(grids, [(0, 16, 0, 16), (0, 16, 8, 24)], (2, 3), 8)
     assert out.shape == (2, 2, 3)
     expected_middle = F.normalize(torch.tensor([2.0, -1.0]), dim=0)
     torch.testing.assert_close(out[:, 0, 1], expected_middle)
@@ -172,7 +176,7 @@ def test_sliding_windows_on_a_local_model_equal_a_single_pass():
     model = LocalModel()
     predictor = SegmentationPredictor(model, InferenceConfig(short_side=48, window=32, stride=16))
     pre, stitched = predictor.embed(random_image(50, 90, seed=4))
-    assert len(window_boxes(*pre.padded_size, 32, 16)) > 4  # the windows overlap and cross the image
+    assert len(pre.boxes) > 4 and pre.grid_size == (6, 10)  # the windows overlap and cross the image
     with torch.no_grad():
         single = model.pixel_embeddings(pre.tensor[None])[0]
     torch.testing.assert_close(stitched, single, atol=1e-5, rtol=0)
@@ -205,12 +209,12 @@ def test_background_threshold_shifts_classes(tiny_model):
     base = SegmentationPredictor(tiny_model, InferenceConfig(short_side=32, window=32, stride=16))
     base.set_classes(["cat", "grass", "sky"])
     plain = base.predict(image)
-    never = SegmentationPredictor(tiny_model,
-                                  InferenceConfig(short_side=32, window=32, stride=16, background_threshold=0.0))
+    never = SegmentationPredictor(tiny_model, InferenceConfig(short_side=32, window=32, stride=16,
+                                                              background_threshold=0.0, bg_rule="softmax"))
     never.set_classes(["cat", "grass", "sky"])
     np.testing.assert_array_equal(never.predict(image), plain + 1)
-    always = SegmentationPredictor(tiny_model,
-                                   InferenceConfig(short_side=32, window=32, stride=16, background_threshold=1.0))
+    always = SegmentationPredictor(tiny_model, InferenceConfig(short_side=32, window=32, stride=16,
+                                                               background_threshold=1.0, bg_rule="softmax"))
     always.set_classes(["cat", "grass", "sky"])
     assert (always.predict(image) <= 3).all()
 
@@ -222,19 +226,30 @@ def test_labels_from_scores_background_rule():
 
 
 def test_upsample_scores_walks_back_to_the_original_size():
-    pre = preprocess(random_image(30, 50), 16, (0, 0, 0), (1, 1, 1), 8)
-    assert pre.resized_size == (16, 27) and pre.padded_size == (16, 32)
-    scores = torch.rand(3, 2, 4)
+    pre = preprocess(random_image(30, 50), InferenceSettings(short_side=16, window=16, stride=8), (0, 0, 0),
+                     (1, 1, 1), 8)
+    assert pre.resized_size == (16, 27) and pre.grid_size == (2, 3)  # 24 px of grid: 3 columns edge-extended
+    scores = torch.rand(3, 2, 3)
     assert upsample_scores(scores, pre).shape == (3, 30, 50)
+    legacy = preprocess(random_image(30, 50), InferenceSettings(short_side=16, window=16, stride=8, padding="image"),
+                        (0, 0, 0), (1, 1, 1), 8)
+    assert legacy.grid_size == (2, 4)  # 32 px of grid, cropped to 27
+    assert upsample_scores(torch.rand(3, 2, 4), legacy).shape == (3, 30, 50)
 
 
 def test_class_embeddings_are_prompt_averaged_and_cached(tiny_model):
+    """TCL's set: the raw template embeddings averaged, then normalised (TCL's build_text_embedding); any other
+    averaging is CLIP's (each normalised first), and the two differ on TCL's 9 templates."""
     predictor = SegmentationPredictor(tiny_model, InferenceConfig(short_side=32, window=32, stride=16))
     predictor.set_classes(["cat", "dog"])
     with torch.no_grad():
-        prompts = [F.normalize(tiny_model.backbone.encode_text([t.format(n) for t in TCL_TEMPLATES]), dim=-1).mean(0)
-                   for n in ["cat", "dog"]]
-    torch.testing.assert_close(predictor.class_embeddings, F.normalize(torch.stack(prompts), dim=-1), atol=1e-5, rtol=0)
+        raw = [tiny_model.backbone.encode_text([t.format(n) for t in TCL_TEMPLATES]) for n in ["cat", "dog"]]
+        clip = tiny_model.backbone.class_embeddings(["cat", "dog"], TCL_TEMPLATES, average="normalized")
+    tcl = F.normalize(torch.stack([r.mean(0) for r in raw]), dim=-1)
+    torch.testing.assert_close(predictor.class_embeddings, tcl, atol=1e-5, rtol=0)
+    expected_clip = F.normalize(torch.stack([F.normalize(r, dim=-1).mean(0) for r in raw]), dim=-1)
+    torch.testing.assert_close(clip, expected_clip, atol=1e-5, rtol=0)
+    assert (clip - tcl).abs().max() > 1e-4
     first = predictor.class_embeddings
     predictor.set_classes(["cat", "dog"])
     assert predictor.class_embeddings.data_ptr() == first.data_ptr()
@@ -247,6 +262,7 @@ def test_predict_needs_classes_and_valid_config(tiny_model):
     with pytest.raises(ValueError):
         predictor.set_classes([])
     for bad in (dict(window=40), dict(stride=12), dict(stride=64, window=32), dict(units=-1), dict(unit_scope="tile"),
-                dict(background_threshold=1.5), dict(templates="nope")):
+                dict(background_threshold=1.5), dict(templates="nope"), dict(bg_rule="mean"), dict(padding="none"),
+                dict(long_side=16), dict(pamr=-1), dict(pamr_dilations=())):
         with pytest.raises(ConfigError):
             SegmentationPredictor(tiny_model, InferenceConfig(**{"short_side": 32, "window": 32, "stride": 16, **bad}))

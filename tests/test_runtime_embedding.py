@@ -81,7 +81,7 @@ def test_caller_buffer_is_read_in_place(segmenter, monkeypatch, color_order):
     import runtime.preprocess as pre
 
     rng = np.random.default_rng(11)
-    resized_in, normalized_in = _spy(monkeypatch, pre, "resize_short_side"), _spy(monkeypatch, pre, "normalize_pad")
+    resized_in, normalized_in = _spy(monkeypatch, pre, "resize_image"), _spy(monkeypatch, pre, "normalize")
     for size in [(120, 200), (96, 96)]:
         image = blocky_image(rng, *size)
         assert image.flags.c_contiguous
@@ -106,7 +106,7 @@ def test_non_contiguous_views_are_read_correctly(segmenter, monkeypatch):
 
     base = blocky_image(np.random.default_rng(12), 160, 240)
     views = [base[::2, ::2], base[:, ::-1], base[10:130, 20:200], np.asfortranarray(base)]
-    resized_in = _spy(monkeypatch, pre, "resize_short_side")
+    resized_in = _spy(monkeypatch, pre, "resize_image")
     for view in views:
         resized_in.clear()
         labels = segmenter.segment(view).labels

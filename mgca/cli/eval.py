@@ -16,14 +16,70 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import typing
 from pathlib import Path
 
 import numpy as np
 
-from runtime.contract import DEFAULT_SETTINGS, UNIT_SCOPES
+from runtime.contract import BG_RULES, DEFAULT_SETTINGS, PADDINGS, UNIT_SCOPES, default_background
 
+from ..config import BackboneConfig
 from ..evalsets.specs import PAPER_PROTOCOL, SYNTHETIC_PROTOCOL
-from ..evaluation import PredictFn, compare, comparison_report, evaluate, report
+from ..evaluation import PredictFn, compare, comparison_report, evaluate, protocol_record, report
+
+# Every dense mode of mgca.dense_modes.DENSE_MODES, read from the config's type (torch-free: the lean --engine path
+# imports this module); tests/test_cli_eval.py checks the two lists agree.
+DENSE_MODE_NAMES: tuple[str, ...] = typing.get_args(typing.get_type_hints(BackboneConfig)["dense_mode"])
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """'1,2,4' -> (1, 2, 4) (an argparse type)."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,2,4, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers like 1,2,4, got {text!r}")
+    return values
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def add_protocol_args(group: argparse._ArgumentGroup, defaults: str = "the settings' default") -> None:
+    """The protocol flags shared by mgca-eval, mgca-segment and mgca-export (InferenceSettings fields of the same
+    name; unset = `defaults`)."""
+    group.add_argument("--long-side", type=non_negative_int, default=None,
+                       help=f"cap on the longer side after the resize, mmseg's img_scale=(2048, 448) "
+                            f"(0 = no cap; default: {defaults}, {DEFAULT_SETTINGS.long_side})")
+    group.add_argument("--padding", choices=PADDINGS, default=None,
+                       help="crop: mmseg's windows on the resized image, each crop padded alone; image: the image "
+                            f"padded to the output stride first, mgca's earlier layout (default: {defaults}, "
+                            f"{DEFAULT_SETTINGS.padding})")
+    group.add_argument("--bg-rule", choices=BG_RULES, default=None,
+                       help="background of VOC21/Context60/COCO-Object: groupvit (GroupViT's top-5 softmax score "
+                            "rule, the paper's), tcl (TCL's constant channel), softmax (mgca's earlier rule) "
+                            f"(default: {defaults}, {DEFAULT_SETTINGS.bg_rule})")
+    group.add_argument("--pamr", type=non_negative_int, default=None,
+                       help=f"PAMR iterations on the stitched score grid, 0 = off (default: {defaults}, off)")
+    group.add_argument("--pamr-dilations", type=int_list, default=None,
+                       help="PAMR dilations, e.g. 8,16 for NACLIP's (default: TCL's "
+                            f"{','.join(map(str, DEFAULT_SETTINGS.pamr_dilations))})")
+
+
+PROTOCOL_FLAGS = ("long_side", "padding", "bg_rule", "pamr", "pamr_dilations")
+
+
+def protocol_overrides(args: argparse.Namespace) -> dict:
+    """The protocol flags the user gave (None = not given)."""
+    return {name: getattr(args, name) for name in PROTOCOL_FLAGS if getattr(args, name, None) is not None}
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +90,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                        help="'none' evaluates frozen MaskCLIP features (the paper's Table 3 baseline row)")
     group.add_argument("--arch", default="mgca-tiny", help="CLIP architecture for --decoder none without a checkpoint")
     group.add_argument("--clip-weights", help="local CLIP weights file (OpenAI .pt or open_clip .pt/.safetensors)")
-    group.add_argument("--dense-mode", choices=["tcl", "maskclip"], help="override the backbone's last-block variant")
+    group.add_argument("--dense-mode", choices=DENSE_MODE_NAMES,
+                       help="override the backbone's last-block variant (training-free modes: docs/dense-modes.md)")
     group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
 
 
@@ -48,9 +105,13 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
         group.add_argument(f"--{name.replace('_', '-')}", type=int, default=None,
                            help=f"default: the dataset's ({paper}; synthetic {synthetic})")
     group.add_argument("--templates", default=None,
-                       help="prompt template set: tcl, single, plain, none (default: the dataset's, tcl)")
+                       help="prompt template set: tcl (averaged as TCL: raw mean, then L2), single, plain, none "
+                            "(default: the dataset's, tcl)")
     group.add_argument("--background-threshold", type=float, default=None,
-                       help="softmax threshold below which a pixel is background (default: the dataset's)")
+                       help="the background rule's value: the groupvit/softmax threshold (default: the dataset's, "
+                            "GroupViT's .95 VOC, .35 Context, .95 COCO-Object) or the tcl constant (default .5, "
+                            ".4 with PAMR)")
+    add_protocol_args(group)
 
 
 def apply_protocol(args: argparse.Namespace, protocol=None) -> argparse.Namespace:
@@ -62,7 +123,8 @@ def apply_protocol(args: argparse.Namespace, protocol=None) -> argparse.Namespac
 
 
 def build_predictor(args: argparse.Namespace, background_threshold: float | None):
-    """(SegmentationPredictor, model) from parsed model + inference args; warns on random-init CLIP."""
+    """(SegmentationPredictor, model) from parsed model + inference args; warns on random-init CLIP.
+    `background_threshold` is the background rule's value (None: no background)."""
     from mgca.device import resolve_device
     from mgca.inference import InferenceConfig, SegmentationPredictor
     from mgca.inference.loading import is_random_init, load_inference_model
@@ -75,7 +137,7 @@ def build_predictor(args: argparse.Namespace, background_threshold: float | None
               "checkpoint): these numbers are meaningless, they only prove the pipeline runs", file=sys.stderr)
     config = InferenceConfig(short_side=args.short_side, window=args.window, stride=args.stride, units=args.units,
                              unit_scope=args.unit_scope, background_threshold=background_threshold,
-                             templates=args.templates)
+                             templates=args.templates, **protocol_overrides(args))
     return SegmentationPredictor(model, config, device), model
 
 
@@ -99,11 +161,10 @@ def make_engine_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, d
     from mgca.config import ConfigError
     from runtime import Segmenter, VocabularyError
 
-    threshold = args.background_threshold if args.background_threshold is not None else spec.background_threshold
-    threshold = threshold if spec.with_background else None
     segmenter = Segmenter(args.engine, backend=args.backend, device=args.device, precision=args.precision,
                           text_cache=args.text_cache, short_side=args.short_side, stride=args.stride,
-                          units=args.units, unit_scope=args.unit_scope)
+                          units=args.units, unit_scope=args.unit_scope, **protocol_overrides(args))
+    threshold = background_value(args, spec, segmenter.settings.bg_rule, segmenter.settings.pamr)
     if args.window != segmenter.settings.window:
         raise ConfigError(f"--window {args.window} differs from the window {segmenter.settings.window} the bundle "
                           "was exported with; "
@@ -118,20 +179,32 @@ def make_engine_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, d
                           f"{spec.name}_text.npz") from None
     described = segmenter.describe()
     settings = segmenter.settings
+    cache_meta = segmenter.vocabulary.meta if segmenter.vocabulary is not None else {}
+    templates = {"set": cache_meta.get("template_set", "text cache"), "count": len(segmenter.vocabulary.templates),
+                 "average": cache_meta.get("template_average")}
+    backbone = {"arch": segmenter.bundle.arch, "source": f"bundle {segmenter.bundle.path}",
+                **segmenter.bundle.manifest.get("backbone", {})}
     info = {"engine": f"runtime {described['backend']} {described['precision']} ({described['model']})",
-            "device": described["provider"],
-            "backbone": {"arch": segmenter.bundle.arch, "source": f"bundle {segmenter.bundle.path}",
-                                                          **segmenter.bundle.manifest.get("backbone", {})},
+            "device": described["provider"], "backbone": backbone,
             "decoder": "bundle", "checkpoint": None, "bundle": str(segmenter.bundle.path), "runtime": described,
             "output_stride": segmenter.bundle.output_stride,
-            "inference": {"short_side": settings.short_side, "window": settings.window, "stride": settings.stride,
-                          "units": settings.units, "unit_scope": settings.unit_scope, "background_threshold": threshold,
-                          "templates": "text cache"}}
+            "inference": {**settings.to_dict(), "background_threshold": threshold, "templates": templates["set"]},
+            "protocol": protocol_record(spec, settings.to_dict(), threshold, templates, backbone.get("dense_mode"))}
 
     def predict(image: np.ndarray) -> np.ndarray:
         return segmenter.segment(image, classes, background_threshold=threshold).labels
 
     return predict, info
+
+
+def background_value(args: argparse.Namespace, spec, bg_rule: str, pamr: int) -> float | None:
+    """The background rule's value for this dataset: --background-threshold, else the rule's default for it
+    (runtime.contract.default_background); None for datasets without background."""
+    if not spec.with_background:
+        return None
+    if args.background_threshold is not None:
+        return args.background_threshold
+    return default_background(bg_rule, spec.background_threshold, pamr)
 
 
 def require_torch(what: str) -> None:
@@ -150,12 +223,20 @@ def make_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, dict]:
     if getattr(args, "engine", None):
         return make_engine_predict_fn(args, spec)
     require_torch("evaluating a checkpoint or CLIP features (--checkpoint / --decoder none / --compare-torch)")
-    threshold = args.background_threshold if args.background_threshold is not None else spec.background_threshold
-    predictor, model = build_predictor(args, threshold if spec.with_background else None)
+    from ..prompts import get_templates, template_average
+
+    background = background_value(args, spec, args.bg_rule or DEFAULT_SETTINGS.bg_rule, args.pamr or 0)
+    predictor, model = build_predictor(args, background)
     predictor.set_classes(spec.prompt_classes)
-    info = {"engine": "torch", "device": str(predictor.device), "backbone": model.backbone.identity.to_dict(),
+    config = predictor.config
+    templates = {"set": config.templates, "count": len(get_templates(config.templates)),
+                 "average": template_average(config.templates)}
+    backbone = model.backbone.identity.to_dict()
+    info = {"engine": "torch", "device": str(predictor.device), "backbone": backbone,
             "decoder": "none" if args.decoder == "none" else "checkpoint", "checkpoint": args.checkpoint,
-            "output_stride": predictor.output_stride, "inference": predictor.config.to_dict()}
+            "output_stride": predictor.output_stride, "inference": config.to_dict(),
+            "protocol": protocol_record(spec, config.to_dict(), config.background_threshold, templates,
+                                        backbone.get("dense_mode"))}
     return predictor.predict, info
 
 

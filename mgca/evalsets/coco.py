@@ -1,8 +1,14 @@
-"""COCO instance annotations -> COCO-Object label maps, without pycocotools.
+"""COCO instance annotations -> COCO-Object label maps, without pycocotools (the `coco-instances` fallback).
 
-0 is background, 1..80 the categories in sorted id order; larger objects are painted first so
-smaller ones stay on top (see ../shared/data/README.md); equal areas keep the json order. Polygons
-are rasterised by pixel centre; RLE (uncompressed lists and COCO's compressed strings) is decoded here.
+TCL and GroupViT score COCO-Object on maps converted from COCO-Stuff 164k's pixel maps (things 1..80; stuff
+and unlabelled pixels 0). Those things come from the instance annotations through cocostuffapi's
+`cocoSegmentationToSegmentationMap`, whose defaults this follows as far as it can be checked here: crowd
+annotations left out (`includeCrowd=False`: their pixels end up stuff or unlabelled, i.e. background), larger
+objects painted first so smaller ones stay on top (equal areas keep the json order). Polygons are rasterised by
+pixel centre (pycocotools' own rasteriser differs on boundary pixels); RLE (uncompressed lists and COCO's
+compressed strings) is decoded here. The COCO-Stuff maps themselves were not available to compare with:
+`benchmarks/coco_object_labels.py` measures how much each choice moves the labels (README, "Evaluation protocol").
+0 is background, 1..80 the categories in sorted id order.
 """
 from __future__ import annotations
 
@@ -77,13 +83,15 @@ def annotation_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
 
 
 def coco_object_label(height: int, width: int, annotations: Sequence[dict[str, Any]],
-                      label_of: dict[int, int] | None = None) -> np.ndarray:
-    """(h, w) uint8 COCO-Object map: objects painted largest first, 0 where none lies.
+                      label_of: dict[int, int] | None = None, include_crowd: bool = False) -> np.ndarray:
+    """(h, w) uint8 COCO-Object map: objects painted largest first, 0 where none lies; crowd annotations
+    (iscrowd=1) only with `include_crowd` (mgca before issue 20 painted them).
 
     `label_of` maps category ids to labels; None means `category_id` already is the label.
     """
     label = np.zeros((height, width), dtype=np.uint8)
-    for ann in sorted(annotations, key=lambda a: -float(a.get("area", 0.0))):
+    chosen = [a for a in annotations if include_crowd or not a.get("iscrowd", 0)]
+    for ann in sorted(chosen, key=lambda a: -float(a.get("area", 0.0))):
         category = int(ann["category_id"])
         label[annotation_mask(ann["segmentation"], height,
                               width)] = category if label_of is None else label_of[category]

@@ -3,8 +3,11 @@
 Class names are MMSegmentation's `CLASSES`/`METAINFO['classes']` verbatim (including ADE's 'bed '
 with its trailing space); COCO-Object is GroupViT/TCL's (background + the 80 COCO-Stuff things);
 VOC20 is TCL's (VOC without background, reduce_zero_label). Background thresholds are GroupViT's
-softmax thresholds (VOC .95, Context .35, COCO-Object .95), which apply to exactly the softmax
-of scores * 100 that docs/inference-contract.md uses.
+per-dataset `bg_thresh` (VOC .95, Context .35, COCO-Object .95, its `segmentation/configs`). They are
+thresholds of GroupViT's own score (p_top5 * p_all per group, `bg_rule="groupvit"`, the default), which
+`bg_rule="softmax"` (mgca's earlier rule) applies to a plain softmax instead; `bg_rule="tcl"` ignores them
+and uses TCL's constant channel (`runtime.contract.default_background`; docs/inference-contract.md,
+"Background rules").
 """
 from __future__ import annotations
 
@@ -144,7 +147,7 @@ class DatasetSpec:
     title: str
     classes: tuple[str, ...]
     layouts: tuple[Layout, ...]
-    background_threshold: float | None = None  # set exactly for the "with background" datasets
+    background_threshold: float | None = None  # GroupViT's bg_thresh; set exactly for the "with background" datasets
     reduce_zero_label: bool = False  # label 0 -> ignore, others shift down by one (ADE, VOC20, Context59)
     ignored_leading_labels: int = 0  # the same for the first N label values (synthetic objects: the backdrops)
     ignore_index: int = 255

@@ -15,9 +15,9 @@ class InferenceConfig(InferenceSettings):
     """`runtime.contract.InferenceSettings` (short side, window, stride, units, unit scope: the paper's
     defaults, one definition shared with the runtime) and the evaluation-side extras."""
 
-    background_threshold: float | None = None  # softmax threshold; set for "with background" datasets
+    background_threshold: float | None = None  # the bg_rule's value; set for "with background" datasets only
     templates: str = DEFAULT_TEMPLATE_SET  # prompt template set, see mgca.prompts.TEMPLATE_SETS
-    logit_scale: float = CLIP_LOGIT_SCALE  # used only for the background softmax
+    logit_scale: float = CLIP_LOGIT_SCALE  # the softmax rule's scale (groupvit uses CLIP's 100, as GroupViT)
 
     def validate(self, output_stride: int, patch_size: int | None = None) -> InferenceConfig:
         """Raise ConfigError naming the bad value; returns self so calls can chain."""

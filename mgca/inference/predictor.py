@@ -10,19 +10,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from runtime.contract import CLIP_LOGIT_SCALE, window_boxes
+from runtime.contract import CLIP_LOGIT_SCALE
 
 from ..device import resolve_device
-from ..prompts import get_templates
+from ..prompts import get_templates, template_average
+from .background import background_channels
 from .config import InferenceConfig
+from .pamr import PAMR
 from .units import unit_embedding_map, unit_scores
-from .windows import Preprocessed, crop_windows, preprocess, stitch
+from .windows import Preprocessed, crop_windows, grid_image, preprocess, stitch
 
 
 def upsample_scores(scores: torch.Tensor, pre: Preprocessed) -> torch.Tensor:
-    """(K, h, w) grid scores -> (K, H, W): bilinear to the padded size, crop the padding, bilinear to the original."""
-    full = F.interpolate(scores[None], size=pre.padded_size, mode="bilinear", align_corners=False)
+    """(K, gh, gw) grid maps -> (K, H, W): bilinear to the grid's pixel size, cropped to the resized image or
+    extended by its edge rows/columns (< os pixels), bilinear to the original."""
+    (grid_h, grid_w), os_ = pre.grid_size, pre.output_stride
+    full = F.interpolate(scores[None], size=(grid_h * os_, grid_w * os_), mode="bilinear", align_corners=False)
     full = full[:, :, :pre.resized_size[0], :pre.resized_size[1]]
+    pad_h, pad_w = pre.resized_size[0] - full.shape[2], pre.resized_size[1] - full.shape[3]
+    if pad_h or pad_w:
+        full = F.pad(full, (0, pad_w, 0, pad_h), mode="replicate")
     if pre.resized_size != pre.original_size:
         full = F.interpolate(full, size=pre.original_size, mode="bilinear", align_corners=False)
     return full[0]
@@ -30,8 +37,8 @@ def upsample_scores(scores: torch.Tensor, pre: Preprocessed) -> torch.Tensor:
 
 def labels_from_scores(scores: torch.Tensor, background_threshold: float | None = None,
                        logit_scale: float = CLIP_LOGIT_SCALE) -> torch.Tensor:
-    """(K, H, W) -> (H, W) labels; with a threshold, 0 is background and the K classes become 1..K
-    (a pixel is background when its best softmax(scores * logit_scale) probability is below it)."""
+    """(K, H, W) -> (H, W) labels; with a threshold (the `softmax` background rule), 0 is background and the K
+    classes become 1..K (a pixel is background when its best softmax(scores * logit_scale) probability is below it)."""
     if background_threshold is None:
         return scores.max(dim=0).indices  # same labels as argmax(dim=0) (first maximum), 2-3x faster on CPU
     probs = torch.softmax(scores * logit_scale, dim=0)
@@ -53,17 +60,19 @@ class SegmentationPredictor:
         self.class_names: tuple[str, ...] = ()
         self.class_embeddings: torch.Tensor | None = None
         self._text_cache: dict[tuple, torch.Tensor] = {}
+        self.pamr = PAMR(self.config.pamr, self.config.pamr_dilations) if self.config.pamr else None
 
     @torch.no_grad()
     def set_classes(self, class_names: Sequence[str]) -> None:
-        """Embed the vocabulary with the configured templates (cached per vocabulary)."""
+        """Embed the vocabulary with the configured templates, averaged as `mgca.prompts.template_average` says for
+        the set (cached per vocabulary)."""
         names = tuple(class_names)
         if not names or any(not isinstance(n, str) or not n.strip() for n in names):
             raise ValueError(f"class names must be a non-empty list of non-empty strings, got {list(names)!r}")
         key = (names, self.config.templates)
         if key not in self._text_cache:
-            self.set_class_embeddings(self.model.backbone.class_embeddings(names, get_templates(self.config.templates)),
-                                      names)
+            templates, average = get_templates(self.config.templates), template_average(self.config.templates)
+            self.set_class_embeddings(self.model.backbone.class_embeddings(names, templates, average=average), names)
             self._text_cache[key] = self.class_embeddings
         self.class_embeddings, self.class_names = self._text_cache[key], names
 
@@ -76,49 +85,68 @@ class SegmentationPredictor:
 
     @torch.no_grad()
     def embed(self, image: np.ndarray) -> tuple[Preprocessed, torch.Tensor]:
-        """Preprocess, run every window in one batch, stitch: (sizes, (C, H''/os, W''/os) normalised map).
+        """Preprocess, run every window in one batch, stitch: (sizes, (C, gh, gw) normalised map).
 
         With unit_scope "window", each window's valid grid is replaced by its unit embeddings before
         stitching (units never see a window's zero padding).
         """
         cfg = self.config
-        pre = preprocess(image, cfg.short_side, self.mean, self.std, self.output_stride)
-        boxes = window_boxes(*pre.padded_size, cfg.window, cfg.stride)
-        crops = crop_windows(pre.tensor, boxes, cfg.window).to(self.device)
+        pre = preprocess(image, cfg, self.mean, self.std, self.output_stride)
+        crops = crop_windows(pre.tensor, pre.boxes, cfg.window).to(self.device)
         grids = self.model.pixel_embeddings(crops).float()
         transform = (lambda grid: unit_embedding_map(grid, cfg.units)) if cfg.unit_scope == "window" else None
-        return pre, stitch(grids, boxes, pre.padded_size, self.output_stride, transform)
+        return pre, stitch(grids, pre.boxes, pre.grid_size, self.output_stride, transform)
 
     @torch.no_grad()
-    def scores_from_embedding(self, pre: Preprocessed, embeddings: torch.Tensor,
-                              units: int | None = None) -> torch.Tensor:
-        """(K, H, W) cosine scores of an `embed` result against the current vocabulary.
+    def grid_scores_from_embedding(self, pre: Preprocessed, embeddings: torch.Tensor,
+                                   units: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cheap half of prediction: an `embed` result queried against the current vocabulary.
 
-        The cheap half of `predict_scores`: embed an image once, then query any number of
-        vocabularies (`set_classes`) or unit counts (`units`, image scope; default: the config's).
+        Returns (K, gh, gw) cosine scores on the stitched grid after units and PAMR, and (K,) cosines
+        of the image-average embedding (the stitched map's mean, L2-normalised; the groupvit rule's
+        top-5 come from it). Embed an image once, then query any number of vocabularies
+        (`set_classes`) or unit counts (`units`, image scope; default: the config's).
         """
         if self.class_embeddings is None:
             raise RuntimeError("call set_classes(names) before predicting")
         if units is None:
             units = self.config.units if self.config.unit_scope == "image" else 0
-        return upsample_scores(unit_scores(embeddings, self.class_embeddings, units), pre)
+        scores = unit_scores(embeddings, self.class_embeddings, units)
+        image_cos = self.class_embeddings @ F.normalize(embeddings.mean(dim=(1, 2)), dim=0)
+        if self.pamr is not None:
+            scores = self.pamr(grid_image(pre).to(scores)[None], scores[None])[0]
+        return scores, image_cos
+
+    @torch.no_grad()
+    def grid_scores(self, image: np.ndarray) -> tuple[Preprocessed, torch.Tensor, torch.Tensor]:
+        """(sizes, grid scores, image cosines) of one image: `embed`, then `grid_scores_from_embedding`."""
+        pre, embeddings = self.embed(image)
+        return (pre, *self.grid_scores_from_embedding(pre, embeddings))
+
+    @torch.no_grad()
+    def predict_scores(self, image: np.ndarray) -> torch.Tensor:
+        """(K, H, W) cosine scores at the original image size (on the predictor's device; PAMR-refined when on)."""
+        pre, scores, _ = self.grid_scores(image)
+        return upsample_scores(scores, pre)
 
     @torch.no_grad()
     def labels_from_embedding(self, pre: Preprocessed, embeddings: torch.Tensor,
                               units: int | None = None) -> np.ndarray:
-        """(H, W) int64 labels of an `embed` result (see `scores_from_embedding`)."""
-        labels = labels_from_scores(self.scores_from_embedding(pre, embeddings, units),
-                                    self.config.background_threshold, self.config.logit_scale)
+        """(H, W) int64 labels of an `embed` result: class indices, or 0 = background and 1..K when a
+        background value is set (the config's bg_rule decides: groupvit and tcl on the grid, softmax
+        at full resolution)."""
+        cfg = self.config
+        scores, image_cos = self.grid_scores_from_embedding(pre, embeddings, units)
+        if cfg.background_threshold is not None and cfg.bg_rule != "softmax":
+            channels = background_channels(scores, image_cos, cfg.bg_rule, cfg.background_threshold)
+            labels = labels_from_scores(upsample_scores(channels, pre))
+        else:
+            labels = labels_from_scores(upsample_scores(scores, pre), cfg.background_threshold, cfg.logit_scale)
         return labels.cpu().numpy().astype(np.int64)
 
     @torch.no_grad()
-    def predict_scores(self, image: np.ndarray) -> torch.Tensor:
-        """(K, H, W) cosine scores at the original image size (on the predictor's device)."""
-        return self.scores_from_embedding(*self.embed(image))
-
-    @torch.no_grad()
     def predict(self, image: np.ndarray) -> np.ndarray:
-        """(H, W) int64 labels: class indices, or 0 = background and 1..K when a threshold is set."""
+        """(H, W) int64 labels (see `labels_from_embedding`)."""
         return self.labels_from_embedding(*self.embed(image))
 
     __call__ = predict
