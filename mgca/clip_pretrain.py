@@ -77,12 +77,12 @@ def render(source: SyntheticCaptions, indices: Sequence[int]) -> tuple[np.ndarra
 
 
 def zero_shot_accuracy(model: torch.nn.Module, tokenizer, image_size: int, seed: int,
-                       count: int = 400) -> tuple[float, float]:
+                       count: int = 400, texture_contrast: float = 1.0) -> tuple[float, float]:
     """Top-1 on held-out single-object images: (object over all colour x shape classes, backdrop texture).
 
     Is the CLIP any good at the image level? Real CLIP is strong here and weak per pixel.
     """
-    source = SyntheticCaptions(count, image_size, seed=seed, max_objects=1)
+    source = SyntheticCaptions(count, image_size, seed=seed, max_objects=1, texture_contrast=texture_contrast)
     backdrops = len(SYNTHETIC_BACKDROPS)  # generator classes: backdrops first, then objects
     images, objects, textures = [], [], []
     for index in range(count):
@@ -118,7 +118,8 @@ def pretrain_clip(arch: str, cfg: PretrainConfig, world: SyntheticWorldConfig | 
         model = open_clip.CLIP(**arch_cfg)
     if path.is_file():
         model.load_state_dict(torch.load(str(path), map_location="cpu", weights_only=True))
-        return PretrainReport(path, True, 0.0, *zero_shot_accuracy(model, tokenizer, image_size, cfg.seed + 1))
+        return PretrainReport(path, True, 0.0, *zero_shot_accuracy(model, tokenizer, image_size, cfg.seed + 1,
+                                                                   texture_contrast=world.texture_contrast))
 
     start = time.perf_counter()
     source = SyntheticCaptions.from_world(world, max(cfg.pool_size, cfg.steps * cfg.batch_size), image_size, cfg.seed)
@@ -154,7 +155,7 @@ def pretrain_clip(arch: str, cfg: PretrainConfig, world: SyntheticWorldConfig | 
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
     bar.close()
     atomic_torch_save(path, model.state_dict())
-    accuracy = zero_shot_accuracy(model, tokenizer, image_size, cfg.seed + 1)
+    accuracy = zero_shot_accuracy(model, tokenizer, image_size, cfg.seed + 1, texture_contrast=world.texture_contrast)
     window = max(1, min(20, len(losses) // 5))
     return PretrainReport(path, False, time.perf_counter() - start, *accuracy,
                           float(np.mean(losses[:window])), float(np.mean(losses[-window:])))

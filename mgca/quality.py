@@ -73,12 +73,21 @@ class ClassAreas:
         return float(np.nanmean(iou)) if np.isfinite(iou).any() else math.nan
 
 
-def paired_bootstrap(base: ClassAreas, other: ClassAreas, samples: int = 1000, seed: int = 0,
-                     level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of miou(other) - miou(base) over images resampled with replacement (same draw for both)."""
-    count = len(base.intersection)
+def paired_bootstrap(base: ClassAreas | Sequence[ClassAreas], other: ClassAreas | Sequence[ClassAreas],
+                     samples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of miou(other) - miou(base) over images resampled with replacement (same draw for both).
+
+    Either side may be several cells over the same images (decoder seeds): its mIoU is then their mean.
+    """
+    base, other = ([base] if isinstance(base, ClassAreas) else list(base)), (
+        [other] if isinstance(other, ClassAreas) else list(other))
+    count = len(base[0].intersection)
     rng = np.random.default_rng(seed)
-    draws = [other.miou(pick) - base.miou(pick) for pick in rng.integers(0, count, (samples, count))]
+
+    def mean_miou(cells: list[ClassAreas], pick: np.ndarray) -> float:
+        return float(np.mean([cell.miou(pick) for cell in cells]))
+
+    draws = [mean_miou(other, pick) - mean_miou(base, pick) for pick in rng.integers(0, count, (samples, count))]
     tail = 100 * (1 - level) / 2
     low, high = np.nanpercentile(draws, [tail, 100 - tail])
     return float(low), float(high)

@@ -76,6 +76,7 @@ WORLDS = {
     "default": {},
     "varied captions, subsets, backdrop named": {"style": CaptionStyle(backdrop=1.0, partial=0.5, varied=True)},
     "hard-negative groups": {"group_size": 4, "min_objects": 2, "style": CaptionStyle(varied=True)},
+    "faint backdrops": {"texture_contrast": 0.3, "max_objects": 2},
 }
 
 
@@ -121,6 +122,23 @@ def test_caption_style_options_change_what_is_named():
     assert len(starts) >= 5
     with pytest.raises(ValueError, match="probability"):
         CaptionStyle(backdrop=1.5)
+
+
+def test_texture_contrast_scales_only_the_backdrop_pattern():
+    """Contrast 0 paints every backdrop one colour; any contrast leaves shapes, masks and captions as they were."""
+    full, faint, plain = (SyntheticCaptions(12, 64, seed=5, texture_contrast=c) for c in (1.0, 0.3, 0.0))
+    swings = []
+    for i in range(12):
+        a, b, c = full.render(i), faint.render(i), plain.render(i)
+        assert a.caption == b.caption == c.caption and np.array_equal(a.mask, b.mask) and np.array_equal(a.mask, c.mask)
+        backdrop = a.mask < 4
+        pixels = [np.asarray(x.image)[backdrop].astype(int) for x in (a, b, c)]
+        assert np.array_equal(np.asarray(a.image)[~backdrop], np.asarray(c.image)[~backdrop])  # shapes untouched
+        assert (pixels[2] == pixels[2][0]).all()  # plain: one colour
+        swings.append([np.ptp(p, axis=0).max() for p in pixels[:2]])
+    assert all(strong >= weak for strong, weak in swings) and sum(s > w for s, w in swings) >= 10
+    with pytest.raises(ValueError, match="texture_contrast"):
+        SyntheticCaptions(4, 64, texture_contrast=1.5)
 
 
 def test_hard_negative_groups_change_one_attribute():

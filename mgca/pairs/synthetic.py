@@ -51,15 +51,20 @@ class SyntheticSample:
     class_names: tuple[str, ...]
 
 
-def _texture(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
-    """A muted (H, W, 3) uint8 background, so the saturated shapes stand out."""
+def _texture(kind: str, size: int, rng: np.random.Generator, contrast: float = 1.0) -> np.ndarray:
+    """A muted (H, W, 3) uint8 background, so the saturated shapes stand out.
+
+    `contrast` scales the pattern's swing (stripes, checks, grain, gradient) around the base colour:
+    at 1 a stripe edge is as strong as a shape's edge, at 0 every backdrop is plain.
+    """
     base = rng.uniform(70, 170, size=3).astype(np.float32)
-    other = np.clip(base + rng.choice([-1, 1], size=3) * rng.uniform(30, 60, size=3), 0, 255).astype(np.float32)
+    swing = rng.choice([-1, 1], size=3) * rng.uniform(30, 60, size=3) * contrast
+    other = np.clip(base + swing, 0, 255).astype(np.float32)
     coords = np.arange(size, dtype=np.float32) / size
     xx, yy = coords[None, :], coords[:, None]
     if kind == "noise":
         half = (size + 1) // 2  # 2x2-pixel grain: cheap to draw
-        grain = base + np.float32(80) * (rng.random((half, half, 3), dtype=np.float32) - np.float32(0.5))
+        grain = base + np.float32(80 * contrast) * (rng.random((half, half, 3), dtype=np.float32) - np.float32(0.5))
         return np.clip(grain, 0, 255).astype(np.uint8).repeat(2, axis=0).repeat(2, axis=1)[:size, :size]
     if kind in ("stripes", "checker"):
         if kind == "stripes":
@@ -200,7 +205,8 @@ class SyntheticCaptions:
     class_names = CLASS_NAMES
 
     def __init__(self, size: int = 512, image_size: int = 224, seed: int = 0, max_objects: int = 3, *,
-                 min_objects: int = 1, style: CaptionStyle = CaptionStyle(), group_size: int = 1):
+                 min_objects: int = 1, style: CaptionStyle = CaptionStyle(), group_size: int = 1,
+                 texture_contrast: float = 1.0):
         if size <= 0:
             raise ValueError(f"synthetic size must be positive, got {size}")
         if not 1 <= min_objects <= max_objects <= 4:
@@ -209,14 +215,17 @@ class SyntheticCaptions:
         self.size, self.image_size, self.seed = size, image_size, seed
         if group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {group_size}")
+        if not 0.0 <= texture_contrast <= 1.0:
+            raise ValueError(f"texture_contrast must be in [0, 1], got {texture_contrast}")
         self.min_objects, self.max_objects, self.style, self.group_size = min_objects, max_objects, style, group_size
+        self.texture_contrast = texture_contrast
 
     @classmethod
     def from_world(cls, world: SyntheticWorldConfig, size: int, image_size: int, seed: int) -> SyntheticCaptions:
         """The pairs of a configured world (`data.synthetic`), e.g. for pretraining or decoder training."""
         style = CaptionStyle(world.caption_backdrop, world.caption_partial, world.caption_varied)
         return cls(size, image_size, seed, world.max_objects, min_objects=world.min_objects, style=style,
-                   group_size=world.group_size)
+                   group_size=world.group_size, texture_contrast=world.texture_contrast)
 
     def __len__(self) -> int:
         return self.size
@@ -268,7 +277,7 @@ class SyntheticCaptions:
     def _paint(self, texture: str, objects: list[_Object], texture_rng: np.random.Generator,
                rng: np.random.Generator, force_backdrop: bool = False) -> SyntheticSample:
         s = self.image_size
-        image = Image.fromarray(_texture(texture, s, texture_rng), "RGB")
+        image = Image.fromarray(_texture(texture, s, texture_rng, self.texture_contrast), "RGB")
         mask = Image.new("L", (s, s), CLASS_NAMES.index(f"{TEXTURES[texture]} background"))
         draw, draw_mask = ImageDraw.Draw(image), ImageDraw.Draw(mask)
         for obj in objects:
@@ -288,7 +297,7 @@ class SyntheticCaptions:
 
 
 def write_benchmark(root: str | Path, count: int = 200, image_size: int = 96, seed: int = 10_000,
-                    progress: bool = False) -> Path:
+                    progress: bool = False, texture_contrast: float = 1.0) -> Path:
     """Write `count` held-out samples as the synthetic benchmark folder (images/, masks/, captions.tsv).
 
     Masks hold the generator's classes (CLASS_NAMES: the textured backdrops, then the colour-shape
@@ -297,17 +306,20 @@ def write_benchmark(root: str | Path, count: int = 200, image_size: int = 96, se
 
     `mgca-eval --dataset synthetic --root ROOT` reads it like any other benchmark, so the torch
     pipeline and an exported engine are scored the same way. Training uses other seeds (data.seed),
-    so these images are never seen in training. An existing folder made with the same recipe is
+    so these images are never seen in training. `texture_contrast` is the training world's, so the
+    held-out images come from the same world. An existing folder made with the same recipe is
     reused as it is.
     """
     root = Path(root)
     recipe = {"count": count, "image_size": image_size, "seed": seed, "classes": list(CLASS_NAMES)}
+    if texture_contrast != 1.0:
+        recipe["texture_contrast"] = texture_contrast
     stamp = root / "benchmark.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == recipe:
         return root
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "masks").mkdir(parents=True, exist_ok=True)
-    source = SyntheticCaptions(count, image_size, seed=seed)
+    source = SyntheticCaptions(count, image_size, seed=seed, texture_contrast=texture_contrast)
     lines = []
     for index in tqdm(range(count), desc="write synthetic benchmark", unit="img", disable=not progress, file=sys.stderr,
                       leave=False):
@@ -331,10 +343,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder to write (read it with mgca-eval --dataset synthetic --root OUT)")
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--size", type=int, default=96, help="image side in pixels")
+    parser.add_argument("--texture-contrast", type=float, default=1.0, help="backdrop pattern strength, as the training "
+                        "world's data.synthetic.texture_contrast")
     parser.add_argument("--seed", type=int, default=10_000,
                         help="held-out seed (training uses data.seed, 0 by default)")
     args = parser.parse_args(argv)
-    print(write_benchmark(args.out, args.count, args.size, args.seed, progress=True))
+    print(write_benchmark(args.out, args.count, args.size, args.seed, progress=True,
+                          texture_contrast=args.texture_contrast))
     return 0
 
 
