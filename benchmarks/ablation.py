@@ -24,7 +24,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -37,7 +36,8 @@ from mgca.quality import FROZEN, PROTOCOLS, ClassAreas, frozen_baseline, paired_
 from mgca.train import Trainer, embedded_config_path, fix_thread_count  # noqa: E402
 
 LOSS_SETS: dict[str, tuple[str, ...]] = {
-    "obj": ("obj",), "reg": ("reg",), "pix": ("pix",), "obj + reg": ("obj", "reg"), "obj + reg + pix": ("obj", "reg", "pix"),
+    "obj": ("obj",), "reg": ("reg",), "pix": ("pix",), "obj + reg": ("obj", "reg"),
+    "obj + reg + pix": ("obj", "reg", "pix"),
 }
 FULL = "obj + reg + pix"
 UNITS = (0, 121, 64, 36, 16)
@@ -99,27 +99,29 @@ def format_tables(table: Mapping, seeds: Sequence[int]) -> str:
     lines = [f"Table 3 in miniature: mIoU % (mean ± std over {len(seeds)} decoder seeds), "
              "gain over frozen with its 95% bootstrap interval over images; paper: ViT-B/16, pixel units"]
     for u in (0, 36):
-        head = f"{'losses':<17}" + "".join(f"{PROTOCOLS[p] + f' ({u or 'pixel'})':>44}" for p in protocols) + \
-            "".join(f"{'paper ' + paper_key[p]:>16}" for p in protocols)
+        where = "pixel" if u == 0 else f"{u} units"
+        head = f"{'losses':<17}" + "".join(f"{PROTOCOLS[p] + ' (' + where + ')':>44}" for p in protocols) + \
+            "".join(f"{'paper ' + paper_key[p]:>18}" for p in protocols)
         lines += ["", head, "-" * len(head)]
         lines.append(f"{'frozen (MaskCLIP)':<17}" + "".join(f"{frozen[p][u]:>44.2f}" for p in protocols)
-                     + "".join(f"{PAPER_TABLE3[paper_key[p]]['frozen']:>16.1f}" for p in protocols))
+                     + "".join(f"{PAPER_TABLE3[paper_key[p]]['frozen']:>18.1f}" for p in protocols))
         for name, stats in rows.items():
             text = ""
             for p in protocols:
                 low, high = table["gain_95_interval"][name][p][u]
                 gain = stats[p][u]["mean"] - frozen[p][u]
                 text += f"{cell(stats[p][u])}  {gain:+6.2f} [{low:+5.1f}, {high:+5.1f}]".rjust(44)
-            lines.append(f"{name:<17}" + text + "".join(f"{PAPER_TABLE3[paper_key[p]][name]:>16.1f}" for p in protocols))
+            paper = "".join(f"{PAPER_TABLE3[paper_key[p]][name]:>18.1f}" for p in protocols)
+            lines.append(f"{name:<17}" + text + paper)
     if FULL in rows:
         units = tuple(rows[FULL][protocols[0]])
-        head = f"{'all losses':<17}" + "".join(f"{('pixel' if u == 0 else f'{u} units'):>17}" for u in units)
-        lines += ["", f"Table 4 in miniature: units, all three losses (paper VOC20: "
+        head = f"{'all losses':<24}" + "".join(f"{('pixel' if u == 0 else f'{u} units'):>17}" for u in units)
+        lines += ["", "Table 4 in miniature: units, all three losses (paper VOC20: "
                       + ", ".join(f"{'pixel' if u == 0 else u} {v}" for u, v in PAPER_TABLE4_VOC20.items()) + ")",
                   head, "-" * len(head)]
         for p in protocols:
-            lines.append(f"{'frozen ' + PROTOCOLS[p]:<17}" + "".join(f"{frozen[p][u]:>17.2f}" for u in units))
-            lines.append(f"{'MGCA ' + PROTOCOLS[p]:<17}" + "".join(f"{cell(rows[FULL][p][u]):>17}" for u in units))
+            lines.append(f"{'frozen ' + PROTOCOLS[p]:<24}" + "".join(f"{frozen[p][u]:>17.2f}" for u in units))
+            lines.append(f"{'MGCA ' + PROTOCOLS[p]:<24}" + "".join(f"{cell(rows[FULL][p][u]):>17}" for u in units))
     return "\n".join(lines)
 
 
@@ -174,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.clip:
         overrides.append(f"backbone.checkpoint={args.clip}")
     base = load_config(embedded_config_path(), overrides)
-    if args.steps:
-        base.train.max_steps = args.steps
+    if args.steps:  # the embedded recipe draws fresh pairs for one epoch: fewer steps = fewer pairs, same schedule
+        base.data.synthetic_size = args.steps * base.train.batch_size
     fix_thread_count(base.train.num_threads)
     out = Path(args.out)
     table, timings = run(base, list(range(args.seeds)), args.images, out, loss_sets)

@@ -32,7 +32,7 @@ def test_embedded_default_is_the_whole_pipeline():
 
 
 def test_embedded_recipe_is_wired_through(tmp_path, monkeypatch):
-    """One world feeds pretraining, decoder data and the held-out benchmark; fresh pairs; fixed threads; >= 500 images."""
+    """One world feeds pretraining, decoder data and the held-out benchmark; fresh pairs; fixed threads; 500 images."""
     cfg = load_config(embedded_config_path())
     assert cfg.pretrain.pool_size == 0 and cfg.benchmark.count >= 500 and 36 in cfg.benchmark.units
     assert cfg.train.num_threads > 0

@@ -343,8 +343,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder to write (read it with mgca-eval --dataset synthetic --root OUT)")
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--size", type=int, default=96, help="image side in pixels")
-    parser.add_argument("--texture-contrast", type=float, default=1.0, help="backdrop pattern strength, as the training "
-                        "world's data.synthetic.texture_contrast")
+    parser.add_argument("--texture-contrast", type=float, default=1.0,
+                        help="backdrop pattern strength, as the training world's data.synthetic.texture_contrast")
     parser.add_argument("--seed", type=int, default=10_000,
                         help="held-out seed (training uses data.seed, 0 by default)")
     args = parser.parse_args(argv)
