@@ -19,14 +19,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from runtime import image_files
 from runtime.contract import INPUT_NAME, InferenceSettings
-from runtime.errors import RuntimeInputError, SettingsError
+from runtime.errors import ImageFileError, MgcaError, RuntimeInputError, SettingsError
 from runtime.preprocess import check_image, prepare
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-class CalibrationError(ValueError):
+class CalibrationError(MgcaError, ValueError):
     """Calibration images or settings cannot be used; the message says how to fix it."""
 
 
@@ -79,12 +80,12 @@ def list_images(folder: str | Path, limit: int | None = None) -> list[Path]:
 
 
 def read_rgb(path: str | Path) -> np.ndarray | None:
-    """An RGB uint8 image, or None when OpenCV cannot decode the file."""
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
+    """An RGB uint8 image, upright by its EXIF orientation (runtime.image_files, as every tool reads images), or
+    None when the file cannot be decoded."""
+    try:
+        return image_files.read_rgb(path)
+    except ImageFileError:
         return None
-    return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
 
 
 def read_images(folder: str | Path, limit: int | None = None) -> tuple[list[np.ndarray], list[Path]]:

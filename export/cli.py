@@ -21,9 +21,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from mgca.cli.eval import DENSE_MODE_NAMES, add_protocol_args
+from mgca.cli.eval import DENSE_MODE_NAMES, add_protocol_args, positive_int
 from mgca.prompts import DEFAULT_TEMPLATE_SET
 from runtime.contract import DEFAULT_SETTINGS, UNIT_SCOPES
+from runtime.errors import MgcaError, run_cli
+from runtime.files import check_writable_dir, check_writable_file
 
 from .pipeline import CALIBRATION_METHODS, TRT_PRECISIONS, ExportOptions
 
@@ -37,18 +39,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-class UsageError(ValueError):
+class UsageError(MgcaError, ValueError):
     """Bad combination of arguments."""
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def export_parser() -> argparse.ArgumentParser:
@@ -59,10 +51,11 @@ def export_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True,
                         help="bundle directory to write (created; a previous bundle there is replaced)")
     parser.add_argument("--clip-weights", help="where the CLIP weights file of the checkpoint lives now (if moved)")
-    parser.add_argument("--window", type=_positive_int, default=DEFAULT_SETTINGS.window,
+    add_trust_flag(parser)
+    parser.add_argument("--window", type=positive_int, default=DEFAULT_SETTINGS.window,
                         help=f"fixed input window of the graph (default {DEFAULT_SETTINGS.window})")
-    parser.add_argument("--short-side", type=_positive_int, help="manifest inference.short_side (default: the window)")
-    parser.add_argument("--stride", type=_positive_int, help="manifest inference.stride (default: window / 2)")
+    parser.add_argument("--short-side", type=positive_int, help="manifest inference.short_side (default: the window)")
+    parser.add_argument("--stride", type=positive_int, help="manifest inference.stride (default: window / 2)")
     parser.add_argument("--units", type=int, default=DEFAULT_SETTINGS.units,
                         help=f"manifest inference.units (default {DEFAULT_SETTINGS.units}; 0 = pixel units)")
     parser.add_argument("--unit-scope", choices=UNIT_SCOPES, default=DEFAULT_SETTINGS.unit_scope)
@@ -75,7 +68,7 @@ def export_parser() -> argparse.ArgumentParser:
     parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx (QDQ static int8)")
     parser.add_argument("--calib-images",
                         help="folder of calibration images (implies --int8; default: synthetic images, with a warning)")
-    parser.add_argument("--calib-limit", type=_positive_int, default=32,
+    parser.add_argument("--calib-limit", type=positive_int, default=32,
                         help="at most this many calibration images (default 32)")
     parser.add_argument("--calib-method", choices=CALIBRATION_METHODS, default="minmax")
     parser.add_argument("--eval-images", help="labelled set for the int8 mIoU report: images folder")
@@ -83,9 +76,9 @@ def export_parser() -> argparse.ArgumentParser:
                         help="labelled set: folder of same-stem PNG labels (class ids in --vocab order, 255 = ignore)")
     parser.add_argument("--trt", action="append", choices=TRT_PRECISIONS, default=[],
                         help="build a TensorRT engine (repeatable; needs tensorrt and an NVIDIA GPU)")
-    parser.add_argument("--trt-max-batch", type=_positive_int, default=16,
+    parser.add_argument("--trt-max-batch", type=positive_int, default=16,
                         help="optimisation profile max batch (default 16)")
-    parser.add_argument("--trt-opt-batch", type=_positive_int, help="optimisation profile opt batch (default max/2)")
+    parser.add_argument("--trt-opt-batch", type=positive_int, help="optimisation profile opt batch (default max/2)")
     parser.add_argument("--trt-workspace-gib", type=float, default=4.0,
                         help="builder workspace limit in GiB (default 4)")
     parser.add_argument("--timing-cache",
@@ -97,7 +90,7 @@ def export_parser() -> argparse.ArgumentParser:
     parser.add_argument("--parity-images",
                         help="folder of real images for the parity check (default: synthetic images)")
     parser.add_argument("--parity-tol", type=float, default=1e-4, help="max fp32 relative error (default 1e-4)")
-    parser.add_argument("--parity-windows", type=_positive_int, default=8, help="windows per parity set (default 8)")
+    parser.add_argument("--parity-windows", type=positive_int, default=8, help="windows per parity set (default 8)")
     parser.add_argument("--threads", type=int, default=0,
                         help="onnxruntime intra-op threads for the checks (0 = all cores)")
     return parser
@@ -115,17 +108,25 @@ def text_parser() -> argparse.ArgumentParser:
                         "(default: the --dataset's protocol, else tcl)")
     parser.add_argument("--out", required=True, help="output .npz file")
     parser.add_argument("--clip-weights", help="where the CLIP weights file of the checkpoint lives now (if moved)")
+    add_trust_flag(parser)
     return parser
+
+
+def add_trust_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-torchscript", action="store_true",
+                        help="let a TorchScript CLIP archive (OpenAI .pt) run its own code while loading; by default "
+                        "only its tensors are read")
 
 
 def _say(message: str) -> None:
     print(f"{PROG}: {message}", flush=True)
 
 
-def _load(checkpoint: str, clip_weights: str | None, dense_mode: str | None = None):
+def _load(args: argparse.Namespace):
     from mgca.checkpoint import load_model
 
-    return load_model(checkpoint, clip_weights=clip_weights, dense_mode=dense_mode)
+    return load_model(args.checkpoint, clip_weights=args.clip_weights, dense_mode=getattr(args, "dense_mode", None),
+                      trust_torchscript=args.trust_torchscript)
 
 
 def _dataset_classes(name: str) -> list[str]:
@@ -147,7 +148,8 @@ def run_text(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".npz":
         raise UsageError(f"--out {out} must be a .npz file")
-    model, _ = _load(args.checkpoint, args.clip_weights)
+    check_writable_file(out, "--out")
+    model, _ = _load(args)
     start = time.perf_counter()
     path = build_text_cache(model, names, args.templates, out)
     identity = model.backbone.identity
@@ -170,7 +172,8 @@ def run_export(args: argparse.Namespace) -> int:
     from .pipeline import export_bundle
 
     options = export_options(args)  # fails fast, before the model is loaded
-    model, cfg = _load(args.checkpoint, args.clip_weights, args.dense_mode)
+    check_writable_dir(args.out, "--out")
+    model, cfg = _load(args)
     if args.dense_mode:
         _say(f"backbone rebuilt in dense mode {args.dense_mode} (--dense-mode); the decoder is the checkpoint's, "
              "trained on the features of the mode it was trained with")
@@ -179,37 +182,11 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status 0 done, 1 the export ran but failed a check (parity, TensorRT build), 2 bad input."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    from calibration.reader import CalibrationError
-    from runtime.errors import SettingsError
-
-    from .onnx_export import ExportError
-    from .parity import ParityError
-    from .pipeline import ExportOptionsError
-    from .tensorrt_build import TensorRTBuildError, TensorRTUnavailable
-    from .text_cache import VocabularyFileError
-
     is_text = bool(argv) and argv[0] == "text"
     args = (text_parser() if is_text else export_parser()).parse_args(argv[1:] if is_text else argv)
-    try:
-        from mgca.checkpoint import CheckpointError
-        from mgca.clip_backbone import BackboneError
-        from mgca.config import ConfigError
-        from mgca.evalsets import DatasetError
-
-        bad_input = (UsageError, ExportOptionsError, SettingsError, VocabularyFileError, CalibrationError,
-                     CheckpointError,
-                     BackboneError, ConfigError, DatasetError, TensorRTUnavailable, NotADirectoryError)
-        return run_text(args) if is_text else run_export(args)
-    except bad_input as err:
-        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
-    except (ParityError, ExportError, TensorRTBuildError) as err:
-        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    return run_cli(PROG, lambda: run_text(args) if is_text else run_export(args))
 
 
 if __name__ == "__main__":

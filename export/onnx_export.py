@@ -28,14 +28,16 @@ from torch import nn
 from mgca.clip_backbone import sha256_tensors
 from runtime.contract import DEFAULT_SETTINGS, INPUT_NAME, ONNX_FORMAT, OUTPUT_NAME
 from runtime.contract import check_window as check_contract_window
-from runtime.errors import SettingsError
+from runtime.errors import MgcaError, SettingsError
 from runtime.files import atomic_path
 
 OPSET = 18
 
 
-class ExportError(RuntimeError):
-    """The model cannot be exported or the exported graph is invalid; the message says why."""
+class ExportError(MgcaError, RuntimeError):
+    """The model cannot be exported or the exported graph is invalid; the message says why (exit status 1)."""
+
+    exit_code = 1
 
 
 class PixelEmbeddingGraph(nn.Module):

@@ -21,13 +21,16 @@ import numpy as np
 import torch
 
 from runtime.engines import OrtEngine, in_batches
+from runtime.errors import MgcaError
 from runtime.postprocess import pixel_cosines, window_labels
 
 FP32_REL_TOL = 1e-4
 
 
-class ParityError(RuntimeError):
-    """The exported graph does not compute the PyTorch model's function within tolerance."""
+class ParityError(MgcaError, RuntimeError):
+    """The exported graph does not compute the PyTorch model's function within tolerance (exit status 1)."""
+
+    exit_code = 1
 
 
 @dataclass

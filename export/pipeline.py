@@ -27,11 +27,12 @@ import numpy as np
 from calibration.quantize import CALIBRATION_METHODS
 from mgca.prompts import DEFAULT_TEMPLATE_SET, template_average
 from runtime.contract import DEFAULT_SETTINGS, MODEL_FILES, TEXT_CACHE_FILE, InferenceSettings
+from runtime.errors import MgcaError
 
 TRT_PRECISIONS = ("fp16", "int8")
 
 
-class ExportOptionsError(ValueError):
+class ExportOptionsError(MgcaError, ValueError):
     """A bad combination of export options; the message says which and how to fix it."""
 
 

@@ -29,18 +29,21 @@ from pathlib import Path
 from typing import Any
 
 from runtime.contract import INPUT_NAME
+from runtime.errors import MgcaError
 from runtime.files import atomic_write_bytes
 
 TRT_MISSING = "TensorRT is not installed: pip install 'mgca[trt]' on a machine with an NVIDIA GPU"
 FP32_ONNX_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "ReduceL2", "ReduceSumSquare", "Pow", "Sqrt")
 
 
-class TensorRTUnavailable(RuntimeError):
+class TensorRTUnavailable(MgcaError, RuntimeError):
     """tensorrt cannot be imported or no GPU is usable; the message is one line."""
 
 
-class TensorRTBuildError(RuntimeError):
-    """TensorRT could not parse the graph or build the engine."""
+class TensorRTBuildError(MgcaError, RuntimeError):
+    """TensorRT could not parse the graph or build the engine (the export ran: exit status 1)."""
+
+    exit_code = 1
 
 
 def require_tensorrt():

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.errors import MgcaError
 from runtime.text_cache import write_text_cache
 
 
-class VocabularyFileError(ValueError):
+class VocabularyFileError(MgcaError, ValueError):
     """The vocabulary file cannot be used; the message says what to fix."""
 
 

@@ -6,12 +6,12 @@ frozen CLIP weights are never copied into it.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from runtime.errors import MgcaError
 from runtime.files import atomic_path
 
 from .config import Config, ConfigError, DecoderConfig, config_from_dict
@@ -19,7 +19,7 @@ from .config import Config, ConfigError, DecoderConfig, config_from_dict
 CHECKPOINT_FORMAT = "mgca-checkpoint/1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MgcaError, ValueError):
     """A checkpoint cannot be read or does not fit; the message names the fix."""
 
 
@@ -28,8 +28,6 @@ def atomic_torch_save(path: str | Path, obj: Any) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
     return path
 
 
@@ -75,16 +73,18 @@ def check_backbone_matches(recorded: dict[str, str], actual: dict[str, str], whe
 
 
 def load_model(path: str | Path, clip_weights: str | None = None, device: str | torch.device = "cpu",
-               dense_mode: str | None = None, with_decoder: bool = True):
+               dense_mode: str | None = None, with_decoder: bool = True, trust_torchscript: bool = False):
     """Rebuild (model, config) from a checkpoint, in eval mode on `device`.
 
     `clip_weights` overrides where the CLIP file now lives; `dense_mode` overrides the backbone's
     dense-feature mode; `with_decoder=False` keeps the checkpoint's CLIP but drops its decoder
-    (the frozen-feature baseline on the same weights)."""
+    (the frozen-feature baseline on the same weights). `trust_torchscript` is the caller's to give: the
+    checkpoint's own recorded value never lets a CLIP archive it names run code."""
     from .model import build_model
 
     payload = load_checkpoint(path)
     cfg = config_of(payload)
+    cfg.backbone.trust_torchscript = trust_torchscript
     if clip_weights is not None:
         cfg.backbone.checkpoint = clip_weights
     if dense_mode is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -24,12 +23,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from runtime.contract import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from runtime.errors import MgcaError
 
 from .config import BackboneConfig
 from .dense_modes import DENSE_MODES, MIN_DEPTH, Tower
+from .torchscript import is_torchscript_archive, read_torchscript_state_dict
 
 
-class BackboneError(ValueError):
+class BackboneError(MgcaError, ValueError):
     """The CLIP weights or architecture cannot be used; the message says how to fix it."""
 
 
@@ -69,8 +70,11 @@ def model_config(arch: str) -> dict[str, Any]:
     return dict(cfg)
 
 
-def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
-    """The state dict in `path`, and whether it was an OpenAI TorchScript archive (QuickGELU)."""
+def _read_state_dict(path: Path, trust_torchscript: bool = False) -> tuple[dict[str, torch.Tensor], bool]:
+    """The state dict in `path`, and whether it was an OpenAI TorchScript archive (QuickGELU).
+
+    Nothing in the file runs: safetensors and torch.save files are read with weights_only, a TorchScript
+    archive's tensors by mgca.torchscript; only `trust_torchscript` hands an archive to torch.jit.load."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -79,12 +83,15 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
         except Exception as err:  # safetensors raises several error types for bad files
             raise BackboneError(f"CLIP checkpoint {path} is not a readable safetensors file ({err}); "
                                 "re-download or re-save it") from None
-    is_jit = zipfile.is_zipfile(path) and any(n.endswith("constants.pkl") for n in zipfile.ZipFile(path).namelist())
+    is_jit = is_torchscript_archive(path)
+    if is_jit and not trust_torchscript:
+        return read_torchscript_state_dict(path), True
     try:
         if is_jit:
             with warnings.catch_warnings():
-                # torch.jit.load is deprecated; OpenAI files need it
+                # torch.jit.load is deprecated; trusted OpenAI files may still want it
                 warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", FutureWarning)
                 return torch.jit.load(str(path), map_location="cpu").state_dict(), True
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:
@@ -148,7 +155,7 @@ def build_clip_model(cfg: BackboneConfig) -> tuple[nn.Module, str]:
         if not path.is_file():
             raise BackboneError(f"CLIP checkpoint {path} does not exist; pass the local path of the weights "
                                 "(nothing is downloaded)")
-        state, is_openai = _read_state_dict(path)
+        state, is_openai = _read_state_dict(path, cfg.trust_torchscript)
     quick_gelu = cfg.quick_gelu if cfg.quick_gelu is not None else (is_openai or arch_cfg.get("quick_gelu", False))
     arch_cfg["quick_gelu"] = quick_gelu
     with torch.random.fork_rng(devices=[]):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import pickle
 import sys
 import time
 from collections.abc import Sequence
@@ -55,8 +56,9 @@ class PretrainReport:
                 f"{100 * self.backdrop_accuracy:.1f}% over {len(SYNTHETIC_BACKDROPS)} backdrop textures")
 
 
-def cache_path(arch: str, cfg: PretrainConfig, world: SyntheticWorldConfig) -> Path:
+def cache_path(arch: str, cfg: PretrainConfig, world: SyntheticWorldConfig | None = None) -> Path:
     """Where the weights for (arch, cfg, world) live; the name changes whenever anything that shapes them does."""
+    world = world or SyntheticWorldConfig()
     recipe = {"arch": arch, "model": model_config(arch), "world": config_to_dict(world),
               "pretrain": {k: v for k, v in config_to_dict(cfg).items() if k not in ("enabled", "cache_dir")}}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
@@ -101,6 +103,22 @@ def zero_shot_accuracy(model: torch.nn.Module, tokenizer, image_size: int, seed:
     return float((scores[0] == np.asarray(objects)).mean()), float((scores[1] == np.asarray(textures)).mean())
 
 
+def load_cached_weights(model: torch.nn.Module, path: Path) -> bool:
+    """Load cached weights into `model`: True when they were there and whole. A damaged file (an interrupted copy,
+    a full disk) is removed with a one-line notice, so the caller pretrains again instead of failing."""
+    if not path.is_file():
+        return False
+    try:
+        model.load_state_dict(torch.load(str(path), map_location="cpu", weights_only=True))
+        return True
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, pickle.UnpicklingError) as err:
+        reason = " ".join(str(err).split())[:120]
+        print(f"mgca: the cached tiny CLIP {path} is unreadable ({type(err).__name__}: {reason}); pretraining it "
+              "again", file=sys.stderr, flush=True)
+        path.unlink(missing_ok=True)
+        return False
+
+
 def pretrain_clip(arch: str, cfg: PretrainConfig, world: SyntheticWorldConfig | None = None,
                   progress: bool = True) -> PretrainReport:
     """Train (or reuse) a tiny CLIP on synthetic pairs of `world`; returns where its open_clip weights are.
@@ -116,8 +134,7 @@ def pretrain_clip(arch: str, cfg: PretrainConfig, world: SyntheticWorldConfig | 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = open_clip.CLIP(**arch_cfg)
-    if path.is_file():
-        model.load_state_dict(torch.load(str(path), map_location="cpu", weights_only=True))
+    if load_cached_weights(model, path):
         return PretrainReport(path, True, 0.0, *zero_shot_accuracy(model, tokenizer, image_size, cfg.seed + 1,
                                                                    texture_contrast=world.texture_contrast))
 

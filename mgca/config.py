@@ -6,7 +6,9 @@ its comment says otherwise; the embedded default run overrides a few of them for
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +16,10 @@ from typing import Any, Literal
 
 import yaml
 
+from runtime.errors import MgcaError
 
-class ConfigError(ValueError):
+
+class ConfigError(MgcaError, ValueError):
     """A configuration value or key is wrong; the message says which and how to fix it."""
 
 
@@ -28,6 +32,9 @@ class BackboneConfig:
     )
     quick_gelu: bool | None = None  # None: True for OpenAI JIT archives, else the config's
     init_seed: int = 0  # random-init seed when no checkpoint is given (tests, embedded default)
+    # Let a TorchScript archive (OpenAI's .pt files) run its own code while loading. Off: only its tensors are
+    # read (mgca.torchscript). Never taken from a checkpoint's recorded config: the loader's caller decides.
+    trust_torchscript: bool = False
 
 
 @dataclass
@@ -102,6 +109,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # optimizer steps between checkpoints; 0: once per epoch
     max_steps: int = 0  # stop after this many optimizer steps (0: run all epochs)
     resume: str | None = None  # checkpoint path, or "auto" for output_dir/last.pt
+    overwrite: bool = False  # replace an earlier run's last.pt in output_dir (otherwise the run is refused)
     seed: int = 0
     # torch intra-op threads (0: torch's default, one per core). Float sums are split by thread, so two runs
     # give identical numbers only with the same count: the embedded default fixes it.
@@ -193,14 +201,103 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
             return value.lower() in ("true", "1", "yes", "on")
         raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if annotation in (int, float, str):
+    if annotation is int:
+        return _integer(value, where)
+    if annotation in (float, str):
+        if annotation is float and isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
         try:
-            if annotation is int and isinstance(value, str):
-                return int(float(value)) if value.strip().lstrip("-").replace(".", "", 1).isdigit() else int(value)
             return annotation(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}") from None
     return value
+
+
+def _integer(value: Any, where: str) -> int:
+    """An int from 3, 3.0, "3" or "3.0"; 2.5, "2.5" and true are errors, never rounded away."""
+    number = value
+    if isinstance(value, str):
+        try:
+            number = int(value)
+        except ValueError:
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+    if isinstance(number, bool) or not isinstance(number, (int, float)) \
+            or isinstance(number, float) and not number.is_integer():
+        raise ConfigError(f"{where}: expected int (a whole number), got {value!r}")
+    return int(number)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The allowed range of a numeric setting (each element of a tuple setting); None: unbounded."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low itself is not allowed
+    high_open: bool = False
+
+    def describe(self) -> str:
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+        return " and ".join(parts)
+
+    def allows(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or self.low_open and value == self.low):
+            return False
+        return not (self.high is not None and (value > self.high or self.high_open and value == self.high))
+
+
+POSITIVE, AT_LEAST_ONE, NON_NEGATIVE, FRACTION = Limit(0, low_open=True), Limit(1), Limit(0), Limit(0, 1, low_open=True)
+
+# Every numeric setting's range, in one place: `validate_config` checks them all before any work starts.
+LIMITS: dict[str, Limit] = {
+    "backbone.init_seed": NON_NEGATIVE,
+    "decoder.upsample": AT_LEAST_ONE, "decoder.num_blocks": NON_NEGATIVE,
+    "loss.k_obj": FRACTION, "loss.k_neg": FRACTION, "loss.k_pix": Limit(0, 1), "loss.tau": POSITIVE,
+    "loss.scale": POSITIVE, "loss.chunk_size": NON_NEGATIVE,
+    "data.synthetic_size": AT_LEAST_ONE, "data.image_size": AT_LEAST_ONE, "data.crop_scale": FRACTION,
+    "data.num_workers": NON_NEGATIVE, "data.seed": NON_NEGATIVE,
+    "data.synthetic.min_objects": Limit(1, 4), "data.synthetic.max_objects": Limit(1, 4),
+    "data.synthetic.caption_backdrop": Limit(0, 1), "data.synthetic.caption_partial": Limit(0, 1),
+    "data.synthetic.group_size": AT_LEAST_ONE, "data.synthetic.texture_contrast": Limit(0, 1),
+    "optim.lr": POSITIVE, "optim.weight_decay": NON_NEGATIVE, "optim.betas": Limit(0, 1, high_open=True),
+    "optim.epochs": AT_LEAST_ONE, "optim.warmup_epochs": NON_NEGATIVE, "optim.grad_clip": NON_NEGATIVE,
+    "train.batch_size": AT_LEAST_ONE, "train.global_batch": NON_NEGATIVE, "train.log_every": AT_LEAST_ONE,
+    "train.checkpoint_every": NON_NEGATIVE, "train.max_steps": NON_NEGATIVE, "train.seed": NON_NEGATIVE,
+    "train.num_threads": NON_NEGATIVE,
+    "pretrain.steps": AT_LEAST_ONE, "pretrain.batch_size": Limit(2), "pretrain.lr": POSITIVE,
+    "pretrain.weight_decay": NON_NEGATIVE, "pretrain.warmup_steps": NON_NEGATIVE, "pretrain.pool_size": NON_NEGATIVE,
+    "pretrain.seed": NON_NEGATIVE,
+    "benchmark.count": AT_LEAST_ONE, "benchmark.image_size": AT_LEAST_ONE, "benchmark.seed": NON_NEGATIVE,
+    "benchmark.short_side": AT_LEAST_ONE, "benchmark.window": AT_LEAST_ONE, "benchmark.stride": AT_LEAST_ONE,
+    "benchmark.units": NON_NEGATIVE,
+}
+
+
+def validate_config(cfg: Config) -> Config:
+    """`cfg`, or a one-line ConfigError naming the first setting outside its range (`LIMITS`)."""
+    for key, limit in LIMITS.items():
+        value = functools.reduce(getattr, key.split("."), cfg)
+        values = value if isinstance(value, tuple) else (value,)
+        if value is not None and not all(limit.allows(float(v)) for v in values):
+            raise ConfigError(f"{key}={value!r} is out of range: it must be {limit.describe()}"
+                              + (" (each value)" if isinstance(value, tuple) else ""))
+    world = cfg.data.synthetic
+    if world.min_objects > world.max_objects:
+        raise ConfigError(f"data.synthetic.min_objects={world.min_objects} exceeds max_objects={world.max_objects}")
+    low, high = cfg.data.crop_scale
+    if low > high:
+        raise ConfigError(f"data.crop_scale={cfg.data.crop_scale!r}: the first value (smallest crop area) must not "
+                          "exceed the second")
+    return cfg
 
 
 def _fill(cls: type, data: dict[str, Any], where: str) -> Any:
@@ -223,7 +320,9 @@ def _fill(cls: type, data: dict[str, Any], where: str) -> Any:
 
 
 def config_from_dict(data: dict[str, Any], cls: type = Config) -> Any:
-    return _fill(cls, data or {}, "")
+    """A config from nested plain data, types coerced and (for a full Config) ranges checked."""
+    cfg = _fill(cls, data or {}, "")
+    return validate_config(cfg) if cls is Config else cfg
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:

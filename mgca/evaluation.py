@@ -26,6 +26,10 @@ PredictFn = Callable[[np.ndarray], np.ndarray]
 
 
 def _count(dataset, limit: int | None) -> int:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        from .config import ConfigError
+
+        raise ConfigError(f"limit must be a positive number of images (or None for all), got {limit!r}")
     return len(dataset) if limit is None else min(limit, len(dataset))
 
 

@@ -29,9 +29,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from runtime.errors import run_cli
+from runtime.files import check_writable_dir, same_file
+
 from .checkpoint import CheckpointError, check_backbone_matches, config_of, load_checkpoint, save_checkpoint
-from .clip_backbone import BackboneError, is_bundled_arch
-from .config import Config, ConfigError, config_to_dict, load_config
+from .clip_backbone import is_bundled_arch
+from .config import Config, ConfigError, config_to_dict, load_config, validate_config
 from .decoder import count_parameters
 from .device import resolve_device
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, shutdown
@@ -39,7 +42,7 @@ from .embedded import ensure_clip_weights, run_benchmark
 from .grad_cache import GradCache
 from .losses import MGCALoss
 from .model import MGCA, build_model
-from .pairs import DataError, build_dataloader, build_train_transform
+from .pairs import build_dataloader, build_train_transform
 from .plotting import plot_loss_curve
 from .schedule import build_scheduler
 
@@ -109,11 +112,30 @@ def epoch_batches(cfg: Config, transform, info: DistInfo, epoch: int, start_batc
     return iter(loader), len(loader) + start_batch
 
 
+def check_output_dir(cfg: Config) -> Path:
+    """`train.output_dir`, once it is known to be writable and holding no earlier run this one would overwrite:
+    checked before any work, so a mistake costs a second, not an epoch (or a 1,200-step checkpoint)."""
+    out = Path(cfg.train.output_dir).expanduser()
+    last = out / "last.pt"
+    resume = cfg.train.resume
+    continues = resume == "auto" or (resume is not None and same_file(Path(resume), last))
+    if last.is_file() and not continues and not cfg.train.overwrite:
+        try:
+            steps = f" of {load_checkpoint(last)['train_state']['step']:,} steps"
+        except (CheckpointError, KeyError, TypeError):
+            steps = ""
+        raise ConfigError(f"{last} holds an earlier run{steps}, which this run would overwrite; continue it with "
+                          "train.resume=auto, choose a new train.output_dir, or pass --overwrite "
+                          "(train.overwrite=true) to replace it")
+    return check_writable_dir(out, "train.output_dir")
+
+
 class Trainer:
     """Owns the model, optimizer, schedule and state of one training run."""
 
     def __init__(self, cfg: Config):
-        self.cfg = cfg
+        self.cfg = validate_config(cfg)
+        check_output_dir(cfg)
         self.device = resolve_device(cfg.train.device)
         self.info = init_distributed(self.device.type)
         if self.device.type == "cuda" and self.info.enabled:
@@ -157,7 +179,7 @@ class Trainer:
         warmup = round(cfg.optim.warmup_epochs * self.steps_per_epoch)
         self.scheduler = build_scheduler(self.optimizer, warmup, self.total_steps)
         self.state = TrainState()
-        if cfg.train.resume:
+        if cfg.train.resume and not (cfg.train.resume == "auto" and cfg.train.overwrite):  # overwrite: start afresh
             self._resume(cfg.train.resume)
 
     # ------------------------------------------------------------------ checkpoints
@@ -192,11 +214,16 @@ class Trainer:
             return  # nothing to resume yet: start fresh
         payload = load_checkpoint(path)
         old = config_of(payload)
-        check_backbone_matches(payload["backbone"], self.model.backbone.identity.to_dict(), f"checkpoint {path}")
+        ways_out = "choose a new train.output_dir, or pass --overwrite (train.overwrite=true) to replace that run"
+        try:
+            check_backbone_matches(payload["backbone"], self.model.backbone.identity.to_dict(), f"checkpoint {path}")
+        except CheckpointError:
+            raise CheckpointError(f"cannot resume {path}: it was trained on other CLIP weights than "
+                                  f"{self.model.backbone.source}; {ways_out}") from None
         for section in ("decoder", "loss", "optim"):
             if config_to_dict(getattr(old, section)) != config_to_dict(getattr(self.cfg, section)):
                 raise CheckpointError(f"cannot resume {path}: its {section} config differs from this run's; "
-                                      "resume with the checkpoint's config (or start a new output_dir)")
+                                      f"resume with the checkpoint's config, {ways_out}")
         if "train_state" not in payload:
             raise CheckpointError(f"{path} has no training state (an exported decoder?); "
                                   "resume from output_dir/last.pt")
@@ -349,6 +376,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weights", metavar="FILE",
                         help="local CLIP weights (OpenAI .pt or open_clip .pt/.safetensors); "
                         "same as backbone.checkpoint=FILE, and no tiny CLIP is pretrained")
+    parser.add_argument("--trust-torchscript", action="store_true",
+                        help="let a TorchScript CLIP archive run its own code while loading (same as "
+                        "backbone.trust_torchscript=true); by default only its tensors are read")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier run in train.output_dir (same as train.overwrite=true)")
     parser.add_argument("overrides", nargs="*",
                         help="section.key=value overrides, e.g. train.batch_size=16 optim.epochs=2")
     return parser.parse_args(argv)
@@ -359,27 +391,31 @@ def embedded_config_path() -> Path:
     return Path(__file__).with_name("configs") / "embedded.yaml"
 
 
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The run's config: --config (else the embedded default), then the overrides and the shortcut flags."""
+    config_path = args.config or embedded_config_path()
+    overrides = list(args.overrides)
+    overrides += [f"backbone.arch={args.clip}"] if args.clip else []
+    overrides += [f"backbone.checkpoint={args.weights}"] if args.weights else []
+    overrides += ["backbone.trust_torchscript=true"] if args.trust_torchscript else []
+    overrides += ["train.overwrite=true"] if args.overwrite else []
+    if args.config is None:
+        changed = f", with {' '.join(overrides)}" if overrides else ""
+        print(f"mgca.train: no --config given, running the embedded default ({config_path.name}: a tiny "
+              "CLIP pretrained on "
+              f"synthetic pairs, then the MGCA decoder on top, then the synthetic benchmark{changed})", flush=True)
+    return load_config(config_path, overrides)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        config_path = args.config or embedded_config_path()
-        overrides = list(args.overrides)
-        overrides += [f"backbone.arch={args.clip}"] if args.clip else []
-        overrides += [f"backbone.checkpoint={args.weights}"] if args.weights else []
-        if args.config is None:
-            changed = f", with {' '.join(overrides)}" if overrides else ""
-            print(f"mgca.train: no --config given, running the embedded default ({config_path.name}: a tiny "
-                  "CLIP pretrained on "
-                  f"synthetic pairs, then the MGCA decoder on top, then the synthetic benchmark{changed})", flush=True)
-        cfg = load_config(config_path, overrides)
+
+    def run() -> None:
+        cfg = config_from_args(args)
+        check_output_dir(cfg)  # before the CLIP pretraining, not only before the decoder training
         train(cfg)
-    except (ConfigError, CheckpointError, BackboneError, DataError) as err:
-        print(f"mgca.train: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("mgca.train: interrupted; resume with train.resume=auto", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_cli("mgca.train", run, interrupted="interrupted; resume with train.resume=auto")
 
 
 if __name__ == "__main__":

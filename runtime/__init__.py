@@ -4,8 +4,18 @@ Never imports torch (tests/test_runtime_install.py checks it in a subprocess whe
 `runtime.contract` is the bottom layer every other package builds on: formats, settings, geometry.
 """
 from .contract import InferenceSettings
-from .errors import BackendError, BundleError, RuntimeInputError, SettingsError, TextCacheError, VocabularyError
+from .errors import (
+    BackendError,
+    BundleError,
+    ImageFileError,
+    MgcaError,
+    OutputPathError,
+    RuntimeInputError,
+    SettingsError,
+    TextCacheError,
+    VocabularyError,
+)
 from .segmenter import Result, Segmenter
 
-__all__ = ["Segmenter", "Result", "InferenceSettings", "RuntimeInputError", "SettingsError", "BundleError",
-           "TextCacheError", "VocabularyError", "BackendError"]
+__all__ = ["Segmenter", "Result", "InferenceSettings", "MgcaError", "RuntimeInputError", "SettingsError", "BundleError",
+           "TextCacheError", "VocabularyError", "BackendError", "OutputPathError", "ImageFileError"]

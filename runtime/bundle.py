@@ -15,11 +15,14 @@ and the other inference settings only in `inference`, the architecture only in `
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .contract import (
     BUNDLE_FORMAT,
@@ -32,13 +35,18 @@ from .contract import (
     TEXT_CACHE_FILE,
     InferenceSettings,
 )
-from .errors import BundleError, SettingsError, one_line
-from .files import atomic_path, file_sha256
+from .errors import BundleError, OutputPathError, SettingsError, one_line
+from .files import atomic_path, check_writable_dir, file_sha256
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Bundle:
-    """A validated bundle: paths resolved, the fields the runtime needs typed."""
+    """A validated bundle: paths resolved (and confined to the bundle folder), the fields the runtime needs typed.
+
+    Every file the manifest names has its sha256 in `files_sha256`; `read_model` and `verify` check it when the
+    file is used, so a damaged or altered file is refused instead of silently giving other labels."""
 
     path: Path
     manifest: dict[str, Any]
@@ -53,6 +61,7 @@ class Bundle:
     models: dict[str, Path | None] = field(default_factory=dict)
     text_cache: Path | None = None
     text_sha256: str | None = None
+    files_sha256: dict[str, str] = field(default_factory=dict)
 
     def model_path(self, key: str) -> Path:
         """The file of manifest `models.<key>` ("onnx", "onnx_int8", "trt_fp16", "trt_int8"), or a one-line
@@ -75,6 +84,49 @@ class Bundle:
                               "re-export the bundle")
         return path
 
+    def open_model(self, key: str, build: Callable[[Path, bytes], T]) -> T:
+        """`build(path, bytes)` of model `key`, returned only when those bytes match the manifest's sha256.
+
+        The file is read once; the engine is built from exactly the bytes that are verified, while their hash
+        is computed on a second thread (hashlib releases the GIL): for ViT-B/16 (345 MB) hashing alone takes
+        about as long as creating the onnxruntime session, so overlapping them hides most of it."""
+        path = self.model_path(key)
+        data = _read_bytes(path, self.path)
+        with ThreadPoolExecutor(1, thread_name_prefix="mgca-sha256") as pool:
+            digest = pool.submit(lambda: hashlib.sha256(data).hexdigest())
+            try:
+                engine = build(path, data)
+            except Exception:
+                self._check_sha256(path, digest.result())  # a damaged file is reported as damaged
+                raise
+            self._check_sha256(path, digest.result())
+        return engine
+
+    def verify(self, path: Path) -> Path:
+        """`path` after checking it against its sha256 in the manifest (it must be one of the bundle's files)."""
+        try:
+            digest = file_sha256(path)
+        except OSError as err:
+            raise BundleError(f"bundle {self.path}: cannot read {path.name} ({err.strerror or err}); "
+                              "make the bundle readable") from None
+        self._check_sha256(path, digest)
+        return path
+
+    def _check_sha256(self, path: Path, digest: str) -> None:
+        expected = self.files_sha256.get(path.name)
+        if digest != expected:
+            raise BundleError(f"bundle {self.path}: {path.name} does not match its sha256 in {MANIFEST_FILE} "
+                              f"({digest[:12]} vs {str(expected)[:12]}): the file was damaged or altered; "
+                              "re-export the bundle")
+
+
+def _read_bytes(path: Path, root: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise BundleError(f"bundle {root}: cannot read {path.name} ({err.strerror or err}); make the bundle "
+                          f"readable (chmod -R u+rX {root})") from None
+
 
 def _require(mapping: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...]) -> Any:
     if key not in mapping:
@@ -86,15 +138,43 @@ def _require(mapping: dict[str, Any], key: str, where: str, kind: type | tuple[t
     return value
 
 
-def _triple(value: Any, key: str, where: str) -> tuple[float, float, float]:
-    if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(isinstance(v, (int, float)) for v in value):
+def _triple(value: Any, key: str, where: str, positive: bool = False) -> tuple[float, float, float]:
+    if not isinstance(value, (list, tuple)) or len(value) != 3 \
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         raise BundleError(f"{where}: input.{key} must be a list of 3 numbers, got {value!r}")
+    if not all(math.isfinite(v) and (v > 0 or not positive) for v in value):
+        need = "positive finite" if positive else "finite"
+        raise BundleError(f"{where}: input.{key} must hold 3 {need} numbers, got {value!r}; re-export the bundle")
     return tuple(float(v) for v in value)  # type: ignore[return-value]
 
 
+def _bundle_file(root: Path, name: Any, what: str, where: str) -> Path | None:
+    """root/name for a plain file name that stays inside the bundle folder (no folders, `..`, absolute paths or
+    links out of it), None for null; else a BundleError."""
+    if name is None or name == "":
+        return None
+    if not isinstance(name, str) or Path(name).name != name or name in (".", ".."):
+        raise BundleError(f"{where}: {what} must be a file name inside the bundle folder, got {name!r}; "
+                          "re-export the bundle")
+    path = root / name
+    if path.exists() and not path.resolve().is_relative_to(root.resolve()):
+        raise BundleError(f"{where}: {what} {name!r} links outside the bundle folder; copy the file into the bundle "
+                          "or re-export it")
+    return path
+
+
 def load_bundle(path: str | Path) -> Bundle:
-    """Read `path/manifest.json`, check it and the fp32 model file; raise BundleError (one line) on any fault."""
+    """Read `path/manifest.json`, check it, the paths it names and the fp32 model file's presence; raise BundleError
+    (one line) on any fault. File hashes are checked when a file is used (`Bundle.read_model`, `Bundle.verify`)."""
     root = Path(path).expanduser()
+    try:
+        return _load_bundle(root)
+    except OSError as err:
+        raise BundleError(f"cannot read bundle {root} ({err.strerror or type(err).__name__}: {err.filename or root}); "
+                          f"make it readable (chmod -R u+rX {root})") from None
+
+
+def _load_bundle(root: Path) -> Bundle:
     if not root.exists():
         raise BundleError(f"bundle directory {root} does not exist; make one with `mgca-export --checkpoint "
                           f"CKPT --out {root}`")
@@ -104,9 +184,10 @@ def load_bundle(path: str | Path) -> Bundle:
     if not manifest_path.is_file():
         raise BundleError(f"bundle {root} has no {MANIFEST_FILE}; it is not an mgca bundle "
                           "(make one with `mgca-export --checkpoint CKPT --out DIR`)")
+    text = manifest_path.read_bytes()  # an unreadable file is an OSError: reported by load_bundle as such
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        manifest = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise BundleError(f"{manifest_path} is not valid JSON ({one_line(err)}); re-export the bundle") from None
     if not isinstance(manifest, dict):
         raise BundleError(f"{manifest_path} must hold a JSON object; re-export the bundle")
@@ -122,9 +203,15 @@ def load_bundle(path: str | Path) -> Bundle:
     out = _require(manifest, "output", where, dict)
     models = _require(manifest, "models", where, dict)
     raw = _require(manifest, "inference", where, dict)
+    backbone = _require(manifest, "backbone", where, dict)
+    hashes = _require(manifest, "files_sha256", where, dict)
     _require(raw, "window", f"{where}: inference", int)
-    if output_stride <= 0:
-        raise BundleError(f"{where}: output_stride must be positive, got {output_stride}")
+    if embed_dim <= 0 or output_stride <= 0:
+        raise BundleError(f"{where}: embed_dim and output_stride must be positive, got {embed_dim} and "
+                          f"{output_stride}")
+    if "window" in manifest and manifest["window"] != raw["window"]:  # mgca-bundle/1 kept a copy at the top
+        raise BundleError(f"{where}: window {manifest['window']!r} and inference.window {raw['window']!r} differ; "
+                          "re-export the bundle")
     if inp.get("layout", "NCHW") != "NCHW" or out.get("layout", "NCHW") != "NCHW":
         raise BundleError(f"{where}: only NCHW input/output layouts are supported")
     if inp.get("normalized", True) is not True:
@@ -133,18 +220,22 @@ def load_bundle(path: str | Path) -> Bundle:
         settings = InferenceSettings.from_dict(raw).validate(output_stride)
     except SettingsError as err:
         raise BundleError(f"{where}: inference {err}; re-export the bundle") from None
+    text_sha256 = backbone.get("text_sha256")
+    if not isinstance(text_sha256, str) or not text_sha256:
+        raise BundleError(f"{where}: backbone.text_sha256 is missing, so no text cache could be checked against "
+                          "the bundle's CLIP; re-export the bundle")
 
-    resolved: dict[str, Path | None] = {}
-    for key in MODEL_KEYS.values():
-        name = models.get(key)
-        resolved[key] = (root / name) if isinstance(name, str) and name else None
+    resolved = {key: _bundle_file(root, models.get(key), f"models.{key}", where) for key in MODEL_KEYS.values()}
     if resolved["onnx"] is None:
         raise BundleError(f"{where}: models.onnx is not set; the fp32 ONNX model is required")
     if not resolved["onnx"].is_file():
         raise BundleError(f"bundle {root}: model file {resolved['onnx'].name} is missing; re-export the bundle")
-
-    cache_name = manifest.get("text_cache")
-    backbone = manifest.get("backbone") or {}
+    cache = _bundle_file(root, manifest.get("text_cache"), "text_cache", where)
+    for file in [*resolved.values(), cache]:
+        digest = hashes.get(file.name) if file is not None else None
+        if file is not None and not (isinstance(digest, str) and len(digest) == 64):
+            raise BundleError(f"{where}: files_sha256 has no sha256 for {file.name}, so its integrity cannot be "
+                              "checked; re-export the bundle")
     return Bundle(
         path=root,
         manifest=manifest,
@@ -154,11 +245,12 @@ def load_bundle(path: str | Path) -> Bundle:
         input_name=str(inp.get("name", INPUT_NAME)),
         output_name=str(out.get("name", OUTPUT_NAME)),
         mean=_triple(inp.get("mean"), "mean", where),
-        std=_triple(inp.get("std"), "std", where),
+        std=_triple(inp.get("std"), "std", where, positive=True),
         inference=settings,
         models=resolved,
-        text_cache=(root / cache_name) if isinstance(cache_name, str) and cache_name else None,
-        text_sha256=backbone.get("text_sha256"),
+        text_cache=cache,
+        text_sha256=text_sha256,
+        files_sha256={str(k): str(v) for k, v in hashes.items()},
     )
 
 
@@ -167,12 +259,13 @@ def load_bundle(path: str | Path) -> Bundle:
 def start_bundle(out: str | Path) -> Path:
     """Create `out` (or reuse it), removing a previous export's manifest and model files first, so an
     interrupted re-export never leaves a manifest that describes files of another export."""
-    root = Path(out).expanduser()
-    if root.exists() and not root.is_dir():
-        raise NotADirectoryError(f"bundle path {root} exists and is not a directory")
-    root.mkdir(parents=True, exist_ok=True)
-    for name in (MANIFEST_FILE, *MODEL_FILES.values(), TEXT_CACHE_FILE):
-        (root / name).unlink(missing_ok=True)
+    root = check_writable_dir(out, "bundle folder")
+    try:
+        for name in (MANIFEST_FILE, *MODEL_FILES.values(), TEXT_CACHE_FILE):
+            (root / name).unlink(missing_ok=True)
+    except OSError as err:
+        raise OutputPathError(f"cannot replace the bundle in {root} ({err.strerror or err}); choose another "
+                              "folder or make it writable") from None
     return root
 
 

@@ -1,47 +1,71 @@
-"""Atomic file writes (a temporary file in the target folder, renamed into place, mode 0666 & ~umask) and file hashes.
+"""Atomic file writes, output-path checks and file hashes: the one place the project writes user files.
 
-Every file of a bundle, a text cache or a checkpoint is written through `atomic_path`, so an interrupted
-write never leaves half a file nor loses the old one. (`tempfile.mkstemp` alone would create files
-readable by their owner only; a bundle is meant to be shipped.)
+Every file of a bundle, a text cache, a checkpoint or the CLIP cache is written through `atomic_path`: a
+temporary file in the target folder, flushed to disk, then renamed over the target, so an interrupted write
+never leaves half a file nor loses the old one. The temporary file is created with mode 0666 and the
+kernel applies the process umask, as for any `open(path, "w")` (so 0644 under the usual umask 022):
+no umask is read or changed, which would race with other threads creating files meanwhile.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import OutputPathError
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+CREATE_MODE = 0o666  # minus the umask, by the kernel: what open(path, "w") gives
+
+
+def _create_temporary(folder: Path, name: str) -> Path:
+    """A new empty file next to `name` in `folder`, created exclusively with CREATE_MODE & ~umask."""
+    for _ in range(100):
+        tmp = folder / f".{name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), CREATE_MODE)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"no free temporary name for {name} in {folder}")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success it replaces `path`, on error it is removed."""
+    """Yield a temporary path next to `path` to write; on success it is flushed to disk and replaces `path`,
+    on error it is removed and `path` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _create_temporary(path.parent, path.name)
     try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
+        yield tmp
+        _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
 def atomic_write_bytes(path: str | Path, data) -> Path:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
     return Path(path)
 
 
@@ -53,4 +77,49 @@ def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["atomic_path", "atomic_write_bytes", "file_sha256"]
+# ---------------------------------------------------------------------------------------------- output checks
+
+def check_writable_dir(folder: str | Path, what: str) -> Path:
+    """Create `folder` if needed and prove a file can be made in it, before any long work starts; else a one-line
+    OutputPathError naming `what` (e.g. "train.output_dir")."""
+    folder = Path(folder).expanduser()
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise OutputPathError(f"{what} {folder} exists and is not a folder; choose another path")
+        folder.mkdir(parents=True, exist_ok=True)
+        _create_temporary(folder, "write-test").unlink()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise OutputPathError(f"{what} {folder} cannot be written ({reason}); choose a folder you can write "
+                              "to") from None
+    return folder
+
+
+def check_writable_file(path: str | Path, what: str, inputs: tuple[str | Path, ...] = ()) -> Path:
+    """`path` when a file can be written there without replacing one of `inputs`, checked before the work starts;
+    else a one-line OutputPathError naming `what` (e.g. "--json")."""
+    path = Path(path).expanduser()
+    for source in inputs:
+        if same_file(path, Path(source)):
+            raise OutputPathError(f"{what} {path} is the input file {source}; it would be overwritten: choose another "
+                                  "output path")
+    if path.is_dir():
+        raise OutputPathError(f"{what} {path} is a folder; give a file path")
+    check_writable_dir(path.parent, f"the folder of {what}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise OutputPathError(f"{what} {path} exists and is read-only; choose another path or make it writable")
+    return path
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name the same file (symlinks, `..` and hard links included)."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.expanduser().resolve() == b.expanduser().resolve()
+
+
+__all__ = ["CREATE_MODE", "atomic_path", "atomic_write_bytes", "atomic_write_text", "file_sha256",
+           "check_writable_dir", "check_writable_file", "same_file"]

@@ -1,4 +1,4 @@
-"""From window embeddings to label maps in numpy/OpenCV (docs/inference-contract.md, "Sliding windows" from the
+"""From window embeddings to label maps in numpy (docs/inference-contract.md, "Sliding windows" from the
 stitching on, "Adaptive semantic units", "PAMR" and "Scores to labels"); `preprocess.py` makes the windows.
 
 stitch (valid parts averaged, L2-normalised) -> units (per window before stitching, or on the stitched map)
@@ -8,21 +8,19 @@ rule thresholds here).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-import cv2
 import numpy as np
 
 from .background import background_channels
 from .contract import CLIP_LOGIT_SCALE, InferenceSettings, box_cells
 from .pamr import pamr, resize_align_corners
 from .preprocess import Prepared
-from .units import pixel_scores, pool_units
+from .units import matmul_columns, pixel_scores, pool_units
 
-CV_MAX_CHANNELS = 512  # cv2.resize handles at most this many channels at once
-# Above this size the full-resolution K x H x W score stack is not materialised for plain labels
-# (19 Cityscapes classes at 1024 x 2048 = 160 MB still take the faster stacked path).
-FULL_RES_BUDGET_BYTES = 256 << 20
+# Full-resolution scores are made this many bytes of rows at a time (cache-sized: 150 classes x 683 columns
+# is 10 rows), labelled, and dropped.
+BLOCK_BYTES = 4 << 20
 
 Assign = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -100,73 +98,94 @@ def refine(scores: np.ndarray, prepared: Prepared, settings: InferenceSettings, 
     return pamr(grid_image(prepared, output_stride), scores, settings.pamr, settings.pamr_dilations)
 
 
-def resize_channels(maps: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear (align_corners=False, like torch's F.interpolate) resize of an h x w x K float32 stack."""
-    if maps.shape[:2] == (height, width):
-        return maps
-    parts = []
-    for start in range(0, maps.shape[2], CV_MAX_CHANNELS):
-        part = cv2.resize(np.ascontiguousarray(maps[:, :, start:start + CV_MAX_CHANNELS]), (width, height),
-                          interpolation=cv2.INTER_LINEAR)
-        parts.append(part[:, :, None] if part.ndim == 2 else part)
-    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)
+def bilinear_weights(out_size: int, in_size: int) -> np.ndarray:
+    """out_size x in_size float64 matrix of a bilinear resize along one axis (align_corners=False, as torch's
+    F.interpolate and cv2.INTER_LINEAR): row i holds the two taps of output i."""
+    src = np.maximum((np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5, 0.0)
+    low = np.minimum(np.floor(src).astype(np.intp), in_size - 1)
+    high = np.minimum(low + 1, in_size - 1)
+    frac = src - low
+    weights = np.zeros((out_size, in_size))
+    rows = np.arange(out_size)
+    np.add.at(weights, (rows, low), 1.0 - frac)
+    np.add.at(weights, (rows, high), frac)
+    return weights
 
 
-def _running_argmax(up: np.ndarray, height: int, width: int) -> np.ndarray:
-    """argmax over K of resize_channels(up, height, width) without holding the H x W x K stack: resize one
-    channel at a time and keep the running best value and index. Strict `>` keeps the first maximum, as
-    argmax does (ties go to the lowest class index). ~1.6x slower than the stacked path, O(H x W) memory."""
-    best = np.full((height, width), -np.inf, dtype=np.float32)
-    labels = np.zeros((height, width), dtype=np.int32)
-    mask = np.empty((height, width), dtype=bool)
-    for k in range(up.shape[2]):
-        channel = cv2.resize(np.ascontiguousarray(up[:, :, k]), (width, height), interpolation=cv2.INTER_LINEAR)
-        np.greater(channel, best, out=mask)
-        np.copyto(best, channel, where=mask)
-        np.copyto(labels, np.int32(k), where=mask)
-    return labels
+def upsample_weights(grid: int, output_stride: int, resized: int, original: int) -> np.ndarray:
+    """One axis of the contract's score upsampling as one original x grid matrix: bilinear from the stitched
+    grid to its pixel size (grid x os), cropped to the resized size or extended by its edge row where the grid
+    stops short of it (< os pixels), bilinear to the input size. Linear maps compose, so this equals the steps
+    (up to float rounding) and each output reads only 2-4 grid cells."""
+    up = bilinear_weights(grid * output_stride, grid)[:resized]
+    if up.shape[0] < resized:
+        up = np.concatenate([up, np.repeat(up[-1:], resized - up.shape[0], axis=0)])
+    weights = up if resized == original else bilinear_weights(original, resized) @ up
+    return weights.astype(np.float32)
 
 
-def to_resized(scores: np.ndarray, prepared: Prepared, output_stride: int) -> np.ndarray:
-    """h x w x K grid maps -> H' x W' x K: bilinear to the grid's pixel size (gh os x gw os), then cropped to the
-    resized image, or extended by its edge rows/columns where the grid stops short of it (< os pixels)."""
-    grid_h, grid_w = prepared.grid_hw
-    resized_h, resized_w = prepared.resized_hw
-    up = resize_channels(scores, grid_h * output_stride, grid_w * output_stride)[:resized_h, :resized_w]
-    pad_h, pad_w = resized_h - up.shape[0], resized_w - up.shape[1]
-    if pad_h or pad_w:
-        up = np.pad(up, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    return up
+def _bands(weights: np.ndarray, rows: int) -> Iterator[tuple[int, int, int, int]]:
+    """(start, stop, low, high) per block of `rows` output rows: the block reads input rows low..high-1 only."""
+    nonzero = weights != 0
+    first = nonzero.argmax(axis=1)
+    last = weights.shape[1] - nonzero[:, ::-1].argmax(axis=1)
+    for start in range(0, weights.shape[0], rows):
+        stop = min(start + rows, weights.shape[0])
+        yield start, stop, int(first[start:stop].min()), int(last[start:stop].max())
+
+
+def upsampled_rows(scores: np.ndarray, prepared: Prepared, output_stride: int,
+                   block_bytes: int | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
+    """h x w x K grid scores -> (y0, y1, rows y0..y1-1 of the H x W x K input-resolution scores), block by block.
+
+    Separable: one small matrix product per axis with `upsample_weights`, each restricted to the grid cells its
+    block reads, so any number of classes works (OpenCV's resize takes at most 128 channels) and the full
+    H x W x K stack never exists at once (benchmarks/resize.py: faster than OpenCV per 128 channels). The
+    products are cut small enough for single-threaded BLAS calls (see runtime.units.matmul_rows)."""
+    grid_h, grid_w, classes = scores.shape
+    height, width = prepared.original_hw
+    block_bytes = block_bytes or BLOCK_BYTES
+    rows = upsample_weights(grid_h, output_stride, prepared.resized_hw[0], height)
+    cols = upsample_weights(grid_w, output_stride, prepared.resized_hw[1], width)
+    scores = np.ascontiguousarray(scores, dtype=np.float32)
+    wide = np.empty((grid_h, width, classes), dtype=np.float32)  # columns at full resolution, rows still on the grid
+    for x0, x1, low, high in _bands(cols, max(1, block_bytes // (4 * grid_h * classes))):
+        wide[:, x0:x1] = np.matmul(cols[x0:x1, low:high], scores[:, low:high])
+    flat = wide.reshape(grid_h, width * classes)
+    for y0, y1, low, high in _bands(rows, max(1, block_bytes // (4 * width * classes))):
+        yield y0, y1, matmul_columns(rows[y0:y1, low:high], flat[low:high]).reshape(y1 - y0, width, classes)
 
 
 def scores_to_labels(scores: np.ndarray, prepared: Prepared, background_threshold: float | None = None,
                      keep_scores: bool = False, *, output_stride: int, bg_rule: str = "softmax",
                      image_cos: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """h x w x K grid scores -> (H x W int32 labels, K x H x W class maps or None), per the contract's last section.
+    Rows are labelled block by block, so memory stays O(H x W) unless the scores are kept.
 
     With a background value the labels are 0 = background, 1..K the classes, by `bg_rule`: "softmax" thresholds
     the full-resolution softmax(100 scores); "groupvit" and "tcl" add a background channel on the grid
     (`background.background_channels`, which needs `image_cos` for groupvit) and the returned class maps are that
     rule's (GroupViT scores, TCL masks) rather than cosines."""
     height, width = prepared.original_hw
-    if background_threshold is not None and bg_rule != "softmax":
-        scores = background_channels(scores, image_cos, bg_rule, background_threshold)
-    up = to_resized(scores, prepared, output_stride)
-    budget_exceeded = height * width * up.shape[2] * 4 > FULL_RES_BUDGET_BYTES
+    channels = background_threshold is not None and bg_rule != "softmax"
     thresholded = background_threshold is not None and bg_rule == "softmax"
-    if not thresholded and not keep_scores and budget_exceeded:
-        return _running_argmax(up, height, width), None  # e.g. 150 classes at 1024 x 2048: 1.2 GB -> 10 MB
-    full = resize_channels(up, height, width)
-    labels = full.argmax(axis=2).astype(np.int32)
-    if background_threshold is not None and bg_rule != "softmax":
-        return labels, (np.ascontiguousarray(full[:, :, 1:].transpose(2, 0, 1)) if keep_scores else None)
-    if thresholded:
-        best = np.take_along_axis(full, labels[:, :, None].astype(np.intp), axis=2)
-        # max softmax probability of CLIP-scaled scores = 1 / sum_k exp(100 (s_k - s_max))
-        denom = np.exp((full - best) * np.float32(CLIP_LOGIT_SCALE)).sum(axis=2)
-        labels += 1
-        labels[(1.0 / denom) < background_threshold] = 0
-    return labels, (np.ascontiguousarray(full.transpose(2, 0, 1)) if keep_scores else None)
+    if channels:
+        scores = background_channels(scores, image_cos, bg_rule, background_threshold)
+    first = 1 if channels else 0  # the kept class maps leave the background channel out
+    labels = np.empty((height, width), dtype=np.int32)
+    kept = np.empty((scores.shape[2] - first, height, width), dtype=np.float32) if keep_scores else None
+    for y0, y1, block in upsampled_rows(scores, prepared, output_stride):
+        best = block.argmax(axis=2)
+        if thresholded:
+            top = np.take_along_axis(block, best[:, :, None], axis=2)
+            # max softmax probability of CLIP-scaled scores = 1 / sum_k exp(100 (s_k - s_max))
+            denom = np.exp((block - top) * np.float32(CLIP_LOGIT_SCALE)).sum(axis=2)
+            best += 1
+            best[(1.0 / denom) < background_threshold] = 0
+        labels[y0:y1] = best
+        if kept is not None:
+            kept[:, y0:y1] = block[:, :, first:].transpose(2, 0, 1)
+    return labels, kept
 
 
 def window_labels(embeddings: np.ndarray, class_embeddings: np.ndarray) -> np.ndarray:
@@ -181,6 +200,5 @@ def pixel_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
 
 
-__all__ = ["l2_normalize", "stitch", "window_units", "image_scores", "grid_image", "refine", "resize_channels",
-           "to_resized", "scores_to_labels", "window_labels", "pixel_cosines", "CV_MAX_CHANNELS",
-           "FULL_RES_BUDGET_BYTES"]
+__all__ = ["l2_normalize", "stitch", "window_units", "image_scores", "grid_image", "refine", "scores_to_labels",
+           "window_labels", "pixel_cosines", "bilinear_weights", "upsample_weights", "upsampled_rows", "BLOCK_BYTES"]

@@ -38,16 +38,20 @@ def check_color_order(color_order: str) -> str:
 def check_image(image: object, where: str = "image") -> np.ndarray:
     """A uint8 H x W x 3 array from `image` (the caller's own buffer, not a copy, when it already is one;
     channel order untouched), or a one-line RuntimeInputError."""
+    given = type(image).__name__
+    if image is None:
+        raise RuntimeInputError(f"{where} is None, not an image (cv2.imread returns None for a missing or unreadable "
+                                "file); pass a numpy array H x W x 3 uint8 (RGB)")
     if not isinstance(image, np.ndarray):
         try:
             image = np.asarray(image)
         except Exception:  # noqa: BLE001 - anything that is not array-like
             raise RuntimeInputError(f"{where} must be a numpy array H x W x 3 uint8 (RGB), "
-                                    f"got {type(image).__name__}") from None
+                                    f"got {given}") from None
     arr: np.ndarray = image
     if arr.dtype == object or arr.ndim == 0:
-        raise RuntimeInputError(f"{where} must be a numpy array H x W x 3 uint8 (RGB), got {type(image).__name__} of "
-                                f"dtype {arr.dtype}")
+        raise RuntimeInputError(f"{where} must be a numpy array H x W x 3 uint8 (RGB), got {given}"
+                                + (f" of dtype {arr.dtype}" if given == "ndarray" else ""))
     if arr.ndim not in (2, 3):
         raise RuntimeInputError(f"{where} has shape {arr.shape}; expected H x W x 3 (RGB), H x W x 4 (RGBA) or "
                                 "H x W (grayscale)")

@@ -28,10 +28,11 @@ import numpy as np
 from .bundle import Bundle, load_bundle
 from .contract import MODEL_KEYS, InferenceSettings
 from .engines import OrtEngine, TensorRTEngine, tensorrt_available
-from .errors import BackendError, RuntimeInputError, VocabularyError
+from .errors import BackendError, BundleError, RuntimeInputError, VocabularyError
+from .files import same_file
 from .postprocess import image_scores, refine, scores_to_labels, stitch
 from .preprocess import Prepared, check_color_order, check_image, prepare
-from .text_cache import MAKE_CACHE_HINT, TextCache, load_text_cache, make_text_cache
+from .text_cache import MAKE_CACHE_HINT, TextCache, check_vocabulary, load_text_cache, make_text_cache
 from .units import ASSIGNMENT_METHODS, faiss, faiss_gpu_available, make_assigner, measure_assigners
 
 FAISS_MARGIN = 1.5
@@ -104,13 +105,16 @@ class Segmenter:
         self._mean = np.asarray(self.bundle.mean, dtype=np.float32)
         self._std = np.asarray(self.bundle.std, dtype=np.float32)
         self.backend, self.precision = self._pick_backend(backend, precision)
-        model_path = self.bundle.model_path(MODEL_KEYS[(self.backend, self.precision)])
-        if self.backend == "tensorrt":
-            self.engine: OrtEngine | TensorRTEngine = TensorRTEngine(model_path, self.bundle.input_name,
-                                                                     self.bundle.output_name, device)
-        else:
-            self.engine = OrtEngine(model_path, self.bundle.input_name, self.bundle.output_name, device,
-                                    num_threads=num_threads)
+        def build(path: Path, data: bytes) -> OrtEngine | TensorRTEngine:
+            if self.backend == "tensorrt":
+                return TensorRTEngine(path, self.bundle.input_name, self.bundle.output_name, device,
+                                      engine_bytes=data)
+            return OrtEngine(path, self.bundle.input_name, self.bundle.output_name, device, num_threads=num_threads,
+                             model_bytes=data)
+
+        self.engine: OrtEngine | TensorRTEngine = self.bundle.open_model(MODEL_KEYS[(self.backend, self.precision)],
+                                                                         build)
+        self._check_engine_geometry()
         self.assignment, self.assignment_reason, self.assignment_timings = self._pick_assignment(assignment)
         self._assign = make_assigner(self.assignment if self.assignment != "none" else "numpy", num_threads)
         # Full-resolution post-processing holds ~13 bytes x H x W x K per call (250 MB at 1024 x 2048 x 19):
@@ -149,6 +153,21 @@ class Segmenter:
                                "with onnxruntime)")
         return backend, precision or "fp32"
 
+    def _check_engine_geometry(self) -> None:
+        """The graph's fixed window and embedding size must be the manifest's: refused here, not at segment()."""
+        window, grid = self.bundle.inference.window, self.bundle.inference.window // self.bundle.output_stride
+        expected_in = (None, 3, window, window)
+        expected_out = (None, self.bundle.embed_dim, grid, grid)
+        for what, shape, expected in (("input", self.engine.input_shape, expected_in),
+                                      ("output", self.engine.output_shape, expected_out)):
+            if len(shape) != 4 or any(s is not None and e is not None and s != e
+                                      for s, e in zip(shape, expected, strict=True)):
+                shown = " x ".join("N" if s is None else str(s) for s in shape)
+                raise BundleError(f"bundle {self.bundle.path}: {self.engine.model_path.name} has {what} {shown}, but "
+                                  f"the manifest says inference.window {window} and embed_dim {self.bundle.embed_dim}"
+                                  f" ({' x '.join('N' if e is None else str(e) for e in expected)}); the manifest "
+                                  "was edited or belongs to another export: re-export the bundle")
+
     def _pick_assignment(self, assignment: str) -> tuple[str, str, dict[str, float]]:
         settings = self.settings
         if settings.units == 0:
@@ -186,18 +205,23 @@ class Segmenter:
 
     # ----------------------------------------------------------------------------- vocabulary
     def set_vocabulary(self, vocabulary: str | Path | TextCache | tuple[Sequence[str], np.ndarray]) -> None:
-        """Use a text cache file (hash-checked against the bundle), a TextCache, or (names, K x C embeddings)."""
+        """Use a text cache file, a TextCache, or (names, K x C embeddings); all go through one check
+        (`check_vocabulary`: distinct names, finite embeddings, the bundle's embedding size and CLIP text tower,
+        which bare arrays cannot name and are taken on trust for)."""
+        expected = dict(expected_text_sha256=self.bundle.text_sha256, expected_embed_dim=self.bundle.embed_dim,
+                        bundle_label=f"bundle {self.bundle.path}", expected_arch=self.bundle.arch)
         if isinstance(vocabulary, TextCache):
-            cache = vocabulary
+            cache = check_vocabulary(vocabulary, **expected)
         elif isinstance(vocabulary, tuple):
-            cache = make_text_cache(vocabulary[1], vocabulary[0])
+            if len(vocabulary) != 2:
+                raise VocabularyError("a vocabulary tuple is (class names, K x C embeddings), got "
+                                      f"{len(vocabulary)} items")
+            cache = check_vocabulary(make_text_cache(vocabulary[1], vocabulary[0]), **expected)
         else:
-            cache = load_text_cache(vocabulary, expected_text_sha256=self.bundle.text_sha256,
-                                    expected_embed_dim=self.bundle.embed_dim, bundle_label=f"bundle {self.bundle.path}",
-                                    expected_arch=self.bundle.arch)
-        if cache.embeddings.shape[1] != self.bundle.embed_dim:
-            raise VocabularyError(f"vocabulary has {cache.embeddings.shape[1]}-dim embeddings, bundle "
-                                  f"{self.bundle.path} needs {self.bundle.embed_dim}")
+            own = self.bundle.text_cache
+            if own is not None and same_file(Path(vocabulary).expanduser(), own):
+                self.bundle.verify(own)  # the bundle's own cache, passed by path: hash-checked like the model
+            cache = load_text_cache(vocabulary, **expected)
         with self._vocab_lock:
             self._vocab = cache
 
@@ -224,6 +248,11 @@ class Segmenter:
         if isinstance(images, (list, tuple)):
             if not images:
                 raise RuntimeInputError("got an empty list of images")
+            for i, img in enumerate(images):
+                if not _array_like(img):
+                    raise RuntimeInputError(f"image {i} of the list is a {type(img).__name__}, not an image; a list "
+                                            "holds images (numpy arrays H x W x 3 uint8): pass one image as the "
+                                            "array itself, not img.tolist()")
             return [check_image(img, f"image {i}") for i, img in enumerate(images)], True
         if isinstance(images, np.ndarray) and images.ndim == 4:
             if images.shape[0] == 0:
@@ -267,8 +296,7 @@ class Segmenter:
         return_scores: K x H x W class maps: cosines, or with background the groupvit scores / tcl masks.
         """
         text, names = self._classes(classes)
-        if background_threshold is not None and not 0.0 <= float(background_threshold) <= 1.0:
-            raise RuntimeInputError(f"background_threshold must be in [0, 1], got {background_threshold}")
+        background_threshold = _check_threshold(background_threshold)
         settings, os_ = self.settings, self.bundle.output_stride
         order = self.color_order if color_order is None else check_color_order(color_order)
         arrays, batched = self._images(images)
@@ -327,6 +355,22 @@ class Segmenter:
                 f"dense_mode={d['dense_mode']}, window={d['window']}/{d['stride']}, "
                 f"units={d['units']}/{d['unit_scope']}, bg_rule={d['bg_rule']}, pamr={d['pamr']}, "
                 f"assignment={d['assignment']})")
+
+
+def _array_like(value: Any) -> bool:
+    """An array, or an object that hands numpy its pixels (a PIL image): not a nested list of numbers."""
+    return isinstance(value, np.ndarray) or hasattr(value, "__array_interface__") or hasattr(value, "__array__")
+
+
+def _check_threshold(value: Any) -> float | None:
+    """None, or a real number in [0, 1] as a float; anything else (a string, NaN, 1.5) is a RuntimeInputError."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0.0 <= float(value) <= 1.0:
+        raise RuntimeInputError(f"background_threshold must be a number in [0, 1] (or None for no background), "
+                                f"got {value!r}")
+    return float(value)
 
 
 __all__ = ["Segmenter", "Result"]

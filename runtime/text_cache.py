@@ -58,6 +58,7 @@ class TextCache:
         names = tuple(str(c) for c in classes)
         if not names:
             raise VocabularyError("classes is empty; pass at least one class name or None for the whole vocabulary")
+        check_class_names(names, "classes")
         index: dict[str, int] = self._index  # type: ignore[attr-defined]
         missing = [n for n in names if n not in index]
         if missing:
@@ -98,38 +99,63 @@ def load_text_cache(path: str | Path, expected_text_sha256: str | None = None, e
     if meta.get("format") != TEXT_CACHE_FORMAT:
         raise TextCacheError(f"text cache {path} has format {meta.get('format')!r}, expected {TEXT_CACHE_FORMAT!r}; "
                              f"{MAKE_CACHE_HINT}")
+    return check_vocabulary(TextCache(embeddings, names, templates, meta, path), expected_text_sha256,
+                            expected_embed_dim, bundle_label, expected_arch)
+
+
+def check_class_names(names: Sequence[str], what: str) -> None:
+    """A one-line VocabularyError when a name repeats: label i is names[i], so a repeated name would have one
+    label that never appears."""
+    seen: set[str] = set()
+    repeated = [n for n in names if n in seen or seen.add(n)]  # type: ignore[func-returns-value]
+    if repeated:
+        shown = ", ".join(repr(n) for n in dict.fromkeys(repeated))
+        raise VocabularyError(f"{what} repeat {shown}; give each class once (label i is the i-th class)")
+
+
+def check_vocabulary(cache: TextCache, expected_text_sha256: str | None = None, expected_embed_dim: int | None = None,
+                     bundle_label: str = "the bundle", expected_arch: str | None = None) -> TextCache:
+    """The one check of a vocabulary, read from a file or given in memory (a TextCache or names + embeddings):
+    K x C finite, non-zero embeddings, K distinct names, and the CLIP text tower it was made with (its
+    text_sha256) equal to the bundle's. Only a vocabulary built in memory from bare arrays (`make_text_cache`,
+    no file and no text_sha256) is taken on the caller's word for the backbone. Returns it L2-normalised."""
+    where = f"text cache {cache.path}" if cache.path else "the vocabulary"
+    embeddings, names = cache.embeddings, cache.class_names
     if embeddings.ndim != 2 or embeddings.shape[0] != len(names) or embeddings.shape[0] == 0:
-        raise TextCacheError(f"text cache {path}: embeddings {embeddings.shape} do not match {len(names)} class names; "
+        raise TextCacheError(f"{where}: embeddings {embeddings.shape} do not match {len(names)} class names; "
                              f"{MAKE_CACHE_HINT}")
-    if len(set(names)) != len(names):
-        raise TextCacheError(f"text cache {path} has duplicate class names; rebuild it from a vocabulary "
-                             "without duplicates")
+    try:
+        check_class_names(names, f"{where}: class names")
+    except VocabularyError as err:
+        raise TextCacheError(f"{err}; rebuild it from a vocabulary without duplicates") from None
     if not np.isfinite(embeddings).all():
-        raise TextCacheError(f"text cache {path} holds non-finite embeddings; rebuild it")
+        raise TextCacheError(f"{where} holds non-finite embeddings; rebuild it")
+    norms = np.linalg.norm(embeddings.astype(np.float64), axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise TextCacheError(f"{where}: the embedding of {names[int(np.argmin(norms[:, 0]))]!r} is zero; rebuild it")
     rebuild = "rebuild it with `mgca-export text --checkpoint CKPT --vocab FILE`"
-    if expected_text_sha256 is not None and meta.get("text_sha256") != expected_text_sha256:
+    made_with = cache.meta.get("text_sha256")
+    vouched = cache.path is None and made_with is None  # bare arrays from the caller: nothing to compare
+    if expected_text_sha256 is not None and not vouched and made_with != expected_text_sha256:
         raise TextCacheError(
-            f"text cache {path} was made for backbone {meta.get('arch')} (text_sha256 "
-            f"{str(meta.get('text_sha256'))[:12]}) "
+            f"{where} was made for backbone {cache.meta.get('arch')} (text_sha256 {str(made_with)[:12]}) "
             f"but {bundle_label} uses {expected_arch or 'another backbone'} (text_sha256 "
             f"{expected_text_sha256[:12]}); {rebuild}")
     if expected_embed_dim is not None and embeddings.shape[1] != expected_embed_dim:
-        raise TextCacheError(f"text cache {path} has {embeddings.shape[1]}-dim embeddings but {bundle_label} produces "
+        raise TextCacheError(f"{where} has {embeddings.shape[1]}-dim embeddings but {bundle_label} produces "
                              f"{expected_embed_dim}-dim ones; {rebuild}")
-    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-    # the contract says normalised; fix a cache that is not, leave bits alone otherwise
-    if np.abs(norms - 1.0).max() > 1e-3:
-        embeddings = embeddings / np.maximum(norms, 1e-12)
-    return TextCache(np.ascontiguousarray(embeddings, dtype=np.float32), names, templates, meta, path)
+    if np.abs(norms - 1.0).max() <= 1e-3:  # the contract says normalised; fix one that is not, leave bits alone
+        return cache
+    normalised = np.ascontiguousarray(embeddings / norms, dtype=np.float32)
+    return TextCache(normalised, names, cache.templates, cache.meta, cache.path)
 
 
 def make_text_cache(embeddings: np.ndarray, class_names: Sequence[str]) -> TextCache:
-    """An in-memory cache from given embeddings (no hash check possible: the caller vouches for them)."""
-    emb = np.asarray(embeddings, dtype=np.float32)
-    if emb.ndim != 2 or emb.shape[0] != len(class_names):
-        raise VocabularyError(f"embeddings {emb.shape} do not match {len(class_names)} class names")
-    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    return TextCache(np.ascontiguousarray(emb), tuple(str(c) for c in class_names), (), {"format": TEXT_CACHE_FORMAT})
+    """An in-memory cache from given embeddings, checked by `check_vocabulary` (no backbone hash to compare:
+    the caller vouches for which CLIP made them)."""
+    emb = np.array(embeddings, dtype=np.float32)  # a copy: TextCache freezes its array
+    names = tuple(str(c) for c in class_names)
+    return check_vocabulary(TextCache(emb, names, (), {"format": TEXT_CACHE_FORMAT}))
 
 
 def cache_meta(identity: dict[str, Any], embed_dim: int, num_classes: int, template_set: str | None,
@@ -175,4 +201,5 @@ def write_text_cache(path: str | Path, embeddings: np.ndarray, class_names: Sequ
     return path
 
 
-__all__ = ["TextCache", "load_text_cache", "make_text_cache", "write_text_cache", "cache_meta", "MAKE_CACHE_HINT"]
+__all__ = ["TextCache", "load_text_cache", "make_text_cache", "check_vocabulary", "check_class_names",
+           "write_text_cache", "cache_meta", "MAKE_CACHE_HINT"]

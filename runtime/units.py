@@ -42,6 +42,16 @@ def matmul_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+def matmul_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a (m x k) @ b (k x N) for few rows and a wide b, as column blocks small enough for a single-threaded
+    BLAS call each (the score upsampling's row blocks: m ~ 10, k ~ 3, N = W x K)."""
+    out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    columns = max(1, _GEMM_SINGLE_THREAD_MNK // max(1, a.shape[0] * a.shape[1]))
+    for start in range(0, b.shape[1], columns):
+        np.matmul(a, b[:, start:start + columns], out=out[:, start:start + columns])
+    return out
+
+
 def tie_eps(channels: int) -> float:
     """Similarity gap below which a pixel's winner is re-checked exactly (>= 2x the float32 error bound)."""
     return 4.0 * channels * 2.0 ** -24
@@ -215,6 +225,6 @@ def measure_assigners(pixels: int, channels: int, units: int, methods: list[str]
     return timings
 
 
-__all__ = ["tie_eps", "assign_numpy", "assign_faiss", "faiss_gpu_available", "omp_thread_cap",
-           "FaissAssigner", "ASSIGNMENT_METHODS", "make_assigner", "unit_embeddings", "pool_units", "pixel_scores",
-           "measure_assigners"]
+__all__ = ["matmul_rows", "matmul_columns", "tie_eps", "assign_numpy", "assign_faiss", "faiss_gpu_available",
+           "omp_thread_cap", "FaissAssigner", "ASSIGNMENT_METHODS", "make_assigner", "unit_embeddings", "pool_units",
+           "pixel_scores", "measure_assigners"]

@@ -140,7 +140,7 @@ def test_segment_with_background_and_default_output(photo, monkeypatch, tmp_path
 
 
 @pytest.mark.parametrize("args, message", [
-    (["/nonexistent/photo.jpg", "--classes", "a,b", "--decoder", "none"], "No such file"),
+    (["/nonexistent/photo.jpg", "--classes", "a,b", "--decoder", "none"], "/nonexistent/photo.jpg does not exist"),
     (["PHOTO", "--classes", "a,,b", "--decoder", "none"], "--classes"),
     (["PHOTO", "--classes", "a,b"], "pass --checkpoint"),
 ])

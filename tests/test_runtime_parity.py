@@ -70,10 +70,12 @@ def test_batch_equals_single_calls(segmenter):
     np.testing.assert_array_equal(stacked[1].labels, batch[2].labels)
 
 
-def test_low_memory_label_path_is_identical(segmenter, monkeypatch):
+def test_row_blocks_do_not_change_labels_or_scores(segmenter, monkeypatch):
     import runtime.postprocess as postprocess
 
     image = blocky_image(np.random.default_rng(8), 150, 230)
-    stacked = segmenter.segment(image).labels
-    monkeypatch.setattr(postprocess, "FULL_RES_BUDGET_BYTES", 0)  # force the per-channel running argmax
-    np.testing.assert_array_equal(segmenter.segment(image).labels, stacked)
+    whole = segmenter.segment(image, return_scores=True, background_threshold=0.5)
+    monkeypatch.setattr(postprocess, "BLOCK_BYTES", 1)  # one row (and one column) per block
+    rows = segmenter.segment(image, return_scores=True, background_threshold=0.5)
+    np.testing.assert_array_equal(rows.labels, whole.labels)
+    np.testing.assert_array_equal(rows.scores, whole.scores)

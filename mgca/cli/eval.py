@@ -17,11 +17,12 @@ import argparse
 import json
 import sys
 import typing
-from pathlib import Path
 
 import numpy as np
 
 from runtime.contract import BG_RULES, DEFAULT_SETTINGS, PADDINGS, UNIT_SCOPES, default_background
+from runtime.errors import run_cli
+from runtime.files import atomic_write_text, check_writable_file
 
 from ..config import BackboneConfig
 from ..evalsets.specs import PAPER_PROTOCOL, SYNTHETIC_PROTOCOL
@@ -43,14 +44,21 @@ def int_list(text: str) -> tuple[int, ...]:
     return values
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+def int_at_least(minimum: int, wanted: str):
+    """An argparse type: an integer >= `minimum`, else a one-line usage error 'expected <wanted>'."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {value}")
+        return value
+    return parse
+
+
+non_negative_int = int_at_least(0, "an integer >= 0")
+positive_int = int_at_least(1, "a positive integer")  # --limit 0 or -1 is an error, never a silent empty run
 
 
 def add_protocol_args(group: argparse._ArgumentGroup, defaults: str = "the settings' default") -> None:
@@ -90,6 +98,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                        help="'none' evaluates frozen MaskCLIP features (the paper's Table 3 baseline row)")
     group.add_argument("--arch", default="mgca-tiny", help="CLIP architecture for --decoder none without a checkpoint")
     group.add_argument("--clip-weights", help="local CLIP weights file (OpenAI .pt or open_clip .pt/.safetensors)")
+    group.add_argument("--trust-torchscript", action="store_true",
+                       help="let a TorchScript CLIP archive (OpenAI .pt) run its own code while loading; by default "
+                       "only its tensors are read")
     group.add_argument("--dense-mode", choices=DENSE_MODE_NAMES,
                        help="override the backbone's last-block variant (training-free modes: docs/dense-modes.md)")
     group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
@@ -130,7 +141,8 @@ def build_predictor(args: argparse.Namespace, background_threshold: float | None
     from mgca.inference.loading import is_random_init, load_inference_model
 
     device = resolve_device(args.device)
-    model = load_inference_model(args.checkpoint, args.decoder, args.arch, args.clip_weights, args.dense_mode, device)
+    model = load_inference_model(args.checkpoint, args.decoder, args.arch, args.clip_weights, args.dense_mode, device,
+                                 trust_torchscript=args.trust_torchscript)
     if is_random_init(model):
         print(f"warning: CLIP {model.backbone.arch} is randomly initialised (no --clip-weights and none "
               "recorded in the "
@@ -246,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="voc21, voc20, context60, context59, coco_object, coco_stuff, ade20k, cityscapes")
     parser.add_argument("--root", required=True, help="dataset folder (mmseg data_root, or a sample layout)")
     parser.add_argument("--layout", default="auto", help="auto, mmseg, sample or coco-instances")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    parser.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N images")
     parser.add_argument("--json", help="also write the metrics and the run's settings to this JSON file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_args(parser)
@@ -257,14 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _write_json(path: str | None, record: dict) -> None:
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(record, indent=2, default=str) + "\n")
+        atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")
 
 
 def run(args: argparse.Namespace) -> dict:
     """Evaluate, print the report, optionally write JSON; returns the JSON-able result."""
     from mgca.evalsets import open_dataset
 
+    if args.json:
+        check_writable_file(args.json, "--json")  # now, not after the whole evaluation
     dataset = open_dataset(args.dataset, args.root, args.layout)
     apply_protocol(args, dataset.spec.protocol)
     predict, info = make_predict_fn(args, dataset.spec)
@@ -299,31 +312,10 @@ def run_compare(args: argparse.Namespace, dataset, predict: PredictFn, info: dic
     return record
 
 
-# Error types of torch-side modules: matched only when their module is loaded (an exception of that type
-# cannot exist otherwise), so the lean --engine path never imports torch just to name them.
-TORCH_SIDE_ERRORS = (("mgca.checkpoint", "CheckpointError"), ("mgca.clip_backbone", "BackboneError"))
-
-
-def user_errors() -> tuple[type[Exception], ...]:
-    """The project's 'you passed something wrong' errors: one line on stderr, exit 2, no traceback.
-    Called while an exception is being matched, i.e. after whatever could raise it was imported."""
-    from mgca.config import ConfigError
-    from mgca.evalsets import DatasetError
-    from runtime.errors import BackendError, BundleError, RuntimeInputError
-
-    loaded = [getattr(sys.modules.get(module), name, None) for module, name in TORCH_SIDE_ERRORS]
-    return (ConfigError, DatasetError, OSError, BundleError, RuntimeInputError, BackendError, *filter(None, loaded))
-
-
 def run_main(prog: str, parser: argparse.ArgumentParser, run_args, argv: list[str] | None) -> int:
-    """Parse `argv`, call `run_args(args)`; a user error is one line on stderr and exit status 2."""
+    """Parse `argv`, call `run_args(args)`; a user error (`MgcaError`) is one line on stderr and exit status 2."""
     args = parser.parse_args(argv)
-    try:
-        run_args(args)
-    except user_errors() as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(prog, lambda: run_args(args))
 
 
 def main(argv: list[str] | None = None) -> int:

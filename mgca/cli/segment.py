@@ -39,16 +39,20 @@ def run(args: argparse.Namespace) -> Path:
     from PIL import Image
 
     from mgca.visualize import legend_entries, save_overlay
+    from runtime.files import check_writable_file
+    from runtime.image_files import read_rgb
 
     names = parse_classes(args.classes)
-    with Image.open(args.image) as handle:
-        image = np.asarray(handle.convert("RGB"))
+    image = read_rgb(args.image)  # upright by its EXIF orientation: labels match the photo as it is shown
+    out = Path(args.out) if args.out else Path(f"{Path(args.image).stem}_segmented.png")
+    check_writable_file(out, "--out", inputs=(args.image,))  # before the model loads; never over the photo
+    if args.labels_out:
+        check_writable_file(args.labels_out, "--labels-out", inputs=(args.image, out))
     predictor, _ = build_predictor(apply_protocol(args), args.background_threshold)
     predictor.set_classes(names)
     labels = predictor.predict(image)
     with_background = args.background_threshold is not None
     shown = ["background"] + names if with_background else names
-    out = Path(args.out) if args.out else Path(f"{Path(args.image).stem}_segmented.png")
     save_overlay(out, image, labels, shown, background_index=0 if with_background else None)
     if args.labels_out:
         Path(args.labels_out).parent.mkdir(parents=True, exist_ok=True)

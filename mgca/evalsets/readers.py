@@ -14,11 +14,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from runtime.errors import MgcaError, one_line
+from runtime.image_files import DECODE_ERRORS, read_rgb
+
 from .coco import coco_object_label
 from .specs import _ALIASES, DATASETS, DatasetSpec, Layout, Part, voc_palette
 
 
-class DatasetError(ValueError):
+class DatasetError(MgcaError, ValueError):
     """A dataset name, root or file is wrong; the message names the missing thing and the expected layout."""
 
 
@@ -132,9 +135,13 @@ def _decode_rgb_label(rgb: np.ndarray, palette_name: str | None, path: Path) -> 
 
 def read_label(path: Path, spec: DatasetSpec) -> np.ndarray:
     """(H, W) int64 label map of a PNG: class indices (palette/gray) or, for VOC, RGB palette colours."""
-    with Image.open(path) as image:
-        mode = image.mode
-        array = np.asarray(image.convert("RGB") if mode in ("RGB", "RGBA") else image)
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+            array = np.asarray(image.convert("RGB") if mode in ("RGB", "RGBA") else image)
+    except DECODE_ERRORS as err:
+        raise DatasetError(f"label file {path} cannot be read ({type(err).__name__}: {one_line(err)}); the file is "
+                           "damaged or truncated: replace it") from None
     label = _decode_rgb_label(array, spec.rgb_palette, path) if mode in ("RGB", "RGBA") else array.astype(np.int64)
     leading = 1 if spec.reduce_zero_label else spec.ignored_leading_labels
     return reduce_leading_labels(label, leading, spec.ignore_index) if leading else label
@@ -149,8 +156,8 @@ def reduce_leading_labels(label: np.ndarray, count: int = 1, ignore_index: int =
 
 
 def read_image(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+    """RGB pixels, upright by the file's EXIF orientation (runtime.image_files); a bad file is named."""
+    return read_rgb(path)
 
 
 class SegmentationDataset:
@@ -174,7 +181,8 @@ class SegmentationDataset:
             label = read_label(item.label_path, self.spec)
         if label.shape != image.shape[:2]:
             raise DatasetError(f"label {item.label_path or item.name} is {label.shape[1]}x{label.shape[0]} but image "
-                               f"{item.image_path} is {image.shape[1]}x{image.shape[0]}")
+                               f"{item.image_path} is {image.shape[1]}x{image.shape[0]} (upright, by its EXIF "
+                               "orientation)")
         return Sample(item.name, image, label)
 
 

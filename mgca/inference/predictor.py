@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from runtime.contract import CLIP_LOGIT_SCALE
+from runtime.text_cache import check_class_names
 
 from ..device import resolve_device
 from ..prompts import get_templates, template_average
@@ -69,6 +70,7 @@ class SegmentationPredictor:
         names = tuple(class_names)
         if not names or any(not isinstance(n, str) or not n.strip() for n in names):
             raise ValueError(f"class names must be a non-empty list of non-empty strings, got {list(names)!r}")
+        check_class_names(names, "class names")  # label i is names[i]: a repeated name would never be a label
         key = (names, self.config.templates)
         if key not in self._text_cache:
             templates, average = get_templates(self.config.templates), template_average(self.config.templates)

@@ -8,8 +8,10 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
+from runtime.errors import MgcaError
 
-class DataError(ValueError):
+
+class DataError(MgcaError, ValueError):
     """A data source is missing or unusable; the message says which and how to fix it."""
 
 

@@ -13,7 +13,10 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from runtime.errors import ImageFileError
+from runtime.image_files import DECODE_ERRORS, open_rgb
 
 from .errors import SKIP_KINDS, CorruptImage, DataError, SkipCounter
 
@@ -24,21 +27,15 @@ CAPTION_COLUMNS = ("caption", "title", "text", "captions", "sentence", "descript
 SOURCE_HELP = ("give a folder of images + same-name .txt captions, a .csv/.tsv of image,caption, "
                "webdataset .tar shards (a folder of them, one .tar or a 'shards/{00000..00009}.tar' "
                "pattern), or 'synthetic'")
-DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError)
 
 
 def load_image(data: bytes | str | Path) -> Image.Image:
-    """An RGB image, decoded in full now (PIL is lazy) so a truncated file fails here as CorruptImage."""
+    """An RGB image, upright by its EXIF orientation, decoded in full now (runtime.image_files) so a truncated
+    file fails here as CorruptImage."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # PIL's "possibly corrupt EXIF" chatter
-            image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
-            image.load()
-            return image.convert("RGB")
-    except UnidentifiedImageError:
-        raise CorruptImage("not a recognised image format") from None
-    except DECODE_ERRORS as err:
-        raise CorruptImage(f"cannot decode image ({err.__class__.__name__}: {err})") from None
+        return open_rgb(data, name="the image")
+    except ImageFileError as err:
+        raise CorruptImage(str(err)) from None
 
 
 def image_decodes(data: bytes) -> bool:
