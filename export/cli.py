@@ -137,9 +137,12 @@ def _dataset_classes(name: str) -> list[str]:
 
 
 def run_text(args: argparse.Namespace) -> int:
-    from .text_cache import build_text_cache, read_vocab, resolve_templates
+    from mgca.prompts import read_class_file
 
-    names = read_vocab(args.vocab) if args.vocab else _dataset_classes(args.dataset)
+    from .text_cache import build_text_cache, resolve_templates
+
+    classes = read_class_file(args.vocab, "vocabulary file") if args.vocab else None
+    names = list(classes.names) if classes else _dataset_classes(args.dataset)
     if args.templates is None:  # the prompts mgca-eval uses for this dataset
         from mgca.evalsets import get_spec
 
@@ -151,7 +154,7 @@ def run_text(args: argparse.Namespace) -> int:
     check_writable_file(out, "--out")
     model, _ = _load(args)
     start = time.perf_counter()
-    path = build_text_cache(model, names, args.templates, out)
+    path = build_text_cache(model, names, args.templates, out, classes.prompts if classes else None)
     identity = model.backbone.identity
     _say(f"wrote {path}: {len(names)} classes x {len(templates)} templates ({label}), dim {model.embed_dim}, "
          f"backbone {identity.arch} text_sha256 {identity.text_sha256[:12]} ({time.perf_counter() - start:.1f} s)")
@@ -160,12 +163,13 @@ def run_text(args: argparse.Namespace) -> int:
 
 def export_options(args: argparse.Namespace) -> ExportOptions:
     """The parsed flags as ExportOptions (the vocabulary file read into class names), checked."""
-    from .text_cache import read_vocab
+    from mgca.prompts import read_class_file
 
-    same_name = {f.name for f in dataclasses.fields(ExportOptions)} - {"optimize", "vocab"}  # a flag each
-    vocab = read_vocab(args.vocab) if args.vocab else None
+    same_name = {f.name for f in dataclasses.fields(ExportOptions)} - {"optimize", "vocab", "vocab_prompts"}
+    classes = read_class_file(args.vocab, "vocabulary file") if args.vocab else None
     return ExportOptions(**{name: getattr(args, name) for name in same_name}, optimize=not args.no_optimize,
-                         vocab=vocab).check()
+                         vocab=list(classes.names) if classes else None,
+                         vocab_prompts=classes.prompts if classes else None).check()
 
 
 def run_export(args: argparse.Namespace) -> int:

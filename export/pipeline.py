@@ -54,6 +54,7 @@ class ExportOptions:
     optimize: bool = True  # onnxscript graph optimisation and constant folding
     # vocabulary: class names for text_cache.npz and the parity labels (None: no cache, random class vectors)
     vocab: Sequence[str] | None = None
+    vocab_prompts: Sequence[str | None] | None = None  # per class its own prompt (class file `name: prompt`) or None
     templates: str | Sequence[str] = DEFAULT_TEMPLATE_SET  # a template set's name, a template file, or templates
     # int8 QDQ graph
     int8: bool = False
@@ -190,7 +191,7 @@ def export_bundle(model, out: str | Path, options: ExportOptions | None = None, 
     if names is not None:
         template_label, templates = options.resolved_templates()
         average = template_average(template_label)
-        class_emb = text_embeddings(backbone, names, templates, average)
+        class_emb = text_embeddings(backbone, names, templates, average, options.vocab_prompts)
         cache = write_text_cache(root / TEXT_CACHE_FILE, class_emb, names, templates, backbone.identity.to_dict(),
                                  template_label, average)
         text_cache = cache.name

@@ -9,40 +9,21 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import MgcaError
+from mgca.prompts import VocabularyFileError, read_class_file
 from runtime.text_cache import write_text_cache
 
 
-class VocabularyFileError(MgcaError, ValueError):
-    """The vocabulary file cannot be used; the message says what to fix."""
-
-
 def read_vocab(path: str | Path) -> list[str]:
-    """Class names from a text file: one per line; blank lines and lines starting with '#' are skipped."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise VocabularyFileError(f"vocabulary file {path} does not exist; give a text file with one "
-                                  "class name per line")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise VocabularyFileError(f"vocabulary file {path} is not readable UTF-8 text ({type(err).__name__})") from None
-    names = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
-    if not names:
-        raise VocabularyFileError(f"vocabulary file {path} holds no class names; write one class name per line")
-    seen: set[str] = set()
-    duplicates = [n for n in names if n in seen or seen.add(n)]  # type: ignore[func-returns-value]
-    if duplicates:
-        raise VocabularyFileError(f"vocabulary file {path} repeats class name(s) {sorted(set(duplicates))[:5]}; each "
-                                  "class must appear once")
-    return names
+    """Class names of a class file (`mgca.prompts.read_class_file`; `name: prompt` lines give the name)."""
+    return list(read_class_file(path, "vocabulary file").names)
 
 
 def text_embeddings(backbone, class_names: Sequence[str], templates: Sequence[str],
-                    average: str = "normalized") -> np.ndarray:
+                    average: str = "normalized", prompts: Sequence[str | None] | None = None) -> np.ndarray:
     """K x C float32 class embeddings from the CLIP text tower (contract, "Text embeddings"); `average` as
-    `mgca.prompts.template_average` gives it for the template set ("raw" for TCL's, else "normalized")."""
-    embeddings = backbone.class_embeddings(list(class_names), list(templates), average=average)
+    `mgca.prompts.template_average` gives it for the template set ("raw" for TCL's, else "normalized");
+    `prompts[k]`, when given, is class k's own text, embedded instead of the templates."""
+    embeddings = backbone.class_embeddings(list(class_names), list(templates), average=average, prompts=prompts)
     return embeddings.float().cpu().numpy().astype(np.float32)
 
 
@@ -65,10 +46,12 @@ def resolve_templates(value: str) -> tuple[str, tuple[str, ...]]:
     return str(path), templates
 
 
-def build_text_cache(model, class_names: Sequence[str], templates: str | Sequence[str], path: str | Path) -> Path:
+def build_text_cache(model, class_names: Sequence[str], templates: str | Sequence[str], path: str | Path,
+                     prompts: Sequence[str | None] | None = None) -> Path:
     """Embed `class_names` with `model`'s CLIP text tower and write the cache to `path`.
 
-    `templates` is a template-set name / template file (see `resolve_templates`) or a list of templates."""
+    `templates` is a template-set name / template file (see `resolve_templates`) or a list of templates;
+    `prompts[k]`, when given, is class k's own text (a class file's `name: prompt`)."""
     from mgca.prompts import template_average
 
     if isinstance(templates, str):
@@ -77,7 +60,7 @@ def build_text_cache(model, class_names: Sequence[str], templates: str | Sequenc
         label, template_list = None, tuple(templates)
     backbone = model.backbone
     average = template_average(label)
-    embeddings = text_embeddings(backbone, class_names, template_list, average)
+    embeddings = text_embeddings(backbone, class_names, template_list, average, prompts)
     return write_text_cache(path, embeddings, class_names, template_list, backbone.identity.to_dict(), label, average)
 
 

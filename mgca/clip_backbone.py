@@ -281,17 +281,25 @@ class FrozenCLIP(nn.Module):
 
     @torch.no_grad()
     def class_embeddings(self, class_names: Sequence[str], templates: Sequence[str],
-                         batch_size: int = 256, average: str = "normalized") -> torch.Tensor:
+                         batch_size: int = 256, average: str = "normalized",
+                         prompts: Sequence[str | None] | None = None) -> torch.Tensor:
         """(K, C) L2-normalised class embeddings: each class's prompt embeddings averaged, then normalised.
         average "normalized" normalises each prompt embedding first (CLIP's zero-shot recipe); "raw" averages
-        them as they come (TCL's `build_text_embedding`); see `mgca.prompts.template_average`."""
+        them as they come (TCL's `build_text_embedding`); see `mgca.prompts.template_average`. A class with its
+        own prompt (`prompts[k]`, from a class file's `name: prompt`) is that one text, embedded verbatim."""
+        from .prompts import class_prompts
+
         if average not in ("raw", "normalized"):
             raise ValueError(f"average must be 'raw' or 'normalized', got {average!r}")
-        prompts = [template.format(name) for name in class_names for template in templates]
-        chunks = [self.encode_text(prompts[i:i + batch_size], normalize=average == "normalized")
-                  for i in range(0, len(prompts), batch_size)]
-        features = torch.cat(chunks).reshape(len(class_names), len(templates), -1).mean(dim=1)
-        return F.normalize(features, dim=-1)
+        per_class = class_prompts(class_names, templates, prompts)
+        texts = [text for group in per_class for text in group]
+        chunks = [self.encode_text(texts[i:i + batch_size], normalize=average == "normalized")
+                  for i in range(0, len(texts), batch_size)]
+        features = torch.cat(chunks)
+        owner = torch.repeat_interleave(torch.arange(len(per_class)), torch.tensor([len(g) for g in per_class]))
+        sums = torch.zeros(len(per_class), features.shape[1], dtype=features.dtype, device=features.device)
+        sums.index_add_(0, owner.to(features.device), features)
+        return F.normalize(sums, dim=-1)  # a mean and a sum have the same direction
 
 
 def build_backbone(cfg: BackboneConfig) -> FrozenCLIP:

@@ -126,7 +126,7 @@ def protocol_record(spec, inference: dict[str, Any], background: float | None, t
                  "where": "stitched score grid (1/os of the resized image), before the background rule"}
         if inference["pamr"] else None,
         "dense_mode": dense_mode,
-        "classes": f"MMSegmentation {spec.name} CLASSES ({spec.num_classes})",
+        "classes": f"{spec.class_source} of {spec.name} ({spec.num_classes})",
         "labels": {"reduce_zero_label": spec.reduce_zero_label, "ignore_index": spec.ignore_index},
         "metric": "mmseg intersect_and_union (mIoU over classes present in labels or predictions)",
     }

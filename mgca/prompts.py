@@ -1,5 +1,14 @@
-"""Prompt templates: TCL's 9 for evaluation, CLIP's 80 ImageNet ones for training noun prompts."""
+"""Prompt templates (TCL's 9 for evaluation, CLIP's 80 ImageNet ones for training noun prompts) and class files.
+
+A class file (`mgca-eval --dataset folder --classes`, `mgca-segment --classes`, `mgca-export --vocab`) holds one
+class a line; `name: prompt` gives a class its own prompt, embedded verbatim instead of the templates. Torch-free.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.errors import MgcaError
 
 TCL_TEMPLATES: tuple[str, ...] = (
     "itap of a {}.",
@@ -40,3 +49,56 @@ def get_templates(name: str) -> tuple[str, ...]:
     if name not in TEMPLATE_SETS:
         raise ValueError(f"unknown prompt template set {name!r}; choose one of {sorted(TEMPLATE_SETS)}")
     return TEMPLATE_SETS[name]
+
+
+class VocabularyFileError(MgcaError, ValueError):
+    """A class (vocabulary) file cannot be used; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class ClassList:
+    """Class names in label order and, per class, its own prompt (None: the template set's prompts)."""
+
+    names: tuple[str, ...]
+    prompts: tuple[str | None, ...]
+
+    @property
+    def has_prompts(self) -> bool:
+        return any(p is not None for p in self.prompts)
+
+
+def read_class_file(path: str | Path, what: str = "class file") -> ClassList:
+    """One class a line, `name` or `name: prompt`; blank lines and '#' comments skipped; names must be distinct.
+    `what` names the file in errors ("vocabulary file" for mgca-export --vocab)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise VocabularyFileError(f"{what} {path} does not exist; give a text file with one class name per line")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise VocabularyFileError(f"{what} {path} is not readable UTF-8 text ({type(err).__name__})") from None
+    names, prompts = [], []
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, colon, prompt = (part.strip() for part in line.partition(":"))
+        if not name or (colon and not prompt):
+            raise VocabularyFileError(f"{what} {path} line {number} ({line!r}) must be 'name' or 'name: prompt'")
+        names.append(name)
+        prompts.append(prompt or None)
+    if not names:
+        raise VocabularyFileError(f"{what} {path} holds no class names; write one class name per line")
+    seen: set[str] = set()
+    duplicates = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
+    if duplicates:
+        raise VocabularyFileError(f"{what} {path} repeats class name(s) {duplicates[:5]}; each class must appear "
+                                  "once")
+    return ClassList(tuple(names), tuple(prompts))
+
+
+def class_prompts(names, templates, prompts=None) -> list[list[str]]:
+    """Per class, the texts to embed: its own prompt (verbatim, once) or every template filled with its name."""
+    prompts = prompts or [None] * len(names)
+    return [[prompt] if prompt else [template.format(name) for template in templates]
+            for name, prompt in zip(names, prompts, strict=True)]

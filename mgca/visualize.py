@@ -97,8 +97,10 @@ def render_overlay(image: np.ndarray, labels: np.ndarray, class_names: Sequence[
 
 def save_overlay(path: str | Path, image: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
                  background_index: int | None = None) -> Path:
-    """Write the overlay PNG (parents created); returns the path."""
+    """Write the overlay PNG atomically (parents created); returns the path."""
+    from runtime.files import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    render_overlay(image, labels, class_names, background_index).save(path, format="PNG")
+    with atomic_path(path) as tmp:
+        render_overlay(image, labels, class_names, background_index).save(tmp, format="PNG")
     return path

@@ -17,6 +17,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageFileError, one_line
 
+# The files a folder of images is made of (mgca-segment's inputs, mgca-eval --dataset folder), lower case.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError, UnidentifiedImageError)
 
 
@@ -45,4 +47,4 @@ def read_rgb(path: str | Path) -> np.ndarray:
     return np.asarray(open_rgb(path))
 
 
-__all__ = ["open_rgb", "read_rgb", "DECODE_ERRORS"]
+__all__ = ["open_rgb", "read_rgb", "DECODE_ERRORS", "IMAGE_SUFFIXES"]

@@ -3,6 +3,7 @@
     mgca-eval --dataset voc21 --root data/VOCdevkit/VOC2012 --checkpoint runs/mgca/last.pt [--units 0]
     mgca-eval --dataset ade20k --root data/ade_sample --decoder none --arch ViT-B-16 --clip-weights ViT-B-16.pt
     mgca-eval --dataset cityscapes --root data/cityscapes --engine bundle/ [--compare-torch runs/mgca/last.pt]
+    mgca-eval --dataset folder --root my_data --classes classes.txt --checkpoint last.pt   # DIR/images + DIR/masks
 
 The dataset loop, the metric and the report are the library's (`mgca.evaluation`), for any
 `predict(image) -> labels` callable; this module parses arguments, and `make_predict_fn` is the one
@@ -153,8 +154,8 @@ def build_predictor(args: argparse.Namespace, background_threshold: float | None
     return SegmentationPredictor(model, config, device), model
 
 
-def add_engine_args(parser: argparse.ArgumentParser) -> None:
-    """Evaluate an exported bundle through the lean runtime (what applications ship) instead of PyTorch."""
+def add_engine_args(parser: argparse.ArgumentParser, compare: bool = True) -> None:
+    """Run an exported bundle through the lean runtime (what applications ship) instead of PyTorch."""
     group = parser.add_argument_group("exported engine (runtime/)")
     group.add_argument("--engine", metavar="BUNDLE",
                        help="bundle directory written by mgca-export; labels come from runtime.Segmenter")
@@ -164,31 +165,47 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
                        help="bundle model for --engine: fp32/int8 ONNX (onnxruntime) or the fp16 TensorRT "
                             "engine (default: auto)")
     group.add_argument("--text-cache", help="text_cache.npz with the dataset's classes (default: the bundle's)")
+    if not compare:
+        return
     group.add_argument("--compare-torch", metavar="CKPT",
                        help="with --engine: also evaluate this checkpoint in PyTorch and print both side by side")
 
 
-def make_engine_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, dict]:
-    """The runtime's predict callable on an exported bundle, with the same dataset classes and threshold."""
+def engine_args(args: argparse.Namespace) -> dict:
+    """runtime.Segmenter keyword arguments of the flags given (the bundle's manifest decides the rest)."""
+    given = dict(backend=args.backend, device=args.device, precision=args.precision, text_cache=args.text_cache,
+                 short_side=args.short_side, stride=args.stride, units=args.units, unit_scope=args.unit_scope,
+                 **protocol_overrides(args))
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def open_engine(args: argparse.Namespace, classes: list[str], stem: str, vocab_flag: str):
+    """The Segmenter of --engine, its window and text cache checked against `classes` before any image is read;
+    `stem`/`vocab_flag` name the classes in the how-to-fix hint (e.g. "voc21", "--dataset voc21")."""
     from mgca.config import ConfigError
     from runtime import Segmenter, VocabularyError
 
-    segmenter = Segmenter(args.engine, backend=args.backend, device=args.device, precision=args.precision,
-                          text_cache=args.text_cache, short_side=args.short_side, stride=args.stride,
-                          units=args.units, unit_scope=args.unit_scope, **protocol_overrides(args))
-    threshold = background_value(args, spec, segmenter.settings.bg_rule, segmenter.settings.pamr)
-    if args.window != segmenter.settings.window:
+    segmenter = Segmenter(args.engine, **engine_args(args))
+    if args.window is not None and args.window != segmenter.settings.window:
         raise ConfigError(f"--window {args.window} differs from the window {segmenter.settings.window} the bundle "
                           "was exported with; "
                           f"pass --window {segmenter.settings.window} or re-export with mgca-export "
                           f"--window {args.window}")
-    classes = list(spec.prompt_classes)
     try:
         segmenter.check_classes(classes)  # fail before the loop when the text cache lacks a class
     except VocabularyError as err:
-        raise ConfigError(f"{err.problem}; make a cache of the {spec.name} classes with `mgca-export text "
-                          f"--checkpoint CKPT --dataset {spec.name} --out {spec.name}_text.npz` and pass --text-cache "
-                          f"{spec.name}_text.npz") from None
+        raise ConfigError(f"{err.problem}; make a cache of these classes with `mgca-export text "
+                          f"--checkpoint CKPT {vocab_flag} --out {stem}_text.npz` and pass --text-cache "
+                          f"{stem}_text.npz") from None
+    return segmenter
+
+
+def make_engine_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, dict]:
+    """The runtime's predict callable on an exported bundle, with the same dataset classes and threshold."""
+    classes = list(spec.prompt_classes)
+    vocab_flag = f"--vocab {args.classes}" if spec.name == "folder" else f"--dataset {spec.name}"
+    segmenter = open_engine(args, classes, spec.name, vocab_flag)
+    threshold = background_value(args, spec, segmenter.settings.bg_rule, segmenter.settings.pamr)
     described = segmenter.describe()
     settings = segmenter.settings
     cache_meta = segmenter.vocabulary.meta if segmenter.vocabulary is not None else {}
@@ -239,7 +256,7 @@ def make_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, dict]:
 
     background = background_value(args, spec, args.bg_rule or DEFAULT_SETTINGS.bg_rule, args.pamr or 0)
     predictor, model = build_predictor(args, background)
-    predictor.set_classes(spec.prompt_classes)
+    predictor.set_classes(spec.prompt_classes, spec.prompt_texts)
     config = predictor.config
     templates = {"set": config.templates, "count": len(get_templates(config.templates)),
                  "average": template_average(config.templates)}
@@ -255,9 +272,12 @@ def make_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, dict]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgca-eval", description="Zero-shot semantic segmentation mIoU (MGCA).")
     parser.add_argument("--dataset", required=True,
-                        help="voc21, voc20, context60, context59, coco_object, coco_stuff, ade20k, cityscapes")
-    parser.add_argument("--root", required=True, help="dataset folder (mmseg data_root, or a sample layout)")
+                        help="voc21, voc20, context60, context59, coco_object, coco_stuff, ade20k, cityscapes, "
+                             "synthetic, or folder (your own labelled folder)")
+    parser.add_argument("--root", help="dataset folder (mmseg data_root, or a sample layout; for folder: DIR holding "
+                                       "images/ and masks/)")
     parser.add_argument("--layout", default="auto", help="auto, mmseg, sample or coco-instances")
+    add_folder_args(parser)
     parser.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N images")
     parser.add_argument("--json", help="also write the metrics and the run's settings to this JSON file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -267,6 +287,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_folder_args(parser: argparse.ArgumentParser) -> None:
+    """--dataset folder: where the images and masks are, what the classes are, how masks are read."""
+    from ..evalsets.folder import BACKGROUND_MODES
+
+    group = parser.add_argument_group("your own data (--dataset folder)")
+    group.add_argument("--classes", help="class file: one class a line, in label-id order; 'name: prompt' gives a "
+                                         "class its own prompt")
+    group.add_argument("--images", help="images folder (instead of ROOT/images); sub-folders are matched too")
+    group.add_argument("--masks", help="masks folder (instead of ROOT/masks), same names as the images")
+    group.add_argument("--palette", help="RGB colour masks: file of 'name r g b' lines ('ignore r g b' for void)")
+    group.add_argument("--ignore-index", type=non_negative_int, default=255,
+                       help="label id of unlabelled pixels in integer masks (default 255)")
+    group.add_argument("--background", choices=BACKGROUND_MODES, default="none",
+                       help="none: every class is prompted; threshold: the first class is background, predicted "
+                            "by the score threshold (as VOC21); ignore: the first class (id 0) is not scored "
+                            "(as VOC20) (default none)")
+
+
+def open_eval_dataset(args: argparse.Namespace):
+    """The dataset of `--dataset`: a benchmark under --root, or a labelled folder."""
+    from mgca.config import ConfigError
+    from mgca.evalsets import FolderSource, open_dataset, open_folder
+
+    if args.dataset == "folder":
+        if not args.classes:
+            raise ConfigError("--dataset folder needs --classes FILE: one class a line, in label-id order")
+        return open_folder(FolderSource(args.classes, args.root, args.images, args.masks, args.palette,
+                                        args.ignore_index, args.background))
+    given = [flag for flag in ("classes", "images", "masks", "palette") if getattr(args, flag, None)]
+    if given:
+        raise ConfigError(f"--{given[0]} is for --dataset folder; {args.dataset} has its own classes and layout")
+    if not args.root:
+        raise ConfigError(f"--dataset {args.dataset} needs --root, the folder holding it")
+    return open_dataset(args.dataset, args.root, args.layout)
+
+
 def _write_json(path: str | None, record: dict) -> None:
     if path:
         atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")
@@ -274,11 +330,9 @@ def _write_json(path: str | None, record: dict) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     """Evaluate, print the report, optionally write JSON; returns the JSON-able result."""
-    from mgca.evalsets import open_dataset
-
     if args.json:
         check_writable_file(args.json, "--json")  # now, not after the whole evaluation
-    dataset = open_dataset(args.dataset, args.root, args.layout)
+    dataset = open_eval_dataset(args)
     apply_protocol(args, dataset.spec.protocol)
     predict, info = make_predict_fn(args, dataset.spec)
     if getattr(args, "compare_torch", None):

@@ -1,65 +1,195 @@
-"""`mgca-segment`: segment one image with a free-form vocabulary and write a colour overlay with a legend.
+"""`mgca-segment`: open-vocabulary segmentation of one photo, or of whole folders, resumably.
 
     mgca-segment photo.jpg --classes "cat,grass,sky" --checkpoint runs/mgca/last.pt [--out overlay.png]
+    mgca-segment photos/ --classes classes.txt --engine bundle/ --out OUT [--overlays] [--summary OUT/s.parquet]
+    mgca-segment "shots/**/*.jpg" list.txt --classes classes.txt --engine bundle/ --out OUT --ray [ADDRESS]
+
+One photo: an overlay with a legend (and `--labels-out`). Folders, globs, list files (one image path a line) or
+several inputs: OUT/labels mirrors the input tree with label PNGs, OUT/overlays with overlays when asked, and
+OUT/summary.csv holds per-image class areas and timings (`runtime.batch`). Images already done are skipped unless
+`--overwrite`; every file is written atomically, so an interrupted run resumes where it stopped. `--engine` runs the
+torch-free runtime (and `--ray` a Ray Data actor pool of it); `--checkpoint` / `--decoder none` run PyTorch.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from .eval import add_inference_args, add_model_args, apply_protocol, build_predictor, run_main
+from runtime.errors import MgcaError
+
+from .eval import (
+    add_engine_args,
+    add_inference_args,
+    add_model_args,
+    apply_protocol,
+    build_predictor,
+    engine_args,
+    open_engine,
+    positive_int,
+    run_main,
+)
 
 
-def parse_classes(text: str) -> list[str]:
-    """'cat, grass ,sky' -> ['cat', 'grass', 'sky']; duplicates and empties are an error, not a guess."""
+class SomeImagesFailed(MgcaError):
+    """The run finished, but some images could not be segmented (each is in the summary with its error)."""
+
+    exit_code = 1
+
+
+def parse_classes(text: str):
+    """A class file (`mgca.prompts.read_class_file`: names, `name: prompt`) or 'cat, grass ,sky' -> ClassList;
+    duplicates and empties are an error, not a guess."""
+    from mgca.config import ConfigError
+    from mgca.prompts import ClassList, read_class_file
+
+    if Path(text).expanduser().is_file():
+        return read_class_file(text)
     names = [name.strip() for name in text.split(",")]
     if not names or any(not n for n in names) or len(set(names)) != len(names):
-        from mgca.config import ConfigError
-
-        raise ConfigError(f"--classes must be distinct, comma-separated names like 'cat,grass,sky', got {text!r}")
-    return names
+        raise ConfigError(f"--classes must be a class file or distinct, comma-separated names like 'cat,grass,sky', "
+                          f"got {text!r}")
+    return ClassList(tuple(names), (None,) * len(names))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgca-segment",
-                                     description="Open-vocabulary segmentation of one image (MGCA).")
-    parser.add_argument("image", help="input image (any format Pillow reads)")
-    parser.add_argument("--classes", required=True, help="comma-separated class names, e.g. 'cat,grass,sky'")
-    parser.add_argument("--out", help="overlay PNG to write (default: ./<image name>_segmented.png)")
-    parser.add_argument("--labels-out", help="also write the raw label map as a PNG of class indices")
+                                     description="Open-vocabulary segmentation of images and folders (MGCA).")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="an image, a folder (searched recursively), a glob in quotes, a text file listing images, "
+                             "or a pyarrow filesystem URI (with --ray); several may be given")
+    parser.add_argument("--classes", required=True,
+                        help="comma-separated class names ('cat,grass,sky') or a class file (one a line, "
+                             "'name: prompt' for a prompt of its own)")
+    parser.add_argument("--out", help="one photo: the overlay PNG (default ./<image name>_segmented.png); folders: "
+                                      "the output folder (labels/, overlays/, summary.csv)")
+    parser.add_argument("--labels-out", help="one photo: also write the label map as a PNG of class indices")
+    batch = parser.add_argument_group("folders")
+    batch.add_argument("--overlays", action="store_true", help="also write OUT/overlays/... colour overlays")
+    batch.add_argument("--summary", help="summary table, .csv or .parquet (default OUT/summary.csv)")
+    batch.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
+    batch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ray = parser.add_argument_group("Ray Data scale-out (pip install 'mgca[ray]'; with --engine)")
+    ray.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                     help="run as a Ray Data pipeline: no ADDRESS starts Ray here, 'auto' joins the running cluster, "
+                          "ray://HOST:10001 connects to a remote one")
+    ray.add_argument("--actors", type=positive_int, help="Segmenter actors (default: one per CPU of the cluster)")
+    ray.add_argument("--actor-cpus", type=float, default=1.0, help="CPUs per actor, its thread cap (default 1)")
+    ray.add_argument("--actor-gpus", type=float, default=0.0, help="GPUs per actor, for GPU bundles (default 0)")
     add_model_args(parser)
     add_inference_args(parser)
+    add_engine_args(parser, compare=False)
+    parser.set_defaults(units=None, unit_scope=None)  # the bundle's (--engine) or the settings' default (PyTorch)
     return parser
 
 
-def run(args: argparse.Namespace) -> Path:
+def _single_image(args: argparse.Namespace) -> bool:
+    """The one-photo mode: one image file in, an overlay file (or nothing) out."""
+    from runtime.image_files import IMAGE_SUFFIXES
+
+    if len(args.inputs) != 1 or args.ray:
+        return False
+    path = Path(args.inputs[0])
+    is_image = path.suffix.lower() in IMAGE_SUFFIXES and not path.is_dir()
+    return is_image and (args.out is None or Path(args.out).suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _torch_predict(args: argparse.Namespace, classes):
+    from runtime.contract import DEFAULT_SETTINGS
+
+    args.units = DEFAULT_SETTINGS.units if args.units is None else args.units
+    args.unit_scope = args.unit_scope or DEFAULT_SETTINGS.unit_scope
+    predictor, _ = build_predictor(apply_protocol(args), args.background_threshold)
+    predictor.set_classes(classes.names, classes.prompts)
+    return predictor.predict
+
+
+def _engine(args: argparse.Namespace, classes):
+    """The predict callable of a Segmenter of --engine (bundle, window and classes checked first)."""
+    segmenter = open_engine(args, list(classes.names), "classes", "--vocab CLASSES.txt")
+
+    def predict(image: np.ndarray) -> np.ndarray:
+        return segmenter.segment(image, list(classes.names), background_threshold=args.background_threshold).labels
+
+    return predict
+
+
+def _predict(args: argparse.Namespace, classes):
+    """labels = predict(image): the runtime on --engine, else PyTorch."""
+    return _engine(args, classes) if args.engine else _torch_predict(args, classes)
+
+
+def run_one(args: argparse.Namespace, classes) -> Path:
+    """One photo -> overlay with a legend (and the label PNG with --labels-out)."""
     from PIL import Image
 
     from mgca.visualize import legend_entries, save_overlay
+    from runtime.batch import label_dtype, write_png
     from runtime.files import check_writable_file
     from runtime.image_files import read_rgb
 
-    names = parse_classes(args.classes)
-    image = read_rgb(args.image)  # upright by its EXIF orientation: labels match the photo as it is shown
-    out = Path(args.out) if args.out else Path(f"{Path(args.image).stem}_segmented.png")
-    check_writable_file(out, "--out", inputs=(args.image,))  # before the model loads; never over the photo
+    image = read_rgb(args.inputs[0])  # upright by its EXIF orientation: labels match the photo as it is shown
+    out = Path(args.out) if args.out else Path(f"{Path(args.inputs[0]).stem}_segmented.png")
+    check_writable_file(out, "--out", inputs=(args.inputs[0],))  # before the model loads; never over the photo
     if args.labels_out:
-        check_writable_file(args.labels_out, "--labels-out", inputs=(args.image, out))
-    predictor, _ = build_predictor(apply_protocol(args), args.background_threshold)
-    predictor.set_classes(names)
-    labels = predictor.predict(image)
-    with_background = args.background_threshold is not None
-    shown = ["background"] + names if with_background else names
-    save_overlay(out, image, labels, shown, background_index=0 if with_background else None)
+        check_writable_file(args.labels_out, "--labels-out", inputs=(args.inputs[0], out))
+    labels = _predict(args, classes)(image)
+    shown = _shown(args, classes)
+    save_overlay(out, image, labels, shown, background_index=0 if args.background_threshold is not None else None)
     if args.labels_out:
-        Path(args.labels_out).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(labels.astype(np.uint8 if len(shown) < 256 else np.uint16)).save(args.labels_out)
+        write_png(Path(args.labels_out), Image.fromarray(labels.astype(label_dtype(len(shown)))))
     shares = ", ".join(f"{shown[k]} {100 * share:.1f}%" for k, share in legend_entries(labels, shown) if share > 0)
     print(f"{out}: {image.shape[1]}x{image.shape[0]}, {shares}")
     return out
+
+
+def _shown(args: argparse.Namespace, classes) -> list[str]:
+    """Label order: "background" first when a threshold decides it, then the classes."""
+    return (["background"] if args.background_threshold is not None else []) + list(classes.names)
+
+
+def run_folder(args: argparse.Namespace, classes):
+    """Folders/globs/lists -> OUT/labels, OUT/overlays, the summary; resumable; optionally on Ray Data."""
+    from mgca.config import ConfigError
+    from mgca.visualize import render_overlay
+    from runtime.batch import BatchOutput, RayOptions, list_images, run_local, run_ray
+    from runtime.files import check_writable_dir
+
+    if not args.out:
+        raise ConfigError("segmenting folders, globs or lists needs --out DIR (labels/, overlays/ and the summary go "
+                          "there)")
+    if args.labels_out:
+        raise ConfigError("--labels-out is for one photo; for folders the labels go to OUT/labels/")
+    if args.ray and not args.engine:
+        raise ConfigError("--ray runs exported bundles: pass --engine BUNDLE (mgca-export writes one)")
+    out = check_writable_dir(args.out, "--out")
+    tasks = list_images(args.inputs, exclude=out)
+    shown = _shown(args, classes)
+    overlay = functools.partial(render_overlay, class_names=shown,
+                                background_index=0 if args.background_threshold is not None else None)
+    output = BatchOutput(out, tuple(shown), overlay if args.overlays else None, args.overwrite)
+    summary = Path(args.summary) if args.summary else None
+    predict = _predict(args, classes)  # with --ray too: the bundle and the classes are checked before any actor
+    if args.ray:
+        options = RayOptions(None if args.ray == "local" else args.ray, args.actors, args.actor_cpus, args.actor_gpus)
+        report = run_ray(tasks, args.engine, engine_args(args), classes.names, args.background_threshold, output,
+                         options, summary, progress=not args.no_progress)
+    else:
+        report = run_local(tasks, predict, output, summary, progress=not args.no_progress)
+    print(report.line())
+    if report.failed:
+        first = report.failed[0]
+        raise SomeImagesFailed(f"{len(report.failed)} of {len(tasks)} images could not be segmented (first: "
+                               f"{first['error']}); each is listed in {report.summary} with its error")
+    return report
+
+
+def run(args: argparse.Namespace):
+    classes = parse_classes(args.classes)
+    return run_one(args, classes) if _single_image(args) else run_folder(args, classes)
 
 
 def main(argv: list[str] | None = None) -> int:

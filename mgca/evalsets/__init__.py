@@ -16,13 +16,17 @@ MMSegmentation's `data_root`:
 - cityscapes: leftImg8bit/val/<city>/ gtFine/val/<city>/*_gtFine_labelTrainIds.png
   (also below tests/data/pseudo_cityscapes_dataset)
 
+- folder: any labelled folder, DIR/images + DIR/masks matched by file stem, with a class file (`open_folder`,
+  mgca.evalsets.folder)
+
 Labels come back in the dataset's class indices with 255 for void; ADE20K, VOC20 and Context59
 use reduce_zero_label (0 -> 255, k -> k-1). A wrong root raises DatasetError naming the missing folder.
 """
+from .folder import FolderSource, open_folder
 from .readers import DatasetError, Item, Sample, SegmentationDataset, get_spec, open_dataset, read_label
 from .specs import DATASETS, DatasetSpec, Layout, Part
 
 __all__ = [
-    "DATASETS", "DatasetError", "DatasetSpec", "Item", "Layout", "Part", "Sample", "SegmentationDataset",
-    "get_spec", "open_dataset", "read_label",
+    "DATASETS", "DatasetError", "DatasetSpec", "FolderSource", "Item", "Layout", "Part", "Sample",
+    "SegmentationDataset", "get_spec", "open_dataset", "open_folder", "read_label",
 ]

@@ -119,22 +119,38 @@ def _coco_items(base: Path, part: Part) -> list[Item]:
     return items
 
 
-def _decode_rgb_label(rgb: np.ndarray, palette_name: str | None, path: Path) -> np.ndarray:
-    """Map palette colours back to indices; colours outside the palette become 255 (void)."""
-    if palette_name != "voc":
-        raise DatasetError(f"{path} is an RGB image but this dataset's labels must be class-index PNGs")
-    palette = np.asarray(voc_palette(), dtype=np.int64)
-    keys = (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]
+def _palette_table(palette: str | tuple[tuple[int, int, int, int], ...], path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(colours N x 3, labels N) of a spec's palette: VOC's 21 classes + void, or a user's palette file."""
+    if palette == "voc":
+        labels = np.asarray(list(range(21)) + [255], dtype=np.int64)
+        return np.asarray(voc_palette(), dtype=np.int64)[labels], labels
+    if isinstance(palette, tuple):
+        table = np.asarray(palette, dtype=np.int64).reshape(-1, 4)
+        return table[:, :3], table[:, 3]
+    raise DatasetError(f"{path} is an RGB image but this dataset's labels must be class-index PNGs"
+                       + ("; pass --palette FILE (one 'name r g b' a line) for colour masks"
+                          if palette is None else ""))
+
+
+def _decode_rgb_label(rgb: np.ndarray, palette, path: Path, ignore_index: int = 255) -> np.ndarray:
+    """Map palette colours back to labels. VOC: colours outside its palette become void; a user's palette: they are
+    an error naming the file and the colours."""
+    colours, labels = _palette_table(palette, path)
+    keys = (colours[:, 0] << 16) | (colours[:, 1] << 8) | colours[:, 2]
     order = np.argsort(keys)
     packed = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
     pos = np.clip(np.searchsorted(keys[order], packed), 0, len(keys) - 1)
     found = keys[order][pos] == packed
-    index = order[pos]
-    return np.where(found & ((index <= 20) | (index == 255)), index, 255)
+    if palette != "voc" and not found.all():
+        unknown = np.unique(packed[~found])[:3]
+        shown = ", ".join(f"({v >> 16} {(v >> 8) & 255} {v & 255})" for v in unknown.tolist())
+        raise DatasetError(f"mask {path} has {int((~found).sum())} pixels of colours not in the palette file, e.g. "
+                           f"{shown}; add them to the palette (name r g b, or 'ignore r g b')")
+    return np.where(found, labels[order][pos], ignore_index)
 
 
 def read_label(path: Path, spec: DatasetSpec) -> np.ndarray:
-    """(H, W) int64 label map of a PNG: class indices (palette/gray) or, for VOC, RGB palette colours."""
+    """(H, W) int64 label map of a PNG: class indices (palette/gray), or RGB colours decoded by the spec's palette."""
     try:
         with Image.open(path) as image:
             mode = image.mode
@@ -142,9 +158,26 @@ def read_label(path: Path, spec: DatasetSpec) -> np.ndarray:
     except DECODE_ERRORS as err:
         raise DatasetError(f"label file {path} cannot be read ({type(err).__name__}: {one_line(err)}); the file is "
                            "damaged or truncated: replace it") from None
-    label = _decode_rgb_label(array, spec.rgb_palette, path) if mode in ("RGB", "RGBA") else array.astype(np.int64)
+    if mode in ("RGB", "RGBA"):
+        label = _decode_rgb_label(array, spec.rgb_palette, path, spec.ignore_index)
+    else:
+        label = array.astype(np.int64)
     leading = 1 if spec.reduce_zero_label else spec.ignored_leading_labels
-    return reduce_leading_labels(label, leading, spec.ignore_index) if leading else label
+    label = reduce_leading_labels(label, leading, spec.ignore_index) if leading else label
+    _check_label_ids(label, spec, path)
+    return label
+
+
+def _check_label_ids(label: np.ndarray, spec: DatasetSpec, path: Path) -> None:
+    """Every label is a class index or the ignore index: else one line naming the file and the ids."""
+    bad = (label != spec.ignore_index) & ((label < 0) | (label >= spec.num_classes))
+    if bad.any():
+        leading = 1 if spec.reduce_zero_label else spec.ignored_leading_labels
+        ids = np.unique(label[bad] + leading)[:5].tolist()
+        shifted = f" after dropping ids 0..{leading - 1}" if leading else ""
+        raise DatasetError(f"mask {path} holds label id(s) {ids} outside the {spec.num_classes} classes (ids "
+                           f"0..{spec.num_classes - 1}{shifted}) that are not the ignore index {spec.ignore_index}; "
+                           "fix the mask, list every class in the class file, or set --ignore-index")
 
 
 def reduce_leading_labels(label: np.ndarray, count: int = 1, ignore_index: int = 255) -> np.ndarray:

@@ -151,19 +151,32 @@ class DatasetSpec:
     reduce_zero_label: bool = False  # label 0 -> ignore, others shift down by one (ADE, VOC20, Context59)
     ignored_leading_labels: int = 0  # the same for the first N label values (synthetic objects: the backdrops)
     ignore_index: int = 255
-    rgb_palette: str | None = None  # "voc": RGB label images are decoded with the VOC palette
+    # RGB label images: "voc" decodes them with the VOC palette (unknown colours -> void); a tuple of
+    # (r, g, b, label) is a user's palette file (mgca-eval --dataset folder --palette), where unknown colours are an
+    # error naming the file
+    rgb_palette: str | tuple[tuple[int, int, int, int], ...] | None = None
     aliases: tuple[str, ...] = field(default=())
     protocol: Protocol = PAPER_PROTOCOL
+    class_prompts: tuple[str | None, ...] = ()  # per class its own prompt (a class file's `name: prompt`), or none
+    class_source: str = "MMSegmentation CLASSES"
 
     @property
     def with_background(self) -> bool:
-        """Background is decided by a score threshold (never embedded as text) in these datasets."""
-        return self.background_threshold is not None and self.classes[0] == "background"
+        """Background (class 0) is decided by a score threshold (never embedded as text) in these datasets."""
+        return self.background_threshold is not None
 
     @property
     def prompt_classes(self) -> tuple[str, ...]:
         """The names that get text embeddings: background is never embedded, it is a threshold."""
         return self.classes[1:] if self.with_background else self.classes
+
+    @property
+    def prompt_texts(self) -> tuple[str | None, ...] | None:
+        """Per prompt class its own prompt (None: the templates), aligned with `prompt_classes`; None when no class
+        has one."""
+        if not any(self.class_prompts):
+            return None
+        return self.class_prompts[1:] if self.with_background else self.class_prompts
 
     @property
     def num_classes(self) -> int:

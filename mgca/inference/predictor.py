@@ -64,17 +64,19 @@ class SegmentationPredictor:
         self.pamr = PAMR(self.config.pamr, self.config.pamr_dilations) if self.config.pamr else None
 
     @torch.no_grad()
-    def set_classes(self, class_names: Sequence[str]) -> None:
+    def set_classes(self, class_names: Sequence[str], prompts: Sequence[str | None] | None = None) -> None:
         """Embed the vocabulary with the configured templates, averaged as `mgca.prompts.template_average` says for
-        the set (cached per vocabulary)."""
+        the set (cached per vocabulary); `prompts[k]`, when given, is class k's own text instead of the templates."""
         names = tuple(class_names)
         if not names or any(not isinstance(n, str) or not n.strip() for n in names):
             raise ValueError(f"class names must be a non-empty list of non-empty strings, got {list(names)!r}")
         check_class_names(names, "class names")  # label i is names[i]: a repeated name would never be a label
-        key = (names, self.config.templates)
+        prompts = tuple(prompts) if prompts is not None else None
+        key = (names, prompts, self.config.templates)
         if key not in self._text_cache:
             templates, average = get_templates(self.config.templates), template_average(self.config.templates)
-            self.set_class_embeddings(self.model.backbone.class_embeddings(names, templates, average=average), names)
+            self.set_class_embeddings(self.model.backbone.class_embeddings(names, templates, average=average,
+                                                                           prompts=prompts), names)
             self._text_cache[key] = self.class_embeddings
         self.class_embeddings, self.class_names = self._text_cache[key], names
 

@@ -1,0 +1,421 @@
+"""Segment whole folders into an output folder, resumably: in this process, or as a Ray Data pipeline.
+
+    OUT/labels/<input tree>/NAME.png     label ids (uint8, uint16 past 256 classes), one per image
+    OUT/overlays/<input tree>/NAME.png   colour overlays, when asked for
+    OUT/summary.csv (or .parquet)        per image: status, size, seconds, the area share of every class
+
+Every output file is written atomically (`runtime.files`), so an image either has its complete label PNG or none:
+a rerun skips the images already done and redoes nothing else. Each finished image also appends one line to
+OUT/.segment-log.jsonl (its summary row); the summary table is rewritten from it at the end of every run, so it
+covers the images of earlier, interrupted runs too. An image that cannot be read or segmented (any `MgcaError`) is
+logged, counted and skipped; the run goes on.
+
+`run_ray` runs the same per-image work (`segment_file`) inside Ray Data: `from_items` over the images still to do,
+`map_batches` over an actor pool where each actor holds one `runtime.Segmenter` (the bundle loaded once per actor),
+rows streamed back to this process for the log and the summary. Ray does the scheduling, retries and
+back-pressure. Torch-free: only numpy, Pillow and the runtime (plus ray and pyarrow for `run_ray` / parquet).
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from .errors import MgcaError, OutputPathError, RuntimeInputError, one_line
+from .files import atomic_path, check_writable_dir
+from .image_files import IMAGE_SUFFIXES, open_rgb
+
+PredictFn = Callable[[np.ndarray], np.ndarray]
+OverlayFn = Callable[[np.ndarray, np.ndarray], Image.Image]  # (image, labels) -> picture
+LOG_NAME = ".segment-log.jsonl"
+GLOB_CHARS = "*?["
+LIST_SUFFIXES = (".txt", ".lst")
+
+
+class BatchInputError(MgcaError, ValueError):
+    """The images to segment cannot be listed (no such file, folder or glob; nothing in it; two with one name)."""
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    """One image to segment: where it is (a path or a filesystem URI) and its place in the output tree."""
+
+    source: str
+    rel: str  # relative path without suffix: OUT/labels/<rel>.png
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+def _is_uri(text: str) -> bool:
+    return "://" in text
+
+
+def _is_image(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES and not Path(name).name.startswith(".")
+
+
+def _rel(path: Path, base: Path) -> str:
+    return path.relative_to(base).with_suffix("").as_posix()
+
+
+def _list_uri(uri: str) -> list[ImageTask]:
+    """The images below a pyarrow/fsspec filesystem URI (s3://, gs://, hdfs://, file://), or the one file it names."""
+    try:
+        from pyarrow import fs
+    except ImportError:
+        raise BatchInputError(f"{uri} is a filesystem URI; reading one needs pyarrow: pip install 'mgca[ray]'") \
+            from None
+    try:
+        filesystem, base = fs.FileSystem.from_uri(uri)
+        info = filesystem.get_file_info(base)
+        if info.type == fs.FileType.File:
+            return [ImageTask(uri, Path(base).stem)]
+        entries = filesystem.get_file_info(fs.FileSelector(base, recursive=True))
+    except (OSError, ValueError) as err:
+        raise BatchInputError(f"{uri} cannot be listed ({type(err).__name__}: {one_line(err)})") from None
+    prefix = uri[:len(uri) - len(uri.split("://", 1)[1])]  # scheme:// (the filesystem's paths have none)
+    files = sorted(e.path for e in entries if e.type == fs.FileType.File and _is_image(e.path))
+    return [ImageTask(f"{prefix}{path}", _rel(Path(path), Path(base))) for path in files]
+
+
+def _list_one(item: str) -> list[ImageTask]:
+    if _is_uri(item):
+        return _list_uri(item)
+    path = Path(item).expanduser()
+    if any(c in item for c in GLOB_CHARS) and not path.exists():
+        parts = Path(item).expanduser().parts
+        magic = next(i for i, part in enumerate(parts) if any(c in part for c in GLOB_CHARS))
+        base = Path(*parts[:magic]) if magic else Path(".")  # the output tree mirrors the tree below it
+        files = sorted(Path(p) for p in glob.glob(os.path.expanduser(item), recursive=True))
+        return [ImageTask(str(p), _rel(p, base)) for p in files if p.is_file() and _is_image(p.name)]
+    if path.is_dir():
+        return [ImageTask(str(p), _rel(p, path)) for p in sorted(path.rglob("*")) if p.is_file() and _is_image(p.name)]
+    if path.is_file() and _is_image(path.name):
+        return [ImageTask(str(path), path.stem)]
+    if path.is_file() and path.suffix.lower() in LIST_SUFFIXES:  # one image path a line, relative to the list
+        try:
+            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        except (OSError, UnicodeDecodeError) as err:
+            raise BatchInputError(f"list file {path} is not readable UTF-8 text ({type(err).__name__})") from None
+        files = [p if Path(p).is_absolute() or _is_uri(p) else str(path.parent / p)
+                 for p in lines if p and not p.startswith("#")]
+        missing = [p for p in files if not _is_uri(p) and not Path(p).is_file()]
+        if missing:
+            raise BatchInputError(f"{missing[0]} (listed in {path}) does not exist ({len(missing)} missing); fix the "
+                                  "list")
+        return [ImageTask(p, _rel(Path(p), path.parent) if Path(p).is_relative_to(path.parent) else Path(p).stem)
+                for p in files]
+    raise BatchInputError(f"{item} is not an image ({', '.join(IMAGE_SUFFIXES)}), a folder, a glob or a list of "
+                          f"images ({', '.join(LIST_SUFFIXES)}); check the path")
+
+
+def list_images(inputs: Sequence[str], exclude: str | Path | None = None) -> list[ImageTask]:
+    """Every image of the inputs (folders recursively, globs, list files, single images, URIs), in order, less those
+    below `exclude` (the output folder, when it lies inside an input folder); two images that would write the
+    same output are an error naming both."""
+    tasks: list[ImageTask] = []
+    skip = Path(exclude).expanduser().resolve() if exclude is not None else None
+    for item in inputs:
+        found = [task for task in _list_one(str(item))
+                 if skip is None or _is_uri(task.source) or not Path(task.source).resolve().is_relative_to(skip)]
+        if not found:
+            raise BatchInputError(f"{item} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        tasks += found
+    seen: dict[str, str] = {}
+    for task in tasks:
+        if task.rel in seen:
+            raise BatchInputError(f"{seen[task.rel]} and {task.source} would both write labels/{task.rel}.png; "
+                                  "segment them in separate runs or give their folders")
+        seen[task.rel] = task.source
+    return tasks
+
+
+def read_image(source: str) -> np.ndarray:
+    """RGB pixels of a local file (runtime.image_files) or of a pyarrow filesystem URI."""
+    if not _is_uri(source):
+        return np.asarray(open_rgb(source))
+    from pyarrow import fs
+
+    try:
+        filesystem, path = fs.FileSystem.from_uri(source)
+        with filesystem.open_input_stream(path) as stream:
+            data = stream.read()
+    except (OSError, ValueError) as err:
+        raise RuntimeInputError(f"{source} cannot be read ({type(err).__name__}: {one_line(err)})") from None
+    return np.asarray(open_rgb(data, name=source))
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+
+@dataclass(frozen=True)
+class BatchOutput:
+    """The output folder of a run and what goes into it."""
+
+    folder: Path
+    class_names: tuple[str, ...]  # in label order ("background" first when a threshold decides it)
+    overlay: OverlayFn | None = None
+    overwrite: bool = False
+
+    def label_path(self, task: ImageTask) -> Path:
+        return self.folder / "labels" / f"{task.rel}.png"
+
+    def overlay_path(self, task: ImageTask) -> Path:
+        return self.folder / "overlays" / f"{task.rel}.png"
+
+    def done(self, task: ImageTask) -> bool:
+        """Finished by an earlier run: its label PNG (and overlay, when asked for) exist, written atomically."""
+        return not self.overwrite and self.label_path(task).is_file() and (
+            self.overlay is None or self.overlay_path(task).is_file())
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / LOG_NAME
+
+
+def label_dtype(num_classes: int) -> type:
+    return np.uint8 if num_classes <= 256 else np.uint16
+
+
+def write_png(path: Path, picture: Image.Image) -> None:
+    with atomic_path(path) as tmp:
+        picture.save(tmp, format="PNG")
+
+
+def class_areas(labels: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
+    """Share of the image's pixels per class, `area:<name>` -> fraction (6 decimals)."""
+    counts = np.bincount(labels.ravel().astype(np.int64), minlength=len(class_names))[:len(class_names)]
+    return {f"area:{name}": round(float(c) / max(1, labels.size), 6) for name, c in zip(class_names, counts,
+                                                                                        strict=True)}
+
+
+def summary_columns(output: BatchOutput) -> list[str]:
+    return ["image", "labels", "status", "error", "height", "width", "seconds",
+            *(f"area:{name}" for name in output.class_names)]
+
+
+def _row(task: ImageTask, output: BatchOutput, status: str, error: str = "", size: tuple[int, int] = (0, 0),
+         seconds: float = math.nan, areas: dict[str, float] | None = None) -> dict[str, Any]:
+    areas = areas or {f"area:{name}": 0.0 for name in output.class_names}
+    return {"image": task.source, "labels": f"labels/{task.rel}.png" if status == "ok" else "", "status": status,
+            "error": error, "height": size[0], "width": size[1], "seconds": round(seconds, 4), **areas}
+
+
+def segment_file(task: ImageTask, predict: PredictFn, output: BatchOutput) -> dict[str, Any]:
+    """Read, segment and write one image; its summary row. A bad image (any MgcaError) is an error row, not a
+    crash."""
+    start = time.perf_counter()
+    try:
+        image = read_image(task.source)
+        labels = np.asarray(predict(image))
+    except MgcaError as err:
+        return _row(task, output, "error", one_line(err), seconds=time.perf_counter() - start)
+    write_png(output.label_path(task), Image.fromarray(labels.astype(label_dtype(len(output.class_names)))))
+    if output.overlay is not None:
+        write_png(output.overlay_path(task), output.overlay(image, labels))
+    return _row(task, output, "ok", size=labels.shape[:2], seconds=time.perf_counter() - start,
+                areas=class_areas(labels, output.class_names))
+
+
+def _row_from_labels(task: ImageTask, output: BatchOutput) -> dict[str, Any]:
+    """The row of an image done by an earlier run whose log line was lost (interrupted between the two writes)."""
+    with Image.open(output.label_path(task)) as picture:
+        labels = np.asarray(picture)
+    return _row(task, output, "ok", size=labels.shape[:2], areas=class_areas(labels, output.class_names))
+
+
+# ------------------------------------------------------------------------------------------------ log and summary
+
+@dataclass
+class RunLog:
+    """OUT/.segment-log.jsonl: one summary row a line, appended as images finish (a torn last line is ignored)."""
+
+    path: Path
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, path: Path) -> RunLog:
+        log = cls(path)
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # the line an interrupted run was writing
+                log.rows[row["image"]] = row
+        return log
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.rows[row["image"]] = row
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+def write_summary(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """The summary table, CSV or (by suffix) parquet, written atomically."""
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise OutputPathError(f"{path}: parquet needs pyarrow (pip install 'mgca[ray]'); or write a .csv") from None
+        with atomic_path(path) as tmp:
+            pq.write_table(pa.Table.from_pylist(rows), tmp)
+        return path
+    text = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text.getvalue(), encoding="utf-8")
+    return path
+
+
+@dataclass
+class BatchReport:
+    """What a run did: images segmented now, skipped as done before, failed; where the summary is."""
+
+    done: int
+    skipped: int
+    failed: list[dict[str, Any]]
+    summary: Path
+    seconds: float
+
+    def line(self) -> str:
+        return (f"{self.done} images segmented, {self.skipped} already done, {len(self.failed)} failed in "
+                f"{self.seconds:.1f} s; summary {self.summary}")
+
+
+def _prepare(tasks: Sequence[ImageTask], output: BatchOutput, summary: Path | None):
+    check_writable_dir(output.folder, "--out")
+    summary = summary or output.folder / "summary.csv"
+    if summary.suffix not in (".csv", ".parquet"):
+        raise OutputPathError(f"summary {summary} must end in .csv or .parquet")
+    if output.overwrite:
+        output.log_path.unlink(missing_ok=True)
+    todo = [task for task in tasks if not output.done(task)]
+    return RunLog.open(output.log_path), todo, summary
+
+
+def _finish(tasks: Sequence[ImageTask], output: BatchOutput, log: RunLog, summary: Path, done: int, skipped: int,
+            failed: list[dict[str, Any]], start: float) -> BatchReport:
+    rows = []
+    for task in tasks:
+        row = log.rows.get(task.source)
+        if row is None and output.label_path(task).is_file():  # done, but its log line was lost
+            row = _row_from_labels(task, output)
+        if row is not None:
+            rows.append(row)
+    write_summary(summary, rows)
+    return BatchReport(done, skipped, failed, summary, time.perf_counter() - start)
+
+
+def _consume(rows: Iterable[dict[str, Any]], output: BatchOutput, log: RunLog, total: int, progress: bool,
+             desc: str) -> tuple[int, list[dict[str, Any]]]:
+    """Log every finished image's row (plain Python values, the summary's column order); count them."""
+    done, failed, columns = 0, [], summary_columns(output)
+    with tqdm(total=total, desc=desc, unit="img", disable=not progress, file=sys.stderr) as bar:
+        for row in rows:
+            row = {key: row[key].item() if hasattr(row[key], "item") else row[key] for key in columns}
+            log.append(row)
+            if row["status"] == "ok":
+                done += 1
+            else:
+                failed.append(row)
+                bar.write(f"skipped {row['image']}: {row['error']}", file=sys.stderr)
+            bar.update()
+    return done, failed
+
+
+def run_local(tasks: Sequence[ImageTask], predict: PredictFn, output: BatchOutput, summary: Path | None = None,
+              progress: bool = True) -> BatchReport:
+    """Segment every image not done yet, one after another in this process."""
+    start = time.perf_counter()
+    log, todo, summary = _prepare(tasks, output, summary)
+    done, failed = _consume((segment_file(task, predict, output) for task in todo), output, log, len(todo),
+                            progress, "segment")
+    return _finish(tasks, output, log, summary, done, len(tasks) - len(todo), failed, start)
+
+
+# ------------------------------------------------------------------------------------------------ Ray Data
+
+class SegmenterActor:
+    """A Ray Data actor: one `runtime.Segmenter` (the bundle loaded once), `segment_file` over each batch."""
+
+    def __init__(self, bundle: str, segmenter_args: dict[str, Any], classes: Sequence[str],
+                 background_threshold: float | None, output: BatchOutput):
+        from .segmenter import Segmenter
+
+        self.segmenter = Segmenter(bundle, **segmenter_args)
+        self.classes, self.background_threshold, self.output = list(classes), background_threshold, output
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        return self.segmenter.segment(image, self.classes, background_threshold=self.background_threshold).labels
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = [segment_file(ImageTask(str(source), str(rel)), self.predict, self.output)
+                for source, rel in zip(batch["source"], batch["rel"], strict=True)]
+        return {key: np.asarray([row[key] for row in rows]) for key in summary_columns(self.output)}
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide: `address` None/"local" starts Ray here, "auto" joins the running cluster, "ray://..."
+    connects a client; `actors` Segmenters (default: one per CPU Ray has, over `num_cpus`), each with `num_cpus`
+    cores (its thread cap) and `num_gpus` GPUs."""
+
+    address: str | None = None
+    actors: int | None = None
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    batch_size: int = 4
+
+
+def run_ray(tasks: Sequence[ImageTask], bundle: str, segmenter_args: dict[str, Any], classes: Sequence[str],
+            background_threshold: float | None, output: BatchOutput, options: RayOptions = RayOptions(),
+            summary: Path | None = None, progress: bool = True) -> BatchReport:
+    """The same job as `run_local` as a Ray Data pipeline over an actor pool of Segmenters."""
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise MgcaError("--ray needs Ray Data: pip install 'mgca[ray]'") from None
+    start = time.perf_counter()
+    log, todo, summary = _prepare(tasks, output, summary)
+    if not ray.is_initialized():
+        ray.init(address=None if options.address in (None, "local") else options.address,
+                 log_to_driver=False, include_dashboard=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False  # ours counts images, theirs blocks
+    actors = options.actors or max(1, int(ray.available_resources().get("CPU", 1) // max(options.num_cpus, 1e-3)))
+    actors = max(1, min(actors, len(todo)))  # no idle actors for a short remainder
+    args = {**segmenter_args, "num_threads": max(1, int(options.num_cpus))}
+    rows: Iterable[dict[str, Any]] = ()
+    if todo:
+        dataset = ray.data.from_items([{"source": t.source, "rel": t.rel} for t in todo],
+                                      override_num_blocks=min(len(todo), actors * 8))
+        labelled = dataset.map_batches(SegmenterActor, batch_size=options.batch_size,
+                                       compute=ray.data.ActorPoolStrategy(size=actors),
+                                       num_cpus=options.num_cpus, num_gpus=options.num_gpus or None,
+                                       fn_constructor_args=(bundle, args, list(classes), background_threshold,
+                                                            output))
+        rows = labelled.iter_rows()
+    done, failed = _consume(rows, output, log, len(todo), progress, f"segment (ray, {actors} actors)")
+    return _finish(tasks, output, log, summary, done, len(tasks) - len(todo), failed, start)
+
+
+__all__ = ["BatchInputError", "BatchOutput", "BatchReport", "ImageTask", "RayOptions", "RunLog", "SegmenterActor",
+           "class_areas", "label_dtype", "list_images", "read_image", "run_local", "run_ray", "segment_file",
+           "write_summary"]
