@@ -18,6 +18,7 @@ import math
 import pickle
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +30,9 @@ from tqdm import tqdm
 
 from .checkpoint import atomic_torch_save
 from .clip_backbone import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, model_config
-from .config import PretrainConfig, config_to_dict
-from .pairs.synthetic import SYNTHETIC_OBJECTS, SyntheticCaptions, benchmark_label
+from .config import PretrainConfig, SyntheticWorldConfig, config_to_dict
+from .evalsets.specs import SYNTHETIC_BACKDROPS, SYNTHETIC_OBJECTS
+from .pairs.synthetic import CLASS_NAMES, SyntheticCaptions, article
 from .schedule import warmup_cosine
 
 
@@ -42,20 +44,23 @@ class PretrainReport:
     cached: bool
     seconds: float
     zero_shot_accuracy: float  # single-object images, over every colour x shape class
+    backdrop_accuracy: float  # the same images' backdrop texture, over the textures ("stuff")
     first_loss: float | None = None
     last_loss: float | None = None
 
     def describe(self) -> str:
         how = "reused cached weights" if self.cached else (
             f"trained in {self.seconds:.0f} s, contrastive loss {self.first_loss:.3f} -> {self.last_loss:.3f}")
-        return (f"tiny CLIP {self.path} ({how}); zero-shot accuracy {100 * self.zero_shot_accuracy:.1f}% over "
-                f"{len(SYNTHETIC_OBJECTS)} colour-shape classes")
+        return (f"tiny CLIP {self.path} ({how}); zero-shot accuracy on held-out single-object images: "
+                f"{100 * self.zero_shot_accuracy:.1f}% over {len(SYNTHETIC_OBJECTS)} colour-shape classes, "
+                f"{100 * self.backdrop_accuracy:.1f}% over {len(SYNTHETIC_BACKDROPS)} backdrop textures")
 
 
-def cache_path(arch: str, cfg: PretrainConfig) -> Path:
-    """Where the weights for (arch, cfg) live; the name changes whenever anything that shapes them does."""
-    recipe = {"arch": arch, "model": model_config(arch), "pretrain": {k: v for k, v in config_to_dict(cfg).items()
-                                                                      if k not in ("enabled", "cache_dir")}}
+def cache_path(arch: str, cfg: PretrainConfig, world: SyntheticWorldConfig | None = None) -> Path:
+    """Where the weights for (arch, cfg, world) live; the name changes whenever anything that shapes them does."""
+    world = world or SyntheticWorldConfig()
+    recipe = {"arch": arch, "model": model_config(arch), "world": config_to_dict(world),
+              "pretrain": {k: v for k, v in config_to_dict(cfg).items() if k not in ("enabled", "cache_dir")}}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     return Path(cfg.cache_dir) / f"{arch}-synthetic-{digest}.pt"
 
@@ -67,33 +72,35 @@ def _normalise(images: np.ndarray) -> torch.Tensor:
     return (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
 
 
-def render_pool(size: int, image_size: int, seed: int, progress: bool = True) -> tuple[np.ndarray, list[str]]:
-    """`size` synthetic pairs rendered once: (N, H, W, 3) uint8 images and their captions."""
-    source = SyntheticCaptions(size, image_size, seed=seed)
-    images = np.empty((size, image_size, image_size, 3), np.uint8)
-    captions = []
-    for index in tqdm(range(size), desc="render pairs", unit="img", disable=not progress, file=sys.stderr, leave=False):
-        image, caption = source[index]
-        images[index] = np.asarray(image)
-        captions.append(caption)
-    return images, captions
+def render(source: SyntheticCaptions, indices: Sequence[int]) -> tuple[np.ndarray, list[str]]:
+    """Pairs `indices` of `source`: (N, H, W, 3) uint8 images and their captions."""
+    pairs = [source[int(index)] for index in indices]
+    return np.stack([np.asarray(image) for image, _ in pairs]), [caption for _, caption in pairs]
 
 
-def zero_shot_accuracy(model: torch.nn.Module, tokenizer, image_size: int, seed: int, count: int = 400) -> float:
-    """Top-1 over all colour x shape classes on held-out single-object images: is the CLIP any good?"""
-    source = SyntheticCaptions(count, image_size, seed=seed, max_objects=1)
-    images, targets = [], []
+def zero_shot_accuracy(model: torch.nn.Module, tokenizer, image_size: int, seed: int,
+                       count: int = 400, texture_contrast: float = 1.0) -> tuple[float, float]:
+    """Top-1 on held-out single-object images: (object over all colour x shape classes, backdrop texture).
+
+    Is the CLIP any good at the image level? Real CLIP is strong here and weak per pixel.
+    """
+    source = SyntheticCaptions(count, image_size, seed=seed, max_objects=1, texture_contrast=texture_contrast)
+    backdrops = len(SYNTHETIC_BACKDROPS)  # generator classes: backdrops first, then objects
+    images, objects, textures = [], [], []
     for index in range(count):
         sample = source.render(index)
-        label = benchmark_label(sample.mask)  # object classes, backdrop 255
+        values = np.bincount(sample.mask.ravel(), minlength=len(CLASS_NAMES))
         images.append(np.asarray(sample.image))
-        targets.append(int(np.bincount(label[label != 255]).argmax()))
+        objects.append(int(values[backdrops:].argmax()))
+        textures.append(int(values[:backdrops].argmax()))
     model.eval()
     with torch.no_grad():
-        text = model.encode_text(tokenizer([f"a {name}" for name in SYNTHETIC_OBJECTS]), normalize=True)
         image = model.encode_image(_normalise(np.stack(images)), normalize=True)
-    predicted = (image @ text.t()).argmax(dim=1).numpy()
-    return float((predicted == np.asarray(targets)).mean())
+        scores = []
+        for names in (SYNTHETIC_OBJECTS, SYNTHETIC_BACKDROPS):
+            text = model.encode_text(tokenizer([f"{article(name)} {name}" for name in names]), normalize=True)
+            scores.append((image @ text.t()).argmax(dim=1).numpy())
+    return float((scores[0] == np.asarray(objects)).mean()), float((scores[1] == np.asarray(textures)).mean())
 
 
 def load_cached_weights(model: torch.nn.Module, path: Path) -> bool:
@@ -112,9 +119,15 @@ def load_cached_weights(model: torch.nn.Module, path: Path) -> bool:
         return False
 
 
-def pretrain_clip(arch: str, cfg: PretrainConfig, progress: bool = True) -> PretrainReport:
-    """Train (or reuse) a tiny CLIP on synthetic pairs; returns where its open_clip weights are."""
-    path = cache_path(arch, cfg)
+def pretrain_clip(arch: str, cfg: PretrainConfig, world: SyntheticWorldConfig | None = None,
+                  progress: bool = True) -> PretrainReport:
+    """Train (or reuse) a tiny CLIP on synthetic pairs of `world`; returns where its open_clip weights are.
+
+    With `pool_size` 0 every step draws fresh pairs (the generator is index-addressable, so the
+    stream is still repeatable); otherwise steps sample from `pool_size` pairs rendered once.
+    """
+    world = world or SyntheticWorldConfig()
+    path = cache_path(arch, cfg, world)
     arch_cfg = model_config(arch)
     image_size = int(arch_cfg["vision_cfg"]["image_size"])
     tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=int(arch_cfg["text_cfg"].get("context_length", 77)))
@@ -122,11 +135,12 @@ def pretrain_clip(arch: str, cfg: PretrainConfig, progress: bool = True) -> Pret
         torch.manual_seed(cfg.seed)
         model = open_clip.CLIP(**arch_cfg)
     if load_cached_weights(model, path):
-        return PretrainReport(path, True, 0.0, zero_shot_accuracy(model, tokenizer, image_size, cfg.seed + 1))
+        return PretrainReport(path, True, 0.0, *zero_shot_accuracy(model, tokenizer, image_size, cfg.seed + 1,
+                                                                   texture_contrast=world.texture_contrast))
 
     start = time.perf_counter()
-    images, captions = render_pool(cfg.pool_size, image_size, cfg.seed, progress)
-    tokens = tokenizer(captions)
+    source = SyntheticCaptions.from_world(world, max(cfg.pool_size, cfg.steps * cfg.batch_size), image_size, cfg.seed)
+    pool = render(source, range(cfg.pool_size)) if cfg.pool_size else None
     generator = torch.Generator().manual_seed(cfg.seed)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                                   weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
@@ -135,14 +149,18 @@ def pretrain_clip(arch: str, cfg: PretrainConfig, progress: bool = True) -> Pret
     model.train()
     bar = tqdm(range(cfg.steps), desc="pretrain tiny CLIP", unit="step", disable=not progress, file=sys.stderr,
                dynamic_ncols=True)
-    for _ in bar:
-        index = torch.randint(len(captions), (cfg.batch_size,), generator=generator)
-        batch = _normalise(images[index.numpy()])
+    for step in bar:
+        if pool is None:
+            images, captions = render(source, range(step * cfg.batch_size, (step + 1) * cfg.batch_size))
+        else:
+            index = torch.randint(cfg.pool_size, (cfg.batch_size,), generator=generator).numpy()
+            images, captions = pool[0][index], [pool[1][i] for i in index]
+        batch = _normalise(images)
         flip = torch.rand(cfg.batch_size, generator=generator) < 0.5  # captions never say left or right
         batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
-        image_features, text_features, logit_scale = model(batch, tokens[index])
+        image_features, text_features, logit_scale = model(batch, tokenizer(captions))
         logits = logit_scale * image_features @ text_features.t()
-        target = torch.arange(len(index))
+        target = torch.arange(cfg.batch_size)
         loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -154,7 +172,7 @@ def pretrain_clip(arch: str, cfg: PretrainConfig, progress: bool = True) -> Pret
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
     bar.close()
     atomic_torch_save(path, model.state_dict())
-    accuracy = zero_shot_accuracy(model, tokenizer, image_size, cfg.seed + 1)
+    accuracy = zero_shot_accuracy(model, tokenizer, image_size, cfg.seed + 1, texture_contrast=world.texture_contrast)
     window = max(1, min(20, len(losses) // 5))
-    return PretrainReport(path, False, time.perf_counter() - start, accuracy,
+    return PretrainReport(path, False, time.perf_counter() - start, *accuracy,
                           float(np.mean(losses[:window])), float(np.mean(losses[-window:])))

@@ -6,6 +6,7 @@ its comment says otherwise; the embedded default run overrides a few of them for
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import typing
@@ -58,9 +59,27 @@ class LossConfig:
 
 
 @dataclass
+class SyntheticWorldConfig:
+    """The generated world (mgca.pairs.synthetic) that tiny-CLIP pretraining and decoder training draw from."""
+
+    min_objects: int = 1  # shapes per image, one per quadrant
+    max_objects: int = 3
+    caption_backdrop: float = 1 / 3  # probability that a caption names the backdrop texture
+    caption_partial: float = 0.0  # probability that a multi-object caption names only a subset of its shapes
+    caption_varied: bool = False  # many wordings instead of three fixed forms
+    # Consecutive samples form groups of this size: member m >= 1 repeats member 0's scene with every shape, every
+    # colour or the backdrop changed, so a batch holds hard negatives that only shape (colour, texture) tells apart.
+    group_size: int = 1
+    # Scale of the backdrop patterns' swing (0: plain backdrops, 1: stripe edges as strong as shape edges). The
+    # held-out benchmark is drawn from the same world.
+    texture_contrast: float = 1.0
+
+
+@dataclass
 class DataConfig:
     source: str | None = "synthetic"  # "synthetic", webdataset shards (dir/brace pattern), folder or csv/tsv
     synthetic_size: int = 512  # number of generated pairs when source is "synthetic"
+    synthetic: SyntheticWorldConfig = field(default_factory=SyntheticWorldConfig)
     image_size: int = 224
     crop_scale: tuple[float, float] = (0.5, 1.0)  # RandomResizedCrop area range
     noun_prompts: bool = True  # pick original caption or a noun prompt per sample (GroupViT/TCL)
@@ -92,6 +111,9 @@ class TrainConfig:
     resume: str | None = None  # checkpoint path, or "auto" for output_dir/last.pt
     overwrite: bool = False  # replace an earlier run's last.pt in output_dir (otherwise the run is refused)
     seed: int = 0
+    # torch intra-op threads (0: torch's default, one per core). Float sums are split by thread, so two runs
+    # give identical numbers only with the same count: the embedded default fixes it.
+    num_threads: int = 0
 
 
 @dataclass
@@ -104,7 +126,7 @@ class PretrainConfig:
     lr: float = 2.0e-3
     weight_decay: float = 0.1
     warmup_steps: int = 50
-    pool_size: int = 8192  # synthetic pairs rendered once and sampled from
+    pool_size: int = 0  # 0: fresh pairs every step (the generator is index-addressable); else a pool rendered once
     seed: int = 0
     cache_dir: str = "runs/clip_cache"  # weights are reused from here when the recipe is unchanged
 
@@ -243,12 +265,16 @@ LIMITS: dict[str, Limit] = {
     "loss.scale": POSITIVE, "loss.chunk_size": NON_NEGATIVE,
     "data.synthetic_size": AT_LEAST_ONE, "data.image_size": AT_LEAST_ONE, "data.crop_scale": FRACTION,
     "data.num_workers": NON_NEGATIVE, "data.seed": NON_NEGATIVE,
+    "data.synthetic.min_objects": Limit(1, 4), "data.synthetic.max_objects": Limit(1, 4),
+    "data.synthetic.caption_backdrop": Limit(0, 1), "data.synthetic.caption_partial": Limit(0, 1),
+    "data.synthetic.group_size": AT_LEAST_ONE, "data.synthetic.texture_contrast": Limit(0, 1),
     "optim.lr": POSITIVE, "optim.weight_decay": NON_NEGATIVE, "optim.betas": Limit(0, 1, high_open=True),
     "optim.epochs": AT_LEAST_ONE, "optim.warmup_epochs": NON_NEGATIVE, "optim.grad_clip": NON_NEGATIVE,
     "train.batch_size": AT_LEAST_ONE, "train.global_batch": NON_NEGATIVE, "train.log_every": AT_LEAST_ONE,
     "train.checkpoint_every": NON_NEGATIVE, "train.max_steps": NON_NEGATIVE, "train.seed": NON_NEGATIVE,
+    "train.num_threads": NON_NEGATIVE,
     "pretrain.steps": AT_LEAST_ONE, "pretrain.batch_size": Limit(2), "pretrain.lr": POSITIVE,
-    "pretrain.weight_decay": NON_NEGATIVE, "pretrain.warmup_steps": NON_NEGATIVE, "pretrain.pool_size": AT_LEAST_ONE,
+    "pretrain.weight_decay": NON_NEGATIVE, "pretrain.warmup_steps": NON_NEGATIVE, "pretrain.pool_size": NON_NEGATIVE,
     "pretrain.seed": NON_NEGATIVE,
     "benchmark.count": AT_LEAST_ONE, "benchmark.image_size": AT_LEAST_ONE, "benchmark.seed": NON_NEGATIVE,
     "benchmark.short_side": AT_LEAST_ONE, "benchmark.window": AT_LEAST_ONE, "benchmark.stride": AT_LEAST_ONE,
@@ -259,12 +285,14 @@ LIMITS: dict[str, Limit] = {
 def validate_config(cfg: Config) -> Config:
     """`cfg`, or a one-line ConfigError naming the first setting outside its range (`LIMITS`)."""
     for key, limit in LIMITS.items():
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
+        value = functools.reduce(getattr, key.split("."), cfg)
         values = value if isinstance(value, tuple) else (value,)
         if value is not None and not all(limit.allows(float(v)) for v in values):
             raise ConfigError(f"{key}={value!r} is out of range: it must be {limit.describe()}"
                               + (" (each value)" if isinstance(value, tuple) else ""))
+    world = cfg.data.synthetic
+    if world.min_objects > world.max_objects:
+        raise ConfigError(f"data.synthetic.min_objects={world.min_objects} exceeds max_objects={world.max_objects}")
     low, high = cfg.data.crop_scale
     if low > high:
         raise ConfigError(f"data.crop_scale={cfg.data.crop_scale!r}: the first value (smallest crop area) must not "

@@ -25,11 +25,12 @@ def ensure_clip_weights(cfg: Config, progress: bool = True) -> str | None:
         return None
     from .clip_pretrain import cache_path, pretrain_clip
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not cache_path(cfg.backbone.arch, cfg.pretrain).is_file():
+    cached = cache_path(cfg.backbone.arch, cfg.pretrain, cfg.data.synthetic).is_file()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not cached:
         raise ConfigError("pretrain.enabled under torchrun: pretrain the tiny CLIP once in a single process first "
                           "(python -m mgca.train with the same config), then launch torchrun")
-    report = pretrain_clip(cfg.backbone.arch, cfg.pretrain, progress=progress)
-    # absolute: the checkpoint records it, and may be used from elsewhere
+    report = pretrain_clip(cfg.backbone.arch, cfg.pretrain, cfg.data.synthetic, progress=progress)
+    # Absolute: the checkpoint records it, and may be used from elsewhere.
     cfg.backbone.checkpoint = str(report.path.resolve())
     return report.describe()
 
@@ -40,31 +41,34 @@ def benchmark_root(cfg: Config) -> Path:
 
 def run_benchmark(cfg: Config, model, device: torch.device, output_dir: Path,
                   progress: bool = True) -> tuple[str, Path, Path]:
-    """Write (or reuse) the held-out benchmark, score the four cells, save JSON and the comparison picture.
+    """Write (or reuse) the held-out benchmark, score frozen features and the decoder, save JSON and the picture.
 
     Returns (printed table, JSON path, picture path).
     """
     from .evalsets import get_spec, open_dataset
-    from .inference import InferenceConfig
+    from .inference import InferenceConfig, SegmentationPredictor
     from .pairs.synthetic import write_benchmark
     from .plotting import plot_segmentation_grid
-    from .quality import benchmark_table, row_predictors
+    from .quality import DECODER, FROZEN, frozen_baseline, quality_table
 
     bench = cfg.benchmark
-    root = write_benchmark(benchmark_root(cfg), bench.count, bench.image_size, bench.seed, progress=progress)
+    root = write_benchmark(benchmark_root(cfg), bench.count, bench.image_size, bench.seed, progress=progress,
+                           texture_contrast=cfg.data.synthetic.texture_contrast)
     settings = InferenceConfig(**get_spec("synthetic").protocol.settings(
         short_side=bench.short_side, window=bench.window, stride=bench.stride, templates=bench.templates))
-    table = benchmark_table(model, root, settings, device, units=tuple(bench.units), progress=progress)
+    table = quality_table(model, root, settings, tuple(bench.units), device, progress=progress)
     json_path = table.save(output_dir / "benchmark.json")
 
-    dataset = open_dataset("synthetic", root)
+    dataset = open_dataset("synthetic-stuff", root)  # the picture shows every pixel's class, backdrop included
     units = max(bench.units)
-    predictors = row_predictors(model, settings, units, dataset.spec.prompt_classes, device).values()
+    config = InferenceConfig(**{**settings.to_dict(), "units": units})
+    predictors = [SegmentationPredictor(m, config, device) for m in (frozen_baseline(model), model)]
+    for predictor in predictors:
+        predictor.set_classes(dataset.spec.prompt_classes)
     rows = []
     for index in range(min(4, len(dataset))):
         sample = dataset[index]
         rows.append((sample.image, sample.label, *(p.predict(sample.image) for p in predictors)))
-    columns = ("image", "ground truth", f"frozen CLIP ({units} units)", f"MGCA decoder ({units} units)")
+    columns = ("image", "ground truth", f"{FROZEN.split(' (')[0]} ({units} units)", f"{DECODER} ({units} units)")
     picture = plot_segmentation_grid(rows, columns, dataset.spec.classes, output_dir / "segmentation.png")
     return table.format(), json_path, picture
-

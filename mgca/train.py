@@ -85,6 +85,12 @@ def accumulation_steps(global_batch: int, batch_size: int, world_size: int) -> i
     return global_batch // per_step
 
 
+def fix_thread_count(count: int) -> None:
+    """Use `count` torch intra-op threads (0 leaves torch's default): results then repeat bit for bit."""
+    if count:
+        torch.set_num_threads(count)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -141,6 +147,7 @@ class Trainer:
         self.autocast_dtype = resolve_precision(cfg.train.precision, self.device)
         self.accum = accumulation_steps(cfg.train.global_batch, cfg.train.batch_size, self.info.world_size)
 
+        fix_thread_count(cfg.train.num_threads)
         seed_everything(cfg.train.seed)
         self.model: MGCA = build_model(cfg.backbone, cfg.decoder).to(self.device)
         if cfg.backbone.checkpoint is None and not is_bundled_arch(cfg.backbone.arch) and self.info.is_main:
@@ -344,6 +351,7 @@ class Trainer:
 
 def train(cfg: Config) -> TrainResult:
     """Pretrain a tiny CLIP if asked (and none is given), train the decoder, then the synthetic benchmark if asked."""
+    fix_thread_count(cfg.train.num_threads)
     note = ensure_clip_weights(cfg)
     if note:
         print(f"mgca.train: {note}", flush=True)

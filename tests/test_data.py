@@ -31,7 +31,7 @@ from mgca.pairs import (
 )
 from mgca.pairs import nouns as nouns_module
 from mgca.pairs.readers import image_decodes
-from mgca.pairs.synthetic import caption_phrases
+from mgca.pairs.synthetic import VARIED, CaptionStyle, caption_phrases
 
 from .support import SHARED_DATA
 
@@ -61,28 +61,112 @@ def batches_of(loader) -> list[tuple[torch.Tensor, list[str]]]:
 # ---------------------------------------------------------------------------- synthetic
 
 
-def test_synthetic_is_deterministic_and_masks_match_captions():
-    data = SyntheticCaptions(size=24, image_size=64, seed=3)
-    again = SyntheticCaptions(size=24, image_size=64, seed=3)
-    other = SyntheticCaptions(size=24, image_size=64, seed=4)
+def _check_caption_matches_mask(sample, partial: bool) -> None:
+    """Every phrase the caption names is in the mask; unless captions may name a subset, every shape is named."""
+    named = set(caption_phrases(sample.caption))  # "red circle", ... and "<texture> background" when named
+    present = {CLASS_NAMES[k] for k in np.unique(sample.mask)}
+    backdrops = [name for name in present if name.endswith(" background")]
+    assert len(backdrops) == 1  # exactly one textured backdrop, always visible
+    assert named <= present and named - set(backdrops), (sample.caption, present)
+    if not partial:
+        assert named - set(backdrops) == present - set(backdrops), (sample.caption, present)
+
+
+WORLDS = {
+    "default": {},
+    "varied captions, subsets, backdrop named": {"style": CaptionStyle(backdrop=1.0, partial=0.5, varied=True)},
+    "hard-negative groups": {"group_size": 4, "min_objects": 2, "style": CaptionStyle(varied=True)},
+    "faint backdrops": {"texture_contrast": 0.3, "max_objects": 2},
+}
+
+
+@pytest.mark.parametrize("world", list(WORLDS))
+def test_synthetic_is_index_addressable_and_masks_match_captions(world):
+    options = WORLDS[world]
+    data = SyntheticCaptions(size=24, image_size=64, seed=3, **options)
+    again = SyntheticCaptions(size=24, image_size=64, seed=3, **options)
+    other = SyntheticCaptions(size=24, image_size=64, seed=4, **options)
     assert len(CLASS_NAMES) == 4 + 8 * 5 and all(name.endswith(" background") for name in CLASS_NAMES[:4])
-    for i in range(len(data)):
+    partial = options.get("style", CaptionStyle()).partial > 0
+    for i in reversed(range(len(data))):  # any order: sample i depends only on (seed, i, options)
         a, b = data.render(i), again.render(i)
         assert a.caption == b.caption and np.array_equal(a.mask, b.mask)
         assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
         assert a.image.size == (64, 64) and a.image.mode == "RGB"
         assert a.mask.shape == (64, 64) and a.mask.dtype == np.uint8 and a.class_names == CLASS_NAMES
-        named = set(caption_phrases(a.caption))  # "red circle", ... and "<texture> background" when the caption says it
-        present = {CLASS_NAMES[k] for k in np.unique(a.mask)}
-        backdrops = [name for name in present if name.endswith(" background")]
-        assert len(backdrops) == 1  # exactly one textured backdrop, always visible
-        assert named - set(backdrops) == present - set(backdrops) != set(), (a.caption, present)
-        assert named <= present
+        _check_caption_matches_mask(a, partial)
+        if not partial:  # one phrase per shape drawn
+            shapes = [p for p in caption_phrases(a.caption) if not p.endswith("background")]
+            assert options.get("min_objects", 1) <= len(shapes) <= 3
     image, caption = data[5]
     assert caption == data.render(5).caption and isinstance(image, Image.Image)
     assert [other.render(i).caption for i in range(8)] != [data.render(i).caption for i in range(8)]
     with pytest.raises(IndexError):
         data.render(24)
+
+
+def test_caption_style_options_change_what_is_named():
+    """Backdrop always/never named; subsets name fewer shapes than the image holds; varied wording has many forms."""
+    never = SyntheticCaptions(64, 48, seed=1, style=CaptionStyle(backdrop=0.0))
+    always = SyntheticCaptions(64, 48, seed=1, style=CaptionStyle(backdrop=1.0))
+    assert not any("background" in never[i][1] for i in range(64))
+    assert all(caption_phrases(always[i][1])[-1].endswith("background") or
+               caption_phrases(always[i][1])[0].endswith("background") for i in range(64))
+    subsets = SyntheticCaptions(64, 48, seed=1, min_objects=3, max_objects=3, style=CaptionStyle(partial=1.0))
+    for i in range(64):
+        sample = subsets.render(i)
+        shapes = [p for p in caption_phrases(sample.caption) if not p.endswith("background")]
+        assert 1 <= len(shapes) < 3  # three shapes drawn, a strict subset named
+    varied = SyntheticCaptions(200, 48, seed=1, style=CaptionStyle(varied=True))
+    starts = {varied[i][1].split(" ")[0] + " " + varied[i][1].split(" ")[1] for i in range(200)}
+    assert len(starts) >= 5
+    with pytest.raises(ValueError, match="probability"):
+        CaptionStyle(backdrop=1.5)
+
+
+def test_texture_contrast_scales_only_the_backdrop_pattern():
+    """Contrast 0 paints every backdrop one colour; any contrast leaves shapes, masks and captions as they were."""
+    full, faint, plain = (SyntheticCaptions(12, 64, seed=5, texture_contrast=c) for c in (1.0, 0.3, 0.0))
+    swings = []
+    for i in range(12):
+        a, b, c = full.render(i), faint.render(i), plain.render(i)
+        assert a.caption == b.caption == c.caption and np.array_equal(a.mask, b.mask) and np.array_equal(a.mask, c.mask)
+        backdrop = a.mask < 4
+        pixels = [np.asarray(x.image)[backdrop].astype(int) for x in (a, b, c)]
+        assert np.array_equal(np.asarray(a.image)[~backdrop], np.asarray(c.image)[~backdrop])  # shapes untouched
+        assert (pixels[2] == pixels[2][0]).all()  # plain: one colour
+        swings.append([np.ptp(p, axis=0).max() for p in pixels[:2]])
+    assert all(strong >= weak for strong, weak in swings) and sum(s > w for s, w in swings) >= 10
+    with pytest.raises(ValueError, match="texture_contrast"):
+        SyntheticCaptions(4, 64, texture_contrast=1.5)
+
+
+def test_hard_negative_groups_change_one_attribute():
+    """Group members repeat the first member's scene with every shape, every colour or the backdrop changed."""
+    data = SyntheticCaptions(40, 64, seed=2, group_size=4, min_objects=2)
+
+    def parts(sample):  # ([(colour, shape) per object, in drawing order], backdrop class)
+        phrases = [p.split() for p in caption_phrases(sample.caption) if not p.endswith("background")]
+        return phrases, CLASS_NAMES[int(np.bincount(sample.mask.ravel(), minlength=4)[:4].argmax())]
+
+    for group in range(10):
+        first, *others = (data.render(4 * group + m) for m in range(4))
+        base_objects, base_backdrop = parts(first)
+        for sample, varied in zip(others, VARIED, strict=True):
+            _check_caption_matches_mask(sample, partial=False)
+            objects, backdrop = parts(sample)
+            assert sample.caption != first.caption and len(objects) == len(base_objects)
+            kept = {"shape": 0, "colour": 1, "backdrop": None}[varied]  # index of the word that stays
+            for old, new in zip(base_objects, objects, strict=True):
+                if kept is None:
+                    assert new == old
+                else:
+                    assert new[kept] == old[kept] and new[1 - kept] != old[1 - kept], (varied, old, new)
+            assert (backdrop != base_backdrop) == (varied == "backdrop")
+            if varied == "backdrop":
+                assert "background" in sample.caption  # else its caption could equal the first member's
+    plain = SyntheticCaptions(8, 64, seed=2)
+    assert plain.group_size == 1 and plain.render(1).caption != plain.render(0).caption
 
 
 # ---------------------------------------------------------------------------- nouns

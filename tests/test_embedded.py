@@ -8,12 +8,13 @@ import torch
 
 from mgca.clip_backbone import build_backbone
 from mgca.clip_pretrain import cache_path, pretrain_clip
-from mgca.config import BackboneConfig, ConfigError, PretrainConfig, load_config
+from mgca.config import BackboneConfig, ConfigError, PretrainConfig, SyntheticWorldConfig, load_config
 from mgca.embedded import ensure_clip_weights
+from mgca.quality import DECODER, FROZEN, PROTOCOLS
 from mgca.train import embedded_config_path, main, train
 
-SMALL_PRETRAIN = ["pretrain.steps=12", "pretrain.pool_size=256", "pretrain.batch_size=32", "pretrain.warmup_steps=2"]
-SMALL_DECODER = ["data.synthetic_size=64", "train.batch_size=16", "optim.epochs=3", "optim.warmup_epochs=0.5"]
+SMALL_PRETRAIN = ["pretrain.steps=12", "pretrain.pool_size=0", "pretrain.batch_size=32", "pretrain.warmup_steps=2"]
+SMALL_DECODER = ["data.synthetic_size=64", "train.batch_size=16", "optim.epochs=4", "optim.warmup_epochs=0.5"]
 SMALL_BENCHMARK = ["benchmark.count=4"]
 
 
@@ -30,25 +31,60 @@ def test_embedded_default_is_the_whole_pipeline():
     assert cfg.data.source == "synthetic"
 
 
+def test_embedded_recipe_is_wired_through(tmp_path, monkeypatch):
+    """One world feeds pretraining, decoder data and the held-out benchmark; fresh pairs; fixed threads; 500 images."""
+    cfg = load_config(embedded_config_path())
+    assert cfg.pretrain.pool_size == 0 and cfg.benchmark.count >= 500 and 36 in cfg.benchmark.units
+    assert cfg.train.num_threads > 0
+
+    import mgca.clip_pretrain as clip_pretrain
+    seen = []
+    original = clip_pretrain.SyntheticCaptions.from_world.__func__
+
+    def spy(cls, world, *args, **kwargs):
+        seen.append(world)
+        return original(cls, world, *args, **kwargs)
+
+    monkeypatch.setattr(clip_pretrain.SyntheticCaptions, "from_world", classmethod(spy))
+    small = small_embedded(tmp_path, "data.synthetic.texture_contrast=0.5", "data.synthetic.group_size=2")
+    ensure_clip_weights(small, progress=False)
+    assert seen and seen[0] is small.data.synthetic
+
+
+@pytest.mark.slow
+def test_embedded_run_repeats_bit_for_bit(tmp_path):
+    """Two runs of one config (each pretraining its own CLIP) write the same benchmark.json, byte for byte."""
+    tables = []
+    for name in ("first", "second"):
+        cfg = small_embedded(tmp_path / name, "train.num_threads=1")
+        train(cfg)
+        tables.append((tmp_path / name / "run" / "benchmark.json").read_bytes())
+    assert tables[0] == tables[1]
+
+
 @pytest.mark.slow
 def test_embedded_run_small(tmp_path, capsys):
     """A small version of `python -m mgca.train`: every stage runs, leaves its files, and the losses fall."""
-    cfg = small_embedded(tmp_path)
+    cfg = small_embedded(tmp_path, "data.synthetic.texture_contrast=0.5")
     result = train(cfg)
-    weights = cache_path(cfg.backbone.arch, cfg.pretrain)
+    weights = cache_path(cfg.backbone.arch, cfg.pretrain, cfg.data.synthetic)
     assert weights.is_file() and cfg.backbone.checkpoint == str(weights.resolve())
     out = capsys.readouterr().out
     assert "contrastive loss" in out and "zero-shot accuracy" in out
     assert "synthetic segmentation benchmark" in out and "decoder gain" in out
 
     history = result.history
-    assert history[-1]["loss"] < history[0]["loss"]
+    losses = [record["loss"] for record in history]
+    assert sum(losses[-4:]) < sum(losses[:4])  # single steps are noisy: compare the first and last four
     run = tmp_path / "run"
     for name in ("last.pt", "loss_curve.png", "history.json", "benchmark.json", "segmentation.png"):
         assert (run / name).is_file(), name
+    stamp = json.loads((run / "synthetic_benchmark" / "benchmark.json").read_text())
+    assert stamp["texture_contrast"] == 0.5  # held-out images come from the training world
     table = json.loads((run / "benchmark.json").read_text())
-    assert table["images"] == 4 and set(table["miou"]) == {"frozen CLIP features (MaskCLIP)", "MGCA decoder"}
-    assert all(set(cells) == {"0", "36"} for cells in table["miou"].values())
+    assert table["images"] == 4 and set(table["miou"]) == {FROZEN, DECODER}
+    assert all(set(protocols) == set(PROTOCOLS) for protocols in table["miou"].values())
+    assert all(set(cells) == {"0", "36"} for protocols in table["miou"].values() for cells in protocols.values())
     checkpoint = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
     assert checkpoint["backbone"]["source"] == str(weights.resolve())
 
@@ -63,7 +99,8 @@ def test_pretraining_learns_and_is_cached(tmp_path):
     assert again.cached and again.path == first.path
     assert again.zero_shot_accuracy == pytest.approx(first.zero_shot_accuracy)
     other = PretrainConfig(**{**cfg.__dict__, "steps": 13})
-    assert cache_path("mgca-synth", other) != first.path
+    assert cache_path("mgca-synth", other, SyntheticWorldConfig()) != first.path
+    assert cache_path("mgca-synth", cfg, SyntheticWorldConfig(group_size=2)) != first.path
 
 
 def test_pretrained_weights_load_like_real_ones(tmp_path):

@@ -49,5 +49,5 @@ def test_mgca_library_does_not_import_its_cli():
 
 
 def test_the_check_sees_relative_imports():
-    assert "mgca.evaluation.evaluate" in imported_modules(REPO / "mgca" / "quality.py")
+    assert "mgca.evalsets.open_dataset" in imported_modules(REPO / "mgca" / "quality.py")
     assert "runtime.contract.InferenceSettings" in imported_modules(REPO / "runtime" / "__init__.py")

@@ -33,12 +33,12 @@ def one_line_error(code: int, err: str, expected_code: int = 2) -> str:
 
 @pytest.fixture(scope="module")
 def synthetic_root(tmp_path_factory) -> Path:
-    """The synthetic benchmark (images/ + masks/, 40 object classes, backdrop 255) and a class file of its classes."""
-    from mgca.evalsets.specs import SYNTHETIC_OBJECTS
-    from mgca.pairs.synthetic import write_benchmark
+    """The synthetic benchmark (images/ + masks/ of the generator's 44 classes: 4 backdrops, 40 objects) and a class
+    file of its classes (what `--dataset synthetic-stuff` scores)."""
+    from mgca.pairs.synthetic import CLASS_NAMES, write_benchmark
 
     root = write_benchmark(tmp_path_factory.mktemp("synthetic") / "bench", count=6, image_size=48, seed=3)
-    (root / "classes.txt").write_text("# the synthetic benchmark's classes\n" + "\n".join(SYNTHETIC_OBJECTS) + "\n")
+    (root / "classes.txt").write_text("# the synthetic benchmark's classes\n" + "\n".join(CLASS_NAMES) + "\n")
     return root
 
 
@@ -49,16 +49,18 @@ def _eval_json(tmp_path: Path, name: str, *args: str) -> dict:
 
 
 def test_folder_reproduces_the_synthetic_benchmark(synthetic_root, tmp_path):
-    """Done means: --dataset folder on the benchmark's own files gives what --dataset synthetic gives."""
+    """Done means: --dataset folder on the benchmark's own files gives what the synthetic benchmark gives (its
+    every-pixel protocol, synthetic-stuff: the folder's class file lists all 44 classes)."""
     from mgca.evalsets import FolderSource, open_dataset, open_folder
 
-    benchmark = _eval_json(tmp_path, "synthetic", "--dataset", "synthetic", "--root", str(synthetic_root), *FROZEN)
+    benchmark = _eval_json(tmp_path, "synthetic", "--dataset", "synthetic-stuff", "--root", str(synthetic_root),
+                           *FROZEN)
     folder = _eval_json(tmp_path, "folder", "--dataset", "folder", "--root", str(synthetic_root), "--classes",
                         str(synthetic_root / "classes.txt"), *FROZEN)
     for key in ("mIoU", "mAcc", "aAcc", "num_images", "num_pixels", "per_class"):
         assert folder[key] == benchmark[key], key
     assert folder["num_images"] == 6 and folder["num_pixels"] > 0
-    reference = open_dataset("synthetic", synthetic_root)
+    reference = open_dataset("synthetic-stuff", synthetic_root)
     mine = open_folder(FolderSource(synthetic_root / "classes.txt", synthetic_root))
     assert mine.spec.classes == reference.spec.classes
     for a, b in zip(reference, mine, strict=True):
@@ -79,19 +81,19 @@ def _colour_copy(root: Path, dest: Path, palette: np.ndarray) -> Path:
 
 def test_colour_masks_with_a_palette_in_nested_folders(synthetic_root, tmp_path):
     from mgca.evalsets import FolderSource, open_folder
-    from mgca.evalsets.specs import SYNTHETIC_OBJECTS
+    from mgca.pairs.synthetic import CLASS_NAMES
     from mgca.evaluation import evaluate
 
-    palette = np.stack([np.arange(40) * 6, 255 - np.arange(40) * 5, (np.arange(40) * 37) % 256], 1).astype(np.uint8)
+    palette = np.stack([np.arange(44) * 5, 255 - np.arange(44) * 5, (np.arange(44) * 37) % 256], 1).astype(np.uint8)
     (tmp_path / "palette.txt").write_text("ignore 255 255 255\n" + "".join(
-        f"{name} {r} {g} {b}\n" for name, (r, g, b) in zip(SYNTHETIC_OBJECTS, palette.tolist(), strict=True)))
+        f"{name} {r} {g} {b}\n" for name, (r, g, b) in zip(CLASS_NAMES, palette.tolist(), strict=True)))
     coloured = _colour_copy(synthetic_root, tmp_path / "coloured", palette)
     plain = open_folder(FolderSource(synthetic_root / "classes.txt", synthetic_root))
     rgb = open_folder(FolderSource(synthetic_root / "classes.txt", coloured, palette=tmp_path / "palette.txt"))
     assert [item.name for item in rgb.items] == [f"val/{item.name}" for item in plain.items]
 
     def predict(image: np.ndarray) -> np.ndarray:  # a fixed function of the pixels: some classes right, most wrong
-        return (image[..., 0].astype(np.int64) // 7) % 40
+        return (image[..., 0].astype(np.int64) // 7) % 44
 
     a, _ = evaluate(plain, predict, progress=False)
     b, _ = evaluate(rgb, predict, progress=False)

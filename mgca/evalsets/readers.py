@@ -162,7 +162,8 @@ def read_label(path: Path, spec: DatasetSpec) -> np.ndarray:
         label = _decode_rgb_label(array, spec.rgb_palette, path, spec.ignore_index)
     else:
         label = array.astype(np.int64)
-    label = reduce_zero_label(label, spec.ignore_index) if spec.reduce_zero_label else label
+    leading = 1 if spec.reduce_zero_label else spec.ignored_leading_labels
+    label = reduce_leading_labels(label, leading, spec.ignore_index) if leading else label
     _check_label_ids(label, spec, path)
     return label
 
@@ -171,17 +172,19 @@ def _check_label_ids(label: np.ndarray, spec: DatasetSpec, path: Path) -> None:
     """Every label is a class index or the ignore index: else one line naming the file and the ids."""
     bad = (label != spec.ignore_index) & ((label < 0) | (label >= spec.num_classes))
     if bad.any():
-        ids = np.unique(label[bad] + (1 if spec.reduce_zero_label else 0))[:5].tolist()
-        shifted = " after dropping background id 0" if spec.reduce_zero_label else ""
+        leading = 1 if spec.reduce_zero_label else spec.ignored_leading_labels
+        ids = np.unique(label[bad] + leading)[:5].tolist()
+        shifted = f" after dropping ids 0..{leading - 1}" if leading else ""
         raise DatasetError(f"mask {path} holds label id(s) {ids} outside the {spec.num_classes} classes (ids "
                            f"0..{spec.num_classes - 1}{shifted}) that are not the ignore index {spec.ignore_index}; "
                            "fix the mask, list every class in the class file, or set --ignore-index")
 
 
-def reduce_zero_label(label: np.ndarray, ignore_index: int = 255) -> np.ndarray:
-    """MMSegmentation's reduce_zero_label: 0 (other/background) -> ignore, every class k -> k - 1."""
-    out = label - 1
-    out[(label == 0) | (label == ignore_index)] = ignore_index
+def reduce_leading_labels(label: np.ndarray, count: int = 1, ignore_index: int = 255) -> np.ndarray:
+    """Labels 0..count-1 -> ignore, every class k -> k - count. count=1 is MMSegmentation's reduce_zero_label
+    (0 = other/background); the synthetic objects protocol drops its backdrops the same way."""
+    out = label - count
+    out[(label < count) | (label == ignore_index)] = ignore_index
     return out
 
 

@@ -149,6 +149,7 @@ class DatasetSpec:
     layouts: tuple[Layout, ...]
     background_threshold: float | None = None  # GroupViT's bg_thresh; set exactly for the "with background" datasets
     reduce_zero_label: bool = False  # label 0 -> ignore, others shift down by one (ADE, VOC20, Context59)
+    ignored_leading_labels: int = 0  # the same for the first N label values (synthetic objects: the backdrops)
     ignore_index: int = 255
     # RGB label images: "voc" decodes them with the VOC palette (unknown colours -> void); a tuple of
     # (r, g, b, label) is a user's palette file (mgca-eval --dataset folder --palette), where unknown colours are an
@@ -191,6 +192,10 @@ SYNTHETIC_SHAPES = ("circle", "square", "triangle", "star", "diamond")
 SYNTHETIC_BACKDROPS = tuple(f"{texture} background" for texture in SYNTHETIC_TEXTURES)
 SYNTHETIC_OBJECTS = tuple(f"{color} {shape}" for color in SYNTHETIC_COLORS for shape in SYNTHETIC_SHAPES)
 SYNTHETIC_CLASSES = SYNTHETIC_BACKDROPS + SYNTHETIC_OBJECTS  # generator mask values
+
+
+def _synthetic_layouts() -> tuple[Layout, ...]:
+    return (Layout("synthetic", (Part("images", "masks", ".png", ".png"),)),)
 
 
 def _voc_layouts() -> tuple[Layout, ...]:
@@ -237,11 +242,16 @@ _SPECS = (
                               recursive=True),),
                         nested_roots=("cityscapes", "tests/data/pseudo_cityscapes_dataset")),),
                 aliases=("city",)),
-    # Held-out shapes-on-textures images with exact masks (mgca.pairs.synthetic.write_benchmark writes the
-    # backdrop as 255, so only the object classes are scored).
-    DatasetSpec("synthetic", "Synthetic shapes on textures (40 classes: 8 colours x 5 shapes; backdrop ignored)",
-                SYNTHETIC_OBJECTS,
-                (Layout("synthetic", (Part("images", "masks", ".png", ".png"),)),), protocol=SYNTHETIC_PROTOCOL),
+    # Held-out shapes-on-textures images with exact masks in the generator's classes (backdrops first),
+    # written by mgca.pairs.synthetic.write_benchmark. Two protocols over one folder, as the paper's two
+    # groups of benchmarks: objects only (backdrop not scored, like VOC20) and objects plus the backdrop
+    # "stuff" (every pixel scored, like Context59).
+    DatasetSpec("synthetic", f"Synthetic shapes on textures, objects ({len(SYNTHETIC_OBJECTS)} colour-shape classes; "
+                "backdrop ignored)", SYNTHETIC_OBJECTS, _synthetic_layouts(),
+                ignored_leading_labels=len(SYNTHETIC_BACKDROPS), protocol=SYNTHETIC_PROTOCOL),
+    DatasetSpec("synthetic-stuff", f"Synthetic shapes on textures, objects and stuff ({len(SYNTHETIC_CLASSES)} "
+                "classes: colour-shape objects and textured backdrops)", SYNTHETIC_CLASSES, _synthetic_layouts(),
+                protocol=SYNTHETIC_PROTOCOL, aliases=("synthetic_stuff",)),
 )
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in _SPECS}

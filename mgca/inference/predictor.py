@@ -102,18 +102,30 @@ class SegmentationPredictor:
         return pre, stitch(grids, pre.boxes, pre.grid_size, self.output_stride, transform)
 
     @torch.no_grad()
-    def grid_scores(self, image: np.ndarray) -> tuple[Preprocessed, torch.Tensor, torch.Tensor]:
-        """(sizes, (K, gh, gw) cosine scores on the stitched grid after units and PAMR, (K,) cosines of the
-        image-average embedding (the stitched map's mean, L2-normalised; the groupvit rule's top-5 come from it))."""
+    def grid_scores_from_embedding(self, pre: Preprocessed, embeddings: torch.Tensor,
+                                   units: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cheap half of prediction: an `embed` result queried against the current vocabulary.
+
+        Returns (K, gh, gw) cosine scores on the stitched grid after units and PAMR, and (K,) cosines
+        of the image-average embedding (the stitched map's mean, L2-normalised; the groupvit rule's
+        top-5 come from it). Embed an image once, then query any number of vocabularies
+        (`set_classes`) or unit counts (`units`, image scope; default: the config's).
+        """
         if self.class_embeddings is None:
             raise RuntimeError("call set_classes(names) before predicting")
-        pre, embeddings = self.embed(image)
-        units = self.config.units if self.config.unit_scope == "image" else 0
+        if units is None:
+            units = self.config.units if self.config.unit_scope == "image" else 0
         scores = unit_scores(embeddings, self.class_embeddings, units)
         image_cos = self.class_embeddings @ F.normalize(embeddings.mean(dim=(1, 2)), dim=0)
         if self.pamr is not None:
             scores = self.pamr(grid_image(pre).to(scores)[None], scores[None])[0]
-        return pre, scores, image_cos
+        return scores, image_cos
+
+    @torch.no_grad()
+    def grid_scores(self, image: np.ndarray) -> tuple[Preprocessed, torch.Tensor, torch.Tensor]:
+        """(sizes, grid scores, image cosines) of one image: `embed`, then `grid_scores_from_embedding`."""
+        pre, embeddings = self.embed(image)
+        return (pre, *self.grid_scores_from_embedding(pre, embeddings))
 
     @torch.no_grad()
     def predict_scores(self, image: np.ndarray) -> torch.Tensor:
@@ -122,16 +134,23 @@ class SegmentationPredictor:
         return upsample_scores(scores, pre)
 
     @torch.no_grad()
-    def predict(self, image: np.ndarray) -> np.ndarray:
-        """(H, W) int64 labels: class indices, or 0 = background and 1..K when a background value is set
-        (the config's bg_rule decides: groupvit and tcl on the grid, softmax at full resolution)."""
+    def labels_from_embedding(self, pre: Preprocessed, embeddings: torch.Tensor,
+                              units: int | None = None) -> np.ndarray:
+        """(H, W) int64 labels of an `embed` result: class indices, or 0 = background and 1..K when a
+        background value is set (the config's bg_rule decides: groupvit and tcl on the grid, softmax
+        at full resolution)."""
         cfg = self.config
-        pre, scores, image_cos = self.grid_scores(image)
+        scores, image_cos = self.grid_scores_from_embedding(pre, embeddings, units)
         if cfg.background_threshold is not None and cfg.bg_rule != "softmax":
             channels = background_channels(scores, image_cos, cfg.bg_rule, cfg.background_threshold)
             labels = labels_from_scores(upsample_scores(channels, pre))
         else:
             labels = labels_from_scores(upsample_scores(scores, pre), cfg.background_threshold, cfg.logit_scale)
         return labels.cpu().numpy().astype(np.int64)
+
+    @torch.no_grad()
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """(H, W) int64 labels (see `labels_from_embedding`)."""
+        return self.labels_from_embedding(*self.embed(image))
 
     __call__ = predict

@@ -152,7 +152,7 @@ def build_caption_dataset(cfg: DataConfig, transform: Callable[..., Any] | None 
                                   world_size=world_size,
                                   seed=seed, sampler=sampler, shuffle_buffer=shuffle_buffer, skips=skips)
     if kind == "synthetic":
-        source: PairSource = SyntheticCaptions(cfg.synthetic_size, cfg.image_size, seed=cfg.seed)
+        source: PairSource = SyntheticCaptions.from_world(cfg.synthetic, cfg.synthetic_size, cfg.image_size, cfg.seed)
     elif kind == "folder":
         source = CaptionFiles(read_caption_folder(cfg.source, skips))
     else:

@@ -10,18 +10,18 @@ import json
 import math
 import re
 import sys
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from ..config import SyntheticWorldConfig
 from ..evalsets.specs import (
-    SYNTHETIC_BACKDROPS,
     SYNTHETIC_CLASSES,
     SYNTHETIC_COLORS,
-    SYNTHETIC_OBJECTS,
     SYNTHETIC_SHAPES,
     SYNTHETIC_TEXTURES,
 )
@@ -51,15 +51,20 @@ class SyntheticSample:
     class_names: tuple[str, ...]
 
 
-def _texture(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
-    """A muted (H, W, 3) uint8 background, so the saturated shapes stand out."""
+def _texture(kind: str, size: int, rng: np.random.Generator, contrast: float = 1.0) -> np.ndarray:
+    """A muted (H, W, 3) uint8 background, so the saturated shapes stand out.
+
+    `contrast` scales the pattern's swing (stripes, checks, grain, gradient) around the base colour:
+    at 1 a stripe edge is as strong as a shape's edge, at 0 every backdrop is plain.
+    """
     base = rng.uniform(70, 170, size=3).astype(np.float32)
-    other = np.clip(base + rng.choice([-1, 1], size=3) * rng.uniform(30, 60, size=3), 0, 255).astype(np.float32)
+    swing = rng.choice([-1, 1], size=3) * rng.uniform(30, 60, size=3) * contrast
+    other = np.clip(base + swing, 0, 255).astype(np.float32)
     coords = np.arange(size, dtype=np.float32) / size
     xx, yy = coords[None, :], coords[:, None]
     if kind == "noise":
         half = (size + 1) // 2  # 2x2-pixel grain: cheap to draw
-        grain = base + np.float32(80) * (rng.random((half, half, 3), dtype=np.float32) - np.float32(0.5))
+        grain = base + np.float32(80 * contrast) * (rng.random((half, half, 3), dtype=np.float32) - np.float32(0.5))
         return np.clip(grain, 0, 255).astype(np.uint8).repeat(2, axis=0).repeat(2, axis=1)[:size, :size]
     if kind in ("stripes", "checker"):
         if kind == "stripes":
@@ -95,7 +100,7 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
 
 _COLORS, _SHAPES, _TEXTURES = ("|".join(names) for names in (SYNTHETIC_COLORS, SYNTHETIC_SHAPES, SYNTHETIC_TEXTURES))
 _PHRASE = re.compile(rf"\b(?:({_COLORS}) ({_SHAPES})|({_TEXTURES}) background)\b")
-PHRASE_TEMPLATES = (lambda phrase: f"{_article(phrase)} {phrase}",)  # the captions' own wording: "a red circle"
+PHRASE_TEMPLATES = (lambda phrase: f"{article(phrase)} {phrase}",)  # the captions' own wording: "a red circle"
 
 
 def caption_phrases(caption: str) -> list[str]:
@@ -109,21 +114,89 @@ def caption_phrases(caption: str) -> list[str]:
             for match in _PHRASE.finditer(caption)]
 
 
-def _article(word: str) -> str:
+def article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def _caption(objects: list[tuple[str, str]], texture: str, form: int) -> str:
-    """A short natural caption naming every shape with its colour (and sometimes the texture)."""
-    phrases = [f"{_article(color)} {color} {shape}" for color, shape in objects]
-    background = f"on {_article(TEXTURES[texture])} {TEXTURES[texture]} background"
+@dataclass(frozen=True)
+class CaptionStyle:
+    """How a generated caption describes its image: which objects it names, and in what words.
+
+    Real alt-text names some of what an image shows, in many phrasings; a caption that always names
+    everything in one fixed form makes global alignment easy and teaches little about wording.
+    """
+
+    backdrop: float = 1 / 3  # probability that the caption names the backdrop texture ("on a striped background")
+    partial: float = 0.0  # probability that a multi-object caption names only a random non-empty subset
+    varied: bool = False  # many wordings (prefixes, joiners, backdrop first or last) instead of three fixed forms
+
+    def __post_init__(self) -> None:
+        for name in ("backdrop", "partial"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"CaptionStyle.{name} is a probability in [0, 1], got {getattr(self, name)}")
+
+
+_PREFIXES = ("", "a picture of ", "a photo of ", "an image of ", "there is ", "a drawing of ")
+_JOINERS = (" and ", " next to ", " beside ", " with ", " near ")
+
+
+def _listed(phrases: list[str], joiner: str) -> str:
     if len(phrases) == 1:
-        return [f"{phrases[0]} {background}", f"{phrases[0]}", f"a picture of {phrases[0]}"][form % 3]
+        return phrases[0]
     if len(phrases) == 2:
-        return [f"{phrases[0]} next to {phrases[1]}", f"{phrases[0]} and {phrases[1]} {background}",
-                f"{phrases[0]} beside {phrases[1]}"][form % 3]
-    listed = f"{', '.join(phrases[:-1])} and {phrases[-1]}"
-    return [listed, f"{listed} {background}", f"a picture of {listed}"][form % 3]
+        return f"{phrases[0]}{joiner}{phrases[1]}"
+    return f"{', '.join(phrases[:-1])} and {phrases[-1]}"
+
+
+def _caption(objects: list[tuple[str, str]], texture: str, style: CaptionStyle, rng: np.random.Generator) -> str:
+    """A short natural caption naming the shapes (all, or a subset) with their colours, sometimes the texture."""
+    if len(objects) > 1 and rng.random() < style.partial:
+        keep = int(rng.integers(1, len(objects)))  # a strict, non-empty subset
+        objects = [objects[i] for i in sorted(rng.permutation(len(objects))[:keep])]
+    phrases = [f"{article(color)} {color} {shape}" for color, shape in objects]
+    adjective = TEXTURES[texture]
+    with_backdrop = rng.random() < style.backdrop
+    if not style.varied:
+        form = int(rng.integers(3))
+        background = f" on {article(adjective)} {adjective} background" if with_backdrop else ""
+        joiner = (" next to ", " and ", " beside ")[form]
+        prefix = "a picture of " if form == 2 and len(phrases) != 2 else ""
+        return f"{prefix}{_listed(phrases, joiner)}{background}"
+    listed = _listed(phrases, _JOINERS[int(rng.integers(len(_JOINERS)))])
+    prefix = _PREFIXES[int(rng.integers(len(_PREFIXES)))]
+    if not with_backdrop:
+        return f"{prefix}{listed}"
+    if rng.random() < 0.5:
+        return f"{prefix}{listed} on {article(adjective)} {adjective} background"
+    return f"{article(adjective)} {adjective} background with {listed}"
+
+
+@dataclass(frozen=True)
+class _Object:
+    shape: str
+    color: str
+    cx: float
+    cy: float
+    r: float
+    angle: float
+    shade: tuple[int, int, int]  # per-channel jitter of the colour
+
+
+VARIED = ("shape", "colour", "backdrop")  # what group member m (m >= 1) changes: VARIED[(m - 1) % 3]
+
+
+def _vary(texture: str, objects: list[_Object], attribute: str,
+          rng: np.random.Generator) -> tuple[str, list[_Object]]:
+    """The same scene with every shape (or colour, or the backdrop texture) replaced by a different one."""
+    def other(options: Sequence[str], current: str) -> str:
+        choices = [o for o in options if o != current]
+        return choices[int(rng.integers(len(choices)))]
+
+    if attribute == "backdrop":
+        return other(list(TEXTURES), texture), objects
+    if attribute == "shape":
+        return texture, [replace(o, shape=other(SHAPES, o.shape)) for o in objects]
+    return texture, [replace(o, color=other(SYNTHETIC_COLORS, o.color)) for o in objects]
 
 
 class SyntheticCaptions:
@@ -131,12 +204,28 @@ class SyntheticCaptions:
 
     class_names = CLASS_NAMES
 
-    def __init__(self, size: int = 512, image_size: int = 224, seed: int = 0, max_objects: int = 3):
+    def __init__(self, size: int = 512, image_size: int = 224, seed: int = 0, max_objects: int = 3, *,
+                 min_objects: int = 1, style: CaptionStyle = CaptionStyle(), group_size: int = 1,
+                 texture_contrast: float = 1.0):
         if size <= 0:
             raise ValueError(f"synthetic size must be positive, got {size}")
-        if not 1 <= max_objects <= 4:
-            raise ValueError(f"max_objects must be 1..4 (one shape per image quadrant), got {max_objects}")
-        self.size, self.image_size, self.seed, self.max_objects = size, image_size, seed, max_objects
+        if not 1 <= min_objects <= max_objects <= 4:
+            raise ValueError(f"objects per image must satisfy 1 <= min <= max <= 4 (one shape per image quadrant), "
+                             f"got {min_objects}..{max_objects}")
+        self.size, self.image_size, self.seed = size, image_size, seed
+        if group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {group_size}")
+        if not 0.0 <= texture_contrast <= 1.0:
+            raise ValueError(f"texture_contrast must be in [0, 1], got {texture_contrast}")
+        self.min_objects, self.max_objects, self.style, self.group_size = min_objects, max_objects, style, group_size
+        self.texture_contrast = texture_contrast
+
+    @classmethod
+    def from_world(cls, world: SyntheticWorldConfig, size: int, image_size: int, seed: int) -> SyntheticCaptions:
+        """The pairs of a configured world (`data.synthetic`), e.g. for pretraining or decoder training."""
+        style = CaptionStyle(world.caption_backdrop, world.caption_partial, world.caption_varied)
+        return cls(size, image_size, seed, world.max_objects, min_objects=world.min_objects, style=style,
+                   group_size=world.group_size, texture_contrast=world.texture_contrast)
 
     def __len__(self) -> int:
         return self.size
@@ -152,74 +241,92 @@ class SyntheticCaptions:
     def render(self, index: int) -> SyntheticSample:
         if not 0 <= index < self.size:
             raise IndexError(f"synthetic index {index} out of range [0, {self.size})")
-        rng = np.random.default_rng([self.seed % 2**63, index])
+        group, member = divmod(index, self.group_size)
+        if self.group_size == 1:
+            scene_rng = member_rng = np.random.default_rng([self.seed % 2**63, index])
+        else:
+            scene_rng = np.random.default_rng([self.seed % 2**63, group, 0])
+            member_rng = np.random.default_rng([self.seed % 2**63, group, member + 1])
+        texture, objects = self._scene(scene_rng)
+        texture_rng = np.random.default_rng(scene_rng.integers(2**63))  # the same pixels for every group member
+        if member:  # a hard negative of the group's first image: one attribute changed, the rest identical
+            texture, objects = _vary(texture, objects, VARIED[(member - 1) % len(VARIED)], member_rng)
+        names_backdrop = member == VARIED.index("backdrop") + 1  # else its caption could equal the first one's
+        return self._paint(texture, objects, texture_rng, member_rng, force_backdrop=names_backdrop)
+
+    def _scene(self, rng: np.random.Generator) -> tuple[str, list[_Object]]:
+        """The backdrop texture and the shapes (kind, colour, place, size, turn, shade) of one image."""
         s = self.image_size
         texture = list(TEXTURES)[rng.integers(len(TEXTURES))]
-        pixels = _texture(texture, s, rng)
-        image = Image.fromarray(pixels, "RGB")
-        mask = Image.new("L", (s, s), CLASS_NAMES.index(f"{TEXTURES[texture]} background"))
-        draw, draw_mask = ImageDraw.Draw(image), ImageDraw.Draw(mask)
-        count = int(rng.integers(1, self.max_objects + 1))
+        count = int(rng.integers(self.min_objects, self.max_objects + 1))
         cells = rng.permutation(4)[:count]  # one shape per quadrant: little overlap, every shape visible
-        objects: list[tuple[str, str]] = []
-        color_names = list(COLORS)
+        objects = []
         for cell in cells:
             shape = SHAPES[rng.integers(len(SHAPES))]
-            color = color_names[rng.integers(len(color_names))]
+            color = SYNTHETIC_COLORS[rng.integers(len(SYNTHETIC_COLORS))]
             r = s * rng.uniform(0.13, 0.22) if count > 1 else s * rng.uniform(0.2, 0.35)
             if count > 1:
                 cx = (cell % 2 + 0.5) * s / 2 + rng.uniform(-0.08, 0.08) * s
                 cy = (cell // 2 + 0.5) * s / 2 + rng.uniform(-0.08, 0.08) * s
             else:
                 cx, cy = s * rng.uniform(0.35, 0.65), s * rng.uniform(0.35, 0.65)
-            fill = tuple(int(np.clip(c + rng.integers(-15, 16), 0, 255)) for c in COLORS[color])
-            value = CLASS_NAMES.index(f"{color} {shape}")
-            if shape == "circle":
-                box = [cx - r, cy - r, cx + r, cy + r]
+            shade = tuple(int(v) for v in rng.integers(-15, 16, size=3))
+            objects.append(_Object(shape, color, cx, cy, r, float(rng.uniform(0, 2 * math.pi)), shade))
+        return texture, objects
+
+    def _paint(self, texture: str, objects: list[_Object], texture_rng: np.random.Generator,
+               rng: np.random.Generator, force_backdrop: bool = False) -> SyntheticSample:
+        s = self.image_size
+        image = Image.fromarray(_texture(texture, s, texture_rng, self.texture_contrast), "RGB")
+        mask = Image.new("L", (s, s), CLASS_NAMES.index(f"{TEXTURES[texture]} background"))
+        draw, draw_mask = ImageDraw.Draw(image), ImageDraw.Draw(mask)
+        for obj in objects:
+            fill = tuple(int(np.clip(c + d, 0, 255)) for c, d in zip(COLORS[obj.color], obj.shade, strict=True))
+            value = CLASS_NAMES.index(f"{obj.color} {obj.shape}")
+            if obj.shape == "circle":
+                box = [obj.cx - obj.r, obj.cy - obj.r, obj.cx + obj.r, obj.cy + obj.r]
                 draw.ellipse(box, fill=fill)
                 draw_mask.ellipse(box, fill=value)
             else:
-                points = _polygon(shape, cx, cy, r, float(rng.uniform(0, 2 * math.pi)) if shape != "diamond" else 0.0)
+                points = _polygon(obj.shape, obj.cx, obj.cy, obj.r, obj.angle if obj.shape != "diamond" else 0.0)
                 draw.polygon(points, fill=fill)
                 draw_mask.polygon(points, fill=value)
-            objects.append((color, shape))
-        caption = _caption(objects, texture, int(rng.integers(3)))
+        style = replace(self.style, backdrop=1.0) if force_backdrop else self.style
+        caption = _caption([(o.color, o.shape) for o in objects], texture, style, rng)
         return SyntheticSample(image, caption, np.asarray(mask, dtype=np.uint8).copy(), CLASS_NAMES)
 
 
-def benchmark_label(mask: np.ndarray) -> np.ndarray:
-    """A generator mask in the benchmark's classes (SYNTHETIC_OBJECTS): the backdrop becomes 255 (ignored)."""
-    backdrops = len(SYNTHETIC_BACKDROPS)  # generator classes start with the backdrops
-    return np.where(mask >= backdrops, mask.astype(np.int64) - backdrops, 255).astype(np.uint8)
-
-
 def write_benchmark(root: str | Path, count: int = 200, image_size: int = 96, seed: int = 10_000,
-                    progress: bool = False) -> Path:
-    """Write `count` held-out samples as the `synthetic` benchmark folder (images/, masks/, captions.tsv).
+                    progress: bool = False, texture_contrast: float = 1.0) -> Path:
+    """Write `count` held-out samples as the synthetic benchmark folder (images/, masks/, captions.tsv).
 
-    Masks hold the 40 object classes (0..39) and 255 for the textured backdrop, which is not scored.
+    Masks hold the generator's classes (CLASS_NAMES: the textured backdrops, then the colour-shape
+    objects). Two dataset specs read the folder: `synthetic` scores the objects and ignores the
+    backdrop (like VOC20), `synthetic-stuff` scores every pixel (like Context59).
 
     `mgca-eval --dataset synthetic --root ROOT` reads it like any other benchmark, so the torch
     pipeline and an exported engine are scored the same way. Training uses other seeds (data.seed),
-    so these images are never seen in training. An existing folder made with the same recipe is
+    so these images are never seen in training. `texture_contrast` is the training world's, so the
+    held-out images come from the same world. An existing folder made with the same recipe is
     reused as it is.
     """
     root = Path(root)
-    recipe = {"count": count, "image_size": image_size, "seed": seed, "classes": list(SYNTHETIC_OBJECTS),
-              "ignored": "backdrop"}
+    recipe = {"count": count, "image_size": image_size, "seed": seed, "classes": list(CLASS_NAMES)}
+    if texture_contrast != 1.0:
+        recipe["texture_contrast"] = texture_contrast
     stamp = root / "benchmark.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == recipe:
         return root
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "masks").mkdir(parents=True, exist_ok=True)
-    source = SyntheticCaptions(count, image_size, seed=seed)
+    source = SyntheticCaptions(count, image_size, seed=seed, texture_contrast=texture_contrast)
     lines = []
     for index in tqdm(range(count), desc="write synthetic benchmark", unit="img", disable=not progress, file=sys.stderr,
                       leave=False):
         sample = source.render(index)
         name = f"{index:05d}"
         sample.image.save(root / "images" / f"{name}.png")
-        Image.fromarray(benchmark_label(sample.mask), "L").save(root / "masks" / f"{name}.png")
+        Image.fromarray(sample.mask, "L").save(root / "masks" / f"{name}.png")
         lines.append(f"images/{name}.png\t{sample.caption}")
     (root / "captions.tsv").write_text("image\tcaption\n" + "\n".join(lines) + "\n")
     stamp.write_text(json.dumps(recipe))
@@ -236,10 +343,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder to write (read it with mgca-eval --dataset synthetic --root OUT)")
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--size", type=int, default=96, help="image side in pixels")
+    parser.add_argument("--texture-contrast", type=float, default=1.0,
+                        help="backdrop pattern strength, as the training world's data.synthetic.texture_contrast")
     parser.add_argument("--seed", type=int, default=10_000,
                         help="held-out seed (training uses data.seed, 0 by default)")
     args = parser.parse_args(argv)
-    print(write_benchmark(args.out, args.count, args.size, args.seed, progress=True))
+    print(write_benchmark(args.out, args.count, args.size, args.seed, progress=True,
+                          texture_contrast=args.texture_contrast))
     return 0
 
 
