@@ -81,8 +81,8 @@ def _colour_copy(root: Path, dest: Path, palette: np.ndarray) -> Path:
 
 def test_colour_masks_with_a_palette_in_nested_folders(synthetic_root, tmp_path):
     from mgca.evalsets import FolderSource, open_folder
-    from mgca.pairs.synthetic import CLASS_NAMES
     from mgca.evaluation import evaluate
+    from mgca.pairs.synthetic import CLASS_NAMES
 
     palette = np.stack([np.arange(44) * 5, 255 - np.arange(44) * 5, (np.arange(44) * 37) % 256], 1).astype(np.uint8)
     (tmp_path / "palette.txt").write_text("ignore 255 255 255\n" + "".join(
