@@ -102,8 +102,8 @@ def score_models(models: Mapping[str, MGCA], root: str | Path, settings: Inferen
                  progress: bool = True) -> dict[CellKey, ClassAreas]:
     """Class areas of every (model, protocol, units) cell on the synthetic benchmark under `root`.
 
-    Each image is embedded once per model (image-scope units); every protocol's vocabulary and every
-    unit count is scored from that embedding.
+    Each image is embedded once per model (image-scope units) and its units assigned once per unit count;
+    every protocol's vocabulary is scored from that embedding and those units.
     """
     datasets = {name: open_dataset(name, root) for name in protocols}
     count = min(len(d) for d in datasets.values()) if limit is None else limit
@@ -121,11 +121,12 @@ def score_models(models: Mapping[str, MGCA], root: str | Path, settings: Inferen
         image = next(iter(samples.values())).image
         for name, predictor in predictors.items():
             pre, embeddings = predictor.embed(image)
+            assigned = {u: predictor.image_units(embeddings, u) for u in units}  # the same for every vocabulary
             for protocol, sample in samples.items():
                 spec = datasets[protocol].spec
                 predictor.set_classes(spec.prompt_classes)
                 for u in units:
-                    labels = predictor.labels_from_embedding(pre, embeddings, u)
+                    labels = predictor.labels_from_embedding(pre, embeddings, u, assigned[u])
                     cells[(name, protocol, u)].add(labels, sample.label, spec.ignore_index)
     return cells
 

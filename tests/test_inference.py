@@ -266,3 +266,24 @@ def test_predict_needs_classes_and_valid_config(tiny_model):
                 dict(long_side=16), dict(pamr=-1), dict(pamr_dilations=())):
         with pytest.raises(ConfigError):
             SegmentationPredictor(tiny_model, InferenceConfig(**{"short_side": 32, "window": 32, "stride": 16, **bad}))
+
+
+def test_precomputed_units_give_the_same_labels_for_every_vocabulary(tiny_model):
+    """Units depend on the image only: assigned once and passed in, they give bit-identical labels."""
+    from mgca.inference.units import image_units
+
+    config = InferenceConfig(short_side=64, window=32, stride=16, units=9, background_threshold=0.5, bg_rule="tcl")
+    predictor = SegmentationPredictor(tiny_model, config)
+    pre, embeddings = predictor.embed(random_image(50, 70, seed=3))
+    assigned = predictor.image_units(embeddings)
+    assert assigned is not None and predictor.image_units(embeddings, 0) is None  # pixel units: nothing to assign
+    for vocabulary in (["cat", "grass", "sky"], ["road", "car"]):
+        predictor.set_classes(vocabulary)
+        expected = predictor.labels_from_embedding(pre, embeddings)
+        np.testing.assert_array_equal(predictor.labels_from_embedding(pre, embeddings, assigned=assigned), expected)
+        np.testing.assert_array_equal(predictor.labels_from_embedding(pre, embeddings, 4, image_units(embeddings, 4)),
+                                      predictor.labels_from_embedding(pre, embeddings, 4))
+    one_unit = (torch.zeros_like(assigned[0]), assigned[1][:1].expand(9, -1))  # every pixel in unit 0: used, not redone
+    assert len(np.unique(predictor.labels_from_embedding(pre, embeddings, assigned=one_unit))) == 1
+    with pytest.raises(ValueError, match="precomputed units"):
+        predictor.labels_from_embedding(pre, embeddings, 4, assigned)

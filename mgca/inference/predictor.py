@@ -18,7 +18,7 @@ from ..prompts import get_templates, template_average
 from .background import background_channels
 from .config import InferenceConfig
 from .pamr import PAMR
-from .units import unit_embedding_map, unit_scores
+from .units import Units, image_units, unit_embedding_map, unit_scores
 from .windows import Preprocessed, crop_windows, grid_image, preprocess, stitch
 
 
@@ -101,21 +101,33 @@ class SegmentationPredictor:
         transform = (lambda grid: unit_embedding_map(grid, cfg.units)) if cfg.unit_scope == "window" else None
         return pre, stitch(grids, pre.boxes, pre.grid_size, self.output_stride, transform)
 
+    def _image_scope_units(self, units: int | None) -> int:
+        """Units applied to the stitched map: `units`, else the config's (0 when units are per window)."""
+        if units is not None:
+            return units
+        return self.config.units if self.config.unit_scope == "image" else 0
+
     @torch.no_grad()
-    def grid_scores_from_embedding(self, pre: Preprocessed, embeddings: torch.Tensor,
-                                   units: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def image_units(self, embeddings: torch.Tensor, units: int | None = None) -> Units | None:
+        """The stitched map's semantic units (image scope; None for pixel units), for `assigned=` below.
+
+        They depend on the image only: compute them once, then query every vocabulary with them."""
+        return image_units(embeddings, self._image_scope_units(units))
+
+    @torch.no_grad()
+    def grid_scores_from_embedding(self, pre: Preprocessed, embeddings: torch.Tensor, units: int | None = None,
+                                   assigned: Units | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The cheap half of prediction: an `embed` result queried against the current vocabulary.
 
         Returns (K, gh, gw) cosine scores on the stitched grid after units and PAMR, and (K,) cosines
         of the image-average embedding (the stitched map's mean, L2-normalised; the groupvit rule's
         top-5 come from it). Embed an image once, then query any number of vocabularies
-        (`set_classes`) or unit counts (`units`, image scope; default: the config's).
+        (`set_classes`) or unit counts (`units`, image scope; default: the config's); `assigned`,
+        this map's `image_units(embeddings, units)`, skips assigning the pixels again.
         """
         if self.class_embeddings is None:
             raise RuntimeError("call set_classes(names) before predicting")
-        if units is None:
-            units = self.config.units if self.config.unit_scope == "image" else 0
-        scores = unit_scores(embeddings, self.class_embeddings, units)
+        scores = unit_scores(embeddings, self.class_embeddings, self._image_scope_units(units), assigned)
         image_cos = self.class_embeddings @ F.normalize(embeddings.mean(dim=(1, 2)), dim=0)
         if self.pamr is not None:
             scores = self.pamr(grid_image(pre).to(scores)[None], scores[None])[0]
@@ -134,13 +146,13 @@ class SegmentationPredictor:
         return upsample_scores(scores, pre)
 
     @torch.no_grad()
-    def labels_from_embedding(self, pre: Preprocessed, embeddings: torch.Tensor,
-                              units: int | None = None) -> np.ndarray:
+    def labels_from_embedding(self, pre: Preprocessed, embeddings: torch.Tensor, units: int | None = None,
+                              assigned: Units | None = None) -> np.ndarray:
         """(H, W) int64 labels of an `embed` result: class indices, or 0 = background and 1..K when a
         background value is set (the config's bg_rule decides: groupvit and tcl on the grid, softmax
-        at full resolution)."""
+        at full resolution). `units` and `assigned` as in `grid_scores_from_embedding`."""
         cfg = self.config
-        scores, image_cos = self.grid_scores_from_embedding(pre, embeddings, units)
+        scores, image_cos = self.grid_scores_from_embedding(pre, embeddings, units, assigned)
         if cfg.background_threshold is not None and cfg.bg_rule != "softmax":
             channels = background_channels(scores, image_cos, cfg.bg_rule, cfg.background_threshold)
             labels = labels_from_scores(upsample_scores(channels, pre))

@@ -47,6 +47,18 @@ def semantic_units(embeddings: torch.Tensor, units: int) -> tuple[torch.Tensor, 
     return assignment, pool_units(flat, assignment, units)
 
 
+Units = tuple[torch.Tensor, torch.Tensor]  # (assignment (L,), unit embeddings (M, C)), as `semantic_units` returns
+
+
+def image_units(embeddings: torch.Tensor, units: int) -> Units | None:
+    """A (C, h, w) map's units for `unit_scores(..., assigned=)`, None where `units` means pixel units.
+
+    They depend on the map only, not on the vocabulary: compute them once per image and unit count, then
+    score any number of vocabularies against them."""
+    _, height, width = embeddings.shape
+    return None if uses_pixel_units(units, height, width) else semantic_units(embeddings, units)
+
+
 def unit_embedding_map(embeddings: torch.Tensor, units: int) -> torch.Tensor:
     """The (C, h, w) map with every pixel replaced by its unit's embedding (scope "window")."""
     channels, height, width = embeddings.shape
@@ -56,10 +68,19 @@ def unit_embedding_map(embeddings: torch.Tensor, units: int) -> torch.Tensor:
     return unit_emb.T[:, assignment].reshape(channels, height, width)
 
 
-def unit_scores(embeddings: torch.Tensor, class_embeddings: torch.Tensor, units: int) -> torch.Tensor:
-    """(K, h, w) cosine scores: each pixel takes its unit's scores against the (K, C) class embeddings."""
+def unit_scores(embeddings: torch.Tensor, class_embeddings: torch.Tensor, units: int,
+                assigned: Units | None = None) -> torch.Tensor:
+    """(K, h, w) cosine scores: each pixel takes its unit's scores against the (K, C) class embeddings.
+
+    `assigned` is this map's `image_units(embeddings, units)` when already computed (the same scores, without
+    assigning the pixels again)."""
     channels, height, width = embeddings.shape
     if uses_pixel_units(units, height, width):
         return (class_embeddings @ embeddings.reshape(channels, -1)).reshape(-1, height, width)
-    assignment, unit_emb = semantic_units(embeddings, units)
+    if assigned is None:
+        assigned = semantic_units(embeddings, units)
+    assignment, unit_emb = assigned
+    if assignment.shape != (height * width,) or unit_emb.shape != (units, channels):
+        raise ValueError(f"precomputed units ({tuple(assignment.shape)}, {tuple(unit_emb.shape)}) are not {units} "
+                         f"units of a {channels} x {height} x {width} map; pass image_units(embeddings, {units})")
     return (class_embeddings @ unit_emb.T)[:, assignment].reshape(-1, height, width)
