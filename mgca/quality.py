@@ -52,6 +52,8 @@ class ClassAreas:
     intersection: list[np.ndarray] = field(default_factory=list)
     label: list[np.ndarray] = field(default_factory=list)
     prediction: list[np.ndarray] = field(default_factory=list)
+    _stack: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, init=False, repr=False,
+                                                                     compare=False)
 
     def add(self, prediction: np.ndarray, label: np.ndarray, ignore_index: int = 255) -> None:
         valid = label != ignore_index
@@ -60,11 +62,20 @@ class ClassAreas:
         self.intersection.append(np.bincount(gt[gt == pred], minlength=k))
         self.label.append(np.bincount(gt, minlength=k))
         self.prediction.append(np.bincount(pred, minlength=k))
+        self._stack = None
+
+    def stacked(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(intersection, label, prediction) as (images, classes) arrays, stacked once and kept until the next
+        `add`: a bootstrap asks for `iou` of a thousand resamples of the same images."""
+        if self._stack is None or len(self._stack[0]) != len(self.intersection):
+            self._stack = (np.asarray(self.intersection), np.asarray(self.label), np.asarray(self.prediction))
+        return self._stack
 
     def iou(self, images: np.ndarray | None = None) -> np.ndarray:
         pick = slice(None) if images is None else images
-        inter = np.asarray(self.intersection)[pick].sum(0).astype(np.float64)
-        union = np.asarray(self.label)[pick].sum(0) + np.asarray(self.prediction)[pick].sum(0) - inter
+        intersection, label, prediction = self.stacked()
+        inter = intersection[pick].sum(0).astype(np.float64)
+        union = label[pick].sum(0) + prediction[pick].sum(0) - inter
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(union > 0, inter / union, np.nan)
 
