@@ -119,9 +119,12 @@ class Segmenter:
         self._check_engine_geometry()
         self.assignment, self.assignment_reason, self.assignment_timings = self._pick_assignment(assignment)
         self._assign = make_assigner(self.assignment if self.assignment != "none" else "numpy", num_threads)
-        # Full-resolution post-processing holds ~13 bytes x H x W x K per call (250 MB at 1024 x 2048 x 19):
-        # at most one call per core (per allowed thread) runs it at once, the rest queue. CPU-bound anyway, so
-        # throughput is unchanged while peak memory no longer grows with the number of concurrent callers.
+        # Post-processing (PAMR, upsample, argmax) is CPU-bound numpy: at most one call per core (per allowed
+        # thread) runs it at once and the rest queue, so concurrent callers share the cores instead of
+        # oversubscribing them. Its memory is small: labels are made in row blocks (postprocess.upsampled_rows),
+        # 4 x H x W bytes of labels plus a 4 x gh x W x K band per call, or 4 x K x H x W more with
+        # return_scores. The peak under concurrent callers is the engine's activations, bounded by the engine:
+        # one onnxruntime run at a time on CPU (`concurrent_runs`).
         self.post_slots = max(1, min(os.cpu_count() or 1, num_threads or (os.cpu_count() or 1)))
         self._post_gate = threading.BoundedSemaphore(self.post_slots)
         self._vocab_lock = threading.Lock()
