@@ -10,6 +10,8 @@ from pathlib import Path
 
 from runtime.errors import MgcaError
 
+from .config import ConfigError
+
 TCL_TEMPLATES: tuple[str, ...] = (
     "itap of a {}.",
     "a bad photo of a {}.",
@@ -45,9 +47,9 @@ def template_average(name: str | None) -> str:
 
 
 def get_templates(name: str) -> tuple[str, ...]:
-    """A named template set; an unknown name says which exist."""
+    """A named template set; an unknown name is a one-line ConfigError that lists the sets (CLIs: exit 2)."""
     if name not in TEMPLATE_SETS:
-        raise ValueError(f"unknown prompt template set {name!r}; choose one of {sorted(TEMPLATE_SETS)}")
+        raise ConfigError(f"unknown prompt template set {name!r}; choose one of {', '.join(sorted(TEMPLATE_SETS))}")
     return TEMPLATE_SETS[name]
 
 

@@ -282,6 +282,27 @@ def test_segment_refuses_to_overwrite_its_input(tmp_path, monkeypatch, capsys):
     assert photo.read_bytes() == original
 
 
+def test_an_unknown_template_set_is_one_line(tmp_path, capsys):
+    """get_templates raises the project's error type naming the set and the choices; the CLIs print it as one line."""
+    from mgca.cli import segment as segment_cli
+    from mgca.prompts import TEMPLATE_SETS, get_templates
+    from runtime.errors import MgcaError
+
+    with pytest.raises(MgcaError, match="unknown prompt template set 'nope'; choose one of") as info:
+        get_templates("nope")
+    assert all(name in str(info.value) for name in TEMPLATE_SETS) and isinstance(info.value, ValueError)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(blocky_image(np.random.default_rng(0), 40, 60)).save(photo)
+    out = tmp_path / "o.png"
+    code = segment_cli.main([str(photo), "--classes", "cat,dog", "--decoder", "none", "--templates", "nope",
+                             "--short-side", "64", "--window", "64", "--stride", "32", "--out", str(out)])
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("warning: CLIP")]  # the random-init note
+    one_line_exit_2(code, "\n".join(lines), "mgca-segment: error:", "template set 'nope'", "tcl")
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------- 6, 13, 15. runtime input
 
 def test_a_list_must_hold_images(segmenter):

@@ -7,7 +7,7 @@ from runtime.contract import CLIP_LOGIT_SCALE, InferenceSettings
 from runtime.errors import SettingsError
 
 from ..config import ConfigError
-from ..prompts import DEFAULT_TEMPLATE_SET, TEMPLATE_SETS
+from ..prompts import DEFAULT_TEMPLATE_SET, get_templates
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,8 @@ class InferenceConfig(InferenceSettings):
         if self.background_threshold is not None and not 0.0 <= self.background_threshold <= 1.0:
             raise ConfigError("inference: background_threshold must be in [0, 1] or None, got "
                               f"{self.background_threshold}")
-        if self.templates not in TEMPLATE_SETS:
-            raise ConfigError(f"inference: unknown template set {self.templates!r}; choose one of "
-                              f"{sorted(TEMPLATE_SETS)}")
+        try:
+            get_templates(self.templates)
+        except ConfigError as err:
+            raise ConfigError(f"inference: {err}") from None
         return self
