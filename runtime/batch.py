@@ -35,7 +35,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .errors import MgcaError, OutputPathError, RuntimeInputError, one_line
-from .files import atomic_path, check_writable_dir
+from .files import atomic_path, check_writable_dir, same_file
 from .image_files import IMAGE_SUFFIXES, open_rgb
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
@@ -180,6 +180,20 @@ class BatchOutput:
         return not self.overwrite and self.label_path(task).is_file() and (
             self.overlay is None or self.overlay_path(task).is_file())
 
+    def discard(self, task: ImageTask) -> str:
+        """Remove an earlier run's label PNG, then overlay, of `task` (a redo failed: they would pass for its result).
+
+        The label goes first, as it marks the image done; each is one unlink, so a file is either whole or gone.
+        A path that is the input itself is never removed. Returns '' or why a file could not be removed."""
+        for path in (self.label_path(task), self.overlay_path(task)):
+            if not _is_uri(task.source) and same_file(path, Path(task.source)):
+                continue
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as err:
+                return f"; its earlier output {path} could not be removed ({err.strerror or type(err).__name__})"
+        return ""
+
     @property
     def log_path(self) -> Path:
         return self.folder / LOG_NAME
@@ -215,13 +229,14 @@ def _row(task: ImageTask, output: BatchOutput, status: str, error: str = "", siz
 
 def segment_file(task: ImageTask, predict: PredictFn, output: BatchOutput) -> dict[str, Any]:
     """Read, segment and write one image; its summary row. A bad image (any MgcaError) is an error row, not a
-    crash."""
+    crash; with `overwrite`, an earlier run's outputs of it are removed, so none is left looking current."""
     start = time.perf_counter()
     try:
         image = read_image(task.source)
         labels = np.asarray(predict(image))
     except MgcaError as err:
-        return _row(task, output, "error", one_line(err), seconds=time.perf_counter() - start)
+        error = one_line(err) + (output.discard(task) if output.overwrite else "")
+        return _row(task, output, "error", error, seconds=time.perf_counter() - start)
     write_png(output.label_path(task), Image.fromarray(labels.astype(label_dtype(len(output.class_names)))))
     if output.overlay is not None:
         write_png(output.overlay_path(task), output.overlay(image, labels))

@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch = parser.add_argument_group("folders")
     batch.add_argument("--overlays", action="store_true", help="also write OUT/overlays/... colour overlays")
     batch.add_argument("--summary", help="summary table, .csv or .parquet (default OUT/summary.csv)")
-    batch.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
+    batch.add_argument("--overwrite", action="store_true",
+                       help="redo images whose outputs already exist (one that fails now loses its old outputs)")
     batch.add_argument("--no-progress", action="store_true", help="no progress bar")
     ray = parser.add_argument_group("Ray Data scale-out (pip install 'mgca[ray]'; with --engine)")
     ray.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
