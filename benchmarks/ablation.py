@@ -70,7 +70,7 @@ def row_config(base: Config, losses: Sequence[str], seed: int, output_dir: Path,
         setattr(cfg.loss, f"use_{term}", term in losses)
     cfg.train.seed = seed
     cfg.train.output_dir = str(output_dir)
-    cfg.train.resume = None
+    cfg.train.resume = "auto"  # a finished row is re-scored, not retrained; an interrupted one continues
     cfg.pretrain.enabled = False
     cfg.benchmark.enabled = False
     return cfg
@@ -178,7 +178,9 @@ def run(base: Config, seeds: Sequence[int], images: int, output_dir: Path, loss_
         short_side=bench.short_side, window=bench.window, stride=bench.stride, templates=bench.templates))
     cells = score_models({**frozen, **models}, root, settings, UNITS, tuple(PROTOCOLS), progress=progress)
     timings["score"] = time.perf_counter() - tick
-    return {mode: summarise(cells, seeds, mode=mode) for mode in dense_modes or ("",)}, timings
+    tables = {mode: summarise(cells, seeds, mode=mode) | {"protocol": settings.to_dict()}
+              for mode in dense_modes or ("",)}
+    return tables, timings
 
 
 def format_modes(tables: Mapping[str, Mapping], loss_set: str = FULL) -> str:

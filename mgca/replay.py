@@ -41,7 +41,11 @@ class FrozenStream:
 
 
 class ReplayTrainer(Trainer):
-    """A Trainer that records its frozen outputs into `stream`, or replays them when it holds them."""
+    """A Trainer that replays the frozen outputs `stream` holds, and records into it those it computes.
+
+    An epoch is replayed only when the stream holds all of it from where this run stands (a run resumed
+    past the recorded part, or a longer schedule, renders and records its data as usual).
+    """
 
     def __init__(self, cfg: Config, stream: FrozenStream):
         super().__init__(cfg)
@@ -51,21 +55,20 @@ class ReplayTrainer(Trainer):
                              "use a new FrozenStream")
         stream.key = key
         self.stream = stream
-        self.replaying = stream.recorded
+        self.replayed_batches = 0
         self._position: tuple[int, int] = (0, 0)
 
     def _epoch_batches(self, epoch: int, start_batch: int) -> Iterator[dict]:
-        if not self.replaying:
-            for index, batch in enumerate(super()._epoch_batches(epoch, start_batch), start=start_batch):
-                self._position = (epoch, index)
-                yield batch
+        usable = self.steps_per_epoch * self.accum
+        if all((epoch, index) in self.stream.batches for index in range(start_batch, usable)):
+            for index in range(start_batch, usable):
+                features, text, size = self.stream.batches[(epoch, index)]
+                self.replayed_batches += 1
+                yield {"captions": [""] * size, "replayed": (features, text)}
             return
-        index = start_batch
-        while (epoch, index) in self.stream.batches:
+        for index, batch in enumerate(super()._epoch_batches(epoch, start_batch), start=start_batch):
             self._position = (epoch, index)
-            features, text, size = self.stream.batches[(epoch, index)]
-            yield {"captions": [""] * size, "replayed": (features, text)}
-            index += 1
+            yield batch
 
     def _frozen_outputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         if "replayed" in batch:
