@@ -166,7 +166,10 @@ def run(base: Config, seeds: Sequence[int], images: int, output_dir: Path, loss_
             stream = FrozenStream()  # this seed's data stream through this mode: recorded once, replayed after
             for loss_set in loss_sets:
                 tick = time.perf_counter()
-                folder = output_dir / "runs" / f"{mode + '-' if mode else ''}{loss_set.replace(' + ', '_')}-seed{seed}"
+                # The config's own mode shares the plain rows' folders, so a mode ladder run into the ablation's
+                # --out re-scores its rows instead of training them again.
+                prefix = f"{mode}-" if mode and mode != base.backbone.dense_mode else ""
+                folder = output_dir / "runs" / f"{prefix}{loss_set.replace(' + ', '_')}-seed{seed}"
                 trainer = ReplayTrainer(row_config(base, LOSS_SETS[loss_set], seed, folder, mode or None), stream)
                 trainer.fit()
                 models[model_name(loss_set, seed, mode)] = trainer.model.eval()
