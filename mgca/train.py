@@ -241,13 +241,21 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _micro_step(self, batch: dict) -> None:
-        """Frozen CLIP once per micro-batch; the decoder output waits in the gradient cache for the step."""
+    def _epoch_batches(self, epoch: int, start_batch: int) -> Iterator[dict]:
+        """Micro-batches of `epoch` from `start_batch` on (a seam for replaying recorded frozen outputs)."""
+        return epoch_batches(self.cfg, self.transform, self.info, epoch, start_batch)[0]
+
+    def _frozen_outputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frozen CLIP's dense features (b, C, h, w) and caption embeddings (b, C) of one micro-batch."""
         images = batch["images"].to(self.device, non_blocking=True)
         with self._autocast():
             text = self.model.encode_captions(batch["captions"])
             features = self.model.backbone.dense_features(images)
-        self.grad_cache.add(features, text)
+        return features, text
+
+    def _micro_step(self, batch: dict) -> None:
+        """Frozen CLIP once per micro-batch; the decoder output waits in the gradient cache for the step."""
+        self.grad_cache.add(*self._frozen_outputs(batch))
 
     def _backward(self) -> dict[str, torch.Tensor]:
         """Gradients of the loss over the whole global batch (all micro-batches, all ranks)."""
@@ -296,7 +304,7 @@ class Trainer:
         tick, images_seen = time.perf_counter(), 0
         while self.state.step < stop:
             epoch = self.state.epoch
-            batches, _ = epoch_batches(cfg, self.transform, self.info, epoch, self.state.batch_in_epoch)
+            batches = self._epoch_batches(epoch, self.state.batch_in_epoch)
             usable = self.steps_per_epoch * self.accum  # a trailing partial accumulation is dropped
             for batch in batches:
                 if self.state.step >= stop:

@@ -3,7 +3,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.ablation import FULL, LOSS_SETS, UNITS, format_tables, model_name, row_config, summarise
+from benchmarks.ablation import (
+    FULL,
+    LOSS_SETS,
+    UNITS,
+    format_modes,
+    format_tables,
+    frozen_name,
+    model_name,
+    row_config,
+    summarise,
+)
 from mgca.config import load_config
 from mgca.quality import FROZEN, PROTOCOLS, ClassAreas
 from mgca.train import embedded_config_path
@@ -19,11 +29,12 @@ def test_row_configs_switch_only_the_loss_terms_and_seed(tmp_path):
     assert base.loss.use_obj and base.loss.use_reg and base.loss.use_pix  # the base is not modified
 
 
-def _cells(accuracy: dict[str, float], seeds: list[int], images: int = 20) -> dict:
+def _cells(accuracy: dict[str, float], seeds: list[int], images: int = 20, mode: str = "") -> dict:
     """Cells whose predictions are right on a known fraction of each image's pixels."""
     rng = np.random.default_rng(0)
     cells = {}
-    rows = {FROZEN: accuracy[FROZEN]} | {model_name(n, s): accuracy[n] for n in LOSS_SETS for s in seeds}
+    rows = {frozen_name(mode): accuracy[FROZEN]} | {model_name(n, s, mode): accuracy[n] for n in LOSS_SETS
+                                                    for s in seeds}
     for row, right in rows.items():
         for protocol in PROTOCOLS:
             for units in UNITS:
@@ -47,3 +58,18 @@ def test_tables_rank_rows_as_their_accuracy_and_show_the_paper():
     assert 0 < low < means[FULL] - table["frozen"]["synthetic"][36] < high
     text = format_tables(table, seeds)
     assert "Table 3" in text and "Table 4" in text and "77.5" in text and "82.2" in text
+
+
+def test_dense_modes_are_summarised_apart_and_side_by_side(tmp_path):
+    seeds = [0, 1]
+    low = {FROZEN: 0.3, **{n: 0.4 for n in LOSS_SETS}}
+    high = {FROZEN: 0.5, **{n: 0.9 for n in LOSS_SETS}}
+    cells = _cells(low, seeds, mode="tcl") | _cells(high, seeds, mode="scclip")
+    tables = {mode: summarise(cells, seeds, samples=50, mode=mode) for mode in ("tcl", "scclip")}
+    assert tables["scclip"]["frozen"]["synthetic"][0] > tables["tcl"]["frozen"]["synthetic"][0]
+    full = {mode: tables[mode]["rows"][FULL]["synthetic"][36]["mean"] for mode in tables}
+    assert full["scclip"] > full["tcl"]
+    text = format_modes(tables)
+    assert text.count("\n") == 4 and "tcl" in text and "scclip" in text
+    cfg = row_config(load_config(embedded_config_path()), LOSS_SETS[FULL], 0, tmp_path, dense_mode="scclip")
+    assert cfg.backbone.dense_mode == "scclip"
