@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mgca.clip_backbone import build_backbone  # noqa: E402
 from mgca.clip_pretrain import _normalise  # noqa: E402
 from mgca.config import BackboneConfig, load_config  # noqa: E402
-from mgca.dense_modes import DENSE_MODES, Tower  # noqa: E402
+from mgca.dense_modes import DENSE_MODES  # noqa: E402
 from mgca.pairs.synthetic import CLASS_NAMES, SHAPES, SyntheticCaptions  # noqa: E402
 from mgca.train import embedded_config_path  # noqa: E402
 
@@ -40,12 +40,7 @@ def render(world, count: int, seed: int, image_size: int) -> tuple[torch.Tensor,
 def feature_sets(backbone, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """(B, L, C) patch features of each set, CLS dropped."""
     visual = backbone.clip.visual
-    x = visual.conv1(images)
-    batch, _, grid_h, grid_w = x.shape
-    x = x.flatten(2).transpose(1, 2)
-    cls = visual.class_embedding.reshape(1, 1, -1).expand(batch, 1, -1)
-    x = visual.ln_pre(torch.cat([cls, x], 1) + backbone.positional_embedding(grid_h, grid_w))
-    tower = Tower(visual.transformer.resblocks, getattr(visual.transformer, "batch_first", True))
+    x, tower, (grid_h, grid_w) = backbone.tower_input(images)
     hidden = tower.hidden_states(x, len(tower.blocks) - 1)
     last = DENSE_MODES["maskclip"](tower, x, (grid_h, grid_w))
     width = visual.ln_post(last)

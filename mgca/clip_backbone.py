@@ -258,17 +258,22 @@ class FrozenCLIP(nn.Module):
             raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {patch}; "
                              "pad or resize it")
         visual = self.clip.visual
+        x, tower, (grid_h, grid_w) = self.tower_input(images)
+        tokens = DENSE_MODES[self.dense_mode](tower, x, (grid_h, grid_w))
+        x = (visual.ln_post(tokens) @ visual.proj)[:, -grid_h * grid_w:]
+        return x.transpose(1, 2).reshape(images.shape[0], -1, grid_h, grid_w)
+
+    def tower_input(self, images: torch.Tensor) -> tuple[torch.Tensor, Tower, tuple[int, int]]:
+        """The transformer's (B, 1 + h*w, C) input (CLS, patches, positions, ln_pre), its blocks and the grid."""
+        visual = self.clip.visual
         x = visual.conv1(images.to(visual.conv1.weight.dtype))
         batch, _, grid_h, grid_w = x.shape
         x = x.flatten(2).transpose(1, 2)
         cls = visual.class_embedding.to(x.dtype).reshape(1, 1, -1).expand(batch, 1, -1)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding(grid_h, grid_w).to(x.dtype)
-        x = visual.ln_pre(x)
         transformer = visual.transformer
         tower = Tower(transformer.resblocks, getattr(transformer, "batch_first", True))
-        tokens = DENSE_MODES[self.dense_mode](tower, x, (grid_h, grid_w))
-        x = (visual.ln_post(tokens) @ visual.proj)[:, -grid_h * grid_w:]
-        return x.transpose(1, 2).reshape(batch, -1, grid_h, grid_w)
+        return visual.ln_pre(x), tower, (grid_h, grid_w)
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         return self.tokenizer(list(texts))

@@ -35,10 +35,6 @@ class FrozenStream:
     key: dict | None = None
     batches: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, int]] = field(default_factory=dict)
 
-    @property
-    def recorded(self) -> bool:
-        return bool(self.batches)
-
 
 class ReplayTrainer(Trainer):
     """A Trainer that replays the frozen outputs `stream` holds, and records into it those it computes.
@@ -56,7 +52,6 @@ class ReplayTrainer(Trainer):
         stream.key = key
         self.stream = stream
         self.replayed_batches = 0
-        self._position: tuple[int, int] = (0, 0)
 
     def _epoch_batches(self, epoch: int, start_batch: int) -> Iterator[dict]:
         usable = self.steps_per_epoch * self.accum
@@ -67,12 +62,11 @@ class ReplayTrainer(Trainer):
                 yield {"captions": [""] * size, "replayed": (features, text)}
             return
         for index, batch in enumerate(super()._epoch_batches(epoch, start_batch), start=start_batch):
-            self._position = (epoch, index)
-            yield batch
+            yield batch | {"stream_position": (epoch, index)}
 
     def _frozen_outputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         if "replayed" in batch:
             return batch["replayed"]
         features, text = super()._frozen_outputs(batch)
-        self.stream.batches[self._position] = (features, text, len(batch["captions"]))
+        self.stream.batches[batch["stream_position"]] = (features, text, len(batch["captions"]))
         return features, text
