@@ -159,7 +159,8 @@ def run(base: Config, seeds: Sequence[int], images: int, output_dir: Path, loss_
     timings["tiny CLIP"] = time.perf_counter() - start
     bench = base.benchmark
     root = write_benchmark(output_dir / "synthetic_benchmark", images, bench.image_size, bench.seed, progress=progress,
-                           texture_contrast=base.data.synthetic.texture_contrast)
+                           texture_contrast=base.data.synthetic.texture_contrast,
+                           max_rotation=base.data.synthetic.max_rotation)
     models, frozen = {}, {}
     for mode in dense_modes or ("",):
         for seed in seeds:

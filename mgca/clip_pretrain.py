@@ -79,12 +79,15 @@ def render(source: SyntheticCaptions, indices: Sequence[int]) -> tuple[np.ndarra
 
 
 def zero_shot_accuracy(model: torch.nn.Module, tokenizer, image_size: int, seed: int,
-                       count: int = 400, texture_contrast: float = 1.0) -> tuple[float, float]:
+                       count: int = 400, world: SyntheticWorldConfig | None = None) -> tuple[float, float]:
     """Top-1 on held-out single-object images: (object over all colour x shape classes, backdrop texture).
 
-    Is the CLIP any good at the image level? Real CLIP is strong here and weak per pixel.
+    Is the CLIP any good at the image level? Real CLIP is strong here and weak per pixel. The images have
+    the look of `world` (backdrop contrast, turns), one shape each.
     """
-    source = SyntheticCaptions(count, image_size, seed=seed, max_objects=1, texture_contrast=texture_contrast)
+    world = world or SyntheticWorldConfig()
+    source = SyntheticCaptions(count, image_size, seed=seed, max_objects=1, texture_contrast=world.texture_contrast,
+                               max_rotation=world.max_rotation)
     backdrops = len(SYNTHETIC_BACKDROPS)  # generator classes: backdrops first, then objects
     images, objects, textures = [], [], []
     for index in range(count):
@@ -136,7 +139,7 @@ def pretrain_clip(arch: str, cfg: PretrainConfig, world: SyntheticWorldConfig | 
         model = open_clip.CLIP(**arch_cfg)
     if load_cached_weights(model, path):
         return PretrainReport(path, True, 0.0, *zero_shot_accuracy(model, tokenizer, image_size, cfg.seed + 1,
-                                                                   texture_contrast=world.texture_contrast))
+                                                                   world=world))
 
     start = time.perf_counter()
     source = SyntheticCaptions.from_world(world, max(cfg.pool_size, cfg.steps * cfg.batch_size), image_size, cfg.seed)
@@ -158,8 +161,9 @@ def pretrain_clip(arch: str, cfg: PretrainConfig, world: SyntheticWorldConfig | 
         batch = _normalise(images)
         flip = torch.rand(cfg.batch_size, generator=generator) < 0.5  # captions never say left or right
         batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
-        image_features, text_features, logit_scale = model(batch, tokenizer(captions))
-        logits = logit_scale * image_features @ text_features.t()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            image_features, text_features, logit_scale = model(batch, tokenizer(captions))
+        logits = logit_scale * image_features.float() @ text_features.float().t()
         target = torch.arange(cfg.batch_size)
         loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
         optimizer.zero_grad(set_to_none=True)
@@ -172,7 +176,7 @@ def pretrain_clip(arch: str, cfg: PretrainConfig, world: SyntheticWorldConfig | 
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
     bar.close()
     atomic_torch_save(path, model.state_dict())
-    accuracy = zero_shot_accuracy(model, tokenizer, image_size, cfg.seed + 1, texture_contrast=world.texture_contrast)
+    accuracy = zero_shot_accuracy(model, tokenizer, image_size, cfg.seed + 1, world=world)
     window = max(1, min(20, len(losses) // 5))
     return PretrainReport(path, False, time.perf_counter() - start, *accuracy,
                           float(np.mean(losses[:window])), float(np.mean(losses[-window:])))

@@ -53,7 +53,8 @@ def run_benchmark(cfg: Config, model, device: torch.device, output_dir: Path,
 
     bench = cfg.benchmark
     root = write_benchmark(benchmark_root(cfg), bench.count, bench.image_size, bench.seed, progress=progress,
-                           texture_contrast=cfg.data.synthetic.texture_contrast)
+                           texture_contrast=cfg.data.synthetic.texture_contrast,
+                           max_rotation=cfg.data.synthetic.max_rotation)
     settings = InferenceConfig(**get_spec("synthetic").protocol.settings(
         short_side=bench.short_side, window=bench.window, stride=bench.stride, templates=bench.templates))
     table = quality_table(model, root, settings, tuple(bench.units), device, progress=progress)

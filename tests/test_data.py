@@ -77,6 +77,7 @@ WORLDS = {
     "varied captions, subsets, backdrop named": {"style": CaptionStyle(backdrop=1.0, partial=0.5, varied=True)},
     "hard-negative groups": {"group_size": 4, "min_objects": 2, "style": CaptionStyle(varied=True)},
     "faint backdrops": {"texture_contrast": 0.3, "max_objects": 2},
+    "upright shapes": {"max_rotation": 15.0, "max_objects": 2, "group_size": 4},
 }
 
 
@@ -139,6 +140,31 @@ def test_texture_contrast_scales_only_the_backdrop_pattern():
     assert all(strong >= weak for strong, weak in swings) and sum(s > w for s, w in swings) >= 10
     with pytest.raises(ValueError, match="texture_contrast"):
         SyntheticCaptions(4, 64, texture_contrast=1.5)
+
+
+def _filled_share_of_boxes(data: SyntheticCaptions, shape: str) -> list[float]:
+    """For each `shape` drawn: its mask's area over its bounding box's (1.0 for an axis-aligned square)."""
+    shares = []
+    for i in range(len(data)):
+        sample = data.render(i)
+        for value in np.unique(sample.mask):
+            if CLASS_NAMES[value].endswith(f" {shape}"):
+                ys, xs = np.nonzero(sample.mask == value)
+                shares.append(len(ys) / ((np.ptp(ys) + 1) * (np.ptp(xs) + 1)))
+    return shares
+
+
+def test_max_rotation_keeps_shapes_near_upright_and_changes_nothing_else():
+    """At 0 degrees squares fill their bounding boxes (any turn would leave corners empty); at the default (180) most
+    do not. The turn is the only thing that changes: captions and the classes in every mask stay the same."""
+    upright, turned = (SyntheticCaptions(60, 64, seed=6, max_objects=2, max_rotation=r) for r in (0.0, 180.0))
+    assert min(_filled_share_of_boxes(upright, "square")) > 0.9
+    assert np.mean(np.array(_filled_share_of_boxes(turned, "square")) < 0.8) > 0.5
+    for i in range(60):
+        a, b = upright.render(i), turned.render(i)
+        assert a.caption == b.caption and set(np.unique(a.mask)) == set(np.unique(b.mask))
+    with pytest.raises(ValueError, match="max_rotation"):
+        SyntheticCaptions(4, 64, max_rotation=200)
 
 
 def test_hard_negative_groups_change_one_attribute():

@@ -65,7 +65,8 @@ def test_embedded_run_repeats_bit_for_bit(tmp_path):
 @pytest.mark.slow
 def test_embedded_run_small(tmp_path, capsys):
     """A small version of `python -m mgca.train`: every stage runs, leaves its files, and the losses fall."""
-    cfg = small_embedded(tmp_path, "data.synthetic.texture_contrast=0.5")
+    cfg = small_embedded(tmp_path, "data.synthetic.texture_contrast=0.5", "data.synthetic.max_rotation=20",
+                         "pretrain.precision=bf16")
     result = train(cfg)
     weights = cache_path(cfg.backbone.arch, cfg.pretrain, cfg.data.synthetic)
     assert weights.is_file() and cfg.backbone.checkpoint == str(weights.resolve())
@@ -80,7 +81,7 @@ def test_embedded_run_small(tmp_path, capsys):
     for name in ("last.pt", "loss_curve.png", "history.json", "benchmark.json", "segmentation.png"):
         assert (run / name).is_file(), name
     stamp = json.loads((run / "synthetic_benchmark" / "benchmark.json").read_text())
-    assert stamp["texture_contrast"] == 0.5  # held-out images come from the training world
+    assert stamp["texture_contrast"] == 0.5 and stamp["max_rotation"] == 20  # held-out images: the training world
     table = json.loads((run / "benchmark.json").read_text())
     assert table["images"] == 4 and set(table["miou"]) == {FROZEN, DECODER}
     assert all(set(protocols) == set(PROTOCOLS) for protocols in table["miou"].values())
@@ -101,6 +102,9 @@ def test_pretraining_learns_and_is_cached(tmp_path):
     other = PretrainConfig(**{**cfg.__dict__, "steps": 13})
     assert cache_path("mgca-synth", other, SyntheticWorldConfig()) != first.path
     assert cache_path("mgca-synth", cfg, SyntheticWorldConfig(group_size=2)) != first.path
+    assert cache_path("mgca-synth", cfg, SyntheticWorldConfig(max_rotation=15)) != first.path
+    bf16 = PretrainConfig(**{**cfg.__dict__, "precision": "bf16"})
+    assert cache_path("mgca-synth", bf16, SyntheticWorldConfig()) != first.path
 
 
 def test_pretrained_weights_load_like_real_ones(tmp_path):

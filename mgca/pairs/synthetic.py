@@ -206,7 +206,7 @@ class SyntheticCaptions:
 
     def __init__(self, size: int = 512, image_size: int = 224, seed: int = 0, max_objects: int = 3, *,
                  min_objects: int = 1, style: CaptionStyle = CaptionStyle(), group_size: int = 1,
-                 texture_contrast: float = 1.0):
+                 texture_contrast: float = 1.0, max_rotation: float = 180.0):
         if size <= 0:
             raise ValueError(f"synthetic size must be positive, got {size}")
         if not 1 <= min_objects <= max_objects <= 4:
@@ -219,13 +219,17 @@ class SyntheticCaptions:
             raise ValueError(f"texture_contrast must be in [0, 1], got {texture_contrast}")
         self.min_objects, self.max_objects, self.style, self.group_size = min_objects, max_objects, style, group_size
         self.texture_contrast = texture_contrast
+        if not 0.0 <= max_rotation <= 180.0:
+            raise ValueError(f"max_rotation must be in [0, 180] degrees, got {max_rotation}")
+        self.max_rotation = max_rotation
 
     @classmethod
     def from_world(cls, world: SyntheticWorldConfig, size: int, image_size: int, seed: int) -> SyntheticCaptions:
         """The pairs of a configured world (`data.synthetic`), e.g. for pretraining or decoder training."""
         style = CaptionStyle(world.caption_backdrop, world.caption_partial, world.caption_varied)
         return cls(size, image_size, seed, world.max_objects, min_objects=world.min_objects, style=style,
-                   group_size=world.group_size, texture_contrast=world.texture_contrast)
+                   group_size=world.group_size, texture_contrast=world.texture_contrast,
+                   max_rotation=world.max_rotation)
 
     def __len__(self) -> int:
         return self.size
@@ -271,8 +275,17 @@ class SyntheticCaptions:
             else:
                 cx, cy = s * rng.uniform(0.35, 0.65), s * rng.uniform(0.35, 0.65)
             shade = tuple(int(v) for v in rng.integers(-15, 16, size=3))
-            objects.append(_Object(shape, color, cx, cy, r, float(rng.uniform(0, 2 * math.pi)), shade))
+            objects.append(_Object(shape, color, cx, cy, r, self._turn(float(rng.uniform(0, 1))), shade))
         return texture, objects
+
+    def _turn(self, u: float) -> float:
+        """The angle in radians for a uniform draw `u` in [0, 1): any turn at 180 degrees, else within +-max_rotation.
+
+        At 180 this is exactly the former uniform(0, 2 pi), so worlds that do not set max_rotation are unchanged.
+        """
+        if self.max_rotation >= 180.0:
+            return 2 * math.pi * u
+        return (2 * u - 1) * math.radians(self.max_rotation)
 
     def _paint(self, texture: str, objects: list[_Object], texture_rng: np.random.Generator,
                rng: np.random.Generator, force_backdrop: bool = False) -> SyntheticSample:
@@ -297,7 +310,7 @@ class SyntheticCaptions:
 
 
 def write_benchmark(root: str | Path, count: int = 200, image_size: int = 96, seed: int = 10_000,
-                    progress: bool = False, texture_contrast: float = 1.0) -> Path:
+                    progress: bool = False, texture_contrast: float = 1.0, max_rotation: float = 180.0) -> Path:
     """Write `count` held-out samples as the synthetic benchmark folder (images/, masks/, captions.tsv).
 
     Masks hold the generator's classes (CLASS_NAMES: the textured backdrops, then the colour-shape
@@ -306,20 +319,23 @@ def write_benchmark(root: str | Path, count: int = 200, image_size: int = 96, se
 
     `mgca-eval --dataset synthetic --root ROOT` reads it like any other benchmark, so the torch
     pipeline and an exported engine are scored the same way. Training uses other seeds (data.seed),
-    so these images are never seen in training. `texture_contrast` is the training world's, so the
-    held-out images come from the same world. An existing folder made with the same recipe is
+    so these images are never seen in training. `texture_contrast` and `max_rotation` are the training
+    world's, so the held-out images come from the same world. An existing folder made with the same recipe is
     reused as it is.
     """
     root = Path(root)
     recipe = {"count": count, "image_size": image_size, "seed": seed, "classes": list(CLASS_NAMES)}
     if texture_contrast != 1.0:
         recipe["texture_contrast"] = texture_contrast
+    if max_rotation != 180.0:
+        recipe["max_rotation"] = max_rotation
     stamp = root / "benchmark.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == recipe:
         return root
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "masks").mkdir(parents=True, exist_ok=True)
-    source = SyntheticCaptions(count, image_size, seed=seed, texture_contrast=texture_contrast)
+    source = SyntheticCaptions(count, image_size, seed=seed, texture_contrast=texture_contrast,
+                               max_rotation=max_rotation)
     lines = []
     for index in tqdm(range(count), desc="write synthetic benchmark", unit="img", disable=not progress, file=sys.stderr,
                       leave=False):
@@ -345,11 +361,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=96, help="image side in pixels")
     parser.add_argument("--texture-contrast", type=float, default=1.0,
                         help="backdrop pattern strength, as the training world's data.synthetic.texture_contrast")
+    parser.add_argument("--max-rotation", type=float, default=180.0,
+                        help="shapes turn at most this many degrees from upright, as data.synthetic.max_rotation")
     parser.add_argument("--seed", type=int, default=10_000,
                         help="held-out seed (training uses data.seed, 0 by default)")
     args = parser.parse_args(argv)
     print(write_benchmark(args.out, args.count, args.size, args.seed, progress=True,
-                          texture_contrast=args.texture_contrast))
+                          texture_contrast=args.texture_contrast, max_rotation=args.max_rotation))
     return 0
 
 
