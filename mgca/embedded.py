@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .config import Config, ConfigError
@@ -39,11 +40,14 @@ def benchmark_root(cfg: Config) -> Path:
     return Path(cfg.benchmark.root) if cfg.benchmark.root else Path(cfg.train.output_dir) / "synthetic_benchmark"
 
 
-def run_benchmark(cfg: Config, model, device: torch.device, output_dir: Path,
-                  progress: bool = True) -> tuple[str, Path, Path]:
-    """Write (or reuse) the held-out benchmark, score frozen features and the decoder, save JSON and the picture.
+PICTURES = {"synthetic": "segmentation.png", "synthetic-stuff": "segmentation_stuff.png"}
 
-    Returns (printed table, JSON path, picture path).
+
+def run_benchmark(cfg: Config, model, device: torch.device, output_dir: Path,
+                  progress: bool = True) -> tuple[str, Path, list[Path]]:
+    """Write (or reuse) the held-out benchmark, score frozen features and the decoder, save JSON and the pictures.
+
+    Returns (printed table, JSON path, picture paths: the objects protocol, then every pixel with the backdrops).
     """
     from .evalsets import get_spec, open_dataset
     from .inference import InferenceConfig, SegmentationPredictor
@@ -60,16 +64,26 @@ def run_benchmark(cfg: Config, model, device: torch.device, output_dir: Path,
     table = quality_table(model, root, settings, tuple(bench.units), device, progress=progress)
     json_path = table.save(output_dir / "benchmark.json")
 
-    dataset = open_dataset("synthetic-stuff", root)  # the picture shows every pixel's class, backdrop included
     units = max(bench.units)
     config = InferenceConfig(**{**settings.to_dict(), "units": units})
     predictors = [SegmentationPredictor(m, config, device) for m in (frozen_baseline(model), model)]
-    for predictor in predictors:
-        predictor.set_classes(dataset.spec.prompt_classes)
-    rows = []
-    for index in range(min(4, len(dataset))):
-        sample = dataset[index]
-        rows.append((sample.image, sample.label, *(p.predict(sample.image) for p in predictors)))
-    columns = ("image", "ground truth", f"{FROZEN.split(' (')[0]} ({units} units)", f"{DECODER} ({units} units)")
-    picture = plot_segmentation_grid(rows, columns, dataset.spec.classes, output_dir / "segmentation.png")
-    return table.format(), json_path, picture
+    pictures = []
+    for spec_name, file_name in PICTURES.items():
+        # Each picture shows what its protocol scores: the objects protocol (like VOC20) names only the shapes
+        # and leaves backdrop pixels unscored, so they are left uncoloured there; the stuff one colours every pixel.
+        dataset = open_dataset(spec_name, root)
+        ignore = dataset.spec.ignore_index
+        for predictor in predictors:
+            predictor.set_classes(dataset.spec.prompt_classes)
+        rows = []
+        for index in range(min(4, len(dataset))):
+            sample = dataset[index]
+            scored = sample.label != ignore
+            predictions = [np.where(scored, p.predict(sample.image), ignore) for p in predictors]
+            rows.append((sample.image, sample.label, *predictions))
+        scope = "objects only" if spec_name == "synthetic" else "every pixel"
+        columns = ("image", f"ground truth ({scope})", f"{FROZEN.split(' (')[0]} ({units} units)",
+                   f"{DECODER} ({units} units)")
+        pictures.append(plot_segmentation_grid(rows, columns, dataset.spec.classes, output_dir / file_name,
+                                               ignore_index=ignore))
+    return table.format(), json_path, pictures

@@ -68,11 +68,14 @@ class TrainResult:
     history: list[dict[str, float]]
 
 
+PRECISION_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for fp32. bf16 by default on CUDA, fp32 on CPU."""
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return PRECISION_DTYPES[precision]
 
 
 def accumulation_steps(global_batch: int, batch_size: int, world_size: int) -> int:
@@ -294,9 +297,10 @@ class Trainer:
         checkpoint_every = cfg.train.checkpoint_every or self.steps_per_epoch
         global_batch = cfg.train.batch_size * self.info.world_size * self.accum
         if self.info.is_main:
+            precision = next(name for name, dtype in PRECISION_DTYPES.items() if dtype == self.autocast_dtype)
             print(f"mgca.train: {cfg.backbone.arch} ({self.model.backbone.source}), "
                   f"decoder {count_parameters(self.model.decoder):,} params, data {cfg.data.source}, "
-                  f"device {self.device}, precision {self.autocast_dtype or 'fp32'}, world {self.info.world_size}, "
+                  f"device {self.device}, precision {precision}, world {self.info.world_size}, "
                   f"global batch {global_batch} = {cfg.train.batch_size} x {self.info.world_size} x {self.accum} "
                   f"accum, {self.steps_per_epoch} steps/epoch, {self.total_steps} steps total", flush=True)
         bar = tqdm(total=stop, initial=self.state.step, desc="train", unit="step", disable=not self.info.is_main,
@@ -367,9 +371,10 @@ def train(cfg: Config) -> TrainResult:
     try:
         result = trainer.fit()
         if cfg.benchmark.enabled and trainer.info.is_main:
-            table, json_path, picture = run_benchmark(cfg, trainer.model, trainer.device, trainer.output_dir)
+            table, json_path, pictures = run_benchmark(cfg, trainer.model, trainer.device, trainer.output_dir)
             print(f"mgca.train: synthetic segmentation benchmark (mIoU %, {json_path}):\n{table}", flush=True)
-            print(f"mgca.train: held-out segmentations, frozen CLIP vs trained decoder: {picture}", flush=True)
+            print(f"mgca.train: held-out segmentations, frozen CLIP vs trained decoder: {pictures[0]} (objects), "
+                  f"{pictures[1]} (objects + stuff)", flush=True)
         return result
     finally:
         shutdown(trainer.info)

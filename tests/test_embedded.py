@@ -78,7 +78,8 @@ def test_embedded_run_small(tmp_path, capsys):
     losses = [record["loss"] for record in history]
     assert sum(losses[-4:]) < sum(losses[:4])  # single steps are noisy: compare the first and last four
     run = tmp_path / "run"
-    for name in ("last.pt", "loss_curve.png", "history.json", "benchmark.json", "segmentation.png"):
+    for name in ("last.pt", "loss_curve.png", "history.json", "benchmark.json", "segmentation.png",
+                 "segmentation_stuff.png"):
         assert (run / name).is_file(), name
     stamp = json.loads((run / "synthetic_benchmark" / "benchmark.json").read_text())
     assert stamp["texture_contrast"] == 0.5 and stamp["max_rotation"] == 20  # held-out images: the training world
