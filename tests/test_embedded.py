@@ -108,6 +108,30 @@ def test_pretraining_learns_and_is_cached(tmp_path):
     assert cache_path("mgca-synth", bf16, SyntheticWorldConfig()) != first.path
 
 
+def test_zero_shot_images_have_the_training_worlds_look(monkeypatch):
+    """Zero-shot accuracy is measured on single-object images drawn with the world's backdrop contrast and turns."""
+    import open_clip
+
+    import mgca.clip_pretrain as clip_pretrain
+    from mgca.clip_backbone import model_config
+
+    made = []
+    original = clip_pretrain.SyntheticCaptions
+
+    def spy(*args, **kwargs):
+        made.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(clip_pretrain, "SyntheticCaptions", spy)
+    arch = model_config("mgca-synth")
+    model = open_clip.CLIP(**arch)
+    tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=arch["text_cfg"]["context_length"])
+    world = SyntheticWorldConfig(texture_contrast=0.4, max_rotation=10)
+    objects, backdrops = clip_pretrain.zero_shot_accuracy(model, tokenizer, 64, seed=1, count=4, world=world)
+    assert made == [{"seed": 1, "max_objects": 1, "texture_contrast": 0.4, "max_rotation": 10}]
+    assert 0.0 <= objects <= 1.0 and 0.0 <= backdrops <= 1.0
+
+
 def test_pretrained_weights_load_like_real_ones(tmp_path):
     """The cached file is a plain open_clip state dict: the backbone loads it through the user-weights path."""
     cfg = PretrainConfig(enabled=True, steps=2, pool_size=64, batch_size=16, warmup_steps=1, cache_dir=str(tmp_path))
