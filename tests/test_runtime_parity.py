@@ -78,6 +78,6 @@ def test_row_blocks_do_not_change_labels_or_scores(segmenter, monkeypatch):
     monkeypatch.setattr(postprocess, "BLOCK_BYTES", 1)  # one row (and one column) per block
     rows = segmenter.segment(image, return_scores=True, background_threshold=0.5)
     np.testing.assert_array_equal(rows.labels, whole.labels)
-    # Equal to float32 rounding: BLAS picks its kernel by the block's row count, and on some CPUs (2-core AMD
-    # EPYC, numpy 2.4's OpenBLAS) a 1-row block's products differ from the whole image's in the last bit.
+    # Equal to float32 rounding: on a 2-core AMD EPYC (numpy 2.4's OpenBLAS) a 1-row block's products differed from
+    # the whole image's in the last bit (1.2e-7), most likely because BLAS picks its kernel by the block's rows.
     np.testing.assert_allclose(rows.scores, whole.scores, rtol=0, atol=1e-6)
