@@ -224,8 +224,9 @@ def test_runtime_scores_equal_pytorch_for_protocol_settings(bundle, tiny_model, 
     seg = Segmenter(bundle, backend="onnxruntime", device="cpu", **overrides)
     pred = torch_predictor(tiny_model, class_embeddings, **overrides)
     # One torch thread: on a 2-core AMD EPYC, torch's grid scores for the capped 40 x 330 image moved by 0.019
-    # between 1 and 2 intra-op threads (embeddings identical), most likely a near-tie in the 36-unit assignment
-    # flipping when the similarity matmul sums in another order (not confirmed op by op). The runtime did not move.
+    # between 1 and 2 intra-op threads (embeddings identical): one of the 24 grid cells is assigned to unit 8 instead
+    # of 5, two meta-points it is equally similar to (top-1 minus top-2 similarity 0.0 on this blocky image), and which
+    # one torch's matmul + max picks depends on the thread split. The runtime did not move.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
