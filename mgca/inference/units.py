@@ -22,12 +22,19 @@ def assign_pixels(flat: torch.Tensor, point_index: torch.Tensor,
     `flat` is the (C, L) normalised map; the M x L similarity is computed in column chunks so
     memory stays bounded.
     """
-    points = flat[:, point_index.to(flat.device)].T.contiguous()
+    point_index = point_index.to(flat.device)
+    points = flat[:, point_index].T.contiguous()
     cols = max(1, chunk_elements // max(1, points.shape[0]))
     out = torch.empty(flat.shape[1], dtype=torch.long, device=flat.device)
     for start in range(0, flat.shape[1], cols):
         out[start:start + cols] = (points @ flat[:, start:start + cols]).max(dim=0).indices  # first maximum, as argmax
-    return out
+    # On a grid with fewer rows or columns than the meta-point lattice, several meta-points sit on one pixel: exact
+    # ties, which a multi-threaded matmul can split in the last bit (measured: 1 vs 2 threads picked unit 5 vs 8).
+    # Each goes to its first occurrence, so the lowest index wins whatever the thread count.
+    same = point_index[:, None] == point_index[None, :]
+    order = torch.arange(len(point_index), device=flat.device)
+    first = torch.where(same, order, len(point_index)).min(dim=1).values
+    return first[out]
 
 
 def pool_units(flat: torch.Tensor, assignment: torch.Tensor, num_units: int) -> torch.Tensor:
