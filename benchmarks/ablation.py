@@ -40,7 +40,7 @@ from mgca.dense_modes import DENSE_MODES  # noqa: E402
 from mgca.embedded import ensure_clip_weights  # noqa: E402
 from mgca.evalsets import get_spec  # noqa: E402
 from mgca.inference import InferenceConfig  # noqa: E402
-from mgca.pairs.synthetic import write_benchmark  # noqa: E402
+from mgca.pairs.synthetic import world_look, write_benchmark  # noqa: E402
 from mgca.quality import FROZEN, PROTOCOLS, ClassAreas, frozen_baseline, paired_bootstrap, score_models  # noqa: E402
 from mgca.replay import FrozenStream, ReplayTrainer  # noqa: E402
 from mgca.train import embedded_config_path, fix_thread_count  # noqa: E402
@@ -159,8 +159,7 @@ def run(base: Config, seeds: Sequence[int], images: int, output_dir: Path, loss_
     timings["tiny CLIP"] = time.perf_counter() - start
     bench = base.benchmark
     root = write_benchmark(output_dir / "synthetic_benchmark", images, bench.image_size, bench.seed, progress=progress,
-                           texture_contrast=base.data.synthetic.texture_contrast,
-                           max_rotation=base.data.synthetic.max_rotation)
+                           **world_look(base.data.synthetic))
     models, frozen = {}, {}
     for mode in dense_modes or ("",):
         for seed in seeds:

@@ -32,7 +32,7 @@ from .checkpoint import atomic_torch_save
 from .clip_backbone import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, model_config
 from .config import PretrainConfig, SyntheticWorldConfig, config_to_dict
 from .evalsets.specs import SYNTHETIC_BACKDROPS, SYNTHETIC_OBJECTS
-from .pairs.synthetic import CLASS_NAMES, SyntheticCaptions, article
+from .pairs.synthetic import CLASS_NAMES, SyntheticCaptions, article, world_look
 from .schedule import warmup_cosine
 
 
@@ -86,8 +86,7 @@ def zero_shot_accuracy(model: torch.nn.Module, tokenizer, image_size: int, seed:
     the look of `world` (backdrop contrast, turns), one shape each.
     """
     world = world or SyntheticWorldConfig()
-    source = SyntheticCaptions(count, image_size, seed=seed, max_objects=1, texture_contrast=world.texture_contrast,
-                               max_rotation=world.max_rotation)
+    source = SyntheticCaptions(count, image_size, seed=seed, max_objects=1, **world_look(world))
     backdrops = len(SYNTHETIC_BACKDROPS)  # generator classes: backdrops first, then objects
     images, objects, textures = [], [], []
     for index in range(count):

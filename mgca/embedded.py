@@ -51,14 +51,13 @@ def run_benchmark(cfg: Config, model, device: torch.device, output_dir: Path,
     """
     from .evalsets import get_spec, open_dataset
     from .inference import InferenceConfig, SegmentationPredictor
-    from .pairs.synthetic import write_benchmark
+    from .pairs.synthetic import world_look, write_benchmark
     from .plotting import plot_segmentation_grid
     from .quality import DECODER, FROZEN, frozen_baseline, quality_table
 
     bench = cfg.benchmark
     root = write_benchmark(benchmark_root(cfg), bench.count, bench.image_size, bench.seed, progress=progress,
-                           texture_contrast=cfg.data.synthetic.texture_contrast,
-                           max_rotation=cfg.data.synthetic.max_rotation)
+                           **world_look(cfg.data.synthetic))
     settings = InferenceConfig(**get_spec("synthetic").protocol.settings(
         short_side=bench.short_side, window=bench.window, stride=bench.stride, templates=bench.templates))
     table = quality_table(model, root, settings, tuple(bench.units), device, progress=progress)

@@ -199,6 +199,15 @@ def _vary(texture: str, objects: list[_Object], attribute: str,
     return texture, [replace(o, color=other(SYNTHETIC_COLORS, o.color)) for o in objects]
 
 
+def world_look(world: SyntheticWorldConfig) -> dict[str, float]:
+    """The settings that give a world's images their look (backdrop contrast, turns), as SyntheticCaptions keywords.
+
+    Held-out images (the benchmark, the zero-shot check) take these from the training world but keep their own
+    object counts and captions.
+    """
+    return {"texture_contrast": world.texture_contrast, "max_rotation": world.max_rotation}
+
+
 class SyntheticCaptions:
     """`size` deterministic (image, caption) pairs; `render(i)` adds the ground-truth mask."""
 
@@ -228,8 +237,7 @@ class SyntheticCaptions:
         """The pairs of a configured world (`data.synthetic`), e.g. for pretraining or decoder training."""
         style = CaptionStyle(world.caption_backdrop, world.caption_partial, world.caption_varied)
         return cls(size, image_size, seed, world.max_objects, min_objects=world.min_objects, style=style,
-                   group_size=world.group_size, texture_contrast=world.texture_contrast,
-                   max_rotation=world.max_rotation)
+                   group_size=world.group_size, **world_look(world))
 
     def __len__(self) -> int:
         return self.size
