@@ -150,23 +150,32 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, reader, method: s
             weight_type=q.QuantType.QInt8, nodes_to_exclude=excluded, calibrate_method=calibrate_method,
             extra_options=extra)
         quantized = onnx.load(str(tmp_out))
-        if fp32_path.exists():  # carry the export's metadata over, marked as int8
-            meta = {p.key: p.value for p in onnx.load(str(fp32_path), load_external_data=False).metadata_props}
-            meta.update({"precision": "int8-qdq", "calibration_method": method,
-                         "calibration_windows": str(len(reader.windows) if hasattr(reader, "windows") else "")})
-            del quantized.metadata_props[:]
-            for key, value in meta.items():
-                entry = quantized.metadata_props.add()
-                entry.key, entry.value = key, value
-        onnx.checker.check_model(quantized)
-        with atomic_path(out_path) as final_tmp:
-            onnx.save_model(quantized, str(final_tmp))
+        save_quantized(quantized, fp32_path, out_path, {
+            "precision": "int8-qdq", "calibration_method": method,
+            "calibration_windows": str(len(reader.windows) if hasattr(reader, "windows") else "")})
     return QuantizeResult(
         path=out_path, method=method,
         num_calibration_windows=len(getattr(reader, "windows", ())),
         num_calibration_images=getattr(reader, "num_images", 0),
         quantized_nodes=sum(1 for n in quantized.graph.node if n.op_type in op_types) - len(excluded),
         excluded_nodes=len(excluded), seconds=time.perf_counter() - start, preprocessed=preprocessed)
+
+
+def save_quantized(quantized, fp32_path: Path, out_path: Path, marks: dict[str, str]) -> None:
+    """Check `quantized` (an onnx.ModelProto) and write it atomically to `out_path`, carrying the fp32 export's
+    metadata (backbone hashes, format) over with `marks` (precision, calibration) on top."""
+    import onnx
+
+    if fp32_path.exists():
+        meta = {p.key: p.value for p in onnx.load(str(fp32_path), load_external_data=False).metadata_props}
+        meta.update(marks)
+        del quantized.metadata_props[:]
+        for key, value in meta.items():
+            entry = quantized.metadata_props.add()
+            entry.key, entry.value = key, value
+    onnx.checker.check_model(quantized)
+    with atomic_path(out_path) as final_tmp:
+        onnx.save_model(quantized, str(final_tmp))
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,5 +269,5 @@ def evaluate_int8(fp32, int8, windows: np.ndarray, class_embeddings: np.ndarray,
     return result
 
 
-__all__ = ["quantize_int8", "evaluate_int8", "QuantizeResult", "activation_matmuls", "label_windows",
+__all__ = ["quantize_int8", "save_quantized", "evaluate_int8", "QuantizeResult", "activation_matmuls", "label_windows",
            "read_labelled_set", "miou", "QUANTIZED_OP_TYPES", "CALIBRATION_METHODS"]

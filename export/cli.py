@@ -65,7 +65,12 @@ def export_parser() -> argparse.ArgumentParser:
                              "checkpoint's); the manifest's backbone.dense_mode records it")
     parser.add_argument("--no-optimize", action="store_true",
                         help="skip onnxscript graph optimisation/constant folding")
-    parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx (QDQ static int8)")
+    parser.add_argument("--int8", action="store_true",
+                        help="also write model.int8.onnx (QDQ static int8, onnxruntime/TensorRT) and, where nncf and "
+                             "openvino are installed, model.int8.nncf.onnx (NNCF int8, OpenVINO)")
+    parser.add_argument("--nncf", action=argparse.BooleanOptionalAction, default=None,
+                        help="with --int8: write NNCF's int8 graph for OpenVINO (default: when nncf is installed; "
+                             "--nncf fails without it, --no-nncf skips it)")
     parser.add_argument("--calib-images",
                         help="folder of calibration images (implies --int8; default: synthetic images, with a warning)")
     parser.add_argument("--calib-limit", type=positive_int, default=32,

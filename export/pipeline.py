@@ -63,6 +63,8 @@ class ExportOptions:
     calib_method: str = "minmax"
     eval_images: str | Path | None = None  # labelled set for the int8 mIoU report: images ...
     eval_labels: str | Path | None = None  # ... and same-stem PNG labels (class ids in vocab order, 255 = ignore)
+    # NNCF int8 graph for OpenVINO, beside the QDQ one: None = when nncf and openvino are installed
+    nncf: bool | None = None
     # TensorRT engines (a GPU and tensorrt needed)
     trt: Sequence[str] = ()
     trt_max_batch: int = 16
@@ -77,7 +79,7 @@ class ExportOptions:
 
     @property
     def wants_int8(self) -> bool:
-        return self.int8 or bool(self.calib_images) or "int8" in self.trt
+        return self.int8 or bool(self.calib_images) or "int8" in self.trt or bool(self.nncf)
 
     def settings(self, output_stride: int, patch_size: int | None = None) -> InferenceSettings:
         """The validated inference settings for a model of this output stride (and patch size)."""
@@ -212,6 +214,11 @@ def export_bundle(model, out: str | Path, options: ExportOptions | None = None, 
               "tolerance": options.parity_tol,
               "classes": "vocabulary" if names else "random unit vectors", "sets": report.per_set}
     extra: dict[str, Any] = {}
+    bf16 = openvino_bf16_parity(onnx_path, sets, reference, class_emb, options)
+    if bf16 is not None:
+        parity["openvino_bf16"] = bf16
+        say(f"OpenVINO bf16 vs fp32 (this CPU): label agreement {bf16['label_agreement']:.2%}, mean cosine "
+            f"{bf16['mean_cosine']:.5f}")
 
     if options.wants_int8:
         from calibration.quantize import evaluate_int8, label_windows, quantize_int8, read_labelled_set
@@ -252,6 +259,9 @@ def export_bundle(model, out: str | Path, options: ExportOptions | None = None, 
             line += (f"; labelled set mIoU fp32 {ls['miou_fp32']:.4f} int8 {ls['miou_int8']:.4f} "
                      f"(drop {ls['miou_drop']:+.4f})")
         say(line)
+        if options.nncf is not False:
+            extra["nncf"] = export_nncf_int8(onnx_path, root, reader.windows, options, fp32, all_windows, class_emb,
+                                             reference, sets, models, parity, say)
 
     engines = {}
     for precision in dict.fromkeys(options.trt):
@@ -280,6 +290,53 @@ def export_bundle(model, out: str | Path, options: ExportOptions | None = None, 
     say(f"wrote {path}; bundle {root} done in {seconds:.1f} s")
     files = {key: name for key, name in {**models, "text_cache": text_cache}.items() if name}
     return ExportResult(root, json.loads(path.read_text()), report, seconds, files)
+
+
+def openvino_bf16_parity(onnx_path: Path, sets: dict[str, np.ndarray], reference: dict[str, np.ndarray],
+                         class_emb: np.ndarray, options: ExportOptions) -> dict[str, Any] | None:
+    """OpenVINO bf16's agreement with the PyTorch fp32 reference on the parity windows, where this CPU runs bf16
+    natively (what `backend="auto"` would pick here); None without openvino or native bf16. Informational: bf16
+    rounding differs between CPUs, so the runtime machine's own figure may differ slightly."""
+    from calibration.quantize import evaluate_int8
+    from runtime.openvino_engine import OpenVinoEngine, cpu_capabilities
+
+    if "BF16" not in cpu_capabilities():
+        return None
+    engine = OpenVinoEngine(onnx_path, device="cpu", precision="bf16", num_threads=options.threads or None)
+    windows, fp32_embeddings = np.concatenate(list(sets.values())), np.concatenate([reference[n] for n in sets])
+    result = evaluate_int8(None, engine, windows, class_emb, fp32_embeddings=fp32_embeddings)
+    return {key: result[key] for key in ("num_windows", "label_agreement", "miou_vs_fp32", "mean_cosine",
+                                         "max_abs_err")}
+
+
+def export_nncf_int8(onnx_path: Path, root: Path, calib_windows: np.ndarray, options: ExportOptions, fp32,
+                     all_windows: np.ndarray, class_emb: np.ndarray, reference: dict[str, np.ndarray],
+                     sets: dict[str, np.ndarray], models: dict[str, str | None], parity: dict[str, Any],
+                     say: Callable[[str], None]) -> dict[str, Any] | None:
+    """NNCF's int8 graph for OpenVINO beside the QDQ one, with its agreement to fp32 (run by OpenVINO) in
+    `parity["openvino_int8"]`; None (with a note) when nncf/openvino are missing and not demanded."""
+    from calibration.nncf_quantize import NNCF_HINT, nncf_available, quantize_nncf
+    from calibration.quantize import evaluate_int8
+    from runtime.openvino_engine import OpenVinoEngine
+
+    if not nncf_available():
+        if options.nncf:
+            raise ExportOptionsError(f"--nncf needs nncf and openvino; {NNCF_HINT}")
+        say(f"note: no NNCF int8 graph for OpenVINO (nncf/openvino not installed: {NNCF_HINT})")
+        return None
+    t = time.perf_counter()
+    result = quantize_nncf(onnx_path, root / MODEL_FILES["onnx_int8_nncf"], calib_windows)
+    models["onnx_int8_nncf"] = result.path.name
+    engine = OpenVinoEngine(result.path, device="cpu", precision="int8", num_threads=options.threads or None)
+    fp32_embeddings = np.concatenate([reference[n] for n in sets])
+    evaluation = evaluate_int8(fp32, engine, all_windows, class_emb, fp32_embeddings=fp32_embeddings)
+    parity["openvino_int8"] = evaluation
+    say(f"wrote {result.path} ({result.path.stat().st_size / 2**20:.1f} MiB, NNCF transformer preset, SmoothQuant, "
+        f"fast bias correction on {result.num_calibration_windows} windows, {time.perf_counter() - t:.1f} s): "
+        f"OpenVINO int8 vs fp32 label agreement {evaluation['label_agreement']:.2%}, mean cosine "
+        f"{evaluation['mean_cosine']:.4f}")
+    return {"windows": result.num_calibration_windows, "preset": "transformer, mixed", "smooth_quant": True,
+            "fast_bias_correction": True, "seconds": round(result.seconds, 1)}
 
 
 __all__ = ["ExportOptions", "ExportOptionsError", "ExportResult", "export_bundle", "versions"]

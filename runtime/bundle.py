@@ -4,7 +4,8 @@
 bundle/
   manifest.json        # written last: a directory without it is not a (finished) bundle
   model.onnx           # fp32, always
-  model.int8.onnx      # optional, QDQ static int8
+  model.int8.onnx      # optional, QDQ static int8 (onnxruntime's quantize_static; TensorRT int8 is built from it)
+  model.int8.nncf.onnx # optional, NNCF int8 (OpenVINO's int8)
   model.fp16.engine    # optional, TensorRT fp16 (built on the machine that runs it)
   model.int8.engine    # optional, TensorRT int8 from model.int8.onnx
   text_cache.npz       # optional, the vocabulary's embeddings
@@ -73,11 +74,14 @@ class Bundle:
             if key.startswith("trt"):
                 hint = ("build it on the GPU machine that will run it with `mgca-export --checkpoint CKPT --out DIR "
                         "--trt fp16` (or --trt int8), or use backend='onnxruntime'")
+            elif key == "onnx_int8_nncf":
+                hint = ("re-export with `mgca-export --checkpoint CKPT --out DIR --int8` where NNCF and OpenVINO are "
+                        "installed (pip install 'mgca[train,openvino]'), or use precision 'bf16' / 'fp32'")
             else:
                 hint = ("re-export with `mgca-export --checkpoint CKPT --out DIR --int8`" if key == "onnx_int8"
                         else "re-export the bundle")
-            what = {"onnx": "fp32 ONNX", "onnx_int8": "int8 ONNX", "trt_fp16": "TensorRT fp16",
-                    "trt_int8": "TensorRT int8"}[key]
+            what = {"onnx": "fp32 ONNX", "onnx_int8": "int8 ONNX", "onnx_int8_nncf": "NNCF int8 ONNX (OpenVINO)",
+                    "trt_fp16": "TensorRT fp16", "trt_int8": "TensorRT int8"}[key]
             raise BundleError(f"bundle {self.path} has no {what} model (manifest models.{key} is null); {hint}")
         if not path.is_file():
             raise BundleError(f"bundle {self.path}: model file {path.name} (models.{key}) is missing; "

@@ -27,10 +27,18 @@ ONNX_FORMAT = "mgca-onnx/1"
 MANIFEST_FILE = "manifest.json"
 TEXT_CACHE_FILE = "text_cache.npz"
 # manifest `models` key -> file name, and the (backend, precision) each key serves; read-only (no module state)
+# onnx_int8: onnxruntime's quantize_static QDQ graph (symmetric, what TensorRT's int8 engine is built from);
+# onnx_int8_nncf: NNCF's post-training QDQ graph (transformer preset, SmoothQuant, fast bias correction), which
+# OpenVINO runs. OpenVINO fp32 and bf16 read the fp32 graph itself (the precision is a compile hint).
 MODEL_FILES = MappingProxyType({"onnx": "model.onnx", "onnx_int8": "model.int8.onnx",
+                                "onnx_int8_nncf": "model.int8.nncf.onnx",
                                 "trt_fp16": "model.fp16.engine", "trt_int8": "model.int8.engine"})
 MODEL_KEYS = MappingProxyType({("onnxruntime", "fp32"): "onnx", ("onnxruntime", "int8"): "onnx_int8",
+                               ("openvino", "fp32"): "onnx", ("openvino", "bf16"): "onnx",
+                               ("openvino", "int8"): "onnx_int8_nncf",
                                ("tensorrt", "fp16"): "trt_fp16", ("tensorrt", "int8"): "trt_int8"})
+BACKENDS = ("onnxruntime", "openvino", "tensorrt")
+PRECISIONS = ("fp32", "bf16", "int8", "fp16")
 
 # The ONNX graph: `image` N x 3 x win x win (normalised) -> `embeddings` N x C x win/os x win/os (L2-normalised).
 INPUT_NAME = "image"
@@ -284,7 +292,8 @@ def meta_point_indices(height: int, width: int, units: int) -> list[int]:
 
 __all__ = [
     "BUNDLE_FORMAT", "READABLE_BUNDLE_FORMATS", "TEXT_CACHE_FORMAT", "ONNX_FORMAT", "MANIFEST_FILE", "TEXT_CACHE_FILE",
-    "MODEL_FILES", "MODEL_KEYS", "INPUT_NAME", "OUTPUT_NAME", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD", "CLIP_LOGIT_SCALE",
+    "MODEL_FILES", "MODEL_KEYS", "BACKENDS", "PRECISIONS", "INPUT_NAME", "OUTPUT_NAME", "OPENAI_CLIP_MEAN",
+    "OPENAI_CLIP_STD", "CLIP_LOGIT_SCALE",
     "PAPER_WINDOW", "UNIT_SCOPES", "BG_RULES", "GROUPVIT_TOP_K", "TCL_MASK_SCALE", "TCL_MASK_BIAS", "TCL_BACKGROUND",
     "TCL_BACKGROUND_PAMR", "MMSEG_LONG_SIDE", "PADDINGS", "PAMR_DILATIONS", "InferenceSettings", "DEFAULT_SETTINGS",
     "check_window", "default_background", "Box", "resized_shape", "round_up", "window_spans", "window_boxes",

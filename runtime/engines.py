@@ -270,6 +270,15 @@ class TensorRTEngine:
                 "model": self.model_path.name, "device": f"cuda:{self.device_index}"}
 
 
+def ort_cuda_listed() -> bool:
+    """onnxruntime (onnxruntime-gpu) lists the CUDA provider; whether it then works is OrtEngine's to report."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
 def tensorrt_available() -> bool:
     """tensorrt and cuda-python import and a CUDA device is visible (cheap; no engine is built)."""
     try:

@@ -27,9 +27,11 @@ import numpy as np
 
 from .bundle import Bundle, load_bundle
 from .contract import MODEL_KEYS, InferenceSettings
-from .engines import OrtEngine, TensorRTEngine, tensorrt_available
+from .engine_choice import EngineChoice, EngineFacts, choose_engine
+from .engines import OrtEngine, TensorRTEngine, ort_cuda_listed, parse_device, tensorrt_available
 from .errors import BackendError, BundleError, RuntimeInputError, VocabularyError
 from .files import same_file
+from .openvino_engine import OpenVinoEngine, cpu_capabilities, openvino_available
 from .postprocess import image_scores, refine, scores_to_labels, stitch
 from .preprocess import Prepared, check_color_order, check_image, prepare
 from .text_cache import MAKE_CACHE_HINT, TextCache, check_vocabulary, load_text_cache, make_text_cache
@@ -62,10 +64,13 @@ class Segmenter:
 
     Args:
         bundle_dir: folder written by `mgca-export` (manifest.json, model.onnx, ...).
-        backend: "auto" (a TensorRT engine of the bundle when tensorrt + a GPU are usable, else onnxruntime),
-            "onnxruntime" or "tensorrt".
+        backend: "auto", "onnxruntime", "openvino" or "tensorrt". auto follows `runtime.engine_choice` (a TensorRT
+            engine when a GPU can run it; on the CPU OpenVINO bf16 where the CPU computes bf16 natively, else
+            onnxruntime fp32); describe()["engine_reason"] says why.
         device: "auto", "cpu", "cuda" or "cuda:N"; describe()["provider"] says what actually runs.
-        precision: None (fp32 for onnxruntime, fp16 for TensorRT), "fp32", "int8" or "fp16".
+        precision: None / "auto" (the backend's default, see above), "fp32", "bf16" (OpenVINO), "int8" or "fp16"
+            (TensorRT). OpenVINO's compiled model is cached across processes when $MGCA_OPENVINO_CACHE names a
+            folder.
         text_cache: vocabulary file (hash-checked against the bundle); default: the bundle's own.
         assignment: meta-point assignment, "auto" (measured by this Segmenter at construction), "numpy",
             "faiss" or "faiss-gpu"; all give identical labels.
@@ -106,16 +111,22 @@ class Segmenter:
         self.color_order = check_color_order(color_order)
         self._mean = np.asarray(self.bundle.mean, dtype=np.float32)
         self._std = np.asarray(self.bundle.std, dtype=np.float32)
-        self.backend, self.precision = self._pick_backend(backend, precision)
-        def build(path: Path, data: bytes) -> OrtEngine | TensorRTEngine:
+        choice = self._pick_backend(backend, precision, device)
+        self.backend, self.precision, self.engine_reason = choice.backend, choice.precision, choice.reason
+
+        def build(path: Path, data: bytes) -> OrtEngine | OpenVinoEngine | TensorRTEngine:
             if self.backend == "tensorrt":
                 return TensorRTEngine(path, self.bundle.input_name, self.bundle.output_name, device,
                                       engine_bytes=data)
+            if self.backend == "openvino":
+                return OpenVinoEngine(path, self.bundle.input_name, self.bundle.output_name, device,
+                                      precision=self.precision, num_threads=num_threads, model_bytes=data,
+                                      concurrent_runs=concurrent_runs)
             return OrtEngine(path, self.bundle.input_name, self.bundle.output_name, device, num_threads=num_threads,
                              model_bytes=data, concurrent_runs=concurrent_runs)
 
-        self.engine: OrtEngine | TensorRTEngine = self.bundle.open_model(MODEL_KEYS[(self.backend, self.precision)],
-                                                                         build)
+        self.engine: OrtEngine | OpenVinoEngine | TensorRTEngine = self.bundle.open_model(
+            MODEL_KEYS[(self.backend, self.precision)], build)
         self._check_engine_geometry()
         self.assignment, self.assignment_reason, self.assignment_timings = self._pick_assignment(assignment)
         self._assign = make_assigner(self.assignment if self.assignment != "none" else "numpy", num_threads)
@@ -135,28 +146,17 @@ class Segmenter:
             self.set_vocabulary(self.bundle.text_cache)
 
     # ----------------------------------------------------------------------------- setup
-    def _pick_backend(self, backend: str, precision: str | None) -> tuple[str, str]:
-        """(backend, precision): auto prefers a TensorRT engine of the bundle when TensorRT and a GPU are here."""
-        if backend not in ("auto", "onnxruntime", "tensorrt"):
-            raise BackendError(f"unknown backend {backend!r}; choose 'auto', 'onnxruntime' or 'tensorrt'")
-        if precision not in (None, "fp32", "int8", "fp16"):
-            raise BackendError(f"unknown precision {precision!r}; choose 'fp32', 'int8' or 'fp16' (TensorRT)")
-        if backend == "auto":
-            wanted = {None: [("tensorrt", "fp16")], "fp16": [("tensorrt", "fp16")],
-                      "int8": [("tensorrt", "int8")]}.get(precision, [])
-            engines = [(b, p) for b, p in wanted if self.bundle.models.get(MODEL_KEYS[(b, p)]) is not None
-                       and self.bundle.models[MODEL_KEYS[(b, p)]].is_file()]
-            backend = "tensorrt" if engines and tensorrt_available() else "onnxruntime"
-        if backend == "tensorrt":
-            precision = precision or "fp16"
-            if precision == "fp32":
-                raise BackendError("backend 'tensorrt' runs the fp16 or int8 engine; "
-                                   "use backend='onnxruntime' for fp32")
-            return backend, precision
-        if precision == "fp16":
-            raise BackendError("precision 'fp16' is a TensorRT engine; use backend='tensorrt' (or 'fp32'/'int8' "
-                               "with onnxruntime)")
-        return backend, precision or "fp32"
+    def _pick_backend(self, backend: str, precision: str | None, device: str) -> EngineChoice:
+        """(backend, precision, why) by `runtime.engine_choice.choose_engine` over this machine and bundle."""
+        kind, _ = parse_device(device)
+        models = {key for key, path in self.bundle.models.items() if path is not None and path.is_file()}
+        wants_trt = backend in ("auto", "tensorrt") and kind != "cpu" and any(k.startswith("trt") for k in models)
+        ov = openvino_available() if backend in ("auto", "openvino") else False
+        facts = EngineFacts(models=models, device=kind,
+                            tensorrt_usable=wants_trt and backend == "auto" and tensorrt_available(),
+                            onnxruntime_cuda=backend == "auto" and kind == "auto" and ort_cuda_listed(),
+                            openvino_installed=ov, cpu_capabilities=cpu_capabilities() if ov else ())
+        return choose_engine(backend, precision, facts)
 
     def _check_engine_geometry(self) -> None:
         """The graph's fixed window and embedding size must be the manifest's: refused here, not at segment()."""
@@ -329,6 +329,7 @@ class Segmenter:
             "dense_mode": (self.bundle.manifest.get("backbone") or {}).get("dense_mode"),
             "backend": self.backend,
             "precision": self.precision,
+            "engine_reason": self.engine_reason,
             **self.engine.describe(),
             "embed_dim": self.bundle.embed_dim,
             "output_stride": self.bundle.output_stride,

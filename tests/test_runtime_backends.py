@@ -31,7 +31,7 @@ def test_tensorrt_missing_is_one_line_error(bundle):
     else:
         pytest.skip("tensorrt is installed; the missing-package error cannot be shown")
     with pytest.raises(BackendError, match="unknown backend"):
-        Segmenter(bundle, backend="openvino")
+        Segmenter(bundle, backend="openvivo")
 
 
 @pytest.mark.skipif(not runtime.engines.tensorrt_available(), reason="needs tensorrt, cuda-python and an NVIDIA GPU")

@@ -21,7 +21,7 @@ import typing
 
 import numpy as np
 
-from runtime.contract import BG_RULES, DEFAULT_SETTINGS, PADDINGS, UNIT_SCOPES, default_background
+from runtime.contract import BACKENDS, BG_RULES, DEFAULT_SETTINGS, PADDINGS, PRECISIONS, UNIT_SCOPES, default_background
 from runtime.errors import run_cli
 from runtime.files import atomic_write_text, check_writable_file
 
@@ -159,11 +159,12 @@ def add_engine_args(parser: argparse.ArgumentParser, compare: bool = True) -> No
     group = parser.add_argument_group("exported engine (runtime/)")
     group.add_argument("--engine", metavar="BUNDLE",
                        help="bundle directory written by mgca-export; labels come from runtime.Segmenter")
-    group.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], default="auto",
-                       help="runtime backend for --engine")
-    group.add_argument("--precision", choices=["fp32", "int8", "fp16"], default=None,
-                       help="bundle model for --engine: fp32/int8 ONNX (onnxruntime) or the fp16 TensorRT "
-                            "engine (default: auto)")
+    group.add_argument("--backend", choices=["auto", *BACKENDS], default="auto",
+                       help="runtime backend for --engine (auto: runtime.engine_choice's rule; the run's JSON and "
+                            "printout say what was picked and why)")
+    group.add_argument("--precision", choices=["auto", *PRECISIONS], default=None,
+                       help="precision for --engine: fp32, bf16 (OpenVINO), int8 (NNCF graph on OpenVINO, else the "
+                            "QDQ graph on onnxruntime) or fp16 (TensorRT); default auto: the backend's default")
     group.add_argument("--text-cache", help="text_cache.npz with the dataset's classes (default: the bundle's)")
     if not compare:
         return
@@ -186,6 +187,8 @@ def open_engine(args: argparse.Namespace, classes: list[str], stem: str, vocab_f
     from runtime import Segmenter, VocabularyError
 
     segmenter = Segmenter(args.engine, **engine_args(args))
+    print(f"runtime: {segmenter.backend} {segmenter.precision} ({segmenter.engine.model_path.name}): "
+          f"{segmenter.engine_reason}", file=sys.stderr)
     if args.window is not None and args.window != segmenter.settings.window:
         raise ConfigError(f"--window {args.window} differs from the window {segmenter.settings.window} the bundle "
                           "was exported with; "
