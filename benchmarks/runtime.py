@@ -1,17 +1,21 @@
-"""End-to-end latency and memory of the lean runtime (fp32 / int8 onnxruntime) against PyTorch eager, in one run.
+"""End-to-end latency and memory of the lean runtime (onnxruntime fp32 / int8, OpenVINO fp32 / bf16 / int8) against
+PyTorch eager, in one run.
 
     python benchmarks/runtime.py                      # tiny + ViT-B-16 random-init, ~15 minutes on 2 CPU cores
     python benchmarks/runtime.py --no-vit-b16         # tiny model only, ~3-4 minutes
     python benchmarks/runtime.py --quick --no-tiny --work /tmp/rt   # ViT-B-16 only; the bundle is reused next time
 
 Both models (the tiny test model and ViT-B-16, random init) go through the same steps. Every engine
-(PyTorch eager, runtime fp32 ORT, runtime int8 ORT) runs in its own subprocess (the runtime ones never
-import torch), on the same bundle and the same images: 448x448, 1024x2048 (Cityscapes size) and 4096x4096,
+(PyTorch eager, runtime fp32 / int8 ORT, and where OpenVINO is installed runtime fp32 / bf16 (native bf16 CPUs
+only) / int8 (NNCF) OpenVINO) runs in its own subprocess (the runtime ones never import torch), on the same bundle
+and the same images: 448x448, 1024x2048 (Cityscapes size) and 4096x4096,
 19 classes, paper defaults (short side 448, window 448, stride 224, 36 units). Per image size and number of
 concurrent callers (threads sharing one Segmenter / predictor) it reports median and p90 latency per image,
 images/s, the ratio to PyTorch eager, ms per megapixel of the input, the ratio to the floor (the window's GEMM
 FLOPs at the GEMM rate onnxruntime reaches here, measured in the same run), the peak RSS of that row alone,
-and label agreement with PyTorch eager; then int8's speed-up over fp32 and its agreement with fp32. It also
+and label agreement with PyTorch eager; then one summary line per reduced-precision engine and image size
+(`448x448, 1 caller: openvino bf16 speed-up over onnxruntime fp32 4.31x, labels = fp32 99.62%`), each engine's
+construction and first-call time, and OpenVINO's compiled-model cache across two fresh processes. It also
 times FAISS against numpy for the meta-point assignment. Weights are random (no real weights exist here):
 the timings are real, the labels are not meaningful.
 """
@@ -116,14 +120,21 @@ def run_worker(args) -> None:
     else:
         from runtime import Segmenter
 
-        segmenter = Segmenter(args.bundle, backend="onnxruntime", device="cpu", precision=args.precision,
+        start = time.perf_counter()
+        segmenter = Segmenter(args.bundle, backend=args.backend, device="cpu", precision=args.precision,
                               assignment=args.assignment)
+        result["construct_s"] = time.perf_counter() - start
         fn = lambda image: segmenter.segment(image).labels  # noqa: E731
         result["describe"] = segmenter.describe()
         assert "torch" not in sys.modules, "the runtime imported torch"
+        if args.construct_only:
+            Path(args.out).write_text(json.dumps(result))
+            return
     labels = {}
     for key, image in images.items():
+        start = time.perf_counter()
         labels[key] = fn(image)  # warm-up (thread pools, allocator, shape-specialised kernels)
+        result.setdefault("first_call_ms", {})[key] = 1e3 * (time.perf_counter() - start)
         for callers, calls in plan[key]:
             reset_peak_rss()
             result["timings"][f"{key}/{callers}"] = time_calls(fn, image, callers, calls)
@@ -200,7 +211,7 @@ def make_bundle(checkpoint: Path, out: Path, int8: bool, fast: bool) -> Path:
     cmd = [sys.executable, "-m", "export.cli", "--checkpoint", str(checkpoint), "--out", str(out), "--vocab",
            str(vocab)]
     cmd += ["--int8"] if int8 else []
-    cmd += ["--calib-limit", "2", "--parity-windows", "2"] if fast else []  # ViT-B on 2 cores: keep the export short
+    cmd += ["--calib-limit", "8", "--parity-windows", "2"] if fast else []  # ViT-B on 2 cores: 16 calibration windows
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     if proc.returncode != 0:
         raise SystemExit(f"mgca-export failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
@@ -264,16 +275,91 @@ def gemm_rate(kind: str, m: int = 1570, k: int = 768, n: int = 3072, repeats: in
     return 2 * m * k * n / float(np.median(samples)) / 1e9
 
 
+def openvino_gemm_rate(precision: str, m: int = 1570, k: int = 768, n: int = 3072, repeats: int = 5) -> float | None:
+    """G(FL)OP/s of OpenVINO's CPU MatMul at `precision` ("bf16"), the MLP's shape; None without OpenVINO or
+    without native bf16 (the bf16 floor then is not shown)."""
+    from runtime.openvino_engine import cpu_capabilities
+
+    if "BF16" not in cpu_capabilities():
+        return None
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    rng = np.random.default_rng(0)
+    param = ops.parameter([m, k], np.float32, name="a")
+    weight = ops.constant(rng.standard_normal((k, n), dtype=np.float32))
+    model = ov.Model([ops.matmul(param, weight, False, False)], [param])
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision,
+                                                      "PERFORMANCE_HINT": "LATENCY"})
+    request, a = compiled.create_infer_request(), rng.standard_normal((m, k), dtype=np.float32)
+    request.infer({0: a})
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        request.infer({0: a})
+        samples.append(time.perf_counter() - start)
+    return 2 * m * k * n / float(np.median(samples)) / 1e9
+
+
 def floor_ms_per_window(checkpoint: Path, window: int) -> dict[str, float]:
     """The least time one window could take here: its FLOPs at the measured GEMM rate (all of them GEMM-bound)."""
     gflop = window_gflop(checkpoint, window)
     rates = {kind: gemm_rate(kind) for kind in ("fp32", "u8s8")}
-    return {"gflop": gflop, "fp32_gflops": rates["fp32"], "int8_gops": rates["u8s8"],
-            "fp32": 1e3 * gflop / rates["fp32"], "int8": 1e3 * gflop / rates["u8s8"]}
+    bf16 = openvino_gemm_rate("bf16") if openvino_precisions(False) else None
+    return {"gflop": gflop, "fp32_gflops": rates["fp32"], "int8_gops": rates["u8s8"], "bf16_gflops": bf16 or 0.0,
+            "fp32": 1e3 * gflop / rates["fp32"], "int8": 1e3 * gflop / rates["u8s8"],
+            "bf16": 1e3 * gflop / bf16 if bf16 else float("nan")}
+
+
+def openvino_precisions(int8: bool) -> list[str]:
+    """The OpenVINO rows this machine can run: fp32, bf16 where native, int8 with an int8 export."""
+    from runtime.openvino_engine import cpu_capabilities, openvino_available
+
+    if not openvino_available():
+        return []
+    return ["fp32", *(["bf16"] if "BF16" in cpu_capabilities() else []), *(["int8"] if int8 else [])]
+
+
+def summary_lines(results: dict, plan: dict) -> list[str]:
+    """Per image size, 1 caller: each reduced-precision engine's speed-up over onnxruntime fp32 and its label
+    agreement with it, one line each, in the form a check reads:
+    `448x448, 1 caller: openvino bf16 speed-up over onnxruntime fp32 4.31x, labels = fp32 99.62%`."""
+    base = results["runtime fp32 ORT"]
+    lines = []
+    for key in plan:
+        for name, res in results.items():
+            if not name.startswith("runtime ") or name == "runtime fp32 ORT":
+                continue
+            precision, engine = name.split()[1:3]
+            engine = {"ORT": "onnxruntime", "OpenVINO": "openvino"}[engine]
+            speed = base["timings"][f"{key}/1"]["median_ms"] / res["timings"][f"{key}/1"]["median_ms"]
+            agree = agreement(res["labels"], base["labels"])[key]
+            lines.append(f"{key}, 1 caller: {engine} {precision} speed-up over onnxruntime fp32 {speed:.2f}x, "
+                         f"labels = fp32 {100 * agree:.2f}%")
+    return lines
+
+
+def cache_check(bundle: Path, images: Path, work: Path) -> str:
+    """OpenVINO's compiled-model cache across processes: construct a bf16 (else fp32) Segmenter twice in fresh
+    processes with $MGCA_OPENVINO_CACHE on an empty folder; the second loads the cached blob."""
+    precision = "bf16" if "bf16" in openvino_precisions(False) else "fp32"
+    cache = work / "ov-cache"
+    import shutil
+
+    shutil.rmtree(cache, ignore_errors=True)
+    times = []
+    for run in (1, 2):
+        out = work / f"construct-{run}.json"
+        res = spawn("runtime", bundle, images, {}, out, backend="openvino", precision=precision, construct_only=True,
+                    env={"MGCA_OPENVINO_CACHE": str(cache)})
+        times.append(res["construct_s"])
+    return (f"OpenVINO {precision} compiled-model cache ($MGCA_OPENVINO_CACHE): Segmenter construction "
+            f"{times[0]:.2f} s in a first process (compiles, writes the cache), {times[1]:.2f} s in a second "
+            f"(loads it)")
 
 
 # ---------------------------------------------------------------------------------------------- main
-def spawn(worker: str, bundle: Path, images: Path, plan: dict, out: Path, **extra) -> dict:
+def spawn(worker: str, bundle: Path, images: Path, plan: dict, out: Path, env: dict | None = None, **extra) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", worker, "--bundle", str(bundle), "--images",
            str(images),
            "--plan", json.dumps(plan), "--out", str(out)]
@@ -282,7 +368,8 @@ def spawn(worker: str, bundle: Path, images: Path, plan: dict, out: Path, **extr
             cmd.append(f"--{key.replace('_', '-')}")
         elif value not in (None, False):
             cmd += [f"--{key.replace('_', '-')}", str(value)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(cmd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
     if proc.returncode != 0:
         raise SystemExit(f"worker {worker} {extra} failed:\n{proc.stderr[-3000:]}")
     return json.loads(out.read_text())
@@ -310,12 +397,15 @@ def bench_model(label: str, arch: str, work: Path, plan: dict, int8: bool, assig
         make_bundle(checkpoint, bundle, int8, fast=arch != "mgca-tiny")
     setup_s = time.time() - t0
     engines = [("PyTorch eager", "torch", {"checkpoint": checkpoint})]
-    engines.append(("runtime fp32 ORT", "runtime", {"precision": "fp32", "assign_bench": assign_bench}))
+    engines.append(("runtime fp32 ORT", "runtime", {"backend": "onnxruntime", "precision": "fp32",
+                                                    "assign_bench": assign_bench}))
     if int8:
-        engines.append(("runtime int8 ORT", "runtime", {"precision": "int8"}))
+        engines.append(("runtime int8 ORT", "runtime", {"backend": "onnxruntime", "precision": "int8"}))
+    for precision in openvino_precisions(int8):
+        engines.append((f"runtime {precision} OpenVINO", "runtime", {"backend": "openvino", "precision": precision}))
     results = {}
     for name, worker, extra in engines:
-        out = work / f"{label}-{worker}-{extra.get('precision', 'eager')}.json"
+        out = work / f"{label}-{worker}-{extra.get('backend', 'torch')}-{extra.get('precision', 'eager')}.json"
         results[name] = spawn(worker, bundle, image_path, plan, out, **extra)
         results[name]["labels"] = out.with_suffix(".npz")
     torch_res = results["PyTorch eager"]
@@ -329,7 +419,7 @@ def bench_model(label: str, arch: str, work: Path, plan: dict, int8: bool, assig
                 t = results[name]["timings"][f"{key}/{callers}"]
                 ref = torch_res["timings"][f"{key}/{callers}"]
                 agree = agreement(results[name]["labels"], torch_res["labels"])[key]
-                floor = floors["int8" if "int8" in name else "fp32"] * windows[key]
+                floor = floors["int8" if "int8" in name else "bf16" if "bf16" in name else "fp32"] * windows[key]
                 rows.append([key, str(windows[key]), str(callers), name, f"{t['median_ms']:.0f}", f"{t['p90_ms']:.0f}",
                              f"{t['images_per_s']:.2f}", f"{t['median_ms'] / ref['median_ms']:.2f}x",
                              f"{t['median_ms'] / megapixels:.0f}",
@@ -344,16 +434,17 @@ def bench_model(label: str, arch: str, work: Path, plan: dict, int8: bool, assig
                  f"GEMM rate of onnxruntime here, fp32 {floors['fp32_gflops']:.0f} GFLOP/s -> {floors['fp32']:.0f} ms, "
                  f"int8 {floors['int8_gops']:.0f} GOP/s -> {floors['int8']:.0f} ms (QLinearMatMul U8S8, MLAS's x86 "
                  f"int8 kernel; GEMM shape 1570 x 768 x 3072; int8 / fp32 GEMM rate "
-                 f"{floors['int8_gops'] / floors['fp32_gflops']:.2f}x)")
+                 f"{floors['int8_gops'] / floors['fp32_gflops']:.2f}x)"
+                 + (f"; bf16 {floors['bf16_gflops']:.0f} GFLOP/s (OpenVINO MatMul) -> {floors['bf16']:.0f} ms"
+                    if floors["bf16_gflops"] else ""))
     lines.append(fmt_table(rows, ["image", "windows", "callers", "engine", "median ms", "p90 ms", "img/s",
                                   "latency / torch", "ms / MP", "x floor", "peak RSS MiB", "labels = torch"]))
-    for key in plan:
-        if "runtime int8 ORT" in results:
-            f32 = results["runtime fp32 ORT"]["timings"][f"{key}/1"]["median_ms"]
-            i8 = results["runtime int8 ORT"]["timings"][f"{key}/1"]["median_ms"]
-            agree = agreement(results["runtime int8 ORT"]["labels"], results["runtime fp32 ORT"]["labels"])[key]
-            lines.append(f"{key}, 1 caller: int8 speed-up over fp32 {f32 / i8:.2f}x, labels int8 = fp32 "
-                         f"{100 * agree:.2f}%")
+    lines.extend(summary_lines(results, plan))
+    lines.append("first call (compile, shape-specialised kernels) and construction: " + "; ".join(
+        f"{name} construct {res['construct_s']:.1f} s, first {min(plan, key=len)} call "
+        f"{res['first_call_ms'][min(plan, key=len)]:.0f} ms" for name, res in results.items() if "construct_s" in res))
+    if openvino_precisions(False):
+        lines.append(cache_check(bundle, image_path, work))
     lines.append("peak RSS: of each engine's process during that row alone (VmHWM reset before it); torch never "
                  "imported by the runtime processes: "
                  + ", ".join(f"{name} {'yes' if not res['torch_imported'] else 'NO'}" for name, res in results.items()
@@ -388,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    parser.add_argument("--backend", default="onnxruntime", help=argparse.SUPPRESS)
+    parser.add_argument("--construct-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--assignment", default="auto", help=argparse.SUPPRESS)
     parser.add_argument("--assign-bench", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
