@@ -68,7 +68,10 @@ def _is_image(name: str) -> bool:
 
 
 def _rel(path: Path, base: Path) -> str:
-    return path.relative_to(base).with_suffix("").as_posix()
+    """The output name of `path` (no suffix): its place below `base`, or its bare name when it lies outside. Both are
+    normalised first, so `..` in a list line or a glob never reaches the output path."""
+    file, folder = Path(os.path.abspath(path)), Path(os.path.abspath(base))
+    return (file.relative_to(folder) if file.is_relative_to(folder) else Path(file.name)).with_suffix("").as_posix()
 
 
 def _list_uri(uri: str) -> list[ImageTask]:
@@ -116,8 +119,7 @@ def _list_one(item: str) -> list[ImageTask]:
         if missing:
             raise BatchInputError(f"{missing[0]} (listed in {path}) does not exist ({len(missing)} missing); fix the "
                                   "list")
-        return [ImageTask(p, _rel(Path(p), path.parent) if Path(p).is_relative_to(path.parent) else Path(p).stem)
-                for p in files]
+        return [ImageTask(p, _rel(Path(p), path.parent)) for p in files]
     raise BatchInputError(f"{item} is not an image ({', '.join(IMAGE_SUFFIXES)}), a folder, a glob or a list of "
                           f"images ({', '.join(LIST_SUFFIXES)}); check the path")
 
@@ -174,6 +176,26 @@ class BatchOutput:
 
     def overlay_path(self, task: ImageTask) -> Path:
         return self.folder / "overlays" / f"{task.rel}.png"
+
+    def paths(self, task: ImageTask) -> tuple[Path, ...]:
+        """Every file a run writes for `task`."""
+        return (self.label_path(task),) + ((self.overlay_path(task),) if self.overlay is not None else ())
+
+    def check_targets(self, tasks: Sequence[ImageTask]) -> None:
+        """Before any work: every output path of `tasks` resolves (links and `..` followed) inside the output folder
+        and to none of the input files; else a one-line OutputPathError, with nothing written yet."""
+        root = self.folder.resolve()
+        inputs = {Path(task.source).resolve(): task.source for task in tasks if not _is_uri(task.source)}
+        for task in tasks:
+            for path in self.paths(task):
+                real = path.resolve()
+                if real in inputs:
+                    raise OutputPathError(f"the output {path} of {task.source} is the input file {inputs[real]}; it "
+                                          "would be overwritten: choose an --out outside the inputs")
+                if not real.is_relative_to(root):
+                    raise OutputPathError(f"the output of {task.source} would be written to {real}, outside --out "
+                                          f"{self.folder} (a link inside it leads out): remove the link or choose "
+                                          "another --out")
 
     def done(self, task: ImageTask) -> bool:
         """Finished by an earlier run: its label PNG (and overlay, when asked for) exist, written atomically."""
@@ -319,9 +341,10 @@ def _prepare(tasks: Sequence[ImageTask], output: BatchOutput, summary: Path | No
     summary = summary or output.folder / "summary.csv"
     if summary.suffix not in (".csv", ".parquet"):
         raise OutputPathError(f"summary {summary} must end in .csv or .parquet")
+    todo = [task for task in tasks if not output.done(task)]
+    output.check_targets(todo)
     if output.overwrite:
         output.log_path.unlink(missing_ok=True)
-    todo = [task for task in tasks if not output.done(task)]
     return RunLog.open(output.log_path), todo, summary
 
 

@@ -57,6 +57,13 @@ def torch_predictor(model, embeddings: np.ndarray, classes=CLASSES, **overrides)
     return predictor
 
 
+def one_line_error(code: int, err: str, expected_code: int = 2) -> str:
+    """The error line of a CLI run (beside the random-init CLIP warning of the frozen tiny model and skip notes)."""
+    lines = [line for line in err.strip().splitlines() if not line.startswith(("warning: CLIP", "skipped "))]
+    assert code == expected_code and "Traceback" not in err and len(lines) == 1 and ": error: " in lines[0], err
+    return lines[0]
+
+
 def torch_stubs(folder: Path) -> Path:
     """Packages named torch/torchvision/open_clip whose import fails: put first on PYTHONPATH, they make
     PyTorch unimportable for any interpreter or console script started with that environment."""

@@ -16,17 +16,10 @@ from PIL import Image
 from mgca.cli import eval as eval_cli
 from mgca.cli import segment as segment_cli
 
-from .support import EVAL_SMALL, blocky_image, subprocess_env, torch_stubs
+from .support import EVAL_SMALL, blocky_image, one_line_error, subprocess_env, torch_stubs
 
 FROZEN = ["--decoder", "none", "--arch", "mgca-tiny", "--templates", "plain", *EVAL_SMALL]
 SEGMENT_CLASSES = "cat,dog,road,sky"
-
-
-def one_line_error(code: int, err: str, expected_code: int = 2) -> str:
-    """The error line (beside the random-init CLIP warning of the frozen tiny model)."""
-    lines = [line for line in err.strip().splitlines() if not line.startswith(("warning: CLIP", "skipped "))]
-    assert code == expected_code and "Traceback" not in err and len(lines) == 1 and ": error: " in lines[0], err
-    return lines[0]
 
 
 # ------------------------------------------------------------------------------------------------ labelled folders
