@@ -35,7 +35,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .errors import MgcaError, OutputPathError, RuntimeInputError, one_line
-from .files import atomic_path, check_writable_dir, same_file
+from .files import atomic_path, check_writable_dir, check_writable_file
 from .image_files import IMAGE_SUFFIXES, open_rgb
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
@@ -197,24 +197,12 @@ class BatchOutput:
                                           f"{self.folder} (a link inside it leads out): remove the link or choose "
                                           "another --out")
 
-    def done(self, task: ImageTask) -> bool:
-        """Finished by an earlier run: its label PNG (and overlay, when asked for) exist, written atomically."""
-        return not self.overwrite and self.label_path(task).is_file() and (
-            self.overlay is None or self.overlay_path(task).is_file())
-
-    def discard(self, task: ImageTask) -> str:
-        """Remove an earlier run's label PNG, then overlay, of `task` (a redo failed: they would pass for its result).
-
-        The label goes first, as it marks the image done; each is one unlink, so a file is either whole or gone.
-        A path that is the input itself is never removed. Returns '' or why a file could not be removed."""
-        for path in (self.label_path(task), self.overlay_path(task)):
-            if not _is_uri(task.source) and same_file(path, Path(task.source)):
-                continue
-            try:
-                path.unlink(missing_ok=True)
-            except OSError as err:
-                return f"; its earlier output {path} could not be removed ({err.strerror or type(err).__name__})"
-        return ""
+    def done(self, task: ImageTask, row: dict[str, Any] | None) -> bool:
+        """Finished by an earlier run: its label PNG (and overlay, when asked for) exist, written atomically, and its
+        last log `row`, if any, says ok (an image with no row lost its log line between the two writes)."""
+        if self.overwrite or not all(path.is_file() for path in self.paths(task)):
+            return False
+        return row is None or row.get("status") == "ok"
 
     @property
     def log_path(self) -> Path:
@@ -251,14 +239,14 @@ def _row(task: ImageTask, output: BatchOutput, status: str, error: str = "", siz
 
 def segment_file(task: ImageTask, predict: PredictFn, output: BatchOutput) -> dict[str, Any]:
     """Read, segment and write one image; its summary row. A bad image (any MgcaError) is an error row, not a
-    crash; with `overwrite`, an earlier run's outputs of it are removed, so none is left looking current."""
+    crash; an earlier run's outputs of it stay as they were (only a new output replaces one), and its error row
+    keeps them from counting as done."""
     start = time.perf_counter()
     try:
         image = read_image(task.source)
         labels = np.asarray(predict(image))
     except MgcaError as err:
-        error = one_line(err) + (output.discard(task) if output.overwrite else "")
-        return _row(task, output, "error", error, seconds=time.perf_counter() - start)
+        return _row(task, output, "error", one_line(err), seconds=time.perf_counter() - start)
     write_png(output.label_path(task), Image.fromarray(labels.astype(label_dtype(len(output.class_names)))))
     if output.overlay is not None:
         write_png(output.overlay_path(task), output.overlay(image, labels))
@@ -336,27 +324,30 @@ class BatchReport:
                 f"{self.seconds:.1f} s; summary {self.summary}")
 
 
-def _prepare(tasks: Sequence[ImageTask], output: BatchOutput, summary: Path | None):
+def _prepare(tasks: Sequence[ImageTask], output: BatchOutput,
+             summary: Path | None) -> tuple[RunLog, list[ImageTask], Path]:
+    """Everything checked before any image is read (the folder, the summary path, where every output goes):
+    (log, images to do, summary)."""
     check_writable_dir(output.folder, "--out")
     summary = summary or output.folder / "summary.csv"
     if summary.suffix not in (".csv", ".parquet"):
         raise OutputPathError(f"summary {summary} must end in .csv or .parquet")
-    todo = [task for task in tasks if not output.done(task)]
+    check_writable_file(summary, "the summary", inputs=tuple(t.source for t in tasks if not _is_uri(t.source)))
+    log = RunLog.open(output.log_path)
+    todo = [task for task in tasks if not output.done(task, log.rows.get(task.source))]
     output.check_targets(todo)
-    if output.overwrite:
-        output.log_path.unlink(missing_ok=True)
-    return RunLog.open(output.log_path), todo, summary
+    return log, todo, summary
 
 
 def _finish(tasks: Sequence[ImageTask], output: BatchOutput, log: RunLog, summary: Path, done: int, skipped: int,
             failed: list[dict[str, Any]], start: float) -> BatchReport:
-    rows = []
+    rows, columns = [], summary_columns(output)
     for task in tasks:
         row = log.rows.get(task.source)
         if row is None and output.label_path(task).is_file():  # done, but its log line was lost
             row = _row_from_labels(task, output)
         if row is not None:
-            rows.append(row)
+            rows.append({key: row.get(key) for key in columns})
     write_summary(summary, rows)
     return BatchReport(done, skipped, failed, summary, time.perf_counter() - start)
 

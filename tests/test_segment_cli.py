@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from mgca.cli import segment as segment_cli
@@ -65,3 +66,43 @@ def test_a_link_out_of_out_is_refused_before_any_work(bundle, tmp_path, capsys):
     err = one_line_error(segment([tmp_path / "in"], tmp_path / "out", bundle), capsys.readouterr().err)
     assert "outside --out" in err and "remove the link" in err
     assert not list(elsewhere.iterdir())
+
+
+# ------------------------------------------------------------------------------------------------ item 2: --overwrite
+
+def three_photos(folder: Path) -> Path:
+    for index in range(3):
+        photo(folder / f"img{index}.png", index)
+    return folder
+
+
+@pytest.mark.parametrize("ray", [False, True])
+def test_overwrite_with_a_bad_setting_keeps_every_earlier_result(bundle, tmp_path, capsys, ray):
+    """The issue's case: `--overwrite --background-threshold 7` (with --ray) left 0 of 3 labels and wrote none."""
+    photos, out = three_photos(tmp_path / "photos"), tmp_path / "out"
+    assert segment([photos], out, bundle, "--overlays") == 0
+    before = files_below(out)
+    code = segment([photos], out, bundle, "--overlays", "--overwrite", "--background-threshold", "7",
+                   *(["--ray", "--actors", "1"] if ray else []))
+    assert "background_threshold must be a number in [0, 1]" in one_line_error(code, capsys.readouterr().err)
+    assert files_below(out) == before
+
+
+def test_a_failed_redo_keeps_its_old_output_but_not_as_done(tmp_path, bundle, capsys):
+    """--overwrite never deletes: an image that fails now keeps its earlier outputs (only a new output replaces one),
+    its summary row says error, and the next run retries it instead of counting it done."""
+    photos, out = three_photos(tmp_path / "photos"), tmp_path / "out"
+    assert segment([photos], out, bundle, "--overlays") == 0
+    old = files_below(out)
+    broken = b"\x89PNG\r\n\x1a\n not an image any more"
+    (photos / "img1.png").write_bytes(broken)
+    assert segment([photos], out, bundle, "--overlays", "--overwrite") == 1
+    assert "1 of 3 images could not be segmented" in capsys.readouterr().err
+    for name in ("labels/img1.png", "overlays/img1.png"):
+        assert (out / name).read_bytes() == old[name]
+    assert not list(out.rglob("*.tmp")) and (photos / "img1.png").read_bytes() == broken
+    rows = {Path(row["image"]).name: row for row in summary_rows(out / "summary.csv")}
+    assert rows["img1.png"]["status"] == "error" and rows["img1.png"]["labels"] == ""
+    assert rows["img0.png"]["status"] == rows["img2.png"]["status"] == "ok"
+    assert segment([photos], out, bundle, "--overlays") == 1  # no --overwrite: the failed one is tried again
+    assert "0 images segmented, 2 already done, 1 failed" in capsys.readouterr().out
