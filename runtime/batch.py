@@ -37,10 +37,12 @@ from tqdm import tqdm
 from .errors import MgcaError, OutputPathError, RuntimeInputError, one_line
 from .files import atomic_path, check_writable_dir, check_writable_file
 from .image_files import IMAGE_SUFFIXES, open_rgb
+from .output_record import OutputRecord, check_record, fingerprint, write_record
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 OverlayFn = Callable[[np.ndarray, np.ndarray], Image.Image]  # (image, labels) -> picture
 LOG_NAME = ".segment-log.jsonl"
+PRODUCER_KEY = "producer"  # in each log row: the fingerprint of the producer that made (or failed) it
 GLOB_CHARS = "*?["
 LIST_SUFFIXES = (".txt", ".lst")
 
@@ -170,6 +172,12 @@ class BatchOutput:
     class_names: tuple[str, ...]  # in label order ("background" first when a threshold decides it)
     overlay: OverlayFn | None = None
     overwrite: bool = False
+    producer: dict[str, Any] = field(default_factory=dict)  # what else made the labels: settings, model hashes
+
+    @property
+    def record_producer(self) -> dict[str, Any]:
+        """The producer the folder's record holds (`runtime.output_record`): the classes and `producer`."""
+        return {"classes": list(self.class_names), **self.producer}
 
     def label_path(self, task: ImageTask) -> Path:
         return self.folder / "labels" / f"{task.rel}.png"
@@ -197,12 +205,15 @@ class BatchOutput:
                                           f"{self.folder} (a link inside it leads out): remove the link or choose "
                                           "another --out")
 
-    def done(self, task: ImageTask, row: dict[str, Any] | None) -> bool:
-        """Finished by an earlier run: its label PNG (and overlay, when asked for) exist, written atomically, and its
-        last log `row`, if any, says ok (an image with no row lost its log line between the two writes)."""
+    def done(self, task: ImageTask, row: dict[str, Any] | None, record: OutputRecord) -> bool:
+        """Finished under this producer by an earlier run: its label PNG (and overlay, when asked for) exist, written
+        atomically, and its last log `row` says ok under this producer; an image with no row counts only when no
+        earlier producer's outputs may remain (its log line was lost between the two writes)."""
         if self.overwrite or not all(path.is_file() for path in self.paths(task)):
             return False
-        return row is None or row.get("status") == "ok"
+        if row is not None:
+            return row.get("status") == "ok" and row.get(PRODUCER_KEY) == record.fingerprint
+        return not record.mixed
 
     @property
     def log_path(self) -> Path:
@@ -325,22 +336,39 @@ class BatchReport:
 
 
 def _prepare(tasks: Sequence[ImageTask], output: BatchOutput,
-             summary: Path | None) -> tuple[RunLog, list[ImageTask], Path]:
-    """Everything checked before any image is read (the folder, the summary path, where every output goes):
-    (log, images to do, summary)."""
+             summary: Path | None) -> tuple[RunLog, list[ImageTask], Path, OutputRecord]:
+    """Everything checked before any image is read (the folder, the summary path, the folder's record of what made
+    its outputs, where every output goes), then this run's record written: (log, images to do, summary, record)."""
     check_writable_dir(output.folder, "--out")
     summary = summary or output.folder / "summary.csv"
     if summary.suffix not in (".csv", ".parquet"):
         raise OutputPathError(f"summary {summary} must end in .csv or .parquet")
     check_writable_file(summary, "the summary", inputs=tuple(t.source for t in tasks if not _is_uri(t.source)))
     log = RunLog.open(output.log_path)
-    todo = [task for task in tasks if not output.done(task, log.rows.get(task.source))]
+    has_outputs = bool(log.rows) or any((output.folder / "labels").rglob("*.png"))
+    record = check_record(output.folder, output.record_producer, output.overwrite, has_outputs)
+    todo = [task for task in tasks if not output.done(task, log.rows.get(task.source), record)]
     output.check_targets(todo)
-    return log, todo, summary
+    write_record(output.folder, record)
+    return log, todo, summary, record
 
 
-def _finish(tasks: Sequence[ImageTask], output: BatchOutput, log: RunLog, summary: Path, done: int, skipped: int,
-            failed: list[dict[str, Any]], start: float) -> BatchReport:
+def _settle(output: BatchOutput, log: RunLog, record: OutputRecord) -> None:
+    """After an --overwrite with new settings: clear `mixed` once every label and overlay in the folder belongs to
+    an ok log row of this producer (no earlier producer's output is left)."""
+    if not record.mixed:
+        return
+    current = {row.get("labels") for row in log.rows.values()
+               if row.get("status") == "ok" and row.get(PRODUCER_KEY) == record.fingerprint}
+    for kind in ("labels", "overlays"):
+        for path in (output.folder / kind).rglob("*.png"):
+            if f"labels/{path.relative_to(output.folder / kind).as_posix()}" not in current:
+                return
+    write_record(output.folder, OutputRecord(record.producer))
+
+
+def _finish(tasks: Sequence[ImageTask], output: BatchOutput, log: RunLog, summary: Path, record: OutputRecord,
+            done: int, skipped: int, failed: list[dict[str, Any]], start: float) -> BatchReport:
     rows, columns = [], summary_columns(output)
     for task in tasks:
         row = log.rows.get(task.source)
@@ -349,17 +377,20 @@ def _finish(tasks: Sequence[ImageTask], output: BatchOutput, log: RunLog, summar
         if row is not None:
             rows.append({key: row.get(key) for key in columns})
     write_summary(summary, rows)
+    _settle(output, log, record)
     return BatchReport(done, skipped, failed, summary, time.perf_counter() - start)
 
 
 def _consume(rows: Iterable[dict[str, Any]], output: BatchOutput, log: RunLog, total: int, progress: bool,
              desc: str) -> tuple[int, list[dict[str, Any]]]:
-    """Log every finished image's row (plain Python values, the summary's column order); count them."""
+    """Log every finished image's row (plain Python values, the summary's column order, and the producer's
+    fingerprint); count them."""
     done, failed, columns = 0, [], summary_columns(output)
+    producer = fingerprint(output.record_producer)
     with tqdm(total=total, desc=desc, unit="img", disable=not progress, file=sys.stderr) as bar:
         for row in rows:
             row = {key: row[key].item() if hasattr(row[key], "item") else row[key] for key in columns}
-            log.append(row)
+            log.append({**row, PRODUCER_KEY: producer})
             if row["status"] == "ok":
                 done += 1
             else:
@@ -373,10 +404,10 @@ def run_local(tasks: Sequence[ImageTask], predict: PredictFn, output: BatchOutpu
               progress: bool = True) -> BatchReport:
     """Segment every image not done yet, one after another in this process."""
     start = time.perf_counter()
-    log, todo, summary = _prepare(tasks, output, summary)
+    log, todo, summary, record = _prepare(tasks, output, summary)
     done, failed = _consume((segment_file(task, predict, output) for task in todo), output, log, len(todo),
                             progress, "segment")
-    return _finish(tasks, output, log, summary, done, len(tasks) - len(todo), failed, start)
+    return _finish(tasks, output, log, summary, record, done, len(tasks) - len(todo), failed, start)
 
 
 # ------------------------------------------------------------------------------------------------ Ray Data
@@ -423,7 +454,7 @@ def run_ray(tasks: Sequence[ImageTask], bundle: str, segmenter_args: dict[str, A
     except ImportError:
         raise MgcaError("--ray needs Ray Data: pip install 'mgca[ray]'") from None
     start = time.perf_counter()
-    log, todo, summary = _prepare(tasks, output, summary)
+    log, todo, summary, record = _prepare(tasks, output, summary)
     if not ray.is_initialized():
         ray.init(address=None if options.address in (None, "local") else options.address,
                  log_to_driver=False, include_dashboard=False)
@@ -442,7 +473,7 @@ def run_ray(tasks: Sequence[ImageTask], bundle: str, segmenter_args: dict[str, A
                                                             output))
         rows = labelled.iter_rows()
     done, failed = _consume(rows, output, log, len(todo), progress, f"segment (ray, {actors} actors)")
-    return _finish(tasks, output, log, summary, done, len(tasks) - len(todo), failed, start)
+    return _finish(tasks, output, log, summary, record, done, len(tasks) - len(todo), failed, start)
 
 
 __all__ = ["BatchInputError", "BatchOutput", "BatchReport", "ImageTask", "RayOptions", "RunLog", "SegmenterActor",

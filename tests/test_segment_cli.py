@@ -106,3 +106,55 @@ def test_a_failed_redo_keeps_its_old_output_but_not_as_done(tmp_path, bundle, ca
     assert rows["img0.png"]["status"] == rows["img2.png"]["status"] == "ok"
     assert segment([photos], out, bundle, "--overlays") == 1  # no --overwrite: the failed one is tried again
     assert "0 images segmented, 2 already done, 1 failed" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------ item 3: the record
+
+@pytest.mark.parametrize("change, needle", [
+    (["--classes", "cat,dog,road,sky,tree"], "classes: cat,dog,road,sky -> cat,dog,road,sky,tree"),
+    (["--background-threshold", "0.5"], "classes: cat,dog,road,sky -> background,cat,dog,road,sky"),
+    (["--units", "4"], "settings.units: 9 -> 4"),
+])
+def test_a_rerun_with_other_settings_is_refused_in_one_line(bundle, tmp_path, capsys, change, needle):
+    """The issue's case: another class list (or a background) crashed at the end with a raw ValueError, and the
+    images done before kept the old class list's labels, counted as done."""
+    photos, out = three_photos(tmp_path / "photos"), tmp_path / "out"
+    assert segment([photos], out, bundle) == 0
+    before = files_below(out)
+    classes = change[1] if change[0] == "--classes" else CLASSES
+    code = segment([photos], out, bundle, *([] if change[0] == "--classes" else change), classes=classes)
+    err = one_line_error(code, capsys.readouterr().err)
+    assert needle in err and "--overwrite" in err and "another --out" in err, err
+    assert files_below(out) == before
+
+
+def test_an_interrupted_overwrite_with_new_classes_never_mixes(bundle, tmp_path, monkeypatch, capsys):
+    from runtime.output_record import read_record
+    from runtime.segmenter import Segmenter
+
+    photos, out = three_photos(tmp_path / "photos"), tmp_path / "out"
+    assert segment([photos], out, bundle) == 0
+    original, calls = Segmenter.segment, []
+
+    def interrupted(self, *args, **kwargs):  # Ctrl-C during the 2nd image of the redo
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "segment", interrupted)
+    assert segment([photos], out, bundle, "--overwrite", classes="cat,dog") == 130
+    monkeypatch.setattr(Segmenter, "segment", original)
+    assert read_record(out).mixed  # two labels of the old classes are still there
+    capsys.readouterr()
+    assert segment([photos], out, bundle, classes="cat,dog") == 0  # resumes the redo: the old ones are not done
+    assert "2 images segmented, 1 already done, 0 failed" in capsys.readouterr().out
+    record = read_record(out)
+    assert not record.mixed and record.producer["classes"] == ["cat", "dog"]
+    rows = summary_rows(out / "summary.csv")
+    assert len(rows) == 3 and all(row["status"] == "ok" for row in rows)
+    assert [key for key in rows[0] if key.startswith("area:")] == ["area:cat", "area:dog"]
+    fresh = tmp_path / "fresh"
+    assert segment([photos], fresh, bundle, classes="cat,dog") == 0
+    assert {k: v for k, v in files_below(out).items() if k.startswith("labels/")} == {
+        k: v for k, v in files_below(fresh).items() if k.startswith("labels/")}

@@ -192,8 +192,8 @@ def run_folder(args: argparse.Namespace, classes):
     shown = _shown(args, classes)
     overlay = functools.partial(render_overlay, class_names=shown,
                                 background_index=0 if args.background_threshold is not None else None)
-    predict, _ = _predict(args, classes)  # with --ray too: every setting is checked before any work
-    output = BatchOutput(out, tuple(shown), overlay if args.overlays else None, args.overwrite)
+    predict, producer = _predict(args, classes)  # with --ray too: every setting is checked before any work
+    output = BatchOutput(out, tuple(shown), overlay if args.overlays else None, args.overwrite, producer)
     summary = Path(args.summary) if args.summary else None
     if args.ray:
         options = RayOptions(None if args.ray == "local" else args.ray, args.actors, args.actor_cpus, args.actor_gpus)
