@@ -2,11 +2,16 @@
 what a rerun may reuse, and the one-line errors of issue 29."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from mgca.cli import segment as segment_cli
@@ -158,3 +163,61 @@ def test_an_interrupted_overwrite_with_new_classes_never_mixes(bundle, tmp_path,
     assert segment([photos], fresh, bundle, classes="cat,dog") == 0
     assert {k: v for k, v in files_below(out).items() if k.startswith("labels/")} == {
         k: v for k, v in files_below(fresh).items() if k.startswith("labels/")}
+
+
+# ------------------------------------------------------------------------------------------------ property: confinement
+
+TREE = ["a/p0.png", "a/b/p1.png", "c/p2.png", "c/d/p3.png", "p4.png"]
+ITEMS = [  # inputs as users write them: relative, absolute (ABS/), with '..', through links, globs and lists
+    "a", "ABS/a", "a/b/../b", "c/../a", "lc", "ABS/lc/d", "a/*.png", "*/../c/*.png", "ABS/c/**/*.png", "p4.png",
+    "lf.png", "a/b/../../c/p2.png", "LIST",
+]
+LINES = ["../../a/p0.png", "../../c/d/p3.png", "ABS/c/p2.png", "sub/../../../p4.png", "../../lc/d/p3.png",
+         "../../lf.png", "../../../root/a/b/p1.png"]  # lines of lists/deep/list.txt
+OUTS = ["out", "ABS/out2", "a/out", "lc/out", "c/../out3"]
+
+
+def _tree_state(root: Path) -> dict[str, bytes | str]:
+    """Every file's bytes and every link's target below `root` (links not followed)."""
+    state: dict[str, bytes | str] = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(folder) / name
+            key = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                state[key] = "-> " + os.readlink(path)
+            elif path.is_file():
+                state[key] = path.read_bytes()
+    return state
+
+
+@example(items=["LIST"], lines=["../../a/p0.png", "../../c/d/p3.png"], out="out", overlays=False)  # the issue's
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(items=st.lists(st.sampled_from(ITEMS), min_size=1, max_size=3, unique=True),
+       lines=st.lists(st.sampled_from(LINES), min_size=1, max_size=3, unique=True),
+       out=st.sampled_from(OUTS), overlays=st.booleans())
+def test_every_output_lands_inside_out_and_no_input_changes(bundle, items, lines, out, overlays):
+    with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
+        root = Path(scratch).resolve() / "root"
+        for index, name in enumerate(TREE):
+            photo(root / name, index)
+        (root / "lc").symlink_to(root / "c")  # a linked folder
+        (root / "lf.png").symlink_to(root / "a" / "b" / "p1.png")  # a linked file
+        (root / "lists" / "deep").mkdir(parents=True)
+        os.chdir(root)
+
+        def fill(text: str) -> str:
+            return text.replace("ABS/", f"{root}/").replace("LIST", "lists/deep/list.txt")
+
+        (root / "lists" / "deep" / "list.txt").write_text("".join(fill(line) + "\n" for line in lines))
+
+        before = _tree_state(root)
+        target = (root / fill(out)).resolve()
+        for _ in range(2):  # a first run and a rerun into the same --out
+            code = segment([fill(item) for item in items], Path(fill(out)), bundle,
+                           *(["--overlays"] if overlays else []))
+            assert code in (0, 2)
+        after = _tree_state(root)
+        assert all(after.get(key) == value for key, value in before.items())  # no input's bytes (or link) changed
+        written = [key for key in after if key not in before]
+        assert all((root / key).resolve().is_relative_to(target) for key in written), written
