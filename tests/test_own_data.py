@@ -125,8 +125,8 @@ def test_background_modes_and_prompts(tmp_path):
     ignore = open_folder(FolderSource(classes, root, background="ignore"))
     assert ignore.spec.classes == ("cat", "dog") and not ignore.spec.with_background
     np.testing.assert_array_equal(ignore[0].label, np.array([[255, 0, 1, 255]] * 4))
-    with pytest.raises(DatasetError, match=r"holds label id\(s\) \[255\] .* not the ignore index 2"):
-        open_folder(FolderSource(classes, root, ignore_index=2))[0]  # with another void id, 255 is unknown
+    with pytest.raises(DatasetError, match=r"holds label id\(s\) \[255\] .* not the ignore index 7"):
+        open_folder(FolderSource(classes, root, ignore_index=7))[0]  # with another void id, 255 is unknown
 
 
 def test_prompts_are_embedded_verbatim(tiny_model):

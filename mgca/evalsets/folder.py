@@ -112,6 +112,7 @@ def folder_spec(source: FolderSource, title: str) -> DatasetSpec:
     if source.background != "none" and len(names) < 2:
         raise DatasetError(f"--background {source.background} takes the first class of {source.classes} as "
                            "background; list it and at least one other class")
+    _check_ignore_index(source, names)
     palette = read_palette(source.palette, names, source.ignore_index) if source.palette else None
     ignore = source.background == "ignore"
     return DatasetSpec(
@@ -119,6 +120,20 @@ def folder_spec(source: FolderSource, title: str) -> DatasetSpec:
         background_threshold=FOLDER_BACKGROUND_THRESHOLD if source.background == "threshold" else None,
         reduce_zero_label=ignore, rgb_palette=palette, class_prompts=prompts[1:] if ignore else prompts,
         class_source=f"class file {source.classes}")
+
+
+def _check_ignore_index(source: FolderSource, names: tuple[str, ...]) -> None:
+    """--ignore-index names void pixels in the masks' own ids, so it must be an id no class has: else a class would
+    silently never be scored (with --background ignore, 0 would even stand for the next class after the shift)."""
+    index = source.ignore_index
+    if index >= len(names):
+        return
+    if source.background == "ignore" and index == 0:
+        raise DatasetError("--background ignore already leaves id 0 (the first class, background) out of the score; "
+                           "drop --ignore-index 0, or give the id your masks use for unlabelled pixels (default 255)")
+    raise DatasetError(f"--ignore-index {index} is the id of class {names[index]!r} in {source.classes}, which would "
+                       "never be scored; give the id your masks use for unlabelled pixels, one no class has (default "
+                       "255)")
 
 
 def open_folder(source: FolderSource) -> SegmentationDataset:
