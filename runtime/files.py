@@ -111,6 +111,24 @@ def check_writable_file(path: str | Path, what: str, inputs: tuple[str | Path, .
     return path
 
 
+NAME_MAX, PATH_MAX = 255, 4096  # bytes in one path component / a whole path, as Linux and macOS allow
+
+
+def is_existing_file(text: str) -> bool:
+    """Whether `text` names an existing file. A string that cannot be a path (empty, a NUL, a component or the whole
+    longer than the OS allows) is not one, decided without asking the OS, which would raise ENAMETOOLONG instead
+    of answering (an argument that is a file or an inline list, like --classes)."""
+    path = os.path.expanduser(text)
+    encoded = os.fsencode(path)
+    if not path or b"\0" in encoded or len(encoded) >= PATH_MAX or any(len(part) > NAME_MAX
+                                                                      for part in encoded.split(b"/")):
+        return False
+    try:
+        return os.path.isfile(path)
+    except (OSError, ValueError):
+        return False
+
+
 def same_file(a: Path, b: Path) -> bool:
     """Whether two paths name the same file (symlinks, `..` and hard links included)."""
     try:
@@ -122,4 +140,4 @@ def same_file(a: Path, b: Path) -> bool:
 
 
 __all__ = ["CREATE_MODE", "atomic_path", "atomic_write_bytes", "atomic_write_text", "file_sha256",
-           "check_writable_dir", "check_writable_file", "same_file"]
+           "check_writable_dir", "check_writable_file", "is_existing_file", "same_file"]

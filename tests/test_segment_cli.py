@@ -221,3 +221,21 @@ def test_every_output_lands_inside_out_and_no_input_changes(bundle, items, lines
         assert all(after.get(key) == value for key, value in before.items())  # no input's bytes (or link) changed
         written = [key for key in after if key not in before]
         assert all((root / key).resolve().is_relative_to(target) for key in written), written
+
+
+# ------------------------------------------------------------------------------------------------ item 7: --classes
+
+def test_a_long_inline_class_list_is_a_list_not_a_path(tmp_path):
+    """The issue's case: 40 names (629 characters) were tried as a path first: raw OSError File name too long."""
+    names = [f"class number {index} of the long list" for index in range(40)]
+    classes = segment_cli.parse_classes(",".join(names))
+    assert list(classes.names) == names
+    (tmp_path / "classes.txt").write_text("cat\ndog\n")
+    assert segment_cli.parse_classes(str(tmp_path / "classes.txt")).names == ("cat", "dog")  # a file is still a file
+
+
+def test_a_long_string_given_as_a_class_file_is_one_line():
+    from mgca.prompts import VocabularyFileError, read_class_file
+
+    with pytest.raises(VocabularyFileError, match="does not exist; give a text file"):
+        read_class_file("x" * 600)

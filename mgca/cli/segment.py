@@ -50,8 +50,9 @@ def parse_classes(text: str):
     duplicates and empties are an error, not a guess."""
     from mgca.config import ConfigError
     from mgca.prompts import ClassList, read_class_file
+    from runtime.files import is_existing_file
 
-    if Path(text).expanduser().is_file():
+    if is_existing_file(text):  # a long inline list is no path: never handed to the OS
         return read_class_file(text)
     names = [name.strip() for name in text.split(",")]
     if not names or any(not n for n in names) or len(set(names)) != len(names):
