@@ -77,7 +77,7 @@ def read_class_file(path: str | Path, what: str = "class file") -> ClassList:
         raise VocabularyFileError(f"{what} {path} does not exist; give a text file with one class name per line")
     path = Path(path).expanduser()
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark is no part of a name
     except (OSError, UnicodeDecodeError) as err:
         raise VocabularyFileError(f"{what} {path} is not readable UTF-8 text ({type(err).__name__})") from None
     names, prompts = [], []

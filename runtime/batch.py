@@ -112,7 +112,7 @@ def _list_one(item: str) -> list[ImageTask]:
         return [ImageTask(str(path), path.stem)]
     if path.is_file() and path.suffix.lower() in LIST_SUFFIXES:  # one image path a line, relative to the list
         try:
-            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+            lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]  # BOM dropped
         except (OSError, UnicodeDecodeError) as err:
             raise BatchInputError(f"list file {path} is not readable UTF-8 text ({type(err).__name__})") from None
         files = [p if Path(p).is_absolute() or _is_uri(p) else str(path.parent / p)

@@ -239,3 +239,16 @@ def test_a_long_string_given_as_a_class_file_is_one_line():
 
     with pytest.raises(VocabularyFileError, match="does not exist; give a text file"):
         read_class_file("x" * 600)
+
+
+# ------------------------------------------------------------------------------------------------ item 9: BOM
+
+def test_a_byte_order_mark_is_no_part_of_a_class_or_a_path(bundle, tmp_path, capsys):
+    """Notepad's UTF-8 starts files with U+FEFF: the engine path failed with "'\\ufeffcat' not in text cache"."""
+    photo(tmp_path / "photos" / "a.png")
+    (tmp_path / "classes.txt").write_text("\ufeffcat\ndog\n", encoding="utf-8")
+    (tmp_path / "list.txt").write_text("\ufeffphotos/a.png\n", encoding="utf-8")
+    code = segment([tmp_path / "list.txt"], tmp_path / "out", bundle, classes=str(tmp_path / "classes.txt"))
+    assert code == 0, capsys.readouterr().err
+    assert [key for key in summary_rows(tmp_path / "out" / "summary.csv")[0] if key.startswith("area:")] == [
+        "area:cat", "area:dog"]

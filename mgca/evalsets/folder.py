@@ -75,7 +75,7 @@ def read_palette(path: str | Path, names: tuple[str, ...], ignore_index: int) ->
     if not path.is_file():
         raise DatasetError(f"palette file {path} does not exist; write one 'name r g b' line per class")
     rows, colours = [], {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
         if not line.strip() or line.strip().startswith("#"):
             continue
         words = line.split()
