@@ -18,6 +18,7 @@ back-pressure. Torch-free: only numpy, Pillow and the runtime (plus ray and pyar
 from __future__ import annotations
 
 import csv
+import errno
 import glob
 import io
 import json
@@ -49,6 +50,18 @@ LIST_SUFFIXES = (".txt", ".lst")
 
 class BatchInputError(MgcaError, ValueError):
     """The images to segment cannot be listed (no such file, folder or glob; nothing in it; two with one name)."""
+
+
+class BatchWriteError(MgcaError):
+    """An output could not be written (a full disk, a read-only folder): the run stops; what it wrote is kept."""
+
+
+def _write_failure(what: str, err: OSError) -> BatchWriteError:
+    """One line: which file, why, and the fix (the caller adds what was written and how to resume)."""
+    full = err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    locked = err.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+    fix = "free some space" if full else "make it writable" if locked else "fix that"
+    return BatchWriteError(f"cannot write {what} ({err.strerror or type(err).__name__}): {fix}")
 
 
 @dataclass(frozen=True)
@@ -191,7 +204,8 @@ class BatchOutput:
 
     def check_targets(self, tasks: Sequence[ImageTask]) -> None:
         """Before any work: every output path of `tasks` resolves (links and `..` followed) inside the output folder
-        and to none of the input files; else a one-line OutputPathError, with nothing written yet."""
+        and to none of the input files, in folders that can be written (a read-only labels/ would fail mid-run);
+        else a one-line OutputPathError, with nothing written yet."""
         root = self.folder.resolve()
         inputs = {Path(task.source).resolve(): task.source for task in tasks if not _is_uri(task.source)}
         for task in tasks:
@@ -204,6 +218,9 @@ class BatchOutput:
                     raise OutputPathError(f"the output of {task.source} would be written to {real}, outside --out "
                                           f"{self.folder} (a link inside it leads out): remove the link or choose "
                                           "another --out")
+        folders = {_existing_folder(path.parent, self.folder) for task in tasks for path in self.paths(task)}
+        for folder in sorted(folder for folder in folders if folder is not None):
+            check_writable_dir(folder, "the output folder")  # after the checks above: never a test file outside
 
     def done(self, task: ImageTask, row: dict[str, Any] | None, record: OutputRecord) -> bool:
         """Finished under this producer by an earlier run: its label PNG (and overlay, when asked for) exist, written
@@ -218,6 +235,16 @@ class BatchOutput:
     @property
     def log_path(self) -> Path:
         return self.folder / LOG_NAME
+
+
+def _existing_folder(folder: Path, top: Path) -> Path | None:
+    """`folder`, or its nearest ancestor that exists (where the first missing folder will be made), up to `top`;
+    None when not even `top` exists."""
+    while not folder.exists():
+        if folder == top or folder == folder.parent:
+            return None
+        folder = folder.parent
+    return folder
 
 
 def label_dtype(num_classes: int) -> type:
@@ -258,9 +285,12 @@ def segment_file(task: ImageTask, predict: PredictFn, output: BatchOutput) -> di
         labels = np.asarray(predict(image))
     except MgcaError as err:
         return _row(task, output, "error", one_line(err), seconds=time.perf_counter() - start)
-    write_png(output.label_path(task), Image.fromarray(labels.astype(label_dtype(len(output.class_names)))))
-    if output.overlay is not None:
-        write_png(output.overlay_path(task), output.overlay(image, labels))
+    try:
+        write_png(output.label_path(task), Image.fromarray(labels.astype(label_dtype(len(output.class_names)))))
+        if output.overlay is not None:
+            write_png(output.overlay_path(task), output.overlay(image, labels))
+    except OSError as err:
+        raise _write_failure(f"the outputs of {task.source} in {output.folder}", err) from None
     return _row(task, output, "ok", size=labels.shape[:2], seconds=time.perf_counter() - start,
                 areas=class_areas(labels, output.class_names))
 
@@ -376,7 +406,11 @@ def _finish(tasks: Sequence[ImageTask], output: BatchOutput, log: RunLog, summar
             row = _row_from_labels(task, output)
         if row is not None:
             rows.append({key: row.get(key) for key in columns})
-    write_summary(summary, rows)
+    try:
+        write_summary(summary, rows)
+    except OSError as err:
+        raise BatchWriteError(f"{_write_failure(f'the summary {summary}', err)}, then run the same command again to "
+                              "write it (every image's outputs are written)") from None
     _settle(output, log, record)
     return BatchReport(done, skipped, failed, summary, time.perf_counter() - start)
 
@@ -388,15 +422,22 @@ def _consume(rows: Iterable[dict[str, Any]], output: BatchOutput, log: RunLog, t
     done, failed, columns = 0, [], summary_columns(output)
     producer = fingerprint(output.record_producer)
     with tqdm(total=total, desc=desc, unit="img", disable=not progress, file=sys.stderr) as bar:
-        for row in rows:
-            row = {key: row[key].item() if hasattr(row[key], "item") else row[key] for key in columns}
-            log.append({**row, PRODUCER_KEY: producer})
-            if row["status"] == "ok":
-                done += 1
-            else:
-                failed.append(row)
-                bar.write(f"skipped {row['image']}: {row['error']}", file=sys.stderr)
-            bar.update()
+        try:
+            for row in rows:
+                row = {key: row[key].item() if hasattr(row[key], "item") else row[key] for key in columns}
+                try:
+                    log.append({**row, PRODUCER_KEY: producer})
+                except OSError as err:
+                    raise _write_failure(f"the run log {log.path}", err) from None
+                if row["status"] == "ok":
+                    done += 1
+                else:
+                    failed.append(row)
+                    bar.write(f"skipped {row['image']}: {row['error']}", file=sys.stderr)
+                bar.update()
+        except BatchWriteError as err:
+            raise BatchWriteError(f"{err}, then run the same command again to resume: the {done} images segmented "
+                                  "before are written and kept") from None
     return done, failed
 
 

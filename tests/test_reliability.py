@@ -19,7 +19,7 @@ from PIL import Image
 
 from runtime import BundleError, RuntimeInputError, Segmenter, TextCacheError, VocabularyError
 
-from .support import EVAL_SMALL, REPO, blocky_image, torch_predictor
+from .support import EVAL_SMALL, REPO, as_unprivileged_user, blocky_image, torch_predictor
 
 ONNX_CPU = dict(backend="onnxruntime", device="cpu")
 
@@ -46,19 +46,6 @@ def edit_manifest(folder: Path, **changes) -> dict:
         node[leaf] = value
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return manifest
-
-
-@contextlib.contextmanager
-def as_unprivileged_user():
-    """File modes bind root only through an unprivileged effective uid: switch to nobody for the block."""
-    if os.geteuid() != 0:
-        yield
-        return
-    os.seteuid(65534)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
 
 
 @pytest.fixture

@@ -252,3 +252,42 @@ def test_a_byte_order_mark_is_no_part_of_a_class_or_a_path(bundle, tmp_path, cap
     assert code == 0, capsys.readouterr().err
     assert [key for key in summary_rows(tmp_path / "out" / "summary.csv")[0] if key.startswith("area:")] == [
         "area:cat", "area:dog"]
+
+
+# ------------------------------------------------------------------------------------------------ item 12: writes
+
+@pytest.mark.parametrize("summary, needle", [
+    ("notes.txt/summary.csv", "the folder of the summary"),  # found only after all the work, with a traceback
+    ("folder.csv", "is a folder; give a file path"),  # a raw IsADirectoryError
+])
+def test_a_bad_summary_path_is_refused_before_any_work(bundle, tmp_path, capsys, summary, needle):
+    photos = three_photos(tmp_path / "photos")
+    (tmp_path / "notes.txt").write_text("a file, not a folder\n")
+    (tmp_path / "folder.csv").mkdir()
+    code = segment([photos], tmp_path / "out", bundle, "--summary", str(tmp_path / summary))
+    assert needle in one_line_error(code, capsys.readouterr().err)
+    assert not (tmp_path / "out" / "labels").exists()
+
+
+@pytest.mark.parametrize("errno_, fix", [(28, "free some space"), (13, "make it writable")])
+def test_a_failed_write_stops_in_one_line_and_the_rerun_resumes(bundle, tmp_path, monkeypatch, capsys, errno_, fix):
+    """A full disk gave a raw OSError [Errno 28] (a read-only folder a PermissionError) in the middle of the run."""
+    import runtime.batch
+
+    photos, out = three_photos(tmp_path / "photos"), tmp_path / "out"
+    original, calls = runtime.batch.write_png, []
+
+    def failing(path, picture):  # the disk fills up at the 2nd image
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno_, os.strerror(errno_))
+        return original(path, picture)
+
+    monkeypatch.setattr(runtime.batch, "write_png", failing)
+    err = one_line_error(segment([photos], out, bundle), capsys.readouterr().err)
+    assert f"({os.strerror(errno_)}): {fix}, then run the same command again to resume" in err, err
+    assert "the 1 images segmented before are written and kept" in err
+    assert len(list((out / "labels").glob("*.png"))) == 1 and not list(out.rglob("*.tmp"))
+    monkeypatch.setattr(runtime.batch, "write_png", original)
+    assert segment([photos], out, bundle) == 0
+    assert "2 images segmented, 1 already done, 0 failed" in capsys.readouterr().out
