@@ -36,9 +36,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from .errors import MgcaError, OutputPathError, RuntimeInputError, one_line
-from .files import atomic_path, check_writable_dir, check_writable_file
+from .files import atomic_path, check_writable_dir, check_writable_file, remove_temporaries
 from .image_files import IMAGE_SUFFIXES, open_rgb
-from .output_record import OutputRecord, check_record, fingerprint, write_record
+from .output_record import OutputRecord, check_record, fingerprint, is_output_folder, write_record
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 OverlayFn = Callable[[np.ndarray, np.ndarray], Image.Image]  # (image, labels) -> picture
@@ -109,6 +109,20 @@ def _list_uri(uri: str) -> list[ImageTask]:
     return [ImageTask(f"{prefix}{path}", _rel(Path(path), Path(base))) for path in files]
 
 
+def _photos(files: Iterable[Path], base: Path) -> list[Path]:
+    """The image files among `files` (found below `base`), less those inside an earlier run's output folder below
+    `base` (one holding an output record): its label PNGs and overlays are no photos."""
+    outputs: dict[Path, bool] = {}
+
+    def in_output(folder: Path) -> bool:
+        if folder not in outputs:
+            inside = folder != base and folder != folder.parent and folder.is_relative_to(base)
+            outputs[folder] = inside and (is_output_folder(folder) or in_output(folder.parent))
+        return outputs[folder]
+
+    return [p for p in files if p.is_file() and _is_image(p.name) and not in_output(p.parent)]
+
+
 def _list_one(item: str) -> list[ImageTask]:
     if _is_uri(item):
         return _list_uri(item)
@@ -118,9 +132,9 @@ def _list_one(item: str) -> list[ImageTask]:
         magic = next(i for i, part in enumerate(parts) if any(c in part for c in GLOB_CHARS))
         base = Path(*parts[:magic]) if magic else Path(".")  # the output tree mirrors the tree below it
         files = sorted(Path(p) for p in glob.glob(os.path.expanduser(item), recursive=True))
-        return [ImageTask(str(p), _rel(p, base)) for p in files if p.is_file() and _is_image(p.name)]
+        return [ImageTask(str(p), _rel(p, base)) for p in _photos(files, base)]
     if path.is_dir():
-        return [ImageTask(str(p), _rel(p, path)) for p in sorted(path.rglob("*")) if p.is_file() and _is_image(p.name)]
+        return [ImageTask(str(p), _rel(p, path)) for p in _photos(sorted(path.rglob("*")), path)]
     if path.is_file() and _is_image(path.name):
         return [ImageTask(str(path), path.stem)]
     if path.is_file() and path.suffix.lower() in LIST_SUFFIXES:  # one image path a line, relative to the list
@@ -140,17 +154,25 @@ def _list_one(item: str) -> list[ImageTask]:
 
 
 def list_images(inputs: Sequence[str], exclude: str | Path | None = None) -> list[ImageTask]:
-    """Every image of the inputs (folders recursively, globs, list files, single images, URIs), in order, less those
-    below `exclude` (the output folder, when it lies inside an input folder); two images that would write the
-    same output are an error naming both."""
+    """Every image of the inputs (folders recursively, globs, list files, single images, URIs), in order, each file
+    once however it is reached (`x/../a.png` and `y/../a.png`, links), less those below `exclude` (the output
+    folder, when it lies inside an input folder); two images that would write the same output are an error naming
+    both."""
     tasks: list[ImageTask] = []
     skip = Path(exclude).expanduser().resolve() if exclude is not None else None
+    seen_files: set[str] = set()
     for item in inputs:
-        found = [task for task in _list_one(str(item))
-                 if skip is None or _is_uri(task.source) or not Path(task.source).resolve().is_relative_to(skip)]
+        found = 0
+        for task in _list_one(str(item)):
+            real = task.source if _is_uri(task.source) else str(Path(task.source).resolve())
+            if skip is not None and not _is_uri(real) and Path(real).is_relative_to(skip):
+                continue
+            found += 1
+            if real not in seen_files:
+                tasks.append(task)
+                seen_files.add(real)
         if not found:
             raise BatchInputError(f"{item} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        tasks += found
     seen: dict[str, str] = {}
     for task in tasks:
         if task.rel in seen:
@@ -379,6 +401,9 @@ def _prepare(tasks: Sequence[ImageTask], output: BatchOutput,
     record = check_record(output.folder, output.record_producer, output.overwrite, has_outputs)
     todo = [task for task in tasks if not output.done(task, log.rows.get(task.source), record)]
     output.check_targets(todo)
+    remove_temporaries(output.folder, recursive=False)  # what a killed run left: the summary's, the record's
+    for kind in ("labels", "overlays"):
+        remove_temporaries(output.folder / kind)
     write_record(output.folder, record)
     return log, todo, summary, record
 

@@ -291,3 +291,42 @@ def test_a_failed_write_stops_in_one_line_and_the_rerun_resumes(bundle, tmp_path
     monkeypatch.setattr(runtime.batch, "write_png", original)
     assert segment([photos], out, bundle) == 0
     assert "2 images segmented, 1 already done, 0 failed" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------ item 13: leftovers
+
+def test_a_killed_runs_temporary_files_are_cleaned_on_resume(bundle, tmp_path, capsys):
+    photos, out = three_photos(tmp_path / "photos"), tmp_path / "out"
+    assert segment([photos], out, bundle) == 0
+    (out / "labels" / "img2.png").unlink()
+    leftovers = [out / "labels" / ".img2.png.0a1b2c3d.tmp", out / ".summary.csv.99aa88bb.tmp"]
+    for path in leftovers:  # what kill -9 between the write and the rename leaves
+        path.write_bytes(b"half a png")
+    (out / "labels" / "notes.tmp").write_text("not ours\n")
+    assert segment([photos], out, bundle) == 0
+    assert "1 images segmented, 2 already done" in capsys.readouterr().out
+    assert not any(path.exists() for path in leftovers) and (out / "labels" / "notes.tmp").is_file()
+
+
+@pytest.mark.parametrize("inputs", [["*/../a.png"], ["x/../*.png", "y/../*.png"], ["a.png", "link.png"]])
+def test_one_image_reached_two_ways_is_segmented_once(bundle, tmp_path, monkeypatch, capsys, inputs):
+    monkeypatch.chdir(tmp_path)
+    photo(tmp_path / "a.png")
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    (tmp_path / "link.png").symlink_to(tmp_path / "a.png")
+    assert segment(inputs, tmp_path / "out", bundle) == 0, capsys.readouterr().err
+    assert "1 images segmented, 0 already done" in capsys.readouterr().out
+    assert [p.name for p in (tmp_path / "out" / "labels").rglob("*.png")] == ["a.png"]
+
+
+def test_an_earlier_output_folder_inside_the_input_is_not_read_as_photos(bundle, tmp_path, capsys):
+    """--out inside the input folder, then a run into another --out segmented the first run's label PNGs and
+    overlays: 9 labels from 3 photos."""
+    photos = three_photos(tmp_path / "photos")
+    assert segment([photos], photos / "seg", bundle, "--overlays") == 0
+    assert segment([photos], tmp_path / "other", bundle, "--overlays") == 0
+    assert sorted(p.name for p in (tmp_path / "other" / "labels").rglob("*.png")) == [
+        "img0.png", "img1.png", "img2.png"]
+    assert segment([f"{photos}/**/*.png"], tmp_path / "globbed", bundle) == 0  # globs skip it too
+    assert len(list((tmp_path / "globbed" / "labels").rglob("*.png"))) == 3
