@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.errors import MgcaError
+from runtime.files import is_existing_file
 
 from .config import ConfigError
 
@@ -72,11 +73,11 @@ class ClassList:
 def read_class_file(path: str | Path, what: str = "class file") -> ClassList:
     """One class a line, `name` or `name: prompt`; blank lines and '#' comments skipped; names must be distinct.
     `what` names the file in errors ("vocabulary file" for mgca-export --vocab)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
+    if not is_existing_file(str(path)):
         raise VocabularyFileError(f"{what} {path} does not exist; give a text file with one class name per line")
+    path = Path(path).expanduser()
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark is no part of a name
     except (OSError, UnicodeDecodeError) as err:
         raise VocabularyFileError(f"{what} {path} is not readable UTF-8 text ({type(err).__name__})") from None
     names, prompts = [], []

@@ -18,6 +18,7 @@ back-pressure. Torch-free: only numpy, Pillow and the runtime (plus ray and pyar
 from __future__ import annotations
 
 import csv
+import errno
 import glob
 import io
 import json
@@ -35,18 +36,32 @@ from PIL import Image
 from tqdm import tqdm
 
 from .errors import MgcaError, OutputPathError, RuntimeInputError, one_line
-from .files import atomic_path, check_writable_dir, same_file
+from .files import atomic_path, check_writable_dir, check_writable_file, remove_temporaries
 from .image_files import IMAGE_SUFFIXES, open_rgb
+from .output_record import OutputRecord, check_record, fingerprint, is_output_folder, write_record
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 OverlayFn = Callable[[np.ndarray, np.ndarray], Image.Image]  # (image, labels) -> picture
 LOG_NAME = ".segment-log.jsonl"
+PRODUCER_KEY = "producer"  # in each log row: the fingerprint of the producer that made (or failed) it
 GLOB_CHARS = "*?["
 LIST_SUFFIXES = (".txt", ".lst")
 
 
 class BatchInputError(MgcaError, ValueError):
     """The images to segment cannot be listed (no such file, folder or glob; nothing in it; two with one name)."""
+
+
+class BatchWriteError(MgcaError):
+    """An output could not be written (a full disk, a read-only folder): the run stops; what it wrote is kept."""
+
+
+def _write_failure(what: str, err: OSError) -> BatchWriteError:
+    """One line: which file, why, and the fix (the caller adds what was written and how to resume)."""
+    full = err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    locked = err.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+    fix = "free some space" if full else "make it writable" if locked else "fix that"
+    return BatchWriteError(f"cannot write {what} ({err.strerror or type(err).__name__}): {fix}")
 
 
 @dataclass(frozen=True)
@@ -68,7 +83,10 @@ def _is_image(name: str) -> bool:
 
 
 def _rel(path: Path, base: Path) -> str:
-    return path.relative_to(base).with_suffix("").as_posix()
+    """The output name of `path` (no suffix): its place below `base`, or its bare name when it lies outside. Both are
+    normalised first, so `..` in a list line or a glob never reaches the output path."""
+    file, folder = Path(os.path.abspath(path)), Path(os.path.abspath(base))
+    return (file.relative_to(folder) if file.is_relative_to(folder) else Path(file.name)).with_suffix("").as_posix()
 
 
 def _list_uri(uri: str) -> list[ImageTask]:
@@ -91,6 +109,20 @@ def _list_uri(uri: str) -> list[ImageTask]:
     return [ImageTask(f"{prefix}{path}", _rel(Path(path), Path(base))) for path in files]
 
 
+def _photos(files: Iterable[Path], base: Path) -> list[Path]:
+    """The image files among `files` (found below `base`), less those inside an earlier run's output folder below
+    `base` (one holding an output record): its label PNGs and overlays are no photos."""
+    outputs: dict[Path, bool] = {}
+
+    def in_output(folder: Path) -> bool:
+        if folder not in outputs:
+            inside = folder != base and folder != folder.parent and folder.is_relative_to(base)
+            outputs[folder] = inside and (is_output_folder(folder) or in_output(folder.parent))
+        return outputs[folder]
+
+    return [p for p in files if p.is_file() and _is_image(p.name) and not in_output(p.parent)]
+
+
 def _list_one(item: str) -> list[ImageTask]:
     if _is_uri(item):
         return _list_uri(item)
@@ -100,14 +132,14 @@ def _list_one(item: str) -> list[ImageTask]:
         magic = next(i for i, part in enumerate(parts) if any(c in part for c in GLOB_CHARS))
         base = Path(*parts[:magic]) if magic else Path(".")  # the output tree mirrors the tree below it
         files = sorted(Path(p) for p in glob.glob(os.path.expanduser(item), recursive=True))
-        return [ImageTask(str(p), _rel(p, base)) for p in files if p.is_file() and _is_image(p.name)]
+        return [ImageTask(str(p), _rel(p, base)) for p in _photos(files, base)]
     if path.is_dir():
-        return [ImageTask(str(p), _rel(p, path)) for p in sorted(path.rglob("*")) if p.is_file() and _is_image(p.name)]
+        return [ImageTask(str(p), _rel(p, path)) for p in _photos(sorted(path.rglob("*")), path)]
     if path.is_file() and _is_image(path.name):
         return [ImageTask(str(path), path.stem)]
     if path.is_file() and path.suffix.lower() in LIST_SUFFIXES:  # one image path a line, relative to the list
         try:
-            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+            lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]  # BOM dropped
         except (OSError, UnicodeDecodeError) as err:
             raise BatchInputError(f"list file {path} is not readable UTF-8 text ({type(err).__name__})") from None
         files = [p if Path(p).is_absolute() or _is_uri(p) else str(path.parent / p)
@@ -116,24 +148,31 @@ def _list_one(item: str) -> list[ImageTask]:
         if missing:
             raise BatchInputError(f"{missing[0]} (listed in {path}) does not exist ({len(missing)} missing); fix the "
                                   "list")
-        return [ImageTask(p, _rel(Path(p), path.parent) if Path(p).is_relative_to(path.parent) else Path(p).stem)
-                for p in files]
+        return [ImageTask(p, _rel(Path(p), path.parent)) for p in files]
     raise BatchInputError(f"{item} is not an image ({', '.join(IMAGE_SUFFIXES)}), a folder, a glob or a list of "
                           f"images ({', '.join(LIST_SUFFIXES)}); check the path")
 
 
 def list_images(inputs: Sequence[str], exclude: str | Path | None = None) -> list[ImageTask]:
-    """Every image of the inputs (folders recursively, globs, list files, single images, URIs), in order, less those
-    below `exclude` (the output folder, when it lies inside an input folder); two images that would write the
-    same output are an error naming both."""
+    """Every image of the inputs (folders recursively, globs, list files, single images, URIs), in order, each file
+    once however it is reached (`x/../a.png` and `y/../a.png`, links), less those below `exclude` (the output
+    folder, when it lies inside an input folder); two images that would write the same output are an error naming
+    both."""
     tasks: list[ImageTask] = []
     skip = Path(exclude).expanduser().resolve() if exclude is not None else None
+    seen_files: set[str] = set()
     for item in inputs:
-        found = [task for task in _list_one(str(item))
-                 if skip is None or _is_uri(task.source) or not Path(task.source).resolve().is_relative_to(skip)]
+        found = 0
+        for task in _list_one(str(item)):
+            real = task.source if _is_uri(task.source) else str(Path(task.source).resolve())
+            if skip is not None and not _is_uri(real) and Path(real).is_relative_to(skip):
+                continue
+            found += 1
+            if real not in seen_files:
+                tasks.append(task)
+                seen_files.add(real)
         if not found:
             raise BatchInputError(f"{item} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        tasks += found
     seen: dict[str, str] = {}
     for task in tasks:
         if task.rel in seen:
@@ -168,6 +207,12 @@ class BatchOutput:
     class_names: tuple[str, ...]  # in label order ("background" first when a threshold decides it)
     overlay: OverlayFn | None = None
     overwrite: bool = False
+    producer: dict[str, Any] = field(default_factory=dict)  # what else made the labels: settings, model hashes
+
+    @property
+    def record_producer(self) -> dict[str, Any]:
+        """The producer the folder's record holds (`runtime.output_record`): the classes and `producer`."""
+        return {"classes": list(self.class_names), **self.producer}
 
     def label_path(self, task: ImageTask) -> Path:
         return self.folder / "labels" / f"{task.rel}.png"
@@ -175,28 +220,53 @@ class BatchOutput:
     def overlay_path(self, task: ImageTask) -> Path:
         return self.folder / "overlays" / f"{task.rel}.png"
 
-    def done(self, task: ImageTask) -> bool:
-        """Finished by an earlier run: its label PNG (and overlay, when asked for) exist, written atomically."""
-        return not self.overwrite and self.label_path(task).is_file() and (
-            self.overlay is None or self.overlay_path(task).is_file())
+    def paths(self, task: ImageTask) -> tuple[Path, ...]:
+        """Every file a run writes for `task`."""
+        return (self.label_path(task),) + ((self.overlay_path(task),) if self.overlay is not None else ())
 
-    def discard(self, task: ImageTask) -> str:
-        """Remove an earlier run's label PNG, then overlay, of `task` (a redo failed: they would pass for its result).
+    def check_targets(self, tasks: Sequence[ImageTask]) -> None:
+        """Before any work: every output path of `tasks` resolves (links and `..` followed) inside the output folder
+        and to none of the input files, in folders that can be written (a read-only labels/ would fail mid-run);
+        else a one-line OutputPathError, with nothing written yet."""
+        root = self.folder.resolve()
+        inputs = {Path(task.source).resolve(): task.source for task in tasks if not _is_uri(task.source)}
+        for task in tasks:
+            for path in self.paths(task):
+                real = path.resolve()
+                if real in inputs:
+                    raise OutputPathError(f"the output {path} of {task.source} is the input file {inputs[real]}; it "
+                                          "would be overwritten: choose an --out outside the inputs")
+                if not real.is_relative_to(root):
+                    raise OutputPathError(f"the output of {task.source} would be written to {real}, outside --out "
+                                          f"{self.folder} (a link inside it leads out): remove the link or choose "
+                                          "another --out")
+        folders = {_existing_folder(path.parent, self.folder) for task in tasks for path in self.paths(task)}
+        for folder in sorted(folder for folder in folders if folder is not None):
+            check_writable_dir(folder, "the output folder")  # after the checks above: never a test file outside
 
-        The label goes first, as it marks the image done; each is one unlink, so a file is either whole or gone.
-        A path that is the input itself is never removed. Returns '' or why a file could not be removed."""
-        for path in (self.label_path(task), self.overlay_path(task)):
-            if not _is_uri(task.source) and same_file(path, Path(task.source)):
-                continue
-            try:
-                path.unlink(missing_ok=True)
-            except OSError as err:
-                return f"; its earlier output {path} could not be removed ({err.strerror or type(err).__name__})"
-        return ""
+    def done(self, task: ImageTask, row: dict[str, Any] | None, record: OutputRecord) -> bool:
+        """Finished under this producer by an earlier run: its label PNG (and overlay, when asked for) exist, written
+        atomically, and its last log `row` says ok under this producer; an image with no row counts only when no
+        earlier producer's outputs may remain (its log line was lost between the two writes)."""
+        if self.overwrite or not all(path.is_file() for path in self.paths(task)):
+            return False
+        if row is not None:
+            return row.get("status") == "ok" and row.get(PRODUCER_KEY) == record.fingerprint
+        return not record.mixed
 
     @property
     def log_path(self) -> Path:
         return self.folder / LOG_NAME
+
+
+def _existing_folder(folder: Path, top: Path) -> Path | None:
+    """`folder`, or its nearest ancestor that exists (where the first missing folder will be made), up to `top`;
+    None when not even `top` exists."""
+    while not folder.exists():
+        if folder == top or folder == folder.parent:
+            return None
+        folder = folder.parent
+    return folder
 
 
 def label_dtype(num_classes: int) -> type:
@@ -229,17 +299,20 @@ def _row(task: ImageTask, output: BatchOutput, status: str, error: str = "", siz
 
 def segment_file(task: ImageTask, predict: PredictFn, output: BatchOutput) -> dict[str, Any]:
     """Read, segment and write one image; its summary row. A bad image (any MgcaError) is an error row, not a
-    crash; with `overwrite`, an earlier run's outputs of it are removed, so none is left looking current."""
+    crash; an earlier run's outputs of it stay as they were (only a new output replaces one), and its error row
+    keeps them from counting as done."""
     start = time.perf_counter()
     try:
         image = read_image(task.source)
         labels = np.asarray(predict(image))
     except MgcaError as err:
-        error = one_line(err) + (output.discard(task) if output.overwrite else "")
-        return _row(task, output, "error", error, seconds=time.perf_counter() - start)
-    write_png(output.label_path(task), Image.fromarray(labels.astype(label_dtype(len(output.class_names)))))
-    if output.overlay is not None:
-        write_png(output.overlay_path(task), output.overlay(image, labels))
+        return _row(task, output, "error", one_line(err), seconds=time.perf_counter() - start)
+    try:
+        write_png(output.label_path(task), Image.fromarray(labels.astype(label_dtype(len(output.class_names)))))
+        if output.overlay is not None:
+            write_png(output.overlay_path(task), output.overlay(image, labels))
+    except OSError as err:
+        raise _write_failure(f"the outputs of {task.source} in {output.folder}", err) from None
     return _row(task, output, "ok", size=labels.shape[:2], seconds=time.perf_counter() - start,
                 areas=class_areas(labels, output.class_names))
 
@@ -314,44 +387,82 @@ class BatchReport:
                 f"{self.seconds:.1f} s; summary {self.summary}")
 
 
-def _prepare(tasks: Sequence[ImageTask], output: BatchOutput, summary: Path | None):
+def _prepare(tasks: Sequence[ImageTask], output: BatchOutput,
+             summary: Path | None) -> tuple[RunLog, list[ImageTask], Path, OutputRecord]:
+    """Everything checked before any image is read (the folder, the summary path, the folder's record of what made
+    its outputs, where every output goes), then this run's record written: (log, images to do, summary, record)."""
     check_writable_dir(output.folder, "--out")
     summary = summary or output.folder / "summary.csv"
     if summary.suffix not in (".csv", ".parquet"):
         raise OutputPathError(f"summary {summary} must end in .csv or .parquet")
-    if output.overwrite:
-        output.log_path.unlink(missing_ok=True)
-    todo = [task for task in tasks if not output.done(task)]
-    return RunLog.open(output.log_path), todo, summary
+    check_writable_file(summary, "the summary", inputs=tuple(t.source for t in tasks if not _is_uri(t.source)))
+    log = RunLog.open(output.log_path)
+    has_outputs = bool(log.rows) or any((output.folder / "labels").rglob("*.png"))
+    record = check_record(output.folder, output.record_producer, output.overwrite, has_outputs)
+    todo = [task for task in tasks if not output.done(task, log.rows.get(task.source), record)]
+    output.check_targets(todo)
+    remove_temporaries(output.folder, recursive=False)  # what a killed run left: the summary's, the record's
+    for kind in ("labels", "overlays"):
+        remove_temporaries(output.folder / kind)
+    write_record(output.folder, record)
+    return log, todo, summary, record
 
 
-def _finish(tasks: Sequence[ImageTask], output: BatchOutput, log: RunLog, summary: Path, done: int, skipped: int,
-            failed: list[dict[str, Any]], start: float) -> BatchReport:
-    rows = []
+def _settle(output: BatchOutput, log: RunLog, record: OutputRecord) -> None:
+    """After an --overwrite with new settings: clear `mixed` once every label and overlay in the folder belongs to
+    an ok log row of this producer (no earlier producer's output is left)."""
+    if not record.mixed:
+        return
+    current = {row.get("labels") for row in log.rows.values()
+               if row.get("status") == "ok" and row.get(PRODUCER_KEY) == record.fingerprint}
+    for kind in ("labels", "overlays"):
+        for path in (output.folder / kind).rglob("*.png"):
+            if f"labels/{path.relative_to(output.folder / kind).as_posix()}" not in current:
+                return
+    write_record(output.folder, OutputRecord(record.producer))
+
+
+def _finish(tasks: Sequence[ImageTask], output: BatchOutput, log: RunLog, summary: Path, record: OutputRecord,
+            done: int, skipped: int, failed: list[dict[str, Any]], start: float) -> BatchReport:
+    rows, columns = [], summary_columns(output)
     for task in tasks:
         row = log.rows.get(task.source)
         if row is None and output.label_path(task).is_file():  # done, but its log line was lost
             row = _row_from_labels(task, output)
         if row is not None:
-            rows.append(row)
-    write_summary(summary, rows)
+            rows.append({key: row.get(key) for key in columns})
+    try:
+        write_summary(summary, rows)
+    except OSError as err:
+        raise BatchWriteError(f"{_write_failure(f'the summary {summary}', err)}, then run the same command again to "
+                              "write it (every image's outputs are written)") from None
+    _settle(output, log, record)
     return BatchReport(done, skipped, failed, summary, time.perf_counter() - start)
 
 
 def _consume(rows: Iterable[dict[str, Any]], output: BatchOutput, log: RunLog, total: int, progress: bool,
              desc: str) -> tuple[int, list[dict[str, Any]]]:
-    """Log every finished image's row (plain Python values, the summary's column order); count them."""
+    """Log every finished image's row (plain Python values, the summary's column order, and the producer's
+    fingerprint); count them."""
     done, failed, columns = 0, [], summary_columns(output)
+    producer = fingerprint(output.record_producer)
     with tqdm(total=total, desc=desc, unit="img", disable=not progress, file=sys.stderr) as bar:
-        for row in rows:
-            row = {key: row[key].item() if hasattr(row[key], "item") else row[key] for key in columns}
-            log.append(row)
-            if row["status"] == "ok":
-                done += 1
-            else:
-                failed.append(row)
-                bar.write(f"skipped {row['image']}: {row['error']}", file=sys.stderr)
-            bar.update()
+        try:
+            for row in rows:
+                row = {key: row[key].item() if hasattr(row[key], "item") else row[key] for key in columns}
+                try:
+                    log.append({**row, PRODUCER_KEY: producer})
+                except OSError as err:
+                    raise _write_failure(f"the run log {log.path}", err) from None
+                if row["status"] == "ok":
+                    done += 1
+                else:
+                    failed.append(row)
+                    bar.write(f"skipped {row['image']}: {row['error']}", file=sys.stderr)
+                bar.update()
+        except BatchWriteError as err:
+            raise BatchWriteError(f"{err}, then run the same command again to resume: the {done} images segmented "
+                                  "before are written and kept") from None
     return done, failed
 
 
@@ -359,10 +470,10 @@ def run_local(tasks: Sequence[ImageTask], predict: PredictFn, output: BatchOutpu
               progress: bool = True) -> BatchReport:
     """Segment every image not done yet, one after another in this process."""
     start = time.perf_counter()
-    log, todo, summary = _prepare(tasks, output, summary)
+    log, todo, summary, record = _prepare(tasks, output, summary)
     done, failed = _consume((segment_file(task, predict, output) for task in todo), output, log, len(todo),
                             progress, "segment")
-    return _finish(tasks, output, log, summary, done, len(tasks) - len(todo), failed, start)
+    return _finish(tasks, output, log, summary, record, done, len(tasks) - len(todo), failed, start)
 
 
 # ------------------------------------------------------------------------------------------------ Ray Data
@@ -409,7 +520,7 @@ def run_ray(tasks: Sequence[ImageTask], bundle: str, segmenter_args: dict[str, A
     except ImportError:
         raise MgcaError("--ray needs Ray Data: pip install 'mgca[ray]'") from None
     start = time.perf_counter()
-    log, todo, summary = _prepare(tasks, output, summary)
+    log, todo, summary, record = _prepare(tasks, output, summary)
     if not ray.is_initialized():
         ray.init(address=None if options.address in (None, "local") else options.address,
                  log_to_driver=False, include_dashboard=False)
@@ -428,7 +539,7 @@ def run_ray(tasks: Sequence[ImageTask], bundle: str, segmenter_args: dict[str, A
                                                             output))
         rows = labelled.iter_rows()
     done, failed = _consume(rows, output, log, len(todo), progress, f"segment (ray, {actors} actors)")
-    return _finish(tasks, output, log, summary, done, len(tasks) - len(todo), failed, start)
+    return _finish(tasks, output, log, summary, record, done, len(tasks) - len(todo), failed, start)
 
 
 __all__ = ["BatchInputError", "BatchOutput", "BatchReport", "ImageTask", "RayOptions", "RunLog", "SegmenterActor",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,9 @@ from pathlib import Path
 from .errors import OutputPathError
 
 CREATE_MODE = 0o666  # minus the umask, by the kernel: what open(path, "w") gives
+
+
+TEMPORARY = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")  # the names _create_temporary gives: .NAME.<8 hex>.tmp
 
 
 def _create_temporary(folder: Path, name: str) -> Path:
@@ -55,6 +59,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_temporaries(folder: Path, recursive: bool = True) -> int:
+    """Remove the temporary files that writes killed before their rename (kill -9, power loss) left in `folder`
+    (and below it); how many. Only one run may write into a folder at a time: another's would go too."""
+    removed = 0
+    found = (folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp")) if folder.is_dir() else ()
+    for path in found:
+        if TEMPORARY.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def atomic_write_bytes(path: str | Path, data) -> Path:
@@ -111,6 +127,24 @@ def check_writable_file(path: str | Path, what: str, inputs: tuple[str | Path, .
     return path
 
 
+NAME_MAX, PATH_MAX = 255, 4096  # bytes in one path component / a whole path, as Linux and macOS allow
+
+
+def is_existing_file(text: str) -> bool:
+    """Whether `text` names an existing file. A string that cannot be a path (empty, a NUL, a component or the whole
+    longer than the OS allows) is not one, decided without asking the OS, which would raise ENAMETOOLONG instead
+    of answering (an argument that is a file or an inline list, like --classes)."""
+    path = os.path.expanduser(text)
+    encoded = os.fsencode(path)
+    if not path or b"\0" in encoded or len(encoded) >= PATH_MAX or any(len(part) > NAME_MAX
+                                                                      for part in encoded.split(b"/")):
+        return False
+    try:
+        return os.path.isfile(path)
+    except (OSError, ValueError):
+        return False
+
+
 def same_file(a: Path, b: Path) -> bool:
     """Whether two paths name the same file (symlinks, `..` and hard links included)."""
     try:
@@ -122,4 +156,4 @@ def same_file(a: Path, b: Path) -> bool:
 
 
 __all__ = ["CREATE_MODE", "atomic_path", "atomic_write_bytes", "atomic_write_text", "file_sha256",
-           "check_writable_dir", "check_writable_file", "same_file"]
+           "check_writable_dir", "check_writable_file", "is_existing_file", "remove_temporaries", "same_file"]

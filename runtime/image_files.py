@@ -3,8 +3,10 @@ calibration and parity images).
 
 Decoded in full here (Pillow decodes lazily, so a truncated file would otherwise fail later, far from its
 name), turned upright by its EXIF orientation tag (a phone photo stored sideways is labelled as it is shown,
-as OpenCV's `imread` and every viewer do), and converted to RGB. A file that cannot be read or decoded is a
-one-line ImageFileError naming it.
+as OpenCV's `imread` and every viewer do), and converted to RGB. Deep grey images are scaled to 8 bits, not clipped
+as Pillow's own conversion does: 16-bit (and 32-bit integer) values v become round(v / 257), so 0..65535 spans
+0..255; float values in [0, 1] are multiplied by 255, and floats outside [0, 1] are refused (no scale is right for
+all of them). A file that cannot be read or decoded is a one-line ImageFileError naming it.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ def open_rgb(source: str | Path | bytes, name: str | None = None) -> Image.Image
             with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
                 image.load()
                 upright = ImageOps.exif_transpose(image)
-                return upright.convert("RGB")
+                return to_8bit(upright, label).convert("RGB")
     except UnidentifiedImageError:
         raise ImageFileError(f"{label} is not an image file Pillow can read; convert it to JPEG or PNG, or remove "
                              "it") from None
@@ -42,9 +44,30 @@ def open_rgb(source: str | Path | bytes, name: str | None = None) -> Image.Image
                              "damaged or truncated: replace or remove it") from None
 
 
+def to_8bit(image: Image.Image, label: str = "image") -> Image.Image:
+    """`image` with 8-bit channels: 16-/32-bit integer grey ("I;16*", "I") scaled by 1/257, float grey ("F") in
+    [0, 1] by 255; 8-bit modes as they are. Other ranges are a one-line ImageFileError naming `label`."""
+    if not (image.mode.startswith("I") or image.mode == "F"):
+        return image
+    values = np.asarray(image).astype(np.float64)
+    finite = bool(np.isfinite(values).all())
+    lo, hi = (float(values.min()), float(values.max())) if finite else (float("nan"), float("nan"))
+    if image.mode == "F":
+        if not (finite and 0.0 <= lo and hi <= 1.0):
+            raise ImageFileError(f"{label} is a float image with values {lo:g}..{hi:g}; only floats in [0, 1] have a "
+                                 "known scale: save it as 8- or 16-bit")
+        scaled = values * 255.0
+    else:
+        if lo < 0 or hi > 65535:
+            raise ImageFileError(f"{label} is a 32-bit integer image with values {lo:g}..{hi:g}, outside 16 bits "
+                                 "(0..65535); save it as 8- or 16-bit")
+        scaled = values / 257.0
+    return Image.fromarray(np.rint(scaled).astype(np.uint8))  # 2-D uint8: mode L
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
     """H x W x 3 uint8 RGB pixels of an image file, upright (see `open_rgb`)."""
     return np.asarray(open_rgb(path))
 
 
-__all__ = ["open_rgb", "read_rgb", "DECODE_ERRORS", "IMAGE_SUFFIXES"]
+__all__ = ["open_rgb", "read_rgb", "to_8bit", "DECODE_ERRORS", "IMAGE_SUFFIXES"]

@@ -301,7 +301,7 @@ class Segmenter:
         return_scores: K x H x W class maps: cosines, or with background the groupvit scores / tcl masks.
         """
         text, names = self._classes(classes)
-        background_threshold = _check_threshold(background_threshold)
+        background_threshold = check_background_threshold(background_threshold)
         settings, os_ = self.settings, self.bundle.output_stride
         order = self.color_order if color_order is None else check_color_order(color_order)
         arrays, batched = self._images(images)
@@ -368,7 +368,7 @@ def _array_like(value: Any) -> bool:
     return isinstance(value, np.ndarray) or hasattr(value, "__array_interface__") or hasattr(value, "__array__")
 
 
-def _check_threshold(value: Any) -> float | None:
+def check_background_threshold(value: Any) -> float | None:
     """None, or a real number in [0, 1] as a float; anything else (a string, NaN, 1.5) is a RuntimeInputError."""
     if value is None:
         return None
@@ -379,4 +379,4 @@ def _check_threshold(value: Any) -> float | None:
     return float(value)
 
 
-__all__ = ["Segmenter", "Result"]
+__all__ = ["Segmenter", "Result", "check_background_threshold"]

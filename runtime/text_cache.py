@@ -104,13 +104,35 @@ def load_text_cache(path: str | Path, expected_text_sha256: str | None = None, e
 
 
 def check_class_names(names: Sequence[str], what: str) -> None:
-    """A one-line VocabularyError when a name repeats: label i is names[i], so a repeated name would have one
-    label that never appears."""
+    """A one-line VocabularyError when `names` is a plain string (it would split into one-letter classes), a name
+    is empty, or a name repeats: label i is names[i], so a repeated name would have one label that never appears."""
+    if isinstance(names, (str, bytes)):
+        raise VocabularyError(f"{what} must be a list of names, got the string {names!r}; pass [{names!r}] for one "
+                              "class")
+    empty = [index for index, name in enumerate(names) if not str(name).strip()]
+    if empty:
+        raise VocabularyError(f"{what}: name {empty[0]} is empty; give every class a name")
     seen: set[str] = set()
     repeated = [n for n in names if n in seen or seen.add(n)]  # type: ignore[func-returns-value]
     if repeated:
         shown = ", ".join(repr(n) for n in dict.fromkeys(repeated))
         raise VocabularyError(f"{what} repeat {shown}; give each class once (label i is the i-th class)")
+
+
+def check_distinct_embeddings(embeddings: np.ndarray, names: Sequence[str], where: str = "the vocabulary") -> None:
+    """A one-line VocabularyError when two classes have the same embedding: they could never be told apart. CLIP
+    reads the first 77 tokens of a prompt, so two long names that differ only after that come out identical."""
+    first: dict[bytes, str] = {}
+    for name, row in zip(names, np.ascontiguousarray(embeddings, dtype=np.float32), strict=True):
+        other = first.setdefault(row.tobytes(), name)
+        if other != name:
+            raise VocabularyError(f"{where}: classes {_shown(other)} and {_shown(name)} have identical text embeddings "
+                                  "(CLIP reads only the first 77 tokens of a prompt); make the names differ early, "
+                                  "or shorten them")
+
+
+def _shown(name: str, most: int = 40) -> str:
+    return repr(name if len(name) <= most else name[:most] + "...")
 
 
 def check_vocabulary(cache: TextCache, expected_text_sha256: str | None = None, expected_embed_dim: int | None = None,
@@ -127,12 +149,13 @@ def check_vocabulary(cache: TextCache, expected_text_sha256: str | None = None, 
     try:
         check_class_names(names, f"{where}: class names")
     except VocabularyError as err:
-        raise TextCacheError(f"{err}; rebuild it from a vocabulary without duplicates") from None
+        raise TextCacheError(f"{err}; rebuild it from a vocabulary of distinct, non-empty names") from None
     if not np.isfinite(embeddings).all():
         raise TextCacheError(f"{where} holds non-finite embeddings; rebuild it")
     norms = np.linalg.norm(embeddings.astype(np.float64), axis=1, keepdims=True)
     if (norms == 0).any():
         raise TextCacheError(f"{where}: the embedding of {names[int(np.argmin(norms[:, 0]))]!r} is zero; rebuild it")
+    check_distinct_embeddings(embeddings, names, where)
     rebuild = "rebuild it with `mgca-export text --checkpoint CKPT --vocab FILE`"
     made_with = cache.meta.get("text_sha256")
     vouched = cache.path is None and made_with is None  # bare arrays from the caller: nothing to compare
@@ -154,6 +177,8 @@ def make_text_cache(embeddings: np.ndarray, class_names: Sequence[str]) -> TextC
     """An in-memory cache from given embeddings, checked by `check_vocabulary` (no backbone hash to compare:
     the caller vouches for which CLIP made them)."""
     emb = np.array(embeddings, dtype=np.float32)  # a copy: TextCache freezes its array
+    if isinstance(class_names, (str, bytes)):
+        check_class_names(class_names, "class names")  # a plain string is refused, not split into letters
     names = tuple(str(c) for c in class_names)
     return check_vocabulary(TextCache(emb, names, (), {"format": TEXT_CACHE_FORMAT}))
 
@@ -202,4 +227,5 @@ def write_text_cache(path: str | Path, embeddings: np.ndarray, class_names: Sequ
 
 
 __all__ = ["TextCache", "load_text_cache", "make_text_cache", "check_vocabulary", "check_class_names",
+           "check_distinct_embeddings",
            "write_text_cache", "cache_meta", "MAKE_CACHE_HINT"]

@@ -1,6 +1,7 @@
 """Helpers the tests share (imported as `tests.support`; fixtures live in conftest.py)."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -55,6 +56,26 @@ def torch_predictor(model, embeddings: np.ndarray, classes=CLASSES, **overrides)
     predictor = SegmentationPredictor(model, InferenceConfig(**{**SETTINGS, **overrides}))
     predictor.set_class_embeddings(torch.from_numpy(np.array(embeddings)), list(classes))
     return predictor
+
+
+@contextlib.contextmanager
+def as_unprivileged_user():
+    """File modes bind root only through an unprivileged effective uid: switch to nobody for the block."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+
+
+def one_line_error(code: int, err: str, expected_code: int = 2) -> str:
+    """The error line of a CLI run (beside the random-init CLIP warning of the frozen tiny model and skip notes)."""
+    lines = [line for line in err.strip().splitlines() if not line.startswith(("warning: CLIP", "skipped "))]
+    assert code == expected_code and "Traceback" not in err and len(lines) == 1 and ": error: " in lines[0], err
+    return lines[0]
 
 
 def torch_stubs(folder: Path) -> Path:

@@ -16,17 +16,10 @@ from PIL import Image
 from mgca.cli import eval as eval_cli
 from mgca.cli import segment as segment_cli
 
-from .support import EVAL_SMALL, blocky_image, subprocess_env, torch_stubs
+from .support import EVAL_SMALL, blocky_image, one_line_error, subprocess_env, torch_stubs
 
 FROZEN = ["--decoder", "none", "--arch", "mgca-tiny", "--templates", "plain", *EVAL_SMALL]
 SEGMENT_CLASSES = "cat,dog,road,sky"
-
-
-def one_line_error(code: int, err: str, expected_code: int = 2) -> str:
-    """The error line (beside the random-init CLIP warning of the frozen tiny model)."""
-    lines = [line for line in err.strip().splitlines() if not line.startswith(("warning: CLIP", "skipped "))]
-    assert code == expected_code and "Traceback" not in err and len(lines) == 1 and ": error: " in lines[0], err
-    return lines[0]
 
 
 # ------------------------------------------------------------------------------------------------ labelled folders
@@ -132,8 +125,8 @@ def test_background_modes_and_prompts(tmp_path):
     ignore = open_folder(FolderSource(classes, root, background="ignore"))
     assert ignore.spec.classes == ("cat", "dog") and not ignore.spec.with_background
     np.testing.assert_array_equal(ignore[0].label, np.array([[255, 0, 1, 255]] * 4))
-    with pytest.raises(DatasetError, match=r"holds label id\(s\) \[255\] .* not the ignore index 2"):
-        open_folder(FolderSource(classes, root, ignore_index=2))[0]  # with another void id, 255 is unknown
+    with pytest.raises(DatasetError, match=r"holds label id\(s\) \[255\] .* not the ignore index 7"):
+        open_folder(FolderSource(classes, root, ignore_index=7))[0]  # with another void id, 255 is unknown
 
 
 def test_prompts_are_embedded_verbatim(tiny_model):

@@ -19,7 +19,7 @@ from PIL import Image
 
 from runtime import BundleError, RuntimeInputError, Segmenter, TextCacheError, VocabularyError
 
-from .support import EVAL_SMALL, REPO, blocky_image, torch_predictor
+from .support import EVAL_SMALL, REPO, as_unprivileged_user, blocky_image, torch_predictor
 
 ONNX_CPU = dict(backend="onnxruntime", device="cpu")
 
@@ -46,19 +46,6 @@ def edit_manifest(folder: Path, **changes) -> dict:
         node[leaf] = value
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return manifest
-
-
-@contextlib.contextmanager
-def as_unprivileged_user():
-    """File modes bind root only through an unprivileged effective uid: switch to nobody for the block."""
-    if os.geteuid() != 0:
-        yield
-        return
-    os.seteuid(65534)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
 
 
 @pytest.fixture
@@ -301,42 +288,6 @@ def test_an_unknown_template_set_is_one_line(tmp_path, capsys):
     one_line_exit_2(code, "\n".join(lines), "mgca-segment: error:", "template set 'nope'", "tcl")
     assert "Traceback" not in err
     assert not out.exists()
-
-
-def test_segment_overwrite_drops_the_stale_outputs_of_an_image_that_now_fails(tmp_path, capsys):
-    """--overwrite redoes every image; one that fails now must not keep the old label PNG / overlay as if current."""
-    import csv
-
-    from mgca.cli import segment as segment_cli
-
-    photos, out = tmp_path / "photos", tmp_path / "out"
-    photos.mkdir()
-    rng = np.random.default_rng(0)
-    for name in ("good", "bad"):
-        Image.fromarray(blocky_image(rng, 40, 60)).save(photos / f"{name}.png")
-    args = [str(photos), "--classes", "cat,dog", "--decoder", "none", "--short-side", "64", "--window", "64",
-            "--stride", "32", "--out", str(out), "--overlays", "--no-progress"]
-    assert segment_cli.main(args) == 0, capsys.readouterr().err
-    stale = [out / "labels" / "bad.png", out / "overlays" / "bad.png"]
-    assert all(path.is_file() for path in stale)
-    broken = b"\x89PNG\r\n\x1a\n not an image any more"
-    (photos / "bad.png").write_bytes(broken)
-    assert segment_cli.main([*args, "--overwrite"]) == 1
-    assert "1 of 2 images could not be segmented" in capsys.readouterr().err
-    assert not any(path.exists() for path in stale) and not list(out.rglob("*.tmp"))
-    assert (out / "labels" / "good.png").is_file() and (out / "overlays" / "good.png").is_file()
-    assert (photos / "bad.png").read_bytes() == broken  # the input is never touched
-    with open(out / "summary.csv", newline="") as handle:
-        rows = {Path(row["image"]).name: row for row in csv.DictReader(handle)}
-    assert rows["bad.png"]["status"] == "error" and rows["bad.png"]["labels"] == ""
-    assert rows["good.png"]["status"] == "ok"
-
-    from runtime.batch import BatchOutput, ImageTask
-
-    alias = out / "labels" / "good.png"  # an input that is (a link to) its own output is never removed
-    (tmp_path / "link.png").symlink_to(alias)
-    assert BatchOutput(out, ("cat", "dog"), overwrite=True).discard(ImageTask(str(tmp_path / "link.png"), "good")) == ""
-    assert alias.is_file() and not (out / "overlays" / "good.png").exists()
 
 
 # ---------------------------------------------------------------- 6, 13, 15. runtime input

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +35,9 @@ from .eval import (
     run_main,
 )
 
+if TYPE_CHECKING:
+    from runtime.batch import PredictFn
+
 
 class SomeImagesFailed(MgcaError):
     """The run finished, but some images could not be segmented (each is in the summary with its error)."""
@@ -45,8 +50,9 @@ def parse_classes(text: str):
     duplicates and empties are an error, not a guess."""
     from mgca.config import ConfigError
     from mgca.prompts import ClassList, read_class_file
+    from runtime.files import is_existing_file
 
-    if Path(text).expanduser().is_file():
+    if is_existing_file(text):  # a long inline list is no path: never handed to the OS
         return read_class_file(text)
     names = [name.strip() for name in text.split(",")]
     if not names or any(not n for n in names) or len(set(names)) != len(names):
@@ -98,28 +104,44 @@ def _single_image(args: argparse.Namespace) -> bool:
     return is_image and (args.out is None or Path(args.out).suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _torch_predict(args: argparse.Namespace, classes):
+def _torch_predict(args: argparse.Namespace, classes) -> tuple[PredictFn, dict]:
     from runtime.contract import DEFAULT_SETTINGS
+    from runtime.files import file_sha256
 
     args.units = DEFAULT_SETTINGS.units if args.units is None else args.units
     args.unit_scope = args.unit_scope or DEFAULT_SETTINGS.unit_scope
-    predictor, _ = build_predictor(apply_protocol(args), args.background_threshold)
+    predictor, model = build_predictor(apply_protocol(args), args.background_threshold)
     predictor.set_classes(classes.names, classes.prompts)
-    return predictor.predict
+    identity = {k: v for k, v in model.backbone.identity.to_dict().items() if k != "source"}  # not where it lies
+    checkpoint = file_sha256(args.checkpoint) if args.decoder == "checkpoint" and args.checkpoint else None
+    producer = {"prompts": list(classes.prompts), "settings": predictor.config.to_dict(),
+                "model": {"torch": identity, "decoder": args.decoder, "checkpoint_sha256": checkpoint}}
+    return predictor.predict, producer
 
 
-def _engine(args: argparse.Namespace, classes):
-    """The predict callable of a Segmenter of --engine (bundle, window and classes checked first)."""
+def _engine(args: argparse.Namespace, classes) -> tuple[PredictFn, dict]:
+    """The predict callable of a Segmenter of --engine (bundle, window, classes and threshold checked first)."""
+    from runtime.contract import MANIFEST_FILE
+    from runtime.files import file_sha256
+    from runtime.segmenter import check_background_threshold
+
     segmenter = open_engine(args, list(classes.names), "classes", "--vocab CLASSES.txt")
+    threshold = check_background_threshold(args.background_threshold)  # now, not on every image
+    text, _ = segmenter.vocabulary.select(list(classes.names))
+    producer = {"settings": {**segmenter.settings.to_dict(), "background_threshold": threshold},
+                "model": {"bundle_sha256": file_sha256(segmenter.bundle.path / MANIFEST_FILE),
+                          "backend": segmenter.backend, "precision": segmenter.precision,
+                          "text_sha256": hashlib.sha256(np.ascontiguousarray(text).tobytes()).hexdigest()}}
 
     def predict(image: np.ndarray) -> np.ndarray:
-        return segmenter.segment(image, list(classes.names), background_threshold=args.background_threshold).labels
+        return segmenter.segment(image, list(classes.names), background_threshold=threshold).labels
 
-    return predict
+    return predict, producer
 
 
-def _predict(args: argparse.Namespace, classes):
-    """labels = predict(image): the runtime on --engine, else PyTorch."""
+def _predict(args: argparse.Namespace, classes) -> tuple[PredictFn, dict]:
+    """(labels = predict(image), what makes them: settings and model hashes): the runtime on --engine, else
+    PyTorch."""
     return _engine(args, classes) if args.engine else _torch_predict(args, classes)
 
 
@@ -137,7 +159,7 @@ def run_one(args: argparse.Namespace, classes) -> Path:
     check_writable_file(out, "--out", inputs=(args.inputs[0],))  # before the model loads; never over the photo
     if args.labels_out:
         check_writable_file(args.labels_out, "--labels-out", inputs=(args.inputs[0], out))
-    labels = _predict(args, classes)(image)
+    labels = _predict(args, classes)[0](image)
     shown = _shown(args, classes)
     save_overlay(out, image, labels, shown, background_index=0 if args.background_threshold is not None else None)
     if args.labels_out:
@@ -171,9 +193,9 @@ def run_folder(args: argparse.Namespace, classes):
     shown = _shown(args, classes)
     overlay = functools.partial(render_overlay, class_names=shown,
                                 background_index=0 if args.background_threshold is not None else None)
-    output = BatchOutput(out, tuple(shown), overlay if args.overlays else None, args.overwrite)
+    predict, producer = _predict(args, classes)  # with --ray too: every setting is checked before any work
+    output = BatchOutput(out, tuple(shown), overlay if args.overlays else None, args.overwrite, producer)
     summary = Path(args.summary) if args.summary else None
-    predict = _predict(args, classes)  # with --ray too: the bundle and the classes are checked before any actor
     if args.ray:
         options = RayOptions(None if args.ray == "local" else args.ray, args.actors, args.actor_cpus, args.actor_gpus)
         report = run_ray(tasks, args.engine, engine_args(args), classes.names, args.background_threshold, output,

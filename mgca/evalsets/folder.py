@@ -75,7 +75,7 @@ def read_palette(path: str | Path, names: tuple[str, ...], ignore_index: int) ->
     if not path.is_file():
         raise DatasetError(f"palette file {path} does not exist; write one 'name r g b' line per class")
     rows, colours = [], {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
         if not line.strip() or line.strip().startswith("#"):
             continue
         words = line.split()
@@ -112,6 +112,7 @@ def folder_spec(source: FolderSource, title: str) -> DatasetSpec:
     if source.background != "none" and len(names) < 2:
         raise DatasetError(f"--background {source.background} takes the first class of {source.classes} as "
                            "background; list it and at least one other class")
+    _check_ignore_index(source, names)
     palette = read_palette(source.palette, names, source.ignore_index) if source.palette else None
     ignore = source.background == "ignore"
     return DatasetSpec(
@@ -119,6 +120,20 @@ def folder_spec(source: FolderSource, title: str) -> DatasetSpec:
         background_threshold=FOLDER_BACKGROUND_THRESHOLD if source.background == "threshold" else None,
         reduce_zero_label=ignore, rgb_palette=palette, class_prompts=prompts[1:] if ignore else prompts,
         class_source=f"class file {source.classes}")
+
+
+def _check_ignore_index(source: FolderSource, names: tuple[str, ...]) -> None:
+    """--ignore-index names void pixels in the masks' own ids, so it must be an id no class has: else a class would
+    silently never be scored (with --background ignore, 0 would even stand for the next class after the shift)."""
+    index = source.ignore_index
+    if index >= len(names):
+        return
+    if source.background == "ignore" and index == 0:
+        raise DatasetError("--background ignore already leaves id 0 (the first class, background) out of the score; "
+                           "drop --ignore-index 0, or give the id your masks use for unlabelled pixels (default 255)")
+    raise DatasetError(f"--ignore-index {index} is the id of class {names[index]!r} in {source.classes}, which would "
+                       "never be scored; give the id your masks use for unlabelled pixels, one no class has (default "
+                       "255)")
 
 
 def open_folder(source: FolderSource) -> SegmentationDataset:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from runtime.contract import CLIP_LOGIT_SCALE
-from runtime.text_cache import check_class_names
+from runtime.text_cache import check_class_names, check_distinct_embeddings
 
 from ..device import resolve_device
 from ..prompts import get_templates, template_average
@@ -67,10 +67,10 @@ class SegmentationPredictor:
     def set_classes(self, class_names: Sequence[str], prompts: Sequence[str | None] | None = None) -> None:
         """Embed the vocabulary with the configured templates, averaged as `mgca.prompts.template_average` says for
         the set (cached per vocabulary); `prompts[k]`, when given, is class k's own text instead of the templates."""
-        names = tuple(class_names)
-        if not names or any(not isinstance(n, str) or not n.strip() for n in names):
+        names = class_names if isinstance(class_names, (str, bytes)) else tuple(class_names)
+        check_class_names(names, "class names")  # a list of distinct, non-empty names (not a plain string)
+        if not names or any(not isinstance(n, str) for n in names):
             raise ValueError(f"class names must be a non-empty list of non-empty strings, got {list(names)!r}")
-        check_class_names(names, "class names")  # label i is names[i]: a repeated name would never be a label
         prompts = tuple(prompts) if prompts is not None else None
         key = (names, prompts, self.config.templates)
         if key not in self._text_cache:
@@ -84,6 +84,7 @@ class SegmentationPredictor:
         """Use precomputed (K, C) embeddings, e.g. from a text cache (re-normalised, moved to the device)."""
         if embeddings.ndim != 2 or embeddings.shape[0] != len(class_names):
             raise ValueError(f"embeddings {tuple(embeddings.shape)} do not match {len(class_names)} class names")
+        check_distinct_embeddings(embeddings.detach().float().cpu().numpy(), tuple(class_names), "class names")
         self.class_embeddings = F.normalize(embeddings.float(), dim=-1).to(self.device)
         self.class_names = tuple(class_names)
 

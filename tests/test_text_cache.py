@@ -1,0 +1,46 @@
+"""runtime/text_cache.py: every vocabulary, from a file, in memory or embedded by PyTorch, is checked alike
+(issue 29, item 9)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runtime import MgcaError, VocabularyError
+from runtime.text_cache import make_text_cache
+
+ROWS = np.eye(3, 8, dtype=np.float32)
+
+
+@pytest.mark.parametrize("names, needle", [
+    ("abc", "must be a list of names, got the string 'abc'"),  # was split into the classes a, b, c
+    (["cat", "", "dog"], "name 1 is empty"),
+    (["cat", " ", "dog"], "name 1 is empty"),
+])
+def test_bad_names_are_refused(names, needle):
+    with pytest.raises(MgcaError, match=needle):
+        make_text_cache(ROWS, names)
+
+
+def test_a_plain_string_is_refused_by_the_segmenter_and_pytorch(segmenter, tiny_model):
+    from .support import torch_predictor
+
+    with pytest.raises(VocabularyError, match="got the string 'abc'"):
+        segmenter.set_vocabulary(("abc", ROWS))
+    with pytest.raises(VocabularyError, match="got the string 'cat'"):
+        torch_predictor(tiny_model, np.eye(1, 512, dtype=np.float32), ["x"]).set_classes("cat")
+
+
+def test_two_classes_with_one_embedding_are_refused_naming_them():
+    rows = np.stack([ROWS[0], ROWS[1], ROWS[0]])
+    with pytest.raises(VocabularyError, match=r"classes 'cat' and 'lion' have identical text embeddings .*77 tokens"):
+        make_text_cache(rows, ["cat", "dog", "lion"])
+
+
+def test_names_past_clips_77_tokens_are_refused_not_merged(tiny_model):
+    """Two different names longer than CLIP's context were truncated to the same prompt, silently."""
+    from .support import torch_predictor
+
+    long = "a very long description of the thing in the picture " * 12
+    predictor = torch_predictor(tiny_model, np.eye(2, 512, dtype=np.float32), ["x", "y"], templates="plain")
+    with pytest.raises(VocabularyError, match="identical text embeddings"):
+        predictor.set_classes([long + "cat", long + "dog"])
