@@ -90,7 +90,8 @@ class ExportOptions(_ExportFields):
     def settings(self, output_stride: int, patch_size: int | None = None) -> InferenceSettings:
         """The validated inference settings for a model of this output stride (and patch size)."""
         given = dict(self.inference)
-        window = given.pop("window", None) or DEFAULT_SETTINGS.window
+        window = given.pop("window", None)
+        window = DEFAULT_SETTINGS.window if window is None else window
         return InferenceSettings.for_window(window, output_stride, **given).validate(output_stride, patch_size)
 
     def check(self) -> ExportOptions:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .bundle import Bundle, load_bundle
-from .contract import MODEL_KEYS, InferenceSettings
+from .contract import MODEL_KEYS, SETTING_SPECS, InferenceSettings
 from .engines import OrtEngine, TensorRTEngine, tensorrt_available
 from .errors import BackendError, BundleError, RuntimeInputError, SettingsError, VocabularyError
 from .files import same_file
@@ -91,7 +91,7 @@ class Segmenter:
                  max_batch: int = 16, num_threads: int | None = None, concurrent_runs: int | None = None,
                  color_order: str = "rgb", **overrides: Any):
         self.bundle: Bundle = load_bundle(bundle_dir)
-        self.settings: InferenceSettings = self._pick_settings(settings, overrides)
+        self.settings: InferenceSettings = _pick_settings(self.bundle, settings, overrides)
         if max_batch < 1:
             raise RuntimeInputError(f"max_batch must be >= 1, got {max_batch}")
         self.max_batch = int(max_batch)
@@ -132,27 +132,6 @@ class Segmenter:
             self.set_vocabulary(self.bundle.text_cache)
 
     # ----------------------------------------------------------------------------- setup
-    def _pick_settings(self, settings: InferenceSettings | Mapping[str, Any] | None,
-                       overrides: dict[str, Any]) -> InferenceSettings:
-        """The manifest's settings with the caller's in their place, each checked against the declaration."""
-        given = dict(settings.to_dict() if isinstance(settings, InferenceSettings) else settings or {})
-        own = [name for name in given if name in _OWN_ARGUMENTS]
-        if own:
-            raise SettingsError(f"{own[0]} is an argument of Segmenter itself, not an inference setting: pass "
-                                f"Segmenter(bundle, {own[0]}=...) outside `settings`")
-        twice = sorted(given.keys() & overrides.keys())
-        if twice:
-            raise SettingsError(f"{twice[0]} is given twice, in settings= and as a keyword argument; give it once")
-        given = {name: value for name, value in {**given, **overrides}.items() if value is not None}
-        window = self.bundle.inference.window  # the graph's: checked first, before rules that depend on it
-        if given.get("window", window) != window:
-            raise SettingsError(f"window {given['window']!r} differs from the window {window} the bundle was exported "
-                                f"with (its graph's fixed input); re-export with mgca-export --window "
-                                f"{given['window']!r} for another window")
-        if not given:
-            return self.bundle.inference
-        return self.bundle.inference.with_overrides(given).validate(self.bundle.output_stride)
-
     def _pick_backend(self, backend: str, precision: str | None) -> tuple[str, str]:
         """(backend, precision): auto prefers a TensorRT engine of the bundle when TensorRT and a GPU are here."""
         if backend not in ("auto", "onnxruntime", "tensorrt"):
@@ -373,6 +352,30 @@ class Segmenter:
 
 # Segmenter's own arguments (engine choices and the like), which are never inference settings
 _OWN_ARGUMENTS = frozenset(inspect.signature(Segmenter).parameters) - {"overrides"}
+
+
+def _pick_settings(bundle: Bundle, settings: InferenceSettings | Mapping[str, Any] | None,
+                   overrides: dict[str, Any]) -> InferenceSettings:
+    """The bundle's settings with the caller's in their place, each checked against the declaration."""
+    if isinstance(settings, InferenceSettings):  # (an InferenceConfig's extras are not the runtime's)
+        settings = {name: getattr(settings, name) for name in SETTING_SPECS}
+    given = dict(settings or {})
+    own = [name for name in given if name in _OWN_ARGUMENTS]
+    if own:
+        raise SettingsError(f"{own[0]} is an argument of Segmenter itself, not an inference setting: pass "
+                            f"Segmenter(bundle, {own[0]}=...) outside `settings`")
+    twice = sorted(given.keys() & overrides.keys())
+    if twice:
+        raise SettingsError(f"{twice[0]} is given twice, in settings= and as a keyword argument; give it once")
+    given = {name: value for name, value in {**given, **overrides}.items() if value is not None}
+    window = bundle.inference.window  # the graph's: checked first, before the rules that depend on it
+    if given.get("window", window) != window:
+        raise SettingsError(f"window {given['window']!r} differs from the window {window} the bundle was exported "
+                            f"with (its graph's fixed input); re-export with mgca-export --window {given['window']!r} "
+                            "for another window")
+    if not given:
+        return bundle.inference
+    return bundle.inference.with_overrides(given).validate(bundle.output_stride)
 
 
 def _array_like(value: Any) -> bool:
