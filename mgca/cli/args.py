@@ -17,6 +17,7 @@ from runtime.contract import DEFAULT_SETTINGS, SETTING_SPECS, SettingSpec
 from runtime.errors import SettingsError
 
 from ..config import BackboneConfig
+from ..evalsets.specs import SYNTHETIC_PROTOCOL
 
 # Every dense mode of mgca.dense_modes.DENSE_MODES, read from the config's type (torch-free: the lean --engine path
 # imports this module); tests/test_cli_eval.py checks the two lists agree.
@@ -136,8 +137,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 def add_inference_args(parser: argparse.ArgumentParser) -> None:
     """The inference settings, templates and background value of mgca-eval and mgca-segment."""
+    synthetic = "/".join(str(getattr(SYNTHETIC_PROTOCOL, name)) for name in ("short_side", "window", "stride"))
     group = add_settings_args(parser, "inference", "with --engine the bundle's manifest, else the dataset's "
-                                                   "protocol (the paper's: these defaults; synthetic: 96, 64, 32)")
+                                                   f"protocol (the paper's: these defaults; synthetic: {synthetic})")
     group.add_argument("--templates", default=None,
                        help="prompt template set: tcl (averaged as TCL: raw mean, then L2), single, plain, none "
                             "(default: the dataset's, tcl)")
