@@ -21,9 +21,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from mgca.cli.eval import DENSE_MODE_NAMES, add_protocol_args, positive_int
+from mgca.cli.args import DENSE_MODE_NAMES, add_settings_args, add_trust_flag, positive_int, settings_overrides
 from mgca.prompts import DEFAULT_TEMPLATE_SET
-from runtime.contract import DEFAULT_SETTINGS, UNIT_SCOPES
 from runtime.errors import MgcaError, run_cli
 from runtime.files import check_writable_dir, check_writable_file
 
@@ -52,14 +51,8 @@ def export_parser() -> argparse.ArgumentParser:
                         help="bundle directory to write (created; a previous bundle there is replaced)")
     parser.add_argument("--clip-weights", help="where the CLIP weights file of the checkpoint lives now (if moved)")
     add_trust_flag(parser)
-    parser.add_argument("--window", type=positive_int, default=DEFAULT_SETTINGS.window,
-                        help=f"fixed input window of the graph (default {DEFAULT_SETTINGS.window})")
-    parser.add_argument("--short-side", type=positive_int, help="manifest inference.short_side (default: the window)")
-    parser.add_argument("--stride", type=positive_int, help="manifest inference.stride (default: window / 2)")
-    parser.add_argument("--units", type=int, default=DEFAULT_SETTINGS.units,
-                        help=f"manifest inference.units (default {DEFAULT_SETTINGS.units}; 0 = pixel units)")
-    parser.add_argument("--unit-scope", choices=UNIT_SCOPES, default=DEFAULT_SETTINGS.unit_scope)
-    add_protocol_args(parser.add_argument_group("protocol (manifest inference settings)"))
+    add_settings_args(parser, "inference settings (the manifest's inference block)",
+                      "these defaults, but --short-side is the window and --stride half of it")
     parser.add_argument("--dense-mode", choices=DENSE_MODE_NAMES,
                         help="rebuild the CLIP backbone in this training-free mode before export (default: the "
                              "checkpoint's); the manifest's backbone.dense_mode records it")
@@ -117,12 +110,6 @@ def text_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_trust_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--trust-torchscript", action="store_true",
-                        help="let a TorchScript CLIP archive (OpenAI .pt) run its own code while loading; by default "
-                        "only its tensors are read")
-
-
 def _say(message: str) -> None:
     print(f"{PROG}: {message}", flush=True)
 
@@ -170,9 +157,11 @@ def export_options(args: argparse.Namespace) -> ExportOptions:
     """The parsed flags as ExportOptions (the vocabulary file read into class names), checked."""
     from mgca.prompts import read_class_file
 
-    same_name = {f.name for f in dataclasses.fields(ExportOptions)} - {"optimize", "vocab", "vocab_prompts"}
+    same_name = {f.name for f in dataclasses.fields(ExportOptions)} - {"inference", "optimize", "vocab",
+                                                                       "vocab_prompts"}
     classes = read_class_file(args.vocab, "vocabulary file") if args.vocab else None
-    return ExportOptions(**{name: getattr(args, name) for name in same_name}, optimize=not args.no_optimize,
+    return ExportOptions(settings_overrides(args), **{name: getattr(args, name) for name in same_name},
+                         optimize=not args.no_optimize,
                          vocab=list(classes.names) if classes else None,
                          vocab_prompts=classes.prompts if classes else None).check()
 

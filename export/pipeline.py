@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import numpy as np
 
 from calibration.quantize import CALIBRATION_METHODS
 from mgca.prompts import DEFAULT_TEMPLATE_SET, template_average
-from runtime.contract import DEFAULT_SETTINGS, MODEL_FILES, TEXT_CACHE_FILE, InferenceSettings
+from runtime.contract import DEFAULT_SETTINGS, MODEL_FILES, SETTING_SPECS, TEXT_CACHE_FILE, InferenceSettings
 from runtime.errors import MgcaError
 
 TRT_PRECISIONS = ("fp16", "int8")
@@ -37,20 +37,13 @@ class ExportOptionsError(MgcaError, ValueError):
 
 
 @dataclass
-class ExportOptions:
-    """What to export and how; every field has the CLI flag of the same name (`mgca-export --help`)."""
+class _ExportFields:
+    """ExportOptions' fields; `ExportOptions` adds the constructor that takes the settings flat too."""
 
-    # inference settings recorded in the manifest; None: derived from the window (InferenceSettings.for_window)
-    window: int = DEFAULT_SETTINGS.window  # the graph's fixed input window
-    short_side: int | None = None  # default: the window
-    stride: int | None = None  # default: half the window
-    units: int = DEFAULT_SETTINGS.units
-    unit_scope: str = DEFAULT_SETTINGS.unit_scope
-    long_side: int | None = None  # None: the settings' default (mmseg's 2048); 0 = no cap
-    padding: str | None = None  # None: "crop"
-    bg_rule: str | None = None  # None: "groupvit"
-    pamr: int | None = None  # None: 0 (off)
-    pamr_dilations: Sequence[int] | None = None  # None: TCL's (1, 2, 4, 8, 12, 24)
+    # the manifest's inference settings the caller gives (names, ranges: runtime.contract.SETTING_SPECS); the rest
+    # follow the window (`window`, default 448, is the graph's fixed input): short side = window, stride = half of it
+    # (InferenceSettings.for_window), every other setting its contract default
+    inference: Mapping[str, Any] = field(default_factory=dict)
     optimize: bool = True  # onnxscript graph optimisation and constant folding
     # vocabulary: class names for text_cache.npz and the parity labels (None: no cache, random class vectors)
     vocab: Sequence[str] | None = None
@@ -77,23 +70,37 @@ class ExportOptions:
     parity_windows: int = 8
     threads: int = 0  # onnxruntime intra-op threads for the checks (0 = all cores)
 
+
+class ExportOptions(_ExportFields):
+    """What to export and how; every field has the CLI flag of the same name (`mgca-export --help`).
+
+    The inference settings nest in `inference`, and may be given flat as well:
+    `ExportOptions(window=64, units=4, int8=True)` is `ExportOptions(inference={"window": 64, "units": 4}, int8=True)`.
+    """
+
+    def __init__(self, inference: Mapping[str, Any] | None = None, **options: Any):
+        flat = {name: options.pop(name) for name in SETTING_SPECS if name in options}
+        twice = sorted(flat.keys() & dict(inference or {}).keys())
+        if twice:
+            raise ExportOptionsError(f"{twice[0]} is given twice, in inference= and on its own; give it once")
+        super().__init__(inference={**(inference or {}), **flat}, **options)
+
     @property
     def wants_int8(self) -> bool:
         return self.int8 or bool(self.calib_images) or "int8" in self.trt or bool(self.nncf)
 
     def settings(self, output_stride: int, patch_size: int | None = None) -> InferenceSettings:
         """The validated inference settings for a model of this output stride (and patch size)."""
-        dilations = tuple(self.pamr_dilations) if self.pamr_dilations is not None else None
-        settings = InferenceSettings.for_window(self.window, output_stride, short_side=self.short_side,
-                                                stride=self.stride, units=self.units, unit_scope=self.unit_scope,
-                                                long_side=self.long_side, padding=self.padding, bg_rule=self.bg_rule,
-                                                pamr=self.pamr, pamr_dilations=dilations)
-        return settings.validate(output_stride, patch_size)
+        given = dict(self.inference)
+        window = given.pop("window", None)
+        window = DEFAULT_SETTINGS.window if window is None else window
+        return InferenceSettings.for_window(window, output_stride, **given).validate(output_stride, patch_size)
 
     def check(self) -> ExportOptions:
         """Everything that can be checked before the slow steps (and before a model is loaded)."""
         from .tensorrt_build import require_tensorrt
 
+        DEFAULT_SETTINGS.with_overrides(self.inference)  # each name declared and each value in its range, now
         if any(p not in TRT_PRECISIONS for p in self.trt):
             raise ExportOptionsError(f"trt precisions must be among {TRT_PRECISIONS}, got {list(self.trt)}")
         if self.trt:

@@ -142,6 +142,16 @@ def _settings_line(inference: dict[str, Any]) -> str:
             f"{background}{pamr}")
 
 
+def _source_lines(info: dict[str, Any]) -> list[str]:
+    """Where an engine's settings come from and which ones the user overrode (none for the PyTorch path)."""
+    source = info.get("settings")
+    if not source:
+        return []
+    given = ", ".join(f"{name} {','.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"
+                      for name, value in source["overridden"].items())
+    return [f"settings: {source['from']}, " + (f"overridden: {given}" if given else "none overridden")]
+
+
 def _dataset_line(dataset, num_images: int) -> str:
     return (f"{dataset.spec.title}: {num_images} of {len(dataset)} images from {dataset.root} "
             f"({dataset.layout.name} layout)")
@@ -167,6 +177,7 @@ def report(dataset, info: dict[str, Any], metrics: SegMetrics, seconds: float) -
     lines = [_dataset_line(dataset, metrics.num_images),
              f"model: {info['backbone']['arch']} ({info['backbone']['source']}), decoder {info['decoder']}, "
              + _settings_line(info["inference"]),
+             *_source_lines(info),
              metrics.table(),
              f"time: {seconds:.1f} s, {seconds / max(1, metrics.num_images):.2f} s/image on {info['device']}"]
     return "\n".join(lines), _record(dataset, seconds, info, metrics)
@@ -180,6 +191,7 @@ def comparison_report(dataset, info: dict[str, Any], reference_info: dict[str, A
     lines = [_dataset_line(dataset, metrics.num_images),
              f"engine: {info['engine']} on {info['device']} | torch: {reference_label} on {reference_info['device']}",
              _settings_line(info["inference"]),
+             *_source_lines(info),
              side_by_side(metrics, comparison.reference, comparison.agreement, ("engine", "torch")),
              f"time: engine {comparison.seconds / images:.3f} s/image, torch "
              f"{comparison.reference_seconds / images:.3f} "

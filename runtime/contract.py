@@ -1,8 +1,9 @@
 """The inference contract in code: what training, export and the runtime must agree on, defined once.
 
 docs/inference-contract.md explains it; this module is what every side imports: the format ids, file
-names and tensor names of a bundle, CLIP's normalisation, the inference settings with their defaults
-and their one `validate()`, and the geometry (short-side resize, sliding windows, meta-points).
+names and tensor names of a bundle, CLIP's normalisation, the inference settings (each declared once, with
+its default, range and help) and their one `validate()`, and the geometry (short-side resize, sliding
+windows, meta-points).
 The numeric kernels stay twins (torch in `mgca.inference`, numpy in `runtime`), so the parity tests
 keep their meaning, but both take their geometry from here.
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -75,30 +77,115 @@ UNIT_SCOPES = ("image", "window")
 
 
 @dataclass(frozen=True)
-class InferenceSettings:
-    """How images are cut and scored: one field per setting, recorded once in the manifest's `inference` block.
+class SettingSpec:
+    """What one inference setting may be: its help text, its range (or choices) and why the range is what it is.
 
-    Defaults are the paper's (4.1). `window` is also the exported graph's fixed input size.
+    Every setting is declared once, as a field of `InferenceSettings` carrying one of these; the validation, the
+    command-line flags (`mgca.cli.args`), `Segmenter`'s keyword overrides and the docs' table all read it.
+    Integers lie in [minimum, maximum]; a tuple setting holds 1..max_items integers in that range.
     """
 
-    short_side: int = PAPER_WINDOW  # resize so the shorter side is this many pixels
-    window: int = PAPER_WINDOW  # sliding-window size (square)
-    stride: int = PAPER_WINDOW // 2  # window step, <= window
-    units: int = 36  # meta-points M; 0 (or M >= L) means pixel units
-    unit_scope: str = "image"  # units over the stitched map, or per window before stitching
-    long_side: int = MMSEG_LONG_SIDE  # cap on the longer side after the resize (mmseg's img_scale); 0 = no cap
-    padding: str = "crop"  # "crop": mmseg windows on the resized image, each crop padded alone; "image": see docs
-    bg_rule: str = "groupvit"  # how background datasets decide background: one of BG_RULES
-    pamr: int = 0  # PAMR iterations on the stitched score grid; 0 = off (the paper's protocol)
-    pamr_dilations: tuple[int, ...] = PAMR_DILATIONS
+    help: str
+    minimum: int = 0
+    maximum: int | None = None  # None only for settings with choices
+    choices: tuple[str, ...] = ()
+    max_items: int | None = None  # set for tuple-valued settings
+    why: str = ""  # why the maximum: what real use needs, and what a larger value would cost
+
+    def describe(self) -> str:
+        """A valid value in words: 'one of (...)', 'an integer >= 0 and at most 100', or for a tuple setting its
+        items, 'positive integers (at most 16, each at most 128)'."""
+        if self.choices:
+            return f"one of {self.choices}"
+        if self.max_items is not None:
+            return f"positive integers (at most {self.max_items}, each at most {self.maximum})"
+        return f"{'a positive integer' if self.minimum == 1 else f'an integer >= {self.minimum}'} and at most " \
+               f"{self.maximum}"
+
+    def reason(self, value: Any) -> str:
+        """' (why)' when `value` is past a maximum (the bound then needs its reason), else ''."""
+        values = value if self.max_items is not None and isinstance(value, tuple) else (value,)
+        too_many = self.max_items is not None and len(values) > self.max_items
+        past = not self.choices and any(_in_range(v, self.maximum + 1, None) for v in values)
+        return f" ({self.why})" if too_many or past else ""
+
+    def check(self, name: str, value: Any) -> Any:
+        """`value` when it lies in this setting's range, else a one-line SettingsError naming the range."""
+        if self.choices:
+            valid = value in self.choices
+        elif self.max_items is None:
+            valid = _in_range(value, self.minimum, self.maximum)
+        else:
+            valid = (isinstance(value, tuple) and 0 < len(value) <= self.max_items
+                     and all(_in_range(v, self.minimum, self.maximum) for v in value))
+        if not valid:
+            wanted = f"a non-empty tuple of {self.describe()}" if self.max_items is not None else self.describe()
+            raise SettingsError(f"{name} must be {wanted}, got {value!r}{self.reason(value)}")
+        return value
+
+    def coerce(self, value: Any) -> Any:
+        """A JSON list (manifest) or any sequence given for a tuple setting, as the tuple it stands for."""
+        return tuple(value) if self.max_items is not None and isinstance(value, (list, tuple)) else value
+
+
+def _in_range(value: Any, low: int, high: int | None) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and low <= value and (high is None or value <= high)
+
+
+def setting(default: Any, help: str, **spec: Any) -> Any:  # noqa: A002 - argparse's word for it
+    """A field of `InferenceSettings`: its default and its `SettingSpec`."""
+    return dataclasses.field(default=default, metadata={"spec": SettingSpec(help, **spec)})
+
+
+# The bounds are far above any protocol mgca or the papers it follows use (paper: 448/448/224, 36 units; TCL and
+# NACLIP: PAMR 10 with dilations up to 24), and low enough that no value in range allocates more than a few GB
+# or runs for more than seconds per image: past them a value is a typo, or an edit meant to break something.
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How images are cut and scored: one field per setting, each declared once here with its default, range and
+    help (`SettingSpec`), and recorded once in the manifest's `inference` block. Defaults are the paper's (4.1);
+    `window` is also the exported graph's fixed input size. A new setting is a new field here, the code that uses
+    it and its docs (docs/settings.md): the flags, overrides, manifest and validation follow."""
+
+    short_side: int = setting(
+        PAPER_WINDOW, "resize so the shorter side is this many pixels", minimum=1, maximum=4096,
+        why="9x the paper's 448; a 4096 px square already holds 0.5 GB of 512-d embeddings at output stride 8")
+    window: int = setting(
+        PAPER_WINDOW, "sliding-window size in pixels (square); a bundle's is its graph's fixed input", minimum=1,
+        maximum=1024, why="CLIP is trained at 224 and the paper uses 448; at 1024 a ViT-B/16 window already "
+                          "attends over 4096 tokens: 0.8 GB of attention weights per window and layer")
+    stride: int = setting(
+        PAPER_WINDOW // 2, "window step in pixels, at most the window (larger steps leave gaps)", minimum=1,
+        maximum=1024, why="never more than the window, whose maximum this is")
+    units: int = setting(
+        36, "adaptive semantic units (meta-points) M; 0 = pixel units", maximum=1024,
+        why="the paper uses 36 and benchmarks/runtime.py at most 1024; a 448 px image has at least 3,136 cells "
+            "at output stride 8, and M at or above its cells means pixel units, which 0 asks for directly")
+    unit_scope: str = setting(
+        "image", "units over the stitched map (image) or per window before stitching (window)", choices=UNIT_SCOPES)
+    long_side: int = setting(
+        MMSEG_LONG_SIDE, "cap on the longer side after the resize, mmseg's img_scale=(2048, 448); 0 = no cap",
+        maximum=8192, why="4x mmseg's 2048 cap, and twice the largest short side")
+    padding: str = setting(
+        "crop", "crop: mmseg's windows on the resized image, each crop padded alone; image: the image padded to "
+                "the output stride first, mgca's earlier layout", choices=PADDINGS)
+    bg_rule: str = setting(
+        "groupvit", "background of VOC21/Context60/COCO-Object: groupvit (GroupViT's top-5 softmax score rule, "
+                    "the paper's), tcl (TCL's constant channel), softmax (mgca's earlier rule)", choices=BG_RULES)
+    pamr: int = setting(
+        0, "PAMR iterations on the stitched score grid; 0 = off (the paper's protocol)", maximum=100,
+        why="10x TCL's and NACLIP's 10; each iteration is 8 x len(dilations) shifted copies of the score grid")
+    pamr_dilations: tuple[int, ...] = setting(
+        PAMR_DILATIONS, "PAMR dilations; the default is TCL's, 8,16 is NACLIP's", minimum=1, maximum=128,
+        max_items=16, why="TCL uses 6 dilations up to 24, NACLIP (8, 16); the grid is padded by the largest")
 
     @classmethod
     def for_window(cls, window: int, output_stride: int, **overrides: Any) -> InferenceSettings:
         """Settings for a graph exported at `window`: the short side is the window and the stride half of it
         (rounded down to the output-stride grid), unless `overrides` (None = not given) say otherwise."""
-        given = {k: v for k, v in overrides.items() if v is not None}
         defaults = {"short_side": window, "stride": max(output_stride, window // 2 // output_stride * output_stride)}
-        return cls(**{**defaults, **given, "window": window})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return cls().with_overrides({**defaults, **given, "window": window})
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -107,47 +194,42 @@ class InferenceSettings:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InferenceSettings:
         """The settings of a manifest's `inference` block (keys this version does not know are ignored)."""
-        names = cls.field_names()
-        given = {k: v for k, v in data.items() if k in names}
-        if isinstance(given.get("pamr_dilations"), list):  # JSON has no tuples
-            given["pamr_dilations"] = tuple(given["pamr_dilations"])
-        return cls(**given)
+        return cls().with_overrides({k: v for k, v in data.items() if k in SETTING_SPECS})
+
+    def with_overrides(self, given: Mapping[str, Any]) -> InferenceSettings:
+        """These settings with `given` in their place (None: not given; a JSON list as its tuple), each checked
+        against its declaration: an unknown name or a value out of its range is a one-line SettingsError. The rules
+        between settings need the model's output stride: callers `validate` the result."""
+        unknown = [name for name in given if name not in SETTING_SPECS]
+        if unknown:
+            raise SettingsError(f"unknown inference setting {unknown[0]!r}; the settings are "
+                                f"{', '.join(SETTING_SPECS)} (runtime.contract.SETTING_SPECS)")
+        checked = {name: SETTING_SPECS[name].check(name, SETTING_SPECS[name].coerce(value))
+                   for name, value in given.items() if value is not None}
+        return dataclasses.replace(self, **checked)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def validate(self, output_stride: int, patch_size: int | None = None) -> InferenceSettings:
-        """Self, or a one-line SettingsError naming the bad value. Windows and strides sit on the output-stride
-        grid (and the window on the patch grid, when the caller knows the patch size); the stride leaves no gaps."""
-        for name in ("short_side", "window", "stride"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise SettingsError(f"{name} must be a positive integer, got {value!r}")
+        """Self, or a one-line SettingsError naming the bad value: each setting in its declared range, then the
+        rules between them. Windows and strides sit on the output-stride grid (and the window on the patch grid,
+        when the caller knows the patch size); the stride leaves no gaps; a long-side cap is above the short side."""
+        for name, spec in SETTING_SPECS.items():
+            spec.check(name, getattr(self, name))
         check_window(self.window, output_stride, patch_size)
         if self.stride % output_stride or self.stride > self.window:
             raise SettingsError(f"stride {self.stride} must be a multiple of the output stride {output_stride} "
                                 f"and at most the window {self.window} (larger strides leave gaps between windows)")
-        if isinstance(self.units, bool) or not isinstance(self.units, int) or self.units < 0:
-            raise SettingsError(f"units must be an integer >= 0 (0 = pixel units), got {self.units!r}")
-        if self.unit_scope not in UNIT_SCOPES:
-            raise SettingsError(f"unit_scope must be one of {UNIT_SCOPES}, got {self.unit_scope!r}")
-        if (isinstance(self.long_side, bool) or not isinstance(self.long_side, int) or self.long_side < 0
-                or 0 < self.long_side < self.short_side):
+        if 0 < self.long_side < self.short_side:
             raise SettingsError(f"long_side must be 0 (no cap) or an integer >= short_side {self.short_side}, "
                                 f"got {self.long_side!r}")
-        if self.padding not in PADDINGS:
-            raise SettingsError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
-        if self.bg_rule not in BG_RULES:
-            raise SettingsError(f"bg_rule must be one of {BG_RULES}, got {self.bg_rule!r}")
-        if isinstance(self.pamr, bool) or not isinstance(self.pamr, int) or self.pamr < 0:
-            raise SettingsError(f"pamr must be an integer >= 0 (iterations; 0 = off), got {self.pamr!r}")
-        dilations = self.pamr_dilations
-        if (not isinstance(dilations, tuple) or not dilations
-                or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dilations)):
-            raise SettingsError(f"pamr_dilations must be a non-empty tuple of positive integers, got {dilations!r}")
         return self
 
 
+# The declaration, read-only: setting name -> SettingSpec, in field (and manifest) order.
+SETTING_SPECS: Mapping[str, SettingSpec] = MappingProxyType(
+    {f.name: f.metadata["spec"] for f in dataclasses.fields(InferenceSettings)})
 DEFAULT_SETTINGS = InferenceSettings()
 
 
@@ -295,7 +377,8 @@ __all__ = [
     "MODEL_FILES", "MODEL_KEYS", "BACKENDS", "PRECISIONS", "INPUT_NAME", "OUTPUT_NAME", "OPENAI_CLIP_MEAN",
     "OPENAI_CLIP_STD", "CLIP_LOGIT_SCALE",
     "PAPER_WINDOW", "UNIT_SCOPES", "BG_RULES", "GROUPVIT_TOP_K", "TCL_MASK_SCALE", "TCL_MASK_BIAS", "TCL_BACKGROUND",
-    "TCL_BACKGROUND_PAMR", "MMSEG_LONG_SIDE", "PADDINGS", "PAMR_DILATIONS", "InferenceSettings", "DEFAULT_SETTINGS",
+    "TCL_BACKGROUND_PAMR", "MMSEG_LONG_SIDE", "PADDINGS", "PAMR_DILATIONS", "SettingSpec", "setting",
+    "InferenceSettings", "SETTING_SPECS", "DEFAULT_SETTINGS",
     "check_window", "default_background", "Box", "resized_shape", "round_up", "window_spans", "window_boxes",
     "grid_spans", "WindowLayout", "box_cells", "window_layout", "settings_layout", "uses_pixel_units", "meta_grid",
     "meta_point_indices",

@@ -16,20 +16,21 @@ call `segment` at once and get the same results as serial calls.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .bundle import Bundle, load_bundle
-from .contract import MODEL_KEYS, InferenceSettings
+from .contract import MODEL_KEYS, SETTING_SPECS, InferenceSettings
 from .engine_choice import EngineChoice, EngineFacts, choose_engine
 from .engines import OrtEngine, TensorRTEngine, ort_cuda_listed, parse_device, tensorrt_available
-from .errors import BackendError, BundleError, RuntimeInputError, VocabularyError
+from .errors import BackendError, BundleError, RuntimeInputError, SettingsError, VocabularyError
 from .files import same_file
 from .openvino_engine import OpenVinoEngine, cpu_capabilities, openvino_available
 from .postprocess import image_scores, refine, scores_to_labels, stitch
@@ -74,9 +75,12 @@ class Segmenter:
         text_cache: vocabulary file (hash-checked against the bundle); default: the bundle's own.
         assignment: meta-point assignment, "auto" (measured by this Segmenter at construction), "numpy",
             "faiss" or "faiss-gpu"; all give identical labels.
-        short_side, stride, units, unit_scope, long_side, padding, bg_rule, pamr, pamr_dilations: override the
-            manifest's inference settings (runtime.contract.InferenceSettings; bg_rule "groupvit", "tcl" or
-            "softmax" decides background when `segment` is given a background value; pamr = PAMR iterations).
+        settings: inference settings in place of the manifest's, as a mapping ({"units": 0, "pamr": 10}) or an
+            InferenceSettings; kept apart from the arguments above, so a dict of overrides never collides with
+            them. Names and ranges are runtime.contract.SETTING_SPECS's (docs/inference-contract.md, "Settings");
+            the window is the graph's and cannot change.
+        **overrides: the same settings as keywords (`Segmenter(bundle, units=0, bg_rule="tcl")`); None = the
+            manifest's.
         max_batch: most windows per engine call (all windows of a call's images are batched up to this).
         num_threads: cap on this Segmenter's CPU threads: onnxruntime intra/inter-op threads, FAISS' OpenMP
             team (per call, calling thread only) and concurrent post-processing; None = library defaults.
@@ -88,18 +92,11 @@ class Segmenter:
 
     def __init__(self, bundle_dir: str | Path, backend: str = "auto", device: str = "auto", *,
                  precision: str | None = None, text_cache: str | Path | TextCache | None = None,
-                 assignment: str = "auto", short_side: int | None = None, stride: int | None = None,
-                 units: int | None = None, unit_scope: str | None = None, long_side: int | None = None,
-                 padding: str | None = None, bg_rule: str | None = None, pamr: int | None = None,
-                 pamr_dilations: Sequence[int] | None = None, max_batch: int = 16,
-                 num_threads: int | None = None, concurrent_runs: int | None = None, color_order: str = "rgb"):
+                 assignment: str = "auto", settings: InferenceSettings | Mapping[str, Any] | None = None,
+                 max_batch: int = 16, num_threads: int | None = None, concurrent_runs: int | None = None,
+                 color_order: str = "rgb", **overrides: Any):
         self.bundle: Bundle = load_bundle(bundle_dir)
-        given = dict(short_side=short_side, stride=stride, units=units, unit_scope=unit_scope, long_side=long_side,
-                     padding=padding, bg_rule=bg_rule, pamr=pamr,
-                     pamr_dilations=tuple(pamr_dilations) if pamr_dilations is not None else None)
-        overrides = {k: v for k, v in given.items() if v is not None}
-        self.settings: InferenceSettings = replace(self.bundle.inference, **overrides).validate(
-            self.bundle.output_stride) if overrides else self.bundle.inference
+        self.settings: InferenceSettings = _pick_settings(self.bundle, settings, overrides)
         if max_batch < 1:
             raise RuntimeInputError(f"max_batch must be >= 1, got {max_batch}")
         self.max_batch = int(max_batch)
@@ -333,16 +330,7 @@ class Segmenter:
             **self.engine.describe(),
             "embed_dim": self.bundle.embed_dim,
             "output_stride": self.bundle.output_stride,
-            "short_side": s.short_side,
-            "window": s.window,
-            "stride": s.stride,
-            "units": s.units,
-            "unit_scope": s.unit_scope,
-            "long_side": s.long_side,
-            "padding": s.padding,
-            "bg_rule": s.bg_rule,
-            "pamr": s.pamr,
-            "pamr_dilations": list(s.pamr_dilations),
+            **{name: list(value) if isinstance(value, tuple) else value for name, value in s.to_dict().items()},
             "assignment": self.assignment,
             "assignment_reason": self.assignment_reason,
             "max_batch": self.max_batch,
@@ -361,6 +349,34 @@ class Segmenter:
                 f"dense_mode={d['dense_mode']}, window={d['window']}/{d['stride']}, "
                 f"units={d['units']}/{d['unit_scope']}, bg_rule={d['bg_rule']}, pamr={d['pamr']}, "
                 f"assignment={d['assignment']})")
+
+
+# Segmenter's own arguments (engine choices and the like), which are never inference settings
+_OWN_ARGUMENTS = frozenset(inspect.signature(Segmenter).parameters) - {"overrides"}
+
+
+def _pick_settings(bundle: Bundle, settings: InferenceSettings | Mapping[str, Any] | None,
+                   overrides: dict[str, Any]) -> InferenceSettings:
+    """The bundle's settings with the caller's in their place, each checked against the declaration."""
+    if isinstance(settings, InferenceSettings):  # (an InferenceConfig's extras are not the runtime's)
+        settings = {name: getattr(settings, name) for name in SETTING_SPECS}
+    given = dict(settings or {})
+    own = [name for name in given if name in _OWN_ARGUMENTS]
+    if own:
+        raise SettingsError(f"{own[0]} is an argument of Segmenter itself, not an inference setting: pass "
+                            f"Segmenter(bundle, {own[0]}=...) outside `settings`")
+    twice = sorted(given.keys() & overrides.keys())
+    if twice:
+        raise SettingsError(f"{twice[0]} is given twice, in settings= and as a keyword argument; give it once")
+    given = {name: value for name, value in {**given, **overrides}.items() if value is not None}
+    window = bundle.inference.window  # the graph's: checked first, before the rules that depend on it
+    if given.get("window", window) != window:
+        raise SettingsError(f"window {given['window']!r} differs from the window {window} the bundle was exported "
+                            f"with (its graph's fixed input); re-export with mgca-export --window {given['window']!r} "
+                            "for another window")
+    if not given:
+        return bundle.inference
+    return bundle.inference.with_overrides(given).validate(bundle.output_stride)
 
 
 def _array_like(value: Any) -> bool:

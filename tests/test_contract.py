@@ -198,3 +198,46 @@ def test_mgca_settings_are_the_contracts():
     assert InferenceSettings(**{k: getattr(config, k) for k in InferenceSettings.field_names()}) == DEFAULT_SETTINGS
     assert (PAPER_PROTOCOL.short_side, PAPER_PROTOCOL.window, PAPER_PROTOCOL.stride) == (
         DEFAULT_SETTINGS.short_side, DEFAULT_SETTINGS.window, DEFAULT_SETTINGS.stride)
+
+
+# ---- the declaration -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(units=1_000_000), "units must be an integer >= 0 and at most 1024"),
+    (dict(pamr=1_000_000_000), "pamr must be an integer >= 0 and at most 100"),
+    (dict(pamr_dilations=(1_000_000,)), r"pamr_dilations must be a non-empty tuple of positive integers \(at most"),
+    (dict(pamr_dilations=tuple(range(1, 18))), "at most 16"),
+    (dict(short_side=5000, long_side=0), "short_side must be a positive integer and at most 4096"),
+    (dict(long_side=10_000), "long_side must be an integer >= 0 and at most 8192"),
+    (dict(window=2048, stride=1024), "window must be a positive integer and at most 1024"),
+])
+def test_every_setting_has_an_upper_bound(bad, message):
+    """Issue 29 item 8: values no real use needs (a 14.6 TiB allocation, a PAMR that never ends) are refused by
+    the one validation that the manifest, the keyword overrides and the flags all go through."""
+    with pytest.raises(SettingsError, match=message) as info:
+        dataclasses.replace(InferenceSettings(64, 64, 32), **bad).validate(8)
+    assert "\n" not in str(info.value)
+
+
+def test_each_setting_is_declared_once_with_help_range_and_reason():
+    from runtime.contract import SETTING_SPECS
+
+    assert tuple(SETTING_SPECS) == InferenceSettings.field_names()
+    for name, spec in SETTING_SPECS.items():
+        assert spec.help and (spec.choices or spec.why), name  # what it does, and why its range is what it is
+        default = getattr(DEFAULT_SETTINGS, name)
+        assert spec.check(name, default) == default
+        if spec.choices:
+            assert default in spec.choices
+        else:
+            assert spec.maximum is not None and spec.minimum <= min((default,) if isinstance(default, int)
+                                                                    else default) <= spec.maximum
+
+
+def test_overrides_name_declared_settings_only():
+    base = InferenceSettings(96, 64, 32, 9)
+    assert base.with_overrides({"units": 0, "pamr_dilations": [8, 16]}) == dataclasses.replace(
+        base, units=0, pamr_dilations=(8, 16))
+    with pytest.raises(SettingsError, match="unknown inference setting 'unitz'; the settings are short_side, "):
+        base.with_overrides({"unitz": 3})

@@ -17,117 +17,30 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import typing
 
 import numpy as np
 
-from runtime.contract import BACKENDS, BG_RULES, DEFAULT_SETTINGS, PADDINGS, PRECISIONS, UNIT_SCOPES, default_background
+from runtime.contract import SETTING_SPECS, default_background
 from runtime.errors import run_cli
 from runtime.files import atomic_write_text, check_writable_file
 
-from ..config import BackboneConfig
-from ..evalsets.specs import PAPER_PROTOCOL, SYNTHETIC_PROTOCOL
+from ..evalsets.specs import PAPER_PROTOCOL
 from ..evaluation import PredictFn, compare, comparison_report, evaluate, protocol_record, report
-
-# Every dense mode of mgca.dense_modes.DENSE_MODES, read from the config's type (torch-free: the lean --engine path
-# imports this module); tests/test_cli_eval.py checks the two lists agree.
-DENSE_MODE_NAMES: tuple[str, ...] = typing.get_args(typing.get_type_hints(BackboneConfig)["dense_mode"])
-
-
-def int_list(text: str) -> tuple[int, ...]:
-    """'1,2,4' -> (1, 2, 4) (an argparse type)."""
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,2,4, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers like 1,2,4, got {text!r}")
-    return values
-
-
-def int_at_least(minimum: int, wanted: str):
-    """An argparse type: an integer >= `minimum`, else a one-line usage error 'expected <wanted>'."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected {wanted}, got {value}")
-        return value
-    return parse
-
-
-non_negative_int = int_at_least(0, "an integer >= 0")
-positive_int = int_at_least(1, "a positive integer")  # --limit 0 or -1 is an error, never a silent empty run
-
-
-def add_protocol_args(group: argparse._ArgumentGroup, defaults: str = "the settings' default") -> None:
-    """The protocol flags shared by mgca-eval, mgca-segment and mgca-export (InferenceSettings fields of the same
-    name; unset = `defaults`)."""
-    group.add_argument("--long-side", type=non_negative_int, default=None,
-                       help=f"cap on the longer side after the resize, mmseg's img_scale=(2048, 448) "
-                            f"(0 = no cap; default: {defaults}, {DEFAULT_SETTINGS.long_side})")
-    group.add_argument("--padding", choices=PADDINGS, default=None,
-                       help="crop: mmseg's windows on the resized image, each crop padded alone; image: the image "
-                            f"padded to the output stride first, mgca's earlier layout (default: {defaults}, "
-                            f"{DEFAULT_SETTINGS.padding})")
-    group.add_argument("--bg-rule", choices=BG_RULES, default=None,
-                       help="background of VOC21/Context60/COCO-Object: groupvit (GroupViT's top-5 softmax score "
-                            "rule, the paper's), tcl (TCL's constant channel), softmax (mgca's earlier rule) "
-                            f"(default: {defaults}, {DEFAULT_SETTINGS.bg_rule})")
-    group.add_argument("--pamr", type=non_negative_int, default=None,
-                       help=f"PAMR iterations on the stitched score grid, 0 = off (default: {defaults}, off)")
-    group.add_argument("--pamr-dilations", type=int_list, default=None,
-                       help="PAMR dilations, e.g. 8,16 for NACLIP's (default: TCL's "
-                            f"{','.join(map(str, DEFAULT_SETTINGS.pamr_dilations))})")
-
-
-PROTOCOL_FLAGS = ("long_side", "padding", "bg_rule", "pamr", "pamr_dilations")
-
-
-def protocol_overrides(args: argparse.Namespace) -> dict:
-    """The protocol flags the user gave (None = not given)."""
-    return {name: getattr(args, name) for name in PROTOCOL_FLAGS if getattr(args, name, None) is not None}
-
-
-def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """Which model: a trained checkpoint, or frozen CLIP features (`--decoder none`)."""
-    group = parser.add_argument_group("model")
-    group.add_argument("--checkpoint", help="decoder checkpoint written by `python -m mgca.train`")
-    group.add_argument("--decoder", choices=["checkpoint", "none"], default="checkpoint",
-                       help="'none' evaluates frozen MaskCLIP features (the paper's Table 3 baseline row)")
-    group.add_argument("--arch", default="mgca-tiny", help="CLIP architecture for --decoder none without a checkpoint")
-    group.add_argument("--clip-weights", help="local CLIP weights file (OpenAI .pt or open_clip .pt/.safetensors)")
-    group.add_argument("--trust-torchscript", action="store_true",
-                       help="let a TorchScript CLIP archive (OpenAI .pt) run its own code while loading; by default "
-                       "only its tensors are read")
-    group.add_argument("--dense-mode", choices=DENSE_MODE_NAMES,
-                       help="override the backbone's last-block variant (training-free modes: docs/dense-modes.md)")
-    group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
-
-
-def add_inference_args(parser: argparse.ArgumentParser) -> None:
-    """The InferenceConfig knobs; unset ones come from the dataset's protocol (the paper's 4.1 for the benchmarks)."""
-    group = parser.add_argument_group("inference")
-    group.add_argument("--units", type=int, default=DEFAULT_SETTINGS.units, help="meta-points M (0 = pixel units)")
-    group.add_argument("--unit-scope", choices=UNIT_SCOPES, default=DEFAULT_SETTINGS.unit_scope)
-    for name in ("short_side", "window", "stride"):
-        paper, synthetic = getattr(PAPER_PROTOCOL, name), getattr(SYNTHETIC_PROTOCOL, name)
-        group.add_argument(f"--{name.replace('_', '-')}", type=int, default=None,
-                           help=f"default: the dataset's ({paper}; synthetic {synthetic})")
-    group.add_argument("--templates", default=None,
-                       help="prompt template set: tcl (averaged as TCL: raw mean, then L2), single, plain, none "
-                            "(default: the dataset's, tcl)")
-    group.add_argument("--background-threshold", type=float, default=None,
-                       help="the background rule's value: the groupvit/softmax threshold (default: the dataset's, "
-                            "GroupViT's .95 VOC, .35 Context, .95 COCO-Object) or the tcl constant (default .5, "
-                            ".4 with PAMR)")
-    add_protocol_args(group)
+from .args import (
+    DENSE_MODE_NAMES,  # noqa: F401 - still importable from here
+    add_engine_args,
+    add_inference_args,
+    add_model_args,
+    engine_args,
+    non_negative_int,
+    positive_int,
+    settings_overrides,
+)
 
 
 def apply_protocol(args: argparse.Namespace, protocol=None) -> argparse.Namespace:
-    """Fill the inference settings the user left unset from `protocol` (default: the paper's)."""
+    """Fill the inference settings (and templates) the user left unset from `protocol` (default: the paper's), for
+    the PyTorch path; an engine's unset settings are its bundle's (`open_engine`)."""
     settings = (protocol or PAPER_PROTOCOL).settings(**vars(args))
     for name, value in settings.items():
         setattr(args, name, value)
@@ -148,52 +61,26 @@ def build_predictor(args: argparse.Namespace, background_threshold: float | None
         print(f"warning: CLIP {model.backbone.arch} is randomly initialised (no --clip-weights and none "
               "recorded in the "
               "checkpoint): these numbers are meaningless, they only prove the pipeline runs", file=sys.stderr)
-    config = InferenceConfig(short_side=args.short_side, window=args.window, stride=args.stride, units=args.units,
-                             unit_scope=args.unit_scope, background_threshold=background_threshold,
-                             templates=args.templates, **protocol_overrides(args))
+    config = InferenceConfig(background_threshold=background_threshold, templates=args.templates,
+                             **settings_overrides(args))
     return SegmentationPredictor(model, config, device), model
 
 
-def add_engine_args(parser: argparse.ArgumentParser, compare: bool = True) -> None:
-    """Run an exported bundle through the lean runtime (what applications ship) instead of PyTorch."""
-    group = parser.add_argument_group("exported engine (runtime/)")
-    group.add_argument("--engine", metavar="BUNDLE",
-                       help="bundle directory written by mgca-export; labels come from runtime.Segmenter")
-    group.add_argument("--backend", choices=["auto", *BACKENDS], default="auto",
-                       help="runtime backend for --engine (auto: runtime.engine_choice's rule; the run's JSON and "
-                            "printout say what was picked and why)")
-    group.add_argument("--precision", choices=["auto", *PRECISIONS], default=None,
-                       help="precision for --engine: fp32, bf16 (OpenVINO), int8 (NNCF graph on OpenVINO, else the "
-                            "QDQ graph on onnxruntime) or fp16 (TensorRT); default auto: the backend's default")
-    group.add_argument("--text-cache", help="text_cache.npz with the dataset's classes (default: the bundle's)")
-    if not compare:
-        return
-    group.add_argument("--compare-torch", metavar="CKPT",
-                       help="with --engine: also evaluate this checkpoint in PyTorch and print both side by side")
-
-
-def engine_args(args: argparse.Namespace) -> dict:
-    """runtime.Segmenter keyword arguments of the flags given (the bundle's manifest decides the rest)."""
-    given = dict(backend=args.backend, device=args.device, precision=args.precision, text_cache=args.text_cache,
-                 short_side=args.short_side, stride=args.stride, units=args.units, unit_scope=args.unit_scope,
-                 **protocol_overrides(args))
-    return {key: value for key, value in given.items() if value is not None}
-
-
 def open_engine(args: argparse.Namespace, classes: list[str], stem: str, vocab_flag: str):
-    """The Segmenter of --engine, its window and text cache checked against `classes` before any image is read;
-    `stem`/`vocab_flag` name the classes in the how-to-fix hint (e.g. "voc21", "--dataset voc21")."""
+    """The Segmenter of --engine: the bundle's manifest settings with the flags given in their place, its dense
+    mode and text cache checked against the flags and `classes` before any image is read; `stem`/`vocab_flag`
+    name the classes in the how-to-fix hint (e.g. "voc21", "--dataset voc21")."""
     from mgca.config import ConfigError
     from runtime import Segmenter, VocabularyError
 
     segmenter = Segmenter(args.engine, **engine_args(args))
     print(f"runtime: {segmenter.backend} {segmenter.precision} ({segmenter.engine.model_path.name}): "
           f"{segmenter.engine_reason}", file=sys.stderr)
-    if args.window is not None and args.window != segmenter.settings.window:
-        raise ConfigError(f"--window {args.window} differs from the window {segmenter.settings.window} the bundle "
-                          "was exported with; "
-                          f"pass --window {segmenter.settings.window} or re-export with mgca-export "
-                          f"--window {args.window}")
+    exported = (segmenter.bundle.manifest.get("backbone") or {}).get("dense_mode")
+    if getattr(args, "dense_mode", None) and args.dense_mode != exported:
+        raise ConfigError(f"--dense-mode {args.dense_mode} cannot apply to --engine: bundle {segmenter.bundle.path} "
+                          f"was exported in dense mode {exported}, which its graph fixes; drop --dense-mode, or "
+                          f"export a bundle with mgca-export --dense-mode {args.dense_mode}")
     try:
         segmenter.check_classes(classes)  # fail before the loop when the text cache lacks a class
     except VocabularyError as err:
@@ -221,6 +108,7 @@ def make_engine_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, d
             "decoder": "bundle", "checkpoint": None, "bundle": str(segmenter.bundle.path), "runtime": described,
             "output_stride": segmenter.bundle.output_stride,
             "inference": {**settings.to_dict(), "background_threshold": threshold, "templates": templates["set"]},
+            "settings": {"from": f"bundle {segmenter.bundle.path} manifest", "overridden": settings_overrides(args)},
             "protocol": protocol_record(spec, settings.to_dict(), threshold, templates, backbone.get("dense_mode"))}
 
     def predict(image: np.ndarray) -> np.ndarray:
@@ -257,7 +145,7 @@ def make_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, dict]:
     require_torch("evaluating a checkpoint or CLIP features (--checkpoint / --decoder none / --compare-torch)")
     from ..prompts import get_templates, template_average
 
-    background = background_value(args, spec, args.bg_rule or DEFAULT_SETTINGS.bg_rule, args.pamr or 0)
+    background = background_value(args, spec, args.bg_rule, args.pamr)
     predictor, model = build_predictor(args, background)
     predictor.set_classes(spec.prompt_classes, spec.prompt_texts)
     config = predictor.config
@@ -336,7 +224,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.json:
         check_writable_file(args.json, "--json")  # now, not after the whole evaluation
     dataset = open_eval_dataset(args)
-    apply_protocol(args, dataset.spec.protocol)
+    if not args.engine:  # an engine is scored with its bundle's settings, the flags given in their place
+        apply_protocol(args, dataset.spec.protocol)
     predict, info = make_predict_fn(args, dataset.spec)
     if getattr(args, "compare_torch", None):
         return run_compare(args, dataset, predict, info)
@@ -354,8 +243,10 @@ def run_compare(args: argparse.Namespace, dataset, predict: PredictFn, info: dic
     if not args.engine:
         raise ConfigError("--compare-torch CKPT compares an exported engine with its checkpoint; pass "
                           "--engine BUNDLE too")
-    torch_args = argparse.Namespace(**{**vars(args), "checkpoint": args.compare_torch, "decoder": "checkpoint",
-                                       "engine": None})
+    engine_settings = {name: info["inference"][name] for name in SETTING_SPECS}  # like for like: the engine's
+    torch_args = argparse.Namespace(**{**vars(args), **engine_settings, "checkpoint": args.compare_torch,
+                                       "decoder": "checkpoint", "engine": None})
+    apply_protocol(torch_args, dataset.spec.protocol)  # the templates
     reference, torch_info = make_predict_fn(torch_args, dataset.spec)
     engine_bb, torch_bb = info["backbone"], torch_info["backbone"]
     if engine_bb.get("text_sha256") and engine_bb.get("text_sha256") != torch_bb.get("text_sha256"):

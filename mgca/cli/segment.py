@@ -23,17 +23,8 @@ import numpy as np
 
 from runtime.errors import MgcaError
 
-from .eval import (
-    add_engine_args,
-    add_inference_args,
-    add_model_args,
-    apply_protocol,
-    build_predictor,
-    engine_args,
-    open_engine,
-    positive_int,
-    run_main,
-)
+from .args import add_engine_args, add_inference_args, add_model_args, engine_args, positive_int
+from .eval import apply_protocol, build_predictor, open_engine, run_main
 
 if TYPE_CHECKING:
     from runtime.batch import PredictFn

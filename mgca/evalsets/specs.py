@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from runtime.contract import DEFAULT_SETTINGS
+from runtime.contract import InferenceSettings
 
 from ..prompts import DEFAULT_TEMPLATE_SET
 
@@ -119,13 +119,10 @@ class Layout:
 
 
 @dataclass(frozen=True)
-class Protocol:
-    """Inference settings a benchmark is evaluated with unless the user overrides them (default: the paper's 4.1,
-    i.e. the contract's defaults)."""
+class Protocol(InferenceSettings):
+    """Inference settings a benchmark is evaluated with unless the user overrides them: the contract's settings
+    (default: the paper's 4.1) and the prompt templates."""
 
-    short_side: int = DEFAULT_SETTINGS.short_side
-    window: int = DEFAULT_SETTINGS.window
-    stride: int = DEFAULT_SETTINGS.stride
     templates: str = DEFAULT_TEMPLATE_SET
 
     def settings(self, **overrides: Any) -> dict[str, Any]:
@@ -136,7 +133,7 @@ class Protocol:
 
 PAPER_PROTOCOL = Protocol()
 # The embedded tiny CLIP's: 96 px images, 64 px windows (its training size), the captions' wording.
-SYNTHETIC_PROTOCOL = Protocol(96, 64, 32, "plain")
+SYNTHETIC_PROTOCOL = Protocol(short_side=96, window=64, stride=32, templates="plain")
 
 
 @dataclass(frozen=True)
