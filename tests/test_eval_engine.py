@@ -15,7 +15,8 @@ def test_eval_engine_matches_torch_side_by_side(bundle, voc_tree, voc_cache, tin
     out_json = tmp_path / "cmp.json"
     code = eval_cli.main(["--dataset", "voc21", "--root", str(voc_tree), "--engine", str(bundle), "--text-cache",
                           str(voc_cache),
-                          "--compare-torch", str(tiny_checkpoint), "--json", str(out_json), *EVAL_SMALL])
+                          "--compare-torch", str(tiny_checkpoint), "--json", str(out_json), "--backend", "onnxruntime",
+                          *EVAL_SMALL])
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "engine: runtime onnxruntime fp32 (model.onnx) on CPUExecutionProvider" in out.out
@@ -28,7 +29,7 @@ def test_eval_engine_matches_torch_side_by_side(bundle, voc_tree, voc_cache, tin
     plain_json = tmp_path / "engine.json"
     code = eval_cli.main(["--dataset", "voc21", "--root", str(voc_tree), "--engine", str(bundle), "--text-cache",
                           str(voc_cache),
-                          "--json", str(plain_json), *EVAL_SMALL])
+                          "--json", str(plain_json), "--backend", "onnxruntime", *EVAL_SMALL])
     out = capsys.readouterr()
     assert code == 0, out.err
     assert json.loads(plain_json.read_text())["mIoU"] == result["mIoU"]
