@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from .errors import MgcaError, OutputPathError, RuntimeInputError, one_line
 from .files import atomic_path, check_writable_dir, same_file
-from .image_files import IMAGE_SUFFIXES, open_rgb
+from .image_files import IMAGE_SUFFIXES, is_image_name, list_images, open_rgb
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 OverlayFn = Callable[[np.ndarray, np.ndarray], Image.Image]  # (image, labels) -> picture
@@ -63,10 +63,6 @@ def _is_uri(text: str) -> bool:
     return "://" in text
 
 
-def _is_image(name: str) -> bool:
-    return Path(name).suffix.lower() in IMAGE_SUFFIXES and not Path(name).name.startswith(".")
-
-
 def _rel(path: Path, base: Path) -> str:
     return path.relative_to(base).with_suffix("").as_posix()
 
@@ -87,7 +83,7 @@ def _list_uri(uri: str) -> list[ImageTask]:
     except (OSError, ValueError) as err:
         raise BatchInputError(f"{uri} cannot be listed ({type(err).__name__}: {one_line(err)})") from None
     prefix = uri[:len(uri) - len(uri.split("://", 1)[1])]  # scheme:// (the filesystem's paths have none)
-    files = sorted(e.path for e in entries if e.type == fs.FileType.File and _is_image(e.path))
+    files = sorted(e.path for e in entries if e.type == fs.FileType.File and is_image_name(e.path))
     return [ImageTask(f"{prefix}{path}", _rel(Path(path), Path(base))) for path in files]
 
 
@@ -100,10 +96,10 @@ def _list_one(item: str) -> list[ImageTask]:
         magic = next(i for i, part in enumerate(parts) if any(c in part for c in GLOB_CHARS))
         base = Path(*parts[:magic]) if magic else Path(".")  # the output tree mirrors the tree below it
         files = sorted(Path(p) for p in glob.glob(os.path.expanduser(item), recursive=True))
-        return [ImageTask(str(p), _rel(p, base)) for p in files if p.is_file() and _is_image(p.name)]
+        return [ImageTask(str(p), _rel(p, base)) for p in files if p.is_file() and is_image_name(p.name)]
     if path.is_dir():
-        return [ImageTask(str(p), _rel(p, path)) for p in sorted(path.rglob("*")) if p.is_file() and _is_image(p.name)]
-    if path.is_file() and _is_image(path.name):
+        return [ImageTask(str(p), _rel(p, path)) for p in list_images(path, recursive=True)]
+    if path.is_file() and is_image_name(path.name):
         return [ImageTask(str(path), path.stem)]
     if path.is_file() and path.suffix.lower() in LIST_SUFFIXES:  # one image path a line, relative to the list
         try:
@@ -122,7 +118,7 @@ def _list_one(item: str) -> list[ImageTask]:
                           f"images ({', '.join(LIST_SUFFIXES)}); check the path")
 
 
-def list_images(inputs: Sequence[str], exclude: str | Path | None = None) -> list[ImageTask]:
+def list_tasks(inputs: Sequence[str], exclude: str | Path | None = None) -> list[ImageTask]:
     """Every image of the inputs (folders recursively, globs, list files, single images, URIs), in order, less those
     below `exclude` (the output folder, when it lies inside an input folder); two images that would write the
     same output are an error naming both."""
@@ -432,5 +428,5 @@ def run_ray(tasks: Sequence[ImageTask], bundle: str, segmenter_args: dict[str, A
 
 
 __all__ = ["BatchInputError", "BatchOutput", "BatchReport", "ImageTask", "RayOptions", "RunLog", "SegmenterActor",
-           "class_areas", "label_dtype", "list_images", "read_image", "run_local", "run_ray", "segment_file",
+           "class_areas", "label_dtype", "list_tasks", "read_image", "run_local", "run_ray", "segment_file",
            "write_summary"]
