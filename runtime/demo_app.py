@@ -112,6 +112,8 @@ def embedded_bundle(run: Path = EMBEDDED_RUN) -> Path:
     if not checkpoint.is_file():
         raise DemoSetupError(f"no bundle: {checkpoint} does not exist; {make}")
     try:
+        import torch  # noqa: F401  (first: export's modules import it only once they run)
+
         from export.cli import main as export_main
         from mgca.evalsets import get_spec
     except ImportError:

@@ -24,10 +24,15 @@ from runtime import Segmenter
 from runtime.demo import Demo, Options, parse_classes
 from runtime.errors import ImageFileError, RuntimeInputError, VocabularyError
 
-from .support import blocky_image, subprocess_env
+from .support import blocky_image, subprocess_env, torch_stubs
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
+REQUIRED = os.environ.get("MGCA_BROWSER_TEST") == "required"  # .ci/run, after installing chromium: never skip
+
+
+def skip_or_fail(reason: str) -> None:
+    (pytest.fail if REQUIRED else pytest.skip)(reason)
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +133,54 @@ def test_no_bundle_says_how_to_make_one(tmp_path):
         embedded_bundle(tmp_path / "runs" / "embedded")
 
 
+def test_no_bundle_exports_the_embedded_run_once(tiny_checkpoint, tmp_path):
+    """`mgca-demo` with no --engine after `python -m mgca.train`: runs/embedded/last.pt becomes runs/embedded/bundle
+    with every class of the synthetic world and its protocol, exported the first time only."""
+    from mgca.evalsets import get_spec
+    from runtime.demo_app import embedded_bundle
+
+    run = tmp_path / "runs" / "embedded"
+    run.mkdir(parents=True)
+    shutil.copy(tiny_checkpoint, run / "last.pt")
+    bundle = embedded_bundle(run)
+    spec = get_spec("synthetic-stuff")
+    seg = Segmenter(bundle, backend="onnxruntime", device="cpu")
+    assert seg.class_names == tuple(spec.prompt_classes)
+    assert (seg.settings.short_side, seg.settings.window, seg.settings.stride) == (
+        spec.protocol.short_side, spec.protocol.window, spec.protocol.stride)
+    stamp = (bundle / "manifest.json").stat().st_mtime_ns
+    assert embedded_bundle(run) == bundle and (bundle / "manifest.json").stat().st_mtime_ns == stamp
+
+
+LEAN_DEMO = """
+import sys
+from pathlib import Path
+import numpy as np
+from runtime.demo import Demo, Options
+from runtime.demo_app import DemoSetupError, embedded_bundle
+outcome = Demo(sys.argv[1], device="cpu").run(np.zeros((40, 50, 3), np.uint8), "cat, sky", Options())
+assert outcome.labels.shape == (40, 50)
+run = Path(sys.argv[2])
+(run / "last.pt").write_bytes(b"a checkpoint")
+try:
+    embedded_bundle(run)
+except DemoSetupError as err:
+    print(err)
+assert not [m for m in sys.modules if m.split(".")[0] in ("torch", "mgca", "export")]
+"""
+
+
+def test_demo_runs_without_torch_and_says_how_to_export(bundle, tmp_path):
+    """The lean install runs the demo; exporting the embedded run there is one line saying what to install."""
+    env = subprocess_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(torch_stubs(tmp_path / "stubs")), env["PYTHONPATH"]])
+    proc = subprocess.run([sys.executable, "-c", LEAN_DEMO, str(bundle), str(tmp_path)], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == (f"no bundle at {tmp_path / 'bundle'}; exporting {tmp_path / 'last.pt'} needs "
+                                   "mgca[train] (pip install -e '.[train]'), or pass --engine BUNDLE")
+
+
 # ---- the page in a real browser -----------------------------------------------------------------------------------
 
 def _free_port() -> int:
@@ -139,7 +192,10 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(bundle, tmp_path_factory):
     """`mgca-demo --engine BUNDLE` on a free port of 127.0.0.1, until the module's tests are done."""
-    pytest.importorskip("gradio", reason="the demo needs Gradio: pip install 'mgca[demo]'")
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        skip_or_fail("the demo needs Gradio: pip install 'mgca[demo]'")
     port = _free_port()
     log = tmp_path_factory.mktemp("demo") / "server.log"
     with log.open("w") as out:
@@ -171,9 +227,12 @@ def server(bundle, tmp_path_factory):
 def browser():
     """Headless Chromium from Debian's packages, driven by Selenium; nothing is downloaded."""
     if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip("chromium and chromium-driver are not installed (Debian: apt-get install -y chromium "
-                    "chromium-driver; .ci/run installs them)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed: pip install 'mgca[test]'")
+        skip_or_fail("chromium and chromium-driver are not installed (Debian: apt-get install -y chromium "
+                     "chromium-driver; .ci/run installs them)")
+    try:
+        from selenium import webdriver
+    except ImportError:
+        skip_or_fail("selenium is not installed: pip install 'mgca[test]'")
     os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not look for drivers online
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
