@@ -1,4 +1,4 @@
-"""What `mgca-demo` does with one request, without Gradio (runtime/demo_app.py is the page around it), so it is
+"""What `mgca-demo` does with one request, without Gradio (mgca/cli/demo.py is the page around it), so it is
 tested without a browser and runs in the lean install on any bundle.
 
 SAM's predictor pattern: the engine runs once per image (and engine, and preprocessing); the window embeddings are

@@ -1,4 +1,4 @@
-"""`mgca-demo` (runtime/demo.py, runtime/demo_app.py) and the Segmenter's encode/decode it is built on.
+"""`mgca-demo` (runtime/demo.py, mgca/cli/demo.py) and the Segmenter's encode/decode it is built on.
 
 The logic is tested here without a browser; the page itself in a real headless Chromium from Debian's packages
 (`apt-get install chromium chromium-driver`, which .ci/run does), driven by Selenium against `mgca-demo` started on
@@ -114,7 +114,7 @@ def test_parse_classes_splits_commas_and_lines():
 
 
 def test_unreadable_and_missing_uploads_are_one_line(tmp_path):
-    from runtime.demo_app import Unreadable, read_upload
+    from mgca.cli.demo import Unreadable, read_upload
 
     with pytest.raises(RuntimeInputError, match="no image"):
         read_upload(None)
@@ -127,7 +127,7 @@ def test_unreadable_and_missing_uploads_are_one_line(tmp_path):
 
 
 def test_no_bundle_says_how_to_make_one(tmp_path):
-    from runtime.demo_app import DemoSetupError, embedded_bundle
+    from mgca.cli.demo import DemoSetupError, embedded_bundle
 
     with pytest.raises(DemoSetupError, match=r"last.pt does not exist; pass --engine BUNDLE .*python -m mgca.train"):
         embedded_bundle(tmp_path / "runs" / "embedded")
@@ -136,8 +136,8 @@ def test_no_bundle_says_how_to_make_one(tmp_path):
 def test_no_bundle_exports_the_embedded_run_once(tiny_checkpoint, tmp_path):
     """`mgca-demo` with no --engine after `python -m mgca.train`: runs/embedded/last.pt becomes runs/embedded/bundle
     with every class of the synthetic world and its protocol, exported the first time only."""
+    from mgca.cli.demo import embedded_bundle
     from mgca.evalsets import get_spec
-    from runtime.demo_app import embedded_bundle
 
     run = tmp_path / "runs" / "embedded"
     run.mkdir(parents=True)
@@ -157,7 +157,7 @@ import sys
 from pathlib import Path
 import numpy as np
 from runtime.demo import Demo, Options
-from runtime.demo_app import DemoSetupError, embedded_bundle
+from mgca.cli.demo import DemoSetupError, embedded_bundle
 outcome = Demo(sys.argv[1], device="cpu").run(np.zeros((40, 50, 3), np.uint8), "cat, sky", Options())
 assert outcome.labels.shape == (40, 50)
 run = Path(sys.argv[2])
@@ -166,7 +166,7 @@ try:
     embedded_bundle(run)
 except DemoSetupError as err:
     print(err)
-assert not [m for m in sys.modules if m.split(".")[0] in ("torch", "mgca", "export")]
+assert not [m for m in sys.modules if m.split(".")[0] in ("torch", "export")]
 """
 
 
@@ -199,7 +199,7 @@ def server(bundle, tmp_path_factory):
     port = _free_port()
     log = tmp_path_factory.mktemp("demo") / "server.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "runtime.demo_app", "--engine", str(bundle), "--port", str(port),
+        proc = subprocess.Popen([sys.executable, "-m", "mgca.cli.demo", "--engine", str(bundle), "--port", str(port),
                                  "--device", "cpu"], stdout=out, stderr=subprocess.STDOUT,
                                 env=subprocess_env(GRADIO_ANALYTICS_ENABLED="False"))
     url = f"http://127.0.0.1:{port}/"

@@ -4,9 +4,10 @@
     mgca-demo                                       # the embedded run's bundle (exported from runs/embedded/last.pt)
     mgca-demo --engine bundle/ --host 0.0.0.0       # serve the network; --share: a public gradio.live link
 
-Torch-free like the rest of `runtime` (`pip install "mgca[demo]"` adds Gradio to the lean install); only the
-no-bundle path, which exports the embedded run, imports `export` (and so torch). Gradio is imported when the page is
-built, never at import time, and its usage statistics are switched off: the page sends nothing anywhere.
+Torch-free, like `mgca-eval --engine` (`pip install "mgca[demo]"` adds Gradio to the lean install): the work is
+`runtime.demo`'s, this module is the page and the command. Only the no-bundle path, which exports the embedded run,
+imports `export` (and so torch). Gradio is imported when the page is built, never at import time, and its usage
+statistics are switched off: the page sends nothing anywhere.
 
 Bad input (no image, an unreadable file, a huge image, no classes, a class outside the vocabulary) is one line in
 the status box and a warning toast, never a traceback. Requests are queued (`--concurrency` at once, `--queue-size`
@@ -32,11 +33,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .batch import label_dtype, write_png
-from .contract import BG_RULES, MANIFEST_FILE, default_background
-from .demo import DEFAULT_MAX_PIXELS, Demo, Options
-from .errors import ImageFileError, MgcaError, RuntimeInputError, one_line, run_cli
-from .image_files import DECODE_ERRORS, list_images, open_rgb
+from runtime.batch import label_dtype, write_png
+from runtime.contract import BG_RULES, MANIFEST_FILE, default_background
+from runtime.demo import DEFAULT_MAX_PIXELS, Demo, Options
+from runtime.errors import ImageFileError, MgcaError, RuntimeInputError, one_line, run_cli
+from runtime.image_files import DECODE_ERRORS, list_images, open_rgb
 
 PROG = "mgca-demo"
 EMBEDDED_RUN = Path("runs/embedded")  # where `python -m mgca.train` (the embedded default) writes
