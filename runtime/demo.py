@@ -122,14 +122,13 @@ class Demo:
             self._segmenters.move_to_end(key)
             return seg
 
-    def check_image(self, image: np.ndarray) -> np.ndarray:
-        """The image, or a one-line error when it is too large for this demo's memory bound."""
-        height, width = image.shape[:2]
+    def check_size(self, width: int, height: int) -> None:
+        """A one-line error when an image of this size is too large for this demo's memory bound (checked on the
+        file's header too, before it is decoded)."""
         if height * width > self.max_pixels:
             raise RuntimeInputError(f"the image is {width} x {height} ({height * width / 1e6:.1f} MP); this demo "
                                     f"takes at most {self.max_pixels / 1e6:.1f} MP: downscale it, or start "
                                     "mgca-demo with a larger --max-megapixels")
-        return image
 
     def _encode(self, seg: Segmenter, image: np.ndarray) -> tuple[Encoded, bool]:
         """The image's window embeddings for this engine and preprocessing: cached, or run now (True)."""
@@ -156,7 +155,7 @@ class Demo:
             shown = ", ".join(repr(n) for n in missing[:5]) + (" ..." if len(missing) > 5 else "")
             raise VocabularyError(f"{shown} not in the vocabulary ({len(seg.class_names)} classes)", DEMO_CACHE_HINT)
         seg.check_classes(names)  # repeats
-        image = self.check_image(image)
+        self.check_size(image.shape[1], image.shape[0])
         start = time.perf_counter()
         encoded, ran = self._encode(seg, image)
         result = seg.decode(encoded, names, background_threshold=options.background)

@@ -3,7 +3,8 @@
 The logic is tested here without a browser; the page itself in a real headless Chromium from Debian's packages
 (`apt-get install chromium chromium-driver`, which .ci/run does), driven by Selenium against `mgca-demo` started on
 127.0.0.1 with the tiny bundle: upload an image, type classes, wait for the overlay, compare the downloaded label
-map with `Segmenter.segment`'s, save a screenshot; then the message for an empty class list.
+map with `Segmenter.segment`'s, save a screenshot; then the messages for an empty class list and an unreadable
+file.
 """
 from __future__ import annotations
 
@@ -113,17 +114,22 @@ def test_parse_classes_splits_commas_and_lines():
     assert parse_classes(" cat ,grass\nsky\n\n") == ("cat", "grass", "sky")
 
 
-def test_unreadable_and_missing_uploads_are_one_line(tmp_path):
+def test_unreadable_missing_and_huge_uploads_are_one_line(demo, bundle, tmp_path):
     from mgca.cli.demo import Unreadable, read_upload
 
     with pytest.raises(RuntimeInputError, match="no image"):
-        read_upload(None)
+        read_upload(None, demo)
     with pytest.raises(ImageFileError, match="x.png is not an image file Pillow can read"):
-        read_upload(Unreadable("x.png", "UnidentifiedImageError"))
+        read_upload(Unreadable("x.png", "UnidentifiedImageError"), demo)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
     with pytest.raises(ImageFileError, match="broken.png is not an image file"):
-        read_upload(str(broken))
+        read_upload(str(broken), demo)
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (400, 30)).save(wide)
+    assert read_upload(str(wide), demo).shape == (30, 400, 3)
+    with pytest.raises(RuntimeInputError, match=r"the image is 400 x 30 \(0.0 MP\); this demo takes at most"):
+        read_upload(str(wide), Demo(bundle, device="cpu", max_pixels=100 * 100))
 
 
 def test_no_bundle_says_how_to_make_one(tmp_path):
@@ -296,16 +302,23 @@ def test_browser_upload_classes_overlay_and_label_map(server, browser, bundle, t
     print(f"screenshot: {shot}")
 
 
-def test_browser_empty_class_list_is_a_message(server, browser, tmp_path):
-    photo = tmp_path / "blocks.png"
-    Image.fromarray(blocky_image(np.random.default_rng(0), 64, 96)).save(photo)
+@pytest.mark.parametrize(("readable", "classes", "message"), [
+    (True, "", "error: no classes given: type class names separated by commas"),
+    (False, "cat", "error: broken.png is not an image file Pillow can read (UnidentifiedImageError); upload a JPEG"),
+])
+def test_browser_bad_input_is_a_message(server, browser, tmp_path, readable, classes, message):
+    """An empty class list, an unreadable file: one line in the status box, no overlay, no traceback."""
+    photo = tmp_path / ("blocks.png" if readable else "broken.png")
+    if readable:
+        Image.fromarray(blocky_image(np.random.default_rng(0), 64, 96)).save(photo)
+    else:
+        photo.write_bytes(b"not a png")
     wait, By = _open(browser, server)
     browser.find_element(By.CSS_SELECTOR, "#image input[type=file]").send_keys(str(photo))
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#image img"))
-    _type_classes(browser, By, "")
+    _type_classes(browser, By, classes)
     browser.find_element(By.CSS_SELECTOR, "#run").click()
-    wait.until(lambda d: "no classes given" in _status(d, By))
-    assert _status(browser, By).startswith("error: no classes given: type class names separated by commas")
+    wait.until(lambda d: _status(d, By).startswith("error: "))
+    assert _status(browser, By).startswith(message)
     assert not browser.find_elements(By.CSS_SELECTOR, "#overlay img")
     assert "Traceback" not in browser.page_source
-

@@ -77,13 +77,21 @@ class LabelFiles:
         return path
 
 
-def read_upload(upload: Any) -> np.ndarray:
-    """The uploaded image, RGB uint8, upright by its EXIF orientation (as every mgca tool reads images)."""
+def read_upload(upload: Any, demo: Demo) -> np.ndarray:
+    """The uploaded image, RGB uint8, upright by its EXIF orientation (as every mgca tool reads images); one too
+    large for `demo` is refused from its header, before it is decoded."""
     if upload is None:
         raise RuntimeInputError("no image: upload one, paste one or take one with the webcam")
     if isinstance(upload, Unreadable):
         raise ImageFileError(f"{upload.name} is not an image file Pillow can read ({upload.reason}); upload a JPEG "
                              "or PNG")
+    try:
+        with Image.open(upload) as header:  # reads the size only
+            size = header.size
+    except DECODE_ERRORS:
+        size = None  # open_rgb says what is wrong with the file
+    if size is not None:
+        demo.check_size(*size)
     return np.asarray(open_rgb(upload, name=Path(upload).name))
 
 
@@ -162,7 +170,7 @@ def build_app(demo: Demo, examples: Sequence[Path] = ()) -> Any:
 
     def segment(upload, classes, engine, units, pamr, bg_rule, background, threshold):
         try:
-            image = read_upload(upload)
+            image = read_upload(upload, demo)
             options = Options(engine, int(units), int(pamr), bg_rule, float(threshold) if background else None)
             outcome = demo.run(image, classes, options)
         except MgcaError as err:
