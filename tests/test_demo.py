@@ -158,6 +158,21 @@ def test_no_bundle_exports_the_embedded_run_once(tiny_checkpoint, tmp_path):
     assert embedded_bundle(run) == bundle and (bundle / "manifest.json").stat().st_mtime_ns == stamp
 
 
+def test_examples_are_the_embedded_benchmark_or_a_folder(tmp_path):
+    from mgca.cli.demo import DemoSetupError, example_images
+
+    run = tmp_path / "embedded"
+    assert example_images(None, run) == []  # no embedded run: no examples, no error
+    images = run / "synthetic_benchmark" / "images"
+    images.mkdir(parents=True)
+    for name in ("b.png", "a.png", "c.gif", ".hidden.png", "notes.txt", "d.jpg", "e.png"):
+        (images / name).write_bytes(b"")
+    assert [p.name for p in example_images(None, run)] == ["a.png", "b.png", "c.gif", "d.jpg"]
+    assert [p.name for p in example_images(images, run, count=10)] == ["a.png", "b.png", "c.gif", "d.jpg", "e.png"]
+    with pytest.raises(DemoSetupError, match="--examples .*missing is not a folder"):
+        example_images(tmp_path / "missing", run)
+
+
 LEAN_DEMO = """
 import sys
 from pathlib import Path
