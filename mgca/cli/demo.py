@@ -214,7 +214,8 @@ def build_app(demo: Demo, examples: Sequence[Path] = ()) -> Any:
                 labels = gr.File(label="label map (PNG)", interactive=False, elem_id="labels")
         if examples:
             gr.Examples([[str(path)] for path in examples], inputs=[image], label="examples")
-        picked.change(lambda names: ", ".join(names or []), inputs=picked, outputs=classes)
+        picked.change(lambda names: ", ".join(names or []), inputs=picked, outputs=classes,
+                      queue=False)  # instant, never behind a segmentation in the queue
         run.click(segment, inputs=[image, classes, engine, units, pamr, bg_rule, background, threshold],
                   outputs=[overlay, status, shares, labels])
     return app
