@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from runtime.batch import BatchOutput, RayOptions, list_images, run_local, run_ray
+    from runtime.batch import BatchOutput, RayOptions, list_tasks, run_local, run_ray
     from runtime.segmenter import Segmenter
 
     bench = _runtime_benchmark()
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = bench.make_checkpoint(args.arch, work / "model.pt")
     bundle = bench.make_bundle(checkpoint, work / "bundle", int8=False, fast=True)
     images = input_images(work / "images", args.images)
-    tasks = list_images([str(images)])
+    tasks = list_tasks([str(images)])
     classes = list(bench.CITYSCAPES)
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}})

@@ -6,9 +6,9 @@
 
 Every variant runs the same model on the same images through `mgca-eval`'s own predict callable; "before"
 is mgca's protocol before issue 20 (softmax background, image padded to the output stride first, no
-long-side cap, TCL's templates averaged CLIP's way), "default" today's (README, "Evaluation protocol"), and
-each other variant turns one of today's choices back (or picks another rule). The agreement column is the
-share of pixels whose label equals the default's. With a random-init or synthetic-trained CLIP the numbers
+long-side cap, TCL's templates averaged CLIP's way), "default" today's (docs/inference-contract.md, "Evaluation
+protocol"), and each other variant turns one of today's choices back (or picks another rule). The agreement column
+is the share of pixels whose label equals the default's. With a random-init or synthetic-trained CLIP the numbers
 measure the pipeline (how many pixels a choice moves), not segmentation quality.
 """
 from __future__ import annotations

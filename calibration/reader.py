@@ -24,8 +24,6 @@ from runtime.contract import INPUT_NAME, InferenceSettings
 from runtime.errors import ImageFileError, MgcaError, RuntimeInputError, SettingsError
 from runtime.preprocess import check_image, prepare
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
 
 class CalibrationError(MgcaError, ValueError):
     """Calibration images or settings cannot be used; the message says how to fix it."""
@@ -68,17 +66,6 @@ def image_windows(image: np.ndarray, settings: InferenceSettings, output_stride:
                    np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)).crops
 
 
-def list_images(folder: str | Path, limit: int | None = None) -> list[Path]:
-    """Image files directly in `folder` (sorted by name, so calibration is reproducible), at most `limit`."""
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        raise CalibrationError(f"image folder {root} does not exist or is not a directory")
-    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise CalibrationError(f"image folder {root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    return files[:limit] if limit else files
-
-
 def read_rgb(path: str | Path) -> np.ndarray | None:
     """An RGB uint8 image, upright by its EXIF orientation (runtime.image_files, as every tool reads images), or
     None when the file cannot be decoded."""
@@ -89,9 +76,16 @@ def read_rgb(path: str | Path) -> np.ndarray | None:
 
 
 def read_images(folder: str | Path, limit: int | None = None) -> tuple[list[np.ndarray], list[Path]]:
-    """Decodable images of `folder` (and their paths); unreadable files are skipped, none at all is an error."""
+    """Decodable images directly in `folder` (sorted by name, so calibration is reproducible) and their paths;
+    unreadable files are skipped, none at all is an error."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise CalibrationError(f"image folder {root} does not exist or is not a directory")
+    files = image_files.list_images(root)
+    if not files:
+        raise CalibrationError(f"image folder {root} holds no images ({', '.join(image_files.IMAGE_SUFFIXES)})")
     images, paths = [], []
-    for path in list_images(folder, None):
+    for path in files:
         image = read_rgb(path)
         if image is not None:
             images.append(image)
@@ -195,5 +189,5 @@ class ImageFolderCalibrationReader(_base_reader()):  # type: ignore[misc]
             yield item
 
 
-__all__ = ["Preprocess", "ImageFolderCalibrationReader", "CalibrationError", "image_windows", "list_images",
-           "read_rgb", "read_images", "synthetic_images", "windows_of", "IMAGE_SUFFIXES"]
+__all__ = ["Preprocess", "ImageFolderCalibrationReader", "CalibrationError", "image_windows",
+           "read_rgb", "read_images", "synthetic_images", "windows_of"]

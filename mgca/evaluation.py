@@ -107,7 +107,8 @@ BACKGROUND_SOURCES = {
 
 def protocol_record(spec, inference: dict[str, Any], background: float | None, templates: dict[str, Any],
                     dense_mode: str | None) -> dict[str, Any]:
-    """Every protocol choice of a run, with where it comes from (README, "Evaluation protocol"), for its JSON."""
+    """Every protocol choice of a run, with where it comes from (docs/inference-contract.md, "Evaluation
+    protocol"), for its JSON."""
     rule = inference["bg_rule"]
     return {
         "resize": {"short_side": inference["short_side"], "long_side": inference["long_side"],
@@ -159,7 +160,8 @@ def _dataset_line(dataset, num_images: int) -> str:
 
 LAYOUT_NOTES = {
     "coco-instances": "COCO-Object labels rasterised from instances JSON (mgca.evalsets.coco): approximate, not "
-                      "the COCO-Stuff-derived maps TCL/GroupViT score (README, Evaluation protocol)",
+                      "the COCO-Stuff-derived maps TCL/GroupViT score (docs/inference-contract.md, Evaluation "
+                      "protocol)",
 }
 
 

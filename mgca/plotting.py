@@ -43,7 +43,7 @@ def plot_segmentation_grid(rows: Sequence[Sequence], columns: Sequence[str], cla
     """A grid of images and label maps: one row per image, e.g. image | ground truth | baseline | ours.
 
     The first cell of a row is an RGB image; the others are (H, W) label maps drawn over it in the
-    same colours as `mgca.visualize` (`ignore_index` pixels left uncoloured), with one legend for the grid.
+    same colours as `runtime.overlay` (`ignore_index` pixels left uncoloured), with one legend for the grid.
     """
     import matplotlib
 
@@ -51,7 +51,7 @@ def plot_segmentation_grid(rows: Sequence[Sequence], columns: Sequence[str], cla
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from .visualize import blend, class_palette
+    from runtime.overlay import blend, class_palette
 
     path = Path(path)
     palette = class_palette(len(class_names))

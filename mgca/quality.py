@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from runtime.metrics import iou_from_areas
+
 from .config import DecoderConfig
 from .decoder import build_decoder
 from .evalsets import open_dataset
@@ -74,10 +76,7 @@ class ClassAreas:
     def iou(self, images: np.ndarray | None = None) -> np.ndarray:
         pick = slice(None) if images is None else images
         intersection, label, prediction = self.stacked()
-        inter = intersection[pick].sum(0).astype(np.float64)
-        union = label[pick].sum(0) + prediction[pick].sum(0) - inter
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(union > 0, inter / union, np.nan)
+        return iou_from_areas(intersection[pick].sum(0), label[pick].sum(0), prediction[pick].sum(0))
 
     def miou(self, images: np.ndarray | None = None) -> float:
         iou = self.iou(images)

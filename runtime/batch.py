@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from .errors import MgcaError, OutputPathError, RuntimeInputError, one_line
 from .files import atomic_path, check_writable_dir, check_writable_file, remove_temporaries
-from .image_files import IMAGE_SUFFIXES, open_rgb
+from .image_files import IMAGE_SUFFIXES, is_image_name, open_rgb
 from .output_record import OutputRecord, check_record, fingerprint, is_output_folder, write_record
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
@@ -78,10 +78,6 @@ def _is_uri(text: str) -> bool:
     return "://" in text
 
 
-def _is_image(name: str) -> bool:
-    return Path(name).suffix.lower() in IMAGE_SUFFIXES and not Path(name).name.startswith(".")
-
-
 def _rel(path: Path, base: Path) -> str:
     """The output name of `path` (no suffix): its place below `base`, or its bare name when it lies outside. Both are
     normalised first, so `..` in a list line or a glob never reaches the output path."""
@@ -105,7 +101,7 @@ def _list_uri(uri: str) -> list[ImageTask]:
     except (OSError, ValueError) as err:
         raise BatchInputError(f"{uri} cannot be listed ({type(err).__name__}: {one_line(err)})") from None
     prefix = uri[:len(uri) - len(uri.split("://", 1)[1])]  # scheme:// (the filesystem's paths have none)
-    files = sorted(e.path for e in entries if e.type == fs.FileType.File and _is_image(e.path))
+    files = sorted(e.path for e in entries if e.type == fs.FileType.File and is_image_name(e.path))
     return [ImageTask(f"{prefix}{path}", _rel(Path(path), Path(base))) for path in files]
 
 
@@ -120,7 +116,7 @@ def _photos(files: Iterable[Path], base: Path) -> list[Path]:
             outputs[folder] = inside and (is_output_folder(folder) or in_output(folder.parent))
         return outputs[folder]
 
-    return [p for p in files if p.is_file() and _is_image(p.name) and not in_output(p.parent)]
+    return [p for p in files if p.is_file() and is_image_name(p.name) and not in_output(p.parent)]
 
 
 def _list_one(item: str) -> list[ImageTask]:
@@ -135,7 +131,7 @@ def _list_one(item: str) -> list[ImageTask]:
         return [ImageTask(str(p), _rel(p, base)) for p in _photos(files, base)]
     if path.is_dir():
         return [ImageTask(str(p), _rel(p, path)) for p in _photos(sorted(path.rglob("*")), path)]
-    if path.is_file() and _is_image(path.name):
+    if path.is_file() and is_image_name(path.name):
         return [ImageTask(str(path), path.stem)]
     if path.is_file() and path.suffix.lower() in LIST_SUFFIXES:  # one image path a line, relative to the list
         try:
@@ -153,7 +149,7 @@ def _list_one(item: str) -> list[ImageTask]:
                           f"images ({', '.join(LIST_SUFFIXES)}); check the path")
 
 
-def list_images(inputs: Sequence[str], exclude: str | Path | None = None) -> list[ImageTask]:
+def list_tasks(inputs: Sequence[str], exclude: str | Path | None = None) -> list[ImageTask]:
     """Every image of the inputs (folders recursively, globs, list files, single images, URIs), in order, each file
     once however it is reached (`x/../a.png` and `y/../a.png`, links), less those below `exclude` (the output
     folder, when it lies inside an input folder); two images that would write the same output are an error naming
@@ -543,5 +539,5 @@ def run_ray(tasks: Sequence[ImageTask], bundle: str, segmenter_args: dict[str, A
 
 
 __all__ = ["BatchInputError", "BatchOutput", "BatchReport", "ImageTask", "RayOptions", "RunLog", "SegmenterActor",
-           "class_areas", "label_dtype", "list_images", "read_image", "run_local", "run_ray", "segment_file",
+           "class_areas", "label_dtype", "list_tasks", "read_image", "run_local", "run_ray", "segment_file",
            "write_summary"]

@@ -1,5 +1,5 @@
-"""Image files -> RGB pixels, the one way every tool reads them (training pairs, evaluation sets, mgca-segment,
-calibration and parity images).
+"""Image files -> RGB pixels, the one way every tool finds and reads them (training pairs, evaluation sets,
+mgca-segment, calibration and parity images, the demo).
 
 Decoded in full here (Pillow decodes lazily, so a truncated file would otherwise fail later, far from its
 name), turned upright by its EXIF orientation tag (a phone photo stored sideways is labelled as it is shown,
@@ -19,9 +19,25 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageFileError, one_line
 
-# The files a folder of images is made of (mgca-segment's inputs, mgca-eval --dataset folder), lower case.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# The files a folder of images is made of (training pairs, mgca-segment's inputs, mgca-eval --dataset folder,
+# calibration), lower case. `.gif` is one of them: Pillow decodes it (an animation's first frame, its palette made
+# RGB by `open_rgb`), and leaving it out would skip a folder's GIFs without a word, while scraped caption data holds
+# many; a user who wants another frame converts the file.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError, UnidentifiedImageError)
+
+
+def is_image_name(name: str | Path) -> bool:
+    """An image file by its suffix, hidden files (".name", e.g. macOS' "._photo.jpg") excluded."""
+    path = Path(name)
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
+    """The image files in `folder` (below it with `recursive`), sorted by path so every run sees one order."""
+    root = Path(folder).expanduser()
+    found = root.rglob("*") if recursive else root.iterdir()
+    return sorted(path for path in found if is_image_name(path) and path.is_file())
 
 
 def open_rgb(source: str | Path | bytes, name: str | None = None) -> Image.Image:
@@ -70,4 +86,4 @@ def read_rgb(path: str | Path) -> np.ndarray:
     return np.asarray(open_rgb(path))
 
 
-__all__ = ["open_rgb", "read_rgb", "to_8bit", "DECODE_ERRORS", "IMAGE_SUFFIXES"]
+__all__ = ["open_rgb", "read_rgb", "to_8bit", "is_image_name", "list_images", "DECODE_ERRORS", "IMAGE_SUFFIXES"]

@@ -99,12 +99,20 @@ class ConfusionMatrix:
             raise ValueError(f"{len(names)} class names for {self.num_classes} classes")
         tp = np.diag(self.matrix).astype(np.float64)
         label_area = self.matrix.sum(axis=1).astype(np.float64)
-        union = label_area + self.matrix.sum(axis=0) - tp
+        iou = iou_from_areas(tp, label_area, self.matrix.sum(axis=0))
         with np.errstate(divide="ignore", invalid="ignore"):
-            iou = np.where(union > 0, tp / union, np.nan)
             acc = np.where(label_area > 0, tp / label_area, np.nan)
         total = int(label_area.sum())
         return SegMetrics(names, iou, acc, float(tp.sum() / total) if total else math.nan, self.num_images, total)
+
+
+def iou_from_areas(intersection: np.ndarray, label_area: np.ndarray, prediction_area: np.ndarray) -> np.ndarray:
+    """Per-class IoU from pixel areas: intersection / (label + prediction - intersection), float64, NaN where the
+    union is empty. The one IoU formula: the confusion matrix here and `mgca.quality.ClassAreas` both call it."""
+    inter = np.asarray(intersection, dtype=np.float64)
+    union = label_area + prediction_area - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / union, np.nan)
 
 
 def _defined_mean(values: np.ndarray) -> float:

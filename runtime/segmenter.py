@@ -55,6 +55,16 @@ class Result:
     scores: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """One image after the engine (`Segmenter.encode`): its preprocessing and window embeddings, kept so that other
+    vocabularies and background values cost no engine run. `key` says which engine and preprocessing made it."""
+
+    prepared: Prepared
+    windows: np.ndarray
+    key: tuple[Any, ...]
+
+
 class Segmenter:
     """Open-vocabulary segmentation with an exported MGCA bundle.
 
@@ -279,9 +289,45 @@ class Segmenter:
     def embed(self, image: np.ndarray, color_order: str | None = None) -> np.ndarray:
         """Stitched, L2-normalised pixel embeddings C x gh x gw of one image (before units; gh x gw is the grid
         of runtime.contract.window_layout, about H'/os x W'/os)."""
+        encoded = self.encode(image, color_order)
+        return stitch(encoded.windows, encoded.prepared, self.bundle.output_stride)
+
+    def encoding_key(self) -> tuple[Any, ...]:
+        """What window embeddings depend on: the bundle, the engine and the preprocessing settings (units, PAMR
+        and the background rule come after the engine)."""
+        s = self.settings
+        return (str(self.bundle.path), self.backend, self.precision, s.short_side, s.long_side, s.window, s.stride,
+                s.padding)
+
+    def encode(self, image: np.ndarray, color_order: str | None = None) -> Encoded:
+        """Run the engine on one image once (SAM's `set_image`); `decode` then labels it for any classes and
+        background value without the engine, as `segment` would."""
         order = self.color_order if color_order is None else check_color_order(color_order)
         prep = self._prepare(check_image(image), order)
-        return stitch(self._embed_windows([prep])[0], prep, self.bundle.output_stride)
+        return Encoded(prep, self._embed_windows([prep])[0], self.encoding_key())
+
+    def decode(self, encoded: Encoded, classes: Sequence[str] | None = None, *, return_scores: bool = False,
+               background_threshold: float | None = None) -> Result:
+        """`segment(image, classes, ...)`'s Result for an image `encode`d by this Segmenter, or by one with the same
+        bundle, engine and preprocessing (its own units, PAMR and background rule apply)."""
+        if encoded.key != self.encoding_key():
+            raise RuntimeInputError("this image was encoded with another bundle, engine or preprocessing "
+                                    f"({encoded.key[1:]} vs {self.encoding_key()[1:]}); encode it with this Segmenter")
+        text, names = self._classes(classes)
+        threshold = check_background_threshold(background_threshold)
+        return self._result(encoded.prepared, encoded.windows, text, names, threshold, return_scores)
+
+    def _result(self, prep: Prepared, windows: np.ndarray, text: np.ndarray, names: tuple[str, ...],
+                background_threshold: float | None, return_scores: bool) -> Result:
+        """One image's window embeddings -> its Result (units, scores, PAMR, background rule, labels)."""
+        settings, os_ = self.settings, self.bundle.output_stride
+        scores, image_cos = image_scores(windows, prep, text, settings, os_, self._assign)
+        with self._post_gate:
+            scores = refine(scores, prep, settings, os_)
+            labels, full = scores_to_labels(scores, prep, background_threshold, return_scores, output_stride=os_,
+                                            bg_rule=settings.bg_rule, image_cos=image_cos)
+        label_names = ("background", *names) if background_threshold is not None else names
+        return Result(labels, label_names, full)
 
     def segment(self, images: Any, classes: Sequence[str] | None = None, *, return_scores: bool = False,
                 background_threshold: float | None = None, color_order: str | None = None) -> Result | list[Result]:
@@ -299,20 +345,12 @@ class Segmenter:
         """
         text, names = self._classes(classes)
         background_threshold = check_background_threshold(background_threshold)
-        settings, os_ = self.settings, self.bundle.output_stride
         order = self.color_order if color_order is None else check_color_order(color_order)
         arrays, batched = self._images(images)
         prepared = [self._prepare(img, order) for img in arrays]
         windows = self._embed_windows(prepared)
-        results = []
-        for prep, win in zip(prepared, windows, strict=True):
-            scores, image_cos = image_scores(win, prep, text, settings, os_, self._assign)
-            with self._post_gate:
-                scores = refine(scores, prep, settings, os_)
-                labels, full = scores_to_labels(scores, prep, background_threshold, return_scores, output_stride=os_,
-                                                bg_rule=settings.bg_rule, image_cos=image_cos)
-            label_names = ("background", *names) if background_threshold is not None else names
-            results.append(Result(labels, label_names, full))
+        results = [self._result(prep, win, text, names, background_threshold, return_scores)
+                   for prep, win in zip(prepared, windows, strict=True)]
         return results if batched else results[0]
 
     __call__ = segment
@@ -395,4 +433,4 @@ def check_background_threshold(value: Any) -> float | None:
     return float(value)
 
 
-__all__ = ["Segmenter", "Result", "check_background_threshold"]
+__all__ = ["Segmenter", "Result", "Encoded", "check_background_threshold"]

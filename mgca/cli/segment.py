@@ -140,10 +140,10 @@ def run_one(args: argparse.Namespace, classes) -> Path:
     """One photo -> overlay with a legend (and the label PNG with --labels-out)."""
     from PIL import Image
 
-    from mgca.visualize import legend_entries, save_overlay
     from runtime.batch import label_dtype, write_png
     from runtime.files import check_writable_file
     from runtime.image_files import read_rgb
+    from runtime.overlay import legend_entries, save_overlay
 
     image = read_rgb(args.inputs[0])  # upright by its EXIF orientation: labels match the photo as it is shown
     out = Path(args.out) if args.out else Path(f"{Path(args.inputs[0]).stem}_segmented.png")
@@ -168,9 +168,9 @@ def _shown(args: argparse.Namespace, classes) -> list[str]:
 def run_folder(args: argparse.Namespace, classes):
     """Folders/globs/lists -> OUT/labels, OUT/overlays, the summary; resumable; optionally on Ray Data."""
     from mgca.config import ConfigError
-    from mgca.visualize import render_overlay
-    from runtime.batch import BatchOutput, RayOptions, list_images, run_local, run_ray
+    from runtime.batch import BatchOutput, RayOptions, list_tasks, run_local, run_ray
     from runtime.files import check_writable_dir
+    from runtime.overlay import render_overlay
 
     if not args.out:
         raise ConfigError("segmenting folders, globs or lists needs --out DIR (labels/, overlays/ and the summary go "
@@ -180,7 +180,7 @@ def run_folder(args: argparse.Namespace, classes):
     if args.ray and not args.engine:
         raise ConfigError("--ray runs exported bundles: pass --engine BUNDLE (mgca-export writes one)")
     out = check_writable_dir(args.out, "--out")
-    tasks = list_images(args.inputs, exclude=out)
+    tasks = list_tasks(args.inputs, exclude=out)
     shown = _shown(args, classes)
     overlay = functools.partial(render_overlay, class_names=shown,
                                 background_index=0 if args.background_threshold is not None else None)

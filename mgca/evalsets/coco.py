@@ -7,7 +7,8 @@ annotations left out (`includeCrowd=False`: their pixels end up stuff or unlabel
 objects painted first so smaller ones stay on top (equal areas keep the json order). Polygons are rasterised by
 pixel centre (pycocotools' own rasteriser differs on boundary pixels); RLE (uncompressed lists and COCO's
 compressed strings) is decoded here. The COCO-Stuff maps themselves were not available to compare with:
-`benchmarks/coco_object_labels.py` measures how much each choice moves the labels (README, "Evaluation protocol").
+`benchmarks/coco_object_labels.py` measures how much each choice moves the labels (docs/inference-contract.md,
+"Evaluation protocol").
 0 is background, 1..80 the categories in sorted id order.
 """
 from __future__ import annotations

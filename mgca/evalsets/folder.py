@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from runtime.image_files import IMAGE_SUFFIXES
+from runtime.image_files import IMAGE_SUFFIXES, list_images
 
 from ..prompts import read_class_file
 from .readers import DatasetError, Item, SegmentationDataset
@@ -41,12 +41,11 @@ class FolderSource:
 def _image_files(folder: Path, what: str) -> dict[str, Path]:
     """{relative path without suffix: file} of the images below `folder`; two files with one stem are an error."""
     found: dict[str, Path] = {}
-    for path in sorted(folder.rglob("*")):
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and not path.name.startswith("."):
-            key = path.relative_to(folder).with_suffix("").as_posix()
-            if key in found:
-                raise DatasetError(f"{what} {found[key]} and {path} have the same name; keep one of them")
-            found[key] = path
+    for path in list_images(folder, recursive=True):
+        key = path.relative_to(folder).with_suffix("").as_posix()
+        if key in found:
+            raise DatasetError(f"{what} {found[key]} and {path} have the same name; keep one of them")
+        found[key] = path
     return found
 
 

@@ -16,11 +16,10 @@ from pathlib import Path
 from PIL import Image
 
 from runtime.errors import ImageFileError
-from runtime.image_files import DECODE_ERRORS, open_rgb
+from runtime.image_files import DECODE_ERRORS, IMAGE_SUFFIXES, open_rgb
 
 from .errors import SKIP_KINDS, CorruptImage, DataError, SkipCounter
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 IMAGE_COLUMNS = ("image", "image_path", "filepath", "file_path", "image_file", "filename", "file", "path", "img",
                  "image_id")
 CAPTION_COLUMNS = ("caption", "title", "text", "captions", "sentence", "description", "raw_caption", "alt")

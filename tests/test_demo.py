@@ -1,0 +1,339 @@
+"""`mgca-demo` (runtime/demo.py, mgca/cli/demo.py) and the Segmenter's encode/decode it is built on.
+
+The logic is tested here without a browser; the page itself in a real headless Chromium from Debian's packages
+(`apt-get install chromium chromium-driver`, which .ci/run does), driven by Selenium against `mgca-demo` started on
+127.0.0.1 with the tiny bundle: upload an image, type classes, wait for the overlay, compare the downloaded label
+map with `Segmenter.segment`'s, save a screenshot; then the messages for an empty class list and an unreadable
+file.
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from runtime import Segmenter
+from runtime.demo import Demo, Options, parse_classes
+from runtime.errors import ImageFileError, RuntimeInputError, VocabularyError
+
+from .support import blocky_image, subprocess_env, torch_stubs
+
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
+REQUIRED = os.environ.get("MGCA_BROWSER_TEST") == "required"  # .ci/run, after installing chromium: never skip
+
+
+def skip_or_fail(reason: str) -> None:
+    (pytest.fail if REQUIRED else pytest.skip)(reason)
+
+
+@pytest.fixture(scope="module")
+def demo(bundle) -> Demo:
+    return Demo(bundle, device="cpu", cached_segmenters=2, cached_images=2)
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return blocky_image(np.random.default_rng(3), 120, 200)
+
+
+def test_encode_then_decode_equals_segment(segmenter, image):
+    """One engine run, then any classes and background values: segment()'s labels exactly."""
+    encoded = segmenter.encode(image)
+    for classes, background in ((["cat", "road", "sky"], None), (["dog", "car"], 0.5), (None, None)):
+        expected = segmenter.segment(image, classes, background_threshold=background, return_scores=True)
+        got = segmenter.decode(encoded, classes, background_threshold=background, return_scores=True)
+        np.testing.assert_array_equal(got.labels, expected.labels)
+        np.testing.assert_array_equal(got.scores, expected.scores)
+        assert got.class_names == expected.class_names
+
+
+def test_decode_on_another_preprocessing_is_refused(bundle, segmenter, image):
+    other = Segmenter(bundle, backend="onnxruntime", device="cpu", short_side=64)
+    with pytest.raises(RuntimeInputError, match="encoded with another bundle, engine or preprocessing"):
+        other.decode(segmenter.encode(image), ["cat"])
+
+
+def test_demo_labels_equal_segment_and_reuse_the_engine_run(demo, bundle, image):
+    first = demo.run(image, "cat, road, sky", Options())
+    reference = Segmenter(bundle, backend="onnxruntime", device="cpu")
+    np.testing.assert_array_equal(first.labels, reference.segment(image, ["cat", "road", "sky"]).labels)
+    assert first.engine_ran
+    # another vocabulary, background and unit count on the same image: the cached window embeddings answer
+    again = demo.run(image, "dog\ncar", Options(units=0, background=0.5))
+    assert not again.engine_ran and again.class_names == ("background", "dog", "car")
+    expected = Segmenter(bundle, backend="onnxruntime", device="cpu", units=0).segment(
+        image, ["dog", "car"], background_threshold=0.5)
+    np.testing.assert_array_equal(again.labels, expected.labels)
+    assert abs(sum(share for _, share in again.shares) - 1.0) < 1e-9
+    assert again.overlay.size[1] >= image.shape[0] and again.overlay.size[0] > image.shape[1]  # legend on the right
+
+
+def test_demo_int8_engine_and_pamr(demo, bundle, image):
+    got = demo.run(image, "cat, dog", Options(engine="onnxruntime int8", pamr=2, bg_rule="tcl", background=0.4))
+    expected = Segmenter(bundle, backend="onnxruntime", device="cpu", precision="int8", pamr=2, bg_rule="tcl")
+    np.testing.assert_array_equal(got.labels, expected.segment(image, ["cat", "dog"], background_threshold=0.4).labels)
+
+
+def test_demo_caches_stay_bounded(demo, image):
+    for units in (0, 4, 9, 16):
+        demo.run(image, "cat", Options(units=units))
+    for seed in range(4):
+        demo.run(blocky_image(np.random.default_rng(seed), 40, 50), "cat", Options())
+    assert len(demo._segmenters) <= demo.cached_segmenters and len(demo._encoded) <= demo.cached_images
+
+
+@pytest.mark.parametrize(("classes", "message"), [
+    ("", "no classes given"), (" , \n", "no classes given"), ("cat, cat", "repeat 'cat'"),
+    ("cat, unicorn", "'unicorn' not in the vocabulary"),
+])
+def test_demo_bad_classes_are_one_line(demo, image, classes, message):
+    with pytest.raises((RuntimeInputError, VocabularyError), match=message) as err:
+        demo.run(image, classes, Options())
+    assert "\n" not in str(err.value)
+
+
+def test_demo_refuses_huge_images_and_unknown_engines(bundle, image):
+    small = Demo(bundle, device="cpu", max_pixels=100 * 100)
+    with pytest.raises(RuntimeInputError, match=r"200 x 120 \(0.0 MP\); this demo takes at most 0.0 MP"):
+        small.run(image, "cat", Options())
+    with pytest.raises(RuntimeInputError, match="engine 'tensorrt fp16' is not in this bundle"):
+        small.run(image, "cat", Options(engine="tensorrt fp16"))
+
+
+def test_parse_classes_splits_commas_and_lines():
+    assert parse_classes(" cat ,grass\nsky\n\n") == ("cat", "grass", "sky")
+
+
+def test_unreadable_missing_and_huge_uploads_are_one_line(demo, bundle, tmp_path):
+    from mgca.cli.demo import Unreadable, read_upload
+
+    with pytest.raises(RuntimeInputError, match="no image"):
+        read_upload(None, demo)
+    with pytest.raises(ImageFileError, match="x.png is not an image file Pillow can read"):
+        read_upload(Unreadable("x.png", "UnidentifiedImageError"), demo)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(ImageFileError, match="broken.png is not an image file"):
+        read_upload(str(broken), demo)
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (400, 30)).save(wide)
+    assert read_upload(str(wide), demo).shape == (30, 400, 3)
+    with pytest.raises(RuntimeInputError, match=r"the image is 400 x 30 \(0.0 MP\); this demo takes at most"):
+        read_upload(str(wide), Demo(bundle, device="cpu", max_pixels=100 * 100))
+
+
+def test_no_bundle_says_how_to_make_one(tmp_path):
+    from mgca.cli.demo import DemoSetupError, embedded_bundle
+
+    with pytest.raises(DemoSetupError, match=r"last.pt does not exist; pass --engine BUNDLE .*python -m mgca.train"):
+        embedded_bundle(tmp_path / "runs" / "embedded")
+
+
+def test_no_bundle_exports_the_embedded_run_once(tiny_checkpoint, tmp_path):
+    """`mgca-demo` with no --engine after `python -m mgca.train`: runs/embedded/last.pt becomes runs/embedded/bundle
+    with every class of the synthetic world and its protocol, exported the first time only."""
+    from mgca.cli.demo import embedded_bundle
+    from mgca.evalsets import get_spec
+
+    run = tmp_path / "runs" / "embedded"
+    run.mkdir(parents=True)
+    shutil.copy(tiny_checkpoint, run / "last.pt")
+    bundle = embedded_bundle(run)
+    spec = get_spec("synthetic-stuff")
+    seg = Segmenter(bundle, backend="onnxruntime", device="cpu")
+    assert seg.class_names == tuple(spec.prompt_classes)
+    assert (seg.settings.short_side, seg.settings.window, seg.settings.stride) == (
+        spec.protocol.short_side, spec.protocol.window, spec.protocol.stride)
+    stamp = (bundle / "manifest.json").stat().st_mtime_ns
+    assert embedded_bundle(run) == bundle and (bundle / "manifest.json").stat().st_mtime_ns == stamp
+
+
+def test_examples_are_the_embedded_benchmark_or_a_folder(tmp_path):
+    from mgca.cli.demo import DemoSetupError, example_images
+
+    run = tmp_path / "embedded"
+    assert example_images(None, run) == []  # no embedded run: no examples, no error
+    images = run / "synthetic_benchmark" / "images"
+    images.mkdir(parents=True)
+    for name in ("b.png", "a.png", "c.gif", ".hidden.png", "notes.txt", "d.jpg", "e.png"):
+        (images / name).write_bytes(b"")
+    assert [p.name for p in example_images(None, run)] == ["a.png", "b.png", "c.gif", "d.jpg"]
+    assert [p.name for p in example_images(images, run, count=10)] == ["a.png", "b.png", "c.gif", "d.jpg", "e.png"]
+    with pytest.raises(DemoSetupError, match="--examples .*missing is not a folder"):
+        example_images(tmp_path / "missing", run)
+
+
+LEAN_DEMO = """
+import sys
+from pathlib import Path
+import numpy as np
+from runtime.demo import Demo, Options
+from mgca.cli.demo import DemoSetupError, embedded_bundle
+outcome = Demo(sys.argv[1], device="cpu").run(np.zeros((40, 50, 3), np.uint8), "cat, sky", Options())
+assert outcome.labels.shape == (40, 50)
+run = Path(sys.argv[2])
+(run / "last.pt").write_bytes(b"a checkpoint")
+try:
+    embedded_bundle(run)
+except DemoSetupError as err:
+    print(err)
+assert not [m for m in sys.modules if m.split(".")[0] in ("torch", "export")]
+"""
+
+
+def test_demo_runs_without_torch_and_says_how_to_export(bundle, tmp_path):
+    """The lean install runs the demo; exporting the embedded run there is one line saying what to install."""
+    env = subprocess_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(torch_stubs(tmp_path / "stubs")), env["PYTHONPATH"]])
+    proc = subprocess.run([sys.executable, "-c", LEAN_DEMO, str(bundle), str(tmp_path)], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == (f"no bundle at {tmp_path / 'bundle'}; exporting {tmp_path / 'last.pt'} needs "
+                                   "mgca[train] (pip install -e '.[train]'), or pass --engine BUNDLE")
+
+
+# ---- the page in a real browser -----------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(bundle, tmp_path_factory):
+    """`mgca-demo --engine BUNDLE` on a free port of 127.0.0.1, until the module's tests are done."""
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        skip_or_fail("the demo needs Gradio: pip install 'mgca[demo]'")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("demo") / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "mgca.cli.demo", "--engine", str(bundle), "--port", str(port),
+                                 "--device", "cpu"], stdout=out, stderr=subprocess.STDOUT,
+                                env=subprocess_env(GRADIO_ANALYTICS_ENABLED="False"))
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(600):  # until it answers (or has died); the test's outcome does not depend on how long
+            if proc.poll() is not None:
+                pytest.fail(f"mgca-demo exited with {proc.returncode}: {log.read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(url, timeout=1).close()
+                break
+            except OSError:
+                try:
+                    proc.wait(timeout=0.5)  # a pause that ends early when the server dies
+                except subprocess.TimeoutExpired:
+                    pass
+        else:
+            pytest.fail(f"mgca-demo did not answer on {url}: {log.read_text()[-2000:]}")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium from Debian's packages, driven by Selenium; nothing is downloaded."""
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        skip_or_fail("chromium and chromium-driver are not installed (Debian: apt-get install -y chromium "
+                     "chromium-driver; .ci/run installs them)")
+    try:
+        from selenium import webdriver
+    except ImportError:
+        skip_or_fail("selenium is not installed: pip install 'mgca[test]'")
+    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not look for drivers online
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 "--window-size=1400,1100"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    yield driver
+    driver.quit()
+
+
+def _open(browser, url: str):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url)
+    wait = WebDriverWait(browser, 180)
+    wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "#image input[type=file]")))
+    return wait, By
+
+
+def _type_classes(browser, By, text: str) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    box = browser.find_element(By.CSS_SELECTOR, "#classes textarea")
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(Keys.DELETE)
+    if text:
+        box.send_keys(text)
+
+
+def _status(browser, By) -> str:
+    return browser.find_element(By.CSS_SELECTOR, "#status textarea").get_attribute("value") or ""
+
+
+def test_browser_upload_classes_overlay_and_label_map(server, browser, bundle, tmp_path):
+    """The page's label map (downloaded as PNG) equals Segmenter.segment's for the same file and classes."""
+    from calibration.reader import synthetic_images
+    from runtime.image_files import read_rgb
+
+    photo = tmp_path / "street.png"
+    Image.fromarray(synthetic_images(1, size=(240, 320), seed=4)[0]).save(photo)
+    classes = ["sky", "road", "car", "tree"]
+    wait, By = _open(browser, server)
+    browser.find_element(By.CSS_SELECTOR, "#image input[type=file]").send_keys(str(photo))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#image img"))  # the upload is shown
+    _type_classes(browser, By, ", ".join(classes))
+    browser.find_element(By.CSS_SELECTOR, "#run").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#overlay img") and "px" in _status(d, By))
+    link = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#labels a[href]"))[0].get_attribute("href")
+    with urllib.request.urlopen(link, timeout=60) as response:
+        labels = np.asarray(Image.open(io.BytesIO(response.read())))
+    expected = Segmenter(bundle, backend="onnxruntime", device="cpu").segment(read_rgb(photo), classes).labels
+    np.testing.assert_array_equal(labels, expected)
+    assert _status(browser, By).startswith("320 x 240 px, 4 labels, ")
+    shown = browser.find_element(By.CSS_SELECTOR, "#shares").text
+    assert all(name in shown for name in classes), shown
+    shot = Path(os.environ.get("MGCA_DEMO_SCREENSHOT", tmp_path / "demo.png"))
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 0
+    print(f"screenshot: {shot}")
+
+
+@pytest.mark.parametrize(("readable", "classes", "message"), [
+    (True, "", "error: no classes given: type class names separated by commas"),
+    (False, "cat", "error: broken.png is not an image file Pillow can read (UnidentifiedImageError); upload a JPEG"),
+])
+def test_browser_bad_input_is_a_message(server, browser, tmp_path, readable, classes, message):
+    """An empty class list, an unreadable file: one line in the status box, no overlay, no traceback."""
+    photo = tmp_path / ("blocks.png" if readable else "broken.png")
+    if readable:
+        Image.fromarray(blocky_image(np.random.default_rng(0), 64, 96)).save(photo)
+    else:
+        photo.write_bytes(b"not a png")
+    wait, By = _open(browser, server)
+    browser.find_element(By.CSS_SELECTOR, "#image input[type=file]").send_keys(str(photo))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#image img"))
+    _type_classes(browser, By, classes)
+    browser.find_element(By.CSS_SELECTOR, "#run").click()
+    wait.until(lambda d: _status(d, By).startswith("error: "))
+    assert _status(browser, By).startswith(message)
+    assert not browser.find_elements(By.CSS_SELECTOR, "#overlay img")
+    assert "Traceback" not in browser.page_source
