@@ -5,10 +5,13 @@
     OUT/summary.csv (or .parquet)        per image: status, size, seconds, the area share of every class
 
 Every output file is written atomically (`runtime.files`), so an image either has its complete label PNG or none:
-a rerun skips the images already done and redoes nothing else. Each finished image also appends one line to
-OUT/.segment-log.jsonl (its summary row); the summary table is rewritten from it at the end of every run, so it
-covers the images of earlier, interrupted runs too. An image that cannot be read or segmented (any `MgcaError`) is
-logged, counted and skipped; the run goes on.
+a rerun skips the images already done and redoes nothing else. Output names never hold `..`, every output path
+resolves inside OUT and onto no input, OUT/.mgca-output.json (`runtime.output_record`) says what made the outputs,
+and an old output is only ever replaced by its new one, never deleted first (docs/reliability.md). Each finished
+image also appends one line to OUT/.segment-log.jsonl (its summary row and the producer's fingerprint); the summary
+table is rewritten from it at the end of every run, so it covers the images of earlier, interrupted runs too. An
+image that cannot be read or segmented (any `MgcaError`) is logged, counted and skipped; the run goes on; an output
+that cannot be written stops the run in one line (`BatchWriteError`), keeping what was written.
 
 `run_ray` runs the same per-image work (`segment_file`) inside Ray Data: `from_items` over the images still to do,
 `map_batches` over an actor pool where each actor holds one `runtime.Segmenter` (the bundle loaded once per actor),
