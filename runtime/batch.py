@@ -5,10 +5,13 @@
     OUT/summary.csv (or .parquet)        per image: status, size, seconds, the area share of every class
 
 Every output file is written atomically (`runtime.files`), so an image either has its complete label PNG or none:
-a rerun skips the images already done and redoes nothing else. Each finished image also appends one line to
-OUT/.segment-log.jsonl (its summary row); the summary table is rewritten from it at the end of every run, so it
-covers the images of earlier, interrupted runs too. An image that cannot be read or segmented (any `MgcaError`) is
-logged, counted and skipped; the run goes on.
+a rerun skips the images already done and redoes nothing else. Output names never hold `..`, every output path
+resolves inside OUT and onto no input, OUT/.mgca-output.json (`runtime.output_record`) says what made the outputs,
+and an old output is only ever replaced by its new one, never deleted first (docs/reliability.md). Each finished
+image also appends one line to OUT/.segment-log.jsonl (its summary row and the producer's fingerprint); the summary
+table is rewritten from it at the end of every run, so it covers the images of earlier, interrupted runs too. An
+image that cannot be read or segmented (any `MgcaError`) is logged, counted and skipped; the run goes on; an output
+that cannot be written stops the run in one line (`BatchWriteError`), keeping what was written.
 
 `run_ray` runs the same per-image work (`segment_file`) inside Ray Data: `from_items` over the images still to do,
 `map_batches` over an actor pool where each actor holds one `runtime.Segmenter` (the bundle loaded once per actor),
@@ -142,8 +145,9 @@ def _list_one(item: str) -> list[ImageTask]:
                  for p in lines if p and not p.startswith("#")]
         missing = [p for p in files if not _is_uri(p) and not Path(p).is_file()]
         if missing:
-            raise BatchInputError(f"{missing[0]} (listed in {path}) does not exist ({len(missing)} missing); fix the "
-                                  "list")
+            why = ("is a folder; a list names image files, one a line (give the folder itself as an input)"
+                   if Path(missing[0]).is_dir() else "does not exist")
+            raise BatchInputError(f"{missing[0]} (listed in {path}) {why} ({len(missing)} not a file); fix the list")
         return [ImageTask(p, _rel(Path(p), path.parent)) for p in files]
     raise BatchInputError(f"{item} is not an image ({', '.join(IMAGE_SUFFIXES)}), a folder, a glob or a list of "
                           f"images ({', '.join(LIST_SUFFIXES)}); check the path")
@@ -347,8 +351,21 @@ class RunLog:
             handle.write(json.dumps(row) + "\n")
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets take for a formula
+
+
+def _text(value: Any, spreadsheet: bool = False) -> Any:
+    """A cell as UTF-8 can store it: a file name's undecodable bytes (surrogate escapes) as \\xNN. For a CSV
+    (`spreadsheet`), text a spreadsheet would run as a formula gets a leading ' (as OWASP advises), shown as is."""
+    if not isinstance(value, str):
+        return value
+    value = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return f"'{value}" if spreadsheet and value.startswith(FORMULA_STARTS) else value
+
+
 def write_summary(path: Path, rows: list[dict[str, Any]]) -> Path:
-    """The summary table, CSV or (by suffix) parquet, written atomically."""
+    """The summary table, CSV or (by suffix) parquet, written atomically; text cells made safe by `_text`."""
+    rows = [{key: _text(value, path.suffix != ".parquet") for key, value in row.items()} for row in rows]
     if path.suffix == ".parquet":
         try:
             import pyarrow as pa

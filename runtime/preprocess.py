@@ -24,6 +24,9 @@ from .errors import RuntimeInputError
 # conversion of the normalisation: work that has to produce a new array anyway.
 
 COLOR_ORDERS = ("rgb", "bgr")
+# The largest resized image: 64 megapixels (a 448-high panorama 140,000 wide) take ~1 GiB as normalised floats.
+# A long thin image with no long-side cap (1 x 100,000 at short side 448) would otherwise ask for 10s of GiB.
+MAX_RESIZED_PIXELS = 64_000_000
 
 
 def check_color_order(color_order: str) -> str:
@@ -87,6 +90,10 @@ def resize_image(image: np.ndarray, short_side: int, long_side: int = 0) -> np.n
     """mmcv's `imrescale` (cv2 INTER_LINEAR on the uint8 image) to `resized_shape`: the one step both
     implementations share bit for bit."""
     new_h, new_w = resized_shape(image.shape[0], image.shape[1], short_side, long_side)
+    if new_h * new_w > MAX_RESIZED_PIXELS:
+        raise RuntimeInputError(f"image {image.shape[1]}x{image.shape[0]} would be resized to {new_w}x{new_h} "
+                                f"({new_h * new_w / 1e6:.0f} megapixels, over the {MAX_RESIZED_PIXELS / 1e6:.0f} "
+                                "allowed); cap the longer side (long_side, --long-side 2048) or crop the image")
     if (new_h, new_w) == image.shape[:2]:
         return image
     return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
@@ -128,4 +135,5 @@ def prepare(image: np.ndarray, settings: InferenceSettings, output_stride: int, 
     return Prepared(image.shape[:2], (height, width), layout.grid_hw, layout.boxes, crops, normalized)
 
 
-__all__ = ["COLOR_ORDERS", "check_color_order", "check_image", "resize_image", "normalize", "Prepared", "prepare"]
+__all__ = ["COLOR_ORDERS", "MAX_RESIZED_PIXELS", "check_color_order", "check_image", "resize_image", "normalize",
+           "Prepared", "prepare"]

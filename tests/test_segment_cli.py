@@ -330,3 +330,26 @@ def test_an_earlier_output_folder_inside_the_input_is_not_read_as_photos(bundle,
         "img0.png", "img1.png", "img2.png"]
     assert segment([f"{photos}/**/*.png"], tmp_path / "globbed", bundle) == 0  # globs skip it too
     assert len(list((tmp_path / "globbed" / "labels").rglob("*.png"))) == 3
+
+
+# ------------------------------------------------------------------------------------------------ item 14: messages
+
+def test_a_list_naming_a_folder_says_it_is_a_folder(tmp_path, capsys):
+    three_photos(tmp_path / "photos")
+    (tmp_path / "list.txt").write_text("photos\n")
+    code = segment_cli.main([str(tmp_path / "list.txt"), "--classes", CLASSES, "--decoder", "none", "--out",
+                             str(tmp_path / "out")])
+    err = one_line_error(code, capsys.readouterr().err)
+    assert "(listed in" in err and "is a folder; a list names image files" in err and "does not exist" not in err
+
+
+def test_odd_file_names_reach_the_csv_summary_safely(bundle, tmp_path, monkeypatch, capsys):
+    """A non-UTF-8 name gave a raw UnicodeEncodeError; a name starting with '=' was a spreadsheet formula."""
+    monkeypatch.chdir(tmp_path)
+    photo(tmp_path / os.fsdecode(b"caf\xe9.png"), 1)
+    photo(tmp_path / "=HYPERLINK(1).png", 2)
+    assert segment([os.fsdecode(b"caf\xe9.png"), "=HYPERLINK(1).png"], tmp_path / "out", bundle) == 0, \
+        capsys.readouterr().err
+    text = (tmp_path / "out" / "summary.csv").read_text(encoding="utf-8")  # valid UTF-8
+    images = [row["image"] for row in summary_rows(tmp_path / "out" / "summary.csv")]
+    assert images == ["caf\\xe9.png", "'=HYPERLINK(1).png"] and "\n=" not in text

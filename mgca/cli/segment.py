@@ -7,7 +7,9 @@
 One photo: an overlay with a legend (and `--labels-out`). Folders, globs, list files (one image path a line) or
 several inputs: OUT/labels mirrors the input tree with label PNGs, OUT/overlays with overlays when asked, and
 OUT/summary.csv holds per-image class areas and timings (`runtime.batch`). Images already done are skipped unless
-`--overwrite`; every file is written atomically, so an interrupted run resumes where it stopped. `--engine` runs the
+`--overwrite`; every file is written atomically, so an interrupted run resumes where it stopped. OUT/.mgca-output.json
+records what made the outputs (`runtime.output_record`): a rerun with other settings is refused unless --overwrite.
+Every output resolves inside --out and never onto an input (docs/reliability.md). `--engine` runs the
 torch-free runtime (and `--ray` a Ray Data actor pool of it); `--checkpoint` / `--decoder none` run PyTorch.
 """
 from __future__ import annotations
@@ -68,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--overlays", action="store_true", help="also write OUT/overlays/... colour overlays")
     batch.add_argument("--summary", help="summary table, .csv or .parquet (default OUT/summary.csv)")
     batch.add_argument("--overwrite", action="store_true",
-                       help="redo images whose outputs already exist (one that fails now loses its old outputs)")
+                       help="redo every image, also with other settings than the outputs in --out were made with; an "
+                            "old output is only replaced by its new one (one that fails now keeps it, marked failed "
+                            "in the summary)")
     batch.add_argument("--no-progress", action="store_true", help="no progress bar")
     ray = parser.add_argument_group("Ray Data scale-out (pip install 'mgca[ray]'; with --engine)")
     ray.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",

@@ -161,11 +161,26 @@ def read_label(path: Path, spec: DatasetSpec) -> np.ndarray:
     if mode in ("RGB", "RGBA"):
         label = _decode_rgb_label(array, spec.rgb_palette, path, spec.ignore_index)
     else:
-        label = array.astype(np.int64)
+        label = _class_ids(array, mode, path)
     leading = 1 if spec.reduce_zero_label else spec.ignored_leading_labels
     label = reduce_leading_labels(label, leading, spec.ignore_index) if leading else label
     _check_label_ids(label, spec, path)
     return label
+
+
+def _class_ids(array: np.ndarray, mode: str, path: Path) -> np.ndarray:
+    """A grey or palette mask's values as int64 class ids; other channel counts and non-integer values are a
+    one-line DatasetError (a float mask's 1.5 is no class, and truncating it would be a silent guess)."""
+    if array.ndim != 2:
+        raise DatasetError(f"mask {path} has {array.shape[2]} channels (mode {mode}, e.g. grey + alpha); a mask is one "
+                           "channel of class ids (grey or palette PNG): save it without the alpha channel")
+    if array.dtype.kind == "f":
+        fractional = ~np.isfinite(array) | (array != np.round(array))
+        if fractional.any():
+            raise DatasetError(f"mask {path} holds {int(fractional.sum())} non-integer values (e.g. "
+                               f"{array[fractional][0]:g}); labels are class ids: save it as an 8- or 16-bit "
+                               "integer image")
+    return array.astype(np.int64)
 
 
 def _check_label_ids(label: np.ndarray, spec: DatasetSpec, path: Path) -> None:
