@@ -88,6 +88,10 @@ class Bundle:
                               "re-export the bundle")
         return path
 
+    def available_models(self) -> set[str]:
+        """The manifest model keys whose files are in the bundle folder."""
+        return {key for key, path in self.models.items() if path is not None and path.is_file()}
+
     def open_model(self, key: str, build: Callable[[Path, bytes], T]) -> T:
         """`build(path, bytes)` of model `key`, returned only when those bytes match the manifest's sha256.
 

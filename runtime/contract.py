@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -39,7 +39,19 @@ MODEL_KEYS = MappingProxyType({("onnxruntime", "fp32"): "onnx", ("onnxruntime", 
                                ("openvino", "fp32"): "onnx", ("openvino", "bf16"): "onnx",
                                ("openvino", "int8"): "onnx_int8_nncf",
                                ("tensorrt", "fp16"): "trt_fp16", ("tensorrt", "int8"): "trt_int8"})
+# A (backend, precision) may have a fallback file: OpenVINO's int8 runs the QDQ graph when the bundle has no NNCF
+# graph (the exporter keeps NNCF's only where it measured it nearer fp32 than the QDQ graph).
+MODEL_FALLBACKS = MappingProxyType({("openvino", "int8"): "onnx_int8"})
 BACKENDS = ("onnxruntime", "openvino", "tensorrt")
+
+
+def model_key(backend: str, precision: str, available: Collection[str]) -> str:
+    """The manifest model key that (backend, precision) runs in a bundle holding the keys `available`: the
+    preferred MODEL_KEYS entry, else its MODEL_FALLBACKS entry when the bundle has that one."""
+    preferred = MODEL_KEYS[(backend, precision)]
+    fallback = MODEL_FALLBACKS.get((backend, precision))
+    return fallback if preferred not in available and fallback in available else preferred
+
 PRECISIONS = ("fp32", "bf16", "int8", "fp16")
 
 # The ONNX graph: `image` N x 3 x win x win (normalised) -> `embeddings` N x C x win/os x win/os (L2-normalised).
@@ -374,8 +386,8 @@ def meta_point_indices(height: int, width: int, units: int) -> list[int]:
 
 __all__ = [
     "BUNDLE_FORMAT", "READABLE_BUNDLE_FORMATS", "TEXT_CACHE_FORMAT", "ONNX_FORMAT", "MANIFEST_FILE", "TEXT_CACHE_FILE",
-    "MODEL_FILES", "MODEL_KEYS", "BACKENDS", "PRECISIONS", "INPUT_NAME", "OUTPUT_NAME", "OPENAI_CLIP_MEAN",
-    "OPENAI_CLIP_STD", "CLIP_LOGIT_SCALE",
+    "MODEL_FILES", "MODEL_KEYS", "MODEL_FALLBACKS", "model_key", "BACKENDS", "PRECISIONS", "INPUT_NAME",
+    "OUTPUT_NAME", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD", "CLIP_LOGIT_SCALE",
     "PAPER_WINDOW", "UNIT_SCOPES", "BG_RULES", "GROUPVIT_TOP_K", "TCL_MASK_SCALE", "TCL_MASK_BIAS", "TCL_BACKGROUND",
     "TCL_BACKGROUND_PAMR", "MMSEG_LONG_SIDE", "PADDINGS", "PAMR_DILATIONS", "SettingSpec", "setting",
     "InferenceSettings", "SETTING_SPECS", "DEFAULT_SETTINGS",

@@ -5,23 +5,24 @@ The `auto` rule (docs/engines.md has the measurements behind it), first match wi
 1. a TensorRT engine of the bundle (fp16, or int8 when asked) when tensorrt and an NVIDIA GPU are usable;
 2. onnxruntime on CUDA when the device is a GPU (device "cuda", or "auto" with onnxruntime-gpu's CUDA provider);
 3. on the CPU, with OpenVINO installed: bf16 when the CPU computes it natively (OpenVINO lists BF16 among the
-   CPU's capabilities: AVX512_BF16 or AMX), measured 2x (AMD EPYC, AVX512_BF16) to 4.3x (Xeon, AMX) faster
-   than onnxruntime fp32 at >= 99% label agreement with fp32 on ViT-B/16;
+   CPU's capabilities: AVX512_BF16 or AMX). Measured end to end on random-weight ViT-B/16: 1.4-2.0x onnxruntime
+   fp32 on an AMD EPYC (AVX512_BF16, no AMX) at 98.0-99.4% label agreement; one window 4.3-4.5x on a Xeon
+   with AMX (issue 26). On the trained miniature its mIoU equals fp32's within 0.1 (docs/engines.md);
 4. else onnxruntime fp32, the reference engine (CPUs without native bf16: OpenVINO fp32 was measured level with
    onnxruntime fp32 on an AMD EPYC, so the rule does not bet on a gain it has not seen).
 
 `auto` never picks int8 by itself: int8's agreement depends on the calibration images, which only the user
-can vouch for. Asked for, int8 runs NNCF's graph on OpenVINO when the bundle has it and OpenVINO is installed,
-else onnxruntime's QDQ graph. A precision given alone picks its natural engine (bf16: OpenVINO, fp16:
-TensorRT, fp32: onnxruntime); a backend given alone runs its default precision (OpenVINO: bf16 where native,
-else fp32; onnxruntime: fp32; TensorRT: fp16).
+can vouch for. Asked for, int8 runs on OpenVINO where it is installed (NNCF's graph when the bundle kept one, else
+the QDQ graph, which OpenVINO runs faster than onnxruntime does), else onnxruntime's QDQ graph. A precision
+given alone picks its natural engine (bf16: OpenVINO, fp16: TensorRT, fp32: onnxruntime); a backend given alone
+runs its default precision (OpenVINO: bf16 where native, else fp32; onnxruntime: fp32; TensorRT: fp16).
 """
 from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from .contract import BACKENDS, MODEL_KEYS, PRECISIONS
+from .contract import BACKENDS, MODEL_KEYS, PRECISIONS, model_key
 from .errors import BackendError
 
 
@@ -91,10 +92,12 @@ def _auto_backend(precision: str | None, facts: EngineFacts, native_bf16: bool) 
                                "'mgca[openvino]', or use precision 'fp32'")
         return "openvino", "auto: bf16 is OpenVINO's"
     if precision == "int8":
-        if facts.openvino_installed and MODEL_KEYS[("openvino", "int8")] in facts.models:
-            return "openvino", "auto: int8 runs NNCF's graph on OpenVINO (nearer fp32 than onnxruntime's QDQ graph)"
-        return "onnxruntime", ("auto: int8 runs onnxruntime's QDQ graph (the bundle has no NNCF graph)"
-                               if facts.openvino_installed else "auto: int8 on onnxruntime (OpenVINO not installed)")
+        key = model_key("openvino", "int8", facts.models)
+        if facts.openvino_installed and key in facts.models:
+            nncf = key == MODEL_KEYS[("openvino", "int8")]
+            graph = "NNCF's graph" if nncf else "the QDQ graph (the bundle has no NNCF graph)"
+            return "openvino", f"auto: int8 runs {graph} on OpenVINO (faster than onnxruntime on the same graph)"
+        return "onnxruntime", "auto: int8 on onnxruntime's QDQ graph (OpenVINO not installed)"
     if precision is None and facts.openvino_installed and native_bf16:
         return "openvino", "auto: OpenVINO bf16, the CPU computes bf16 natively"
     if precision is None:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .bundle import Bundle, load_bundle
-from .contract import MODEL_KEYS, SETTING_SPECS, InferenceSettings
+from .contract import SETTING_SPECS, InferenceSettings, model_key
 from .engine_choice import EngineChoice, EngineFacts, choose_engine
 from .engines import OrtEngine, TensorRTEngine, ort_cuda_listed, parse_device, tensorrt_available
 from .errors import BackendError, BundleError, RuntimeInputError, SettingsError, VocabularyError
@@ -133,7 +133,7 @@ class Segmenter:
                              model_bytes=data, concurrent_runs=concurrent_runs)
 
         self.engine: OrtEngine | OpenVinoEngine | TensorRTEngine = self.bundle.open_model(
-            MODEL_KEYS[(self.backend, self.precision)], build)
+            model_key(self.backend, self.precision, self.bundle.available_models()), build)
         self._check_engine_geometry()
         self.assignment, self.assignment_reason, self.assignment_timings = self._pick_assignment(assignment)
         self._assign = make_assigner(self.assignment if self.assignment != "none" else "numpy", num_threads)
@@ -156,7 +156,7 @@ class Segmenter:
     def _pick_backend(self, backend: str, precision: str | None, device: str) -> EngineChoice:
         """(backend, precision, why) by `runtime.engine_choice.choose_engine` over this machine and bundle."""
         kind, _ = parse_device(device)
-        models = {key for key, path in self.bundle.models.items() if path is not None and path.is_file()}
+        models = self.bundle.available_models()
         wants_trt = backend in ("auto", "tensorrt") and kind != "cpu" and any(k.startswith("trt") for k in models)
         ov = openvino_available() if backend in ("auto", "openvino") else False
         facts = EngineFacts(models=models, device=kind,
