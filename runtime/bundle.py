@@ -10,7 +10,7 @@ bundle/
   model.int8.engine    # optional, TensorRT int8 from model.int8.onnx
   text_cache.npz       # optional, the vocabulary's embeddings
 ```
-`mgca-export` computes what goes in (`export.pipeline`) and writes it with `start_bundle` + `manifest_dict` +
+`mgca-export` computes what goes in (`export.pipeline`) and writes it with `staged_bundle` + `manifest_dict` +
 `write_manifest`; `runtime.Segmenter` reads it with `load_bundle`. Each fact is stored once: the window
 and the other inference settings only in `inference`, the architecture only in `backbone`.
 """
@@ -36,8 +36,9 @@ from .contract import (
     TEXT_CACHE_FILE,
     InferenceSettings,
 )
-from .errors import BundleError, OutputPathError, SettingsError, one_line
-from .files import atomic_path, check_writable_dir, file_sha256
+from .errors import BundleError, SettingsError, one_line
+from .files import atomic_path, file_sha256
+from .staging import staged_folder
 
 T = TypeVar("T")
 
@@ -260,17 +261,21 @@ def _load_bundle(root: Path) -> Bundle:
 
 # ---------------------------------------------------------------------------------------------- writing
 
-def start_bundle(out: str | Path) -> Path:
-    """Create `out` (or reuse it), removing a previous export's manifest and model files first, so an
-    interrupted re-export never leaves a manifest that describes files of another export."""
-    root = check_writable_dir(out, "bundle folder")
-    try:
-        for name in (MANIFEST_FILE, *MODEL_FILES.values(), TEXT_CACHE_FILE):
-            (root / name).unlink(missing_ok=True)
-    except OSError as err:
-        raise OutputPathError(f"cannot replace the bundle in {root} ({err.strerror or err}); choose another "
-                              "folder or make it writable") from None
-    return root
+BUNDLE_FILES = (MANIFEST_FILE, *MODEL_FILES.values(), TEXT_CACHE_FILE)  # what a re-export replaces
+
+
+def staged_bundle(out: str | Path):
+    """Context manager: an empty folder beside `out` to write the new bundle into, swapped in for `out` only when
+    the block ends without an error (`runtime.staging`): a re-export that fails its parity check or is interrupted
+    leaves the working bundle as it was. Files in `out` that are not bundle files stay."""
+    return staged_folder(out, BUNDLE_FILES, "bundle folder")
+
+
+def is_bundle_file(path: str | Path) -> bool:
+    """Whether `path` is one of a bundle's own files (in a folder holding a manifest): writing it by hand would leave
+    a manifest whose sha256 no longer matches, so writers refuse it."""
+    path = Path(path).expanduser()
+    return path.name in BUNDLE_FILES and (path.parent / MANIFEST_FILE).is_file()
 
 
 def manifest_dict(*, embed_dim: int, patch_size: int, output_stride: int, mean: tuple[float, ...],
@@ -326,4 +331,5 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-__all__ = ["Bundle", "load_bundle", "start_bundle", "manifest_dict", "write_manifest"]
+__all__ = ["BUNDLE_FILES", "Bundle", "is_bundle_file", "load_bundle", "staged_bundle", "manifest_dict",
+           "write_manifest"]
