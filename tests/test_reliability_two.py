@@ -49,3 +49,25 @@ def test_segment_outputs_never_overwrite_the_class_file(tmp_path, capsys, monkey
         code = segment_cli.main([*argv, *common])
         assert "is the input file" in one_line_error(code, capsys.readouterr().err)
     assert classes.read_text() == "cat\ndog\n"
+
+
+# ---------------------------------------------------------------- 1. resume after a changed recipe
+
+def test_resume_refuses_a_changed_recipe_and_allows_the_safe_keys(tmp_path, capsys):
+    """The issue's keys each changed the run silently under train.resume=auto; now each is one line naming it."""
+    from mgca.train import main
+
+    from .test_reliability import train_args
+
+    assert main(train_args(tmp_path, "train.max_steps=1")) == 0
+    earlier = (tmp_path / "last.pt").read_bytes()
+    for change in ("train.batch_size=2", "data.seed=1", "data.image_size=96", "train.seed=3",
+                   "backbone.dense_mode=maskclip", "optim.epochs=2"):
+        capsys.readouterr()
+        code = main(train_args(tmp_path, "train.max_steps=2", "train.resume=auto", change))
+        line = one_line_error(code, capsys.readouterr().err)
+        assert f"recipe differs from this run's in {change.split('=')[0]} " in line and "--overwrite" in line, line
+        assert (tmp_path / "last.pt").read_bytes() == earlier
+    safe = ("train.max_steps=2", "train.resume=auto", "data.num_workers=1", "train.log_every=1", "train.device=cpu")
+    assert main(train_args(tmp_path, *safe)) == 0, capsys.readouterr().err
+    assert main(train_args(tmp_path, "train.max_steps=1", "train.batch_size=2", "--overwrite")) == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mgca.checkpoint import CheckpointError, load_checkpoint
+from mgca.checkpoint import load_checkpoint
 from mgca.config import ConfigError, load_config
 from mgca.schedule import warmup_cosine
 from mgca.train import (
@@ -105,7 +105,7 @@ def test_resume_continues_exact_schedule(tmp_path):
 
 def test_resume_refuses_changed_loss_config(tmp_path):
     train(fast_config(tmp_path, "train.max_steps=1"))
-    with pytest.raises(CheckpointError, match="loss config differs"):
+    with pytest.raises(ConfigError, match="recipe differs from this run.s in loss.k_pix"):
         Trainer(fast_config(tmp_path, "train.resume=auto", "loss.k_pix=0.5"))
 
 
