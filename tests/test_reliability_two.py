@@ -71,3 +71,24 @@ def test_resume_refuses_a_changed_recipe_and_allows_the_safe_keys(tmp_path, caps
     safe = ("train.max_steps=2", "train.resume=auto", "data.num_workers=1", "train.log_every=1", "train.device=cpu")
     assert main(train_args(tmp_path, *safe)) == 0, capsys.readouterr().err
     assert main(train_args(tmp_path, "train.max_steps=1", "train.batch_size=2", "--overwrite")) == 0
+
+
+# ---------------------------------------------------------------- 4. write checks come first and in one line
+
+def test_an_unwritable_clip_cache_is_refused_before_pretraining(tmp_path, monkeypatch):
+    """A read-only working folder with the default relative pretrain.cache_dir: the pretraining ran to its end and
+    was then lost with a raw PermissionError: 'runs'."""
+    import mgca.clip_pretrain
+    from mgca.config import load_config
+    from mgca.embedded import ensure_clip_weights
+    from mgca.train import embedded_config_path
+    from runtime.errors import OutputPathError
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("pretrained before the cache folder was checked")
+
+    monkeypatch.setattr(mgca.clip_pretrain, "pretrain_clip", must_not_run)
+    (tmp_path / "ro").write_text("a file where the cache folder would go\n")
+    cfg = load_config(embedded_config_path(), [f"pretrain.cache_dir={tmp_path / 'ro' / 'cache'}"])
+    with pytest.raises(OutputPathError, match="pretrain.cache_dir .* cannot be written"):
+        ensure_clip_weights(cfg, progress=False)
