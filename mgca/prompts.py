@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.errors import MgcaError
-from runtime.files import is_existing_file
+from runtime.files import is_existing_file, read_text_file
 
 from .config import ConfigError
 
@@ -76,10 +76,7 @@ def read_class_file(path: str | Path, what: str = "class file") -> ClassList:
     if not is_existing_file(str(path)):
         raise VocabularyFileError(f"{what} {path} does not exist; give a text file with one class name per line")
     path = Path(path).expanduser()
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark is no part of a name
-    except (OSError, UnicodeDecodeError) as err:
-        raise VocabularyFileError(f"{what} {path} is not readable UTF-8 text ({type(err).__name__})") from None
+    lines = read_text_file(path, what, VocabularyFileError).splitlines()  # a byte-order mark is no part of a name
     names, prompts = [], []
     for number, line in enumerate(lines, 1):
         line = line.strip()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mgca.checkpoint import load_checkpoint
+from mgca.checkpoint import CheckpointError, load_checkpoint
 from mgca.config import ConfigError, load_config
 from mgca.schedule import warmup_cosine
 from mgca.train import (
@@ -119,8 +119,8 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", explode)
     trainer = Trainer(fast_config(tmp_path, "train.resume=auto"))
-    with pytest.raises(OSError, match="disk full"):
-        trainer.save()
+    with pytest.raises(CheckpointError, match=r"\(disk full\): the earlier last.pt is unchanged; free some space"):
+        trainer.save()  # one line (issue 30, item 5), no raw OSError
     assert result.checkpoint.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
