@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from .errors import MgcaError, OutputPathError, RuntimeInputError, one_line
 from .files import atomic_path, check_writable_dir, check_writable_file, remove_temporaries
-from .image_files import IMAGE_SUFFIXES, is_image_name, open_rgb
+from .image_files import DECODE_ERRORS, IMAGE_SUFFIXES, is_image_name, open_rgb
 from .output_record import OutputRecord, check_record, fingerprint, is_output_folder, write_record
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
@@ -248,8 +248,8 @@ class BatchOutput:
         """Finished under this producer by an earlier run: its label PNG (and overlay, when asked for) exist, written
         atomically, and its last log `row` says ok under this producer; an image with no row counts only when no
         earlier producer's outputs may remain (its log line was lost between the two writes)."""
-        if self.overwrite or not all(path.is_file() for path in self.paths(task)):
-            return False
+        if self.overwrite or not all(_is_whole_png(path) for path in self.paths(task)):
+            return False  # missing, or damaged since (a copy cut short): redone
         if row is not None:
             return row.get("status") == "ok" and row.get(PRODUCER_KEY) == record.fingerprint
         return not record.mixed
@@ -257,6 +257,16 @@ class BatchOutput:
     @property
     def log_path(self) -> Path:
         return self.folder / LOG_NAME
+
+
+def _is_whole_png(path: Path) -> bool:
+    """Whether `path` is a PNG whose every chunk checks out (PIL's verify: CRCs, no decoding)."""
+    try:
+        with Image.open(path) as picture:
+            picture.verify()
+        return True
+    except DECODE_ERRORS:
+        return False
 
 
 def _existing_folder(folder: Path, top: Path) -> Path | None:

@@ -94,6 +94,22 @@ def test_an_unwritable_clip_cache_is_refused_before_pretraining(tmp_path, monkey
         ensure_clip_weights(cfg, progress=False)
 
 
+@pytest.mark.parametrize("summary, needle", [("folder.csv", "is a folder"), ("notes.txt/s.csv", "the folder of")])
+def test_a_bad_summary_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch, summary, needle):
+    """--summary naming a folder or below a file failed only after the model (and, before issue 29, every image)."""
+    from mgca.cli import segment as segment_cli
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the model loaded before --summary was checked")
+
+    monkeypatch.setattr(segment_cli, "_predict", must_not_run)
+    (tmp_path / "folder.csv").mkdir()
+    (tmp_path / "notes.txt").write_text("a file\n")
+    code = segment_cli.main([str(_photos(tmp_path / "photos")), "--classes", "cat,dog", "--decoder", "none",
+                             "--out", str(tmp_path / "out"), "--summary", str(tmp_path / summary)])
+    assert needle in one_line_error(code, capsys.readouterr().err)
+
+
 # ---------------------------------------------------------------- 5. environment errors are one line
 
 def _unreadable(folder: Path, name: str, text: str | bytes) -> Path:
@@ -134,3 +150,23 @@ def test_a_config_that_is_no_mapping_is_one_line(tmp_path, capsys, text):
     (tmp_path / "run.yaml").write_text(text)
     code = main(["--config", str(tmp_path / "run.yaml"), f"train.output_dir={tmp_path / 'out'}"])
     assert "not a mapping of sections" in one_line_error(code, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("lose_log", [False, True])
+def test_a_damaged_label_png_is_redone_not_counted(bundle, tmp_path, capsys, lose_log):
+    """A damaged label PNG in OUT counted as done, then crashed the summary with UnidentifiedImageError."""
+    from runtime.batch import LOG_NAME
+
+    from .test_segment_cli import segment, three_photos
+
+    photos, out = three_photos(tmp_path / "photos"), tmp_path / "out"
+    assert segment([photos], out, bundle) == 0
+    damaged = sorted((out / "labels").rglob("*.png"))[1]
+    whole = damaged.read_bytes()
+    damaged.write_bytes(whole[: len(whole) // 2])
+    if lose_log:
+        (out / LOG_NAME).unlink()  # an earlier run's outputs without their log lines
+    capsys.readouterr()
+    assert segment([photos], out, bundle) == 0, capsys.readouterr().err
+    assert "1 images segmented, 2 already done, 0 failed" in capsys.readouterr().out
+    assert damaged.read_bytes() == whole
