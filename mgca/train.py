@@ -156,6 +156,11 @@ class Trainer:
         fix_thread_count(cfg.train.num_threads)
         seed_everything(cfg.train.seed)
         self.model: MGCA = build_model(cfg.backbone, cfg.decoder).to(self.device)
+        patch = int(self.model.backbone.patch_size)
+        if cfg.data.image_size % patch:
+            raise ConfigError(f"data.image_size={cfg.data.image_size} is not a multiple of the patch size {patch} of "
+                              f"{cfg.backbone.arch}; use {cfg.data.image_size // patch * patch or patch} or "
+                              f"{(cfg.data.image_size // patch + 1) * patch}")
         if cfg.backbone.checkpoint is None and not is_bundled_arch(cfg.backbone.arch) and self.info.is_main:
             print(f"mgca.train: warning: {cfg.backbone.arch} is randomly initialised (backbone.checkpoint not set); "
                   "the decoder learns nothing useful on random CLIP features", file=sys.stderr, flush=True)

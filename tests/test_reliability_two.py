@@ -170,3 +170,24 @@ def test_a_damaged_label_png_is_redone_not_counted(bundle, tmp_path, capsys, los
     assert segment([photos], out, bundle) == 0, capsys.readouterr().err
     assert "1 images segmented, 2 already done, 0 failed" in capsys.readouterr().out
     assert damaged.read_bytes() == whole
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("data.image_size=70", "data.image_size=70 is not a multiple of the patch size 16"),
+    ("train.device=tpu", "device 'tpu': TPUs (torch_xla) are not supported"),
+    ("train.device=meta", "device 'meta' cannot be used: mgca runs on cpu, cuda, mps"),
+    ("train.device=gpu0", "device 'gpu0' is not a device name"),
+    ("train.device=cuda", "device 'cuda' cannot be used: no CUDA GPU is visible here"),
+])
+def test_training_device_and_image_size_errors_are_one_line(tmp_path, capsys, monkeypatch, override, needle):
+    """Each gave a raw RuntimeError/ValueError (the image size only at step 0). No GPU is needed: CUDA is hidden."""
+    import torch
+
+    from mgca.train import main
+
+    from .test_reliability import train_args
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = main(train_args(tmp_path, "train.max_steps=1", override))
+    assert needle in one_line_error(code, capsys.readouterr().err)
+    assert not (tmp_path / "last.pt").exists()
