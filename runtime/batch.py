@@ -42,6 +42,7 @@ from .errors import MgcaError, OutputPathError, RuntimeInputError, one_line
 from .files import atomic_path, check_writable_dir, check_writable_file, remove_temporaries
 from .image_files import DECODE_ERRORS, IMAGE_SUFFIXES, is_image_name, open_rgb
 from .output_record import OutputRecord, check_record, fingerprint, is_output_folder, write_record
+from .ray_start import RayOptions, start_ray
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 OverlayFn = Callable[[np.ndarray, np.ndarray], Image.Image]  # (image, labels) -> picture
@@ -520,23 +521,11 @@ class SegmenterActor:
         return {key: np.asarray([row[key] for row in rows]) for key in summary_columns(self.output)}
 
 
-@dataclass(frozen=True)
-class RayOptions:
-    """Where and how wide: `address` None/"local" starts Ray here, "auto" joins the running cluster, "ray://..."
-    connects a client; `actors` Segmenters (default: one per CPU Ray has, over `num_cpus`), each with `num_cpus`
-    cores (its thread cap) and `num_gpus` GPUs."""
-
-    address: str | None = None
-    actors: int | None = None
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    batch_size: int = 4
-
-
 def run_ray(tasks: Sequence[ImageTask], bundle: str, segmenter_args: dict[str, Any], classes: Sequence[str],
-            background_threshold: float | None, output: BatchOutput, options: RayOptions = RayOptions(),
+            background_threshold: float | None, output: BatchOutput, options: RayOptions | None = None,
             summary: Path | None = None, progress: bool = True) -> BatchReport:
     """The same job as `run_local` as a Ray Data pipeline over an actor pool of Segmenters."""
+    options = options or RayOptions()
     try:
         import ray
         import ray.data
@@ -544,9 +533,7 @@ def run_ray(tasks: Sequence[ImageTask], bundle: str, segmenter_args: dict[str, A
         raise MgcaError("--ray needs Ray Data: pip install 'mgca[ray]'") from None
     start = time.perf_counter()
     log, todo, summary, record = _prepare(tasks, output, summary)
-    if not ray.is_initialized():
-        ray.init(address=None if options.address in (None, "local") else options.address,
-                 log_to_driver=False, include_dashboard=False)
+    start_ray(ray, options)
     ray.data.DataContext.get_current().enable_progress_bars = False  # ours counts images, theirs blocks
     actors = options.actors or max(1, int(ray.available_resources().get("CPU", 1) // max(options.num_cpus, 1e-3)))
     actors = max(1, min(actors, len(todo)))  # no idle actors for a short remainder

@@ -192,10 +192,11 @@ def run_folder(args: argparse.Namespace, classes):
     shown = _shown(args, classes)
     overlay = functools.partial(render_overlay, class_names=shown,
                                 background_index=0 if args.background_threshold is not None else None)
+    options = (RayOptions(None if args.ray == "local" else args.ray, args.actors, args.actor_cpus, args.actor_gpus)
+               if args.ray else None)  # its numbers checked now
     predict, producer = _predict(args, classes)  # with --ray too: every setting is checked before any work
     output = BatchOutput(out, tuple(shown), overlay if args.overlays else None, args.overwrite, producer)
-    if args.ray:
-        options = RayOptions(None if args.ray == "local" else args.ray, args.actors, args.actor_cpus, args.actor_gpus)
+    if options is not None:
         report = run_ray(tasks, args.engine, engine_args(args), classes.names, args.background_threshold, output,
                          options, summary, progress=not args.no_progress)
     else:
