@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from .contract import (
     BUNDLE_FORMAT,
+    DENSE_MODE_NAMES,
     INPUT_NAME,
     MANIFEST_FILE,
     MODEL_FILES,
@@ -38,9 +39,11 @@ from .contract import (
 )
 from .errors import BundleError, SettingsError, one_line
 from .files import atomic_path, file_sha256
+from .onnx_metadata import read_onnx_metadata
 from .staging import staged_folder
 
 T = TypeVar("T")
+GRAPH_BACKBONE_KEYS = ("arch", "visual_sha256", "text_sha256", "dense_mode")  # in the ONNX metadata and the manifest
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,23 @@ class Bundle:
                 self._check_sha256(path, digest.result())  # a damaged file is reported as damaged
                 raise
             self._check_sha256(path, digest.result())
+        if key.startswith("onnx"):
+            self._check_graph_backbone(path, data)
         return engine
+
+    def _check_graph_backbone(self, path: Path, data: bytes) -> None:
+        """The backbone the exporter recorded in the graph's metadata is the manifest's: a graph of another CLIP is
+        refused even when its sha256 in the manifest was edited to match it."""
+        try:
+            recorded = read_onnx_metadata(data)
+        except ValueError:
+            raise BundleError(f"bundle {self.path}: {path.name} is not an ONNX model; re-export the bundle") from None
+        backbone = self.manifest.get("backbone") or {}
+        for key in GRAPH_BACKBONE_KEYS:
+            if key in recorded and key in backbone and recorded[key] != str(backbone[key]):
+                raise BundleError(f"bundle {self.path}: {path.name} was exported from another backbone than the "
+                                  f"manifest's ({key} {recorded[key][:12]} vs {str(backbone[key])[:12]}); "
+                                  "re-export the bundle")
 
     def verify(self, path: Path) -> Path:
         """`path` after checking it against its sha256 in the manifest (it must be one of the bundle's files)."""
@@ -225,6 +244,9 @@ def _load_bundle(root: Path) -> Bundle:
         settings = InferenceSettings.from_dict(raw).validate(output_stride)
     except SettingsError as err:
         raise BundleError(f"{where}: inference {err}; re-export the bundle") from None
+    if backbone.get("dense_mode") not in (None, *DENSE_MODE_NAMES):
+        raise BundleError(f"{where}: backbone.dense_mode {backbone.get('dense_mode')!r} is not one of "
+                          f"{list(DENSE_MODE_NAMES)}; re-export the bundle")
     text_sha256 = backbone.get("text_sha256")
     if not isinstance(text_sha256, str) or not text_sha256:
         raise BundleError(f"{where}: backbone.text_sha256 is missing, so no text cache could be checked against "

@@ -75,7 +75,11 @@ def check_staging_target(out: str | Path, what: str) -> Path:
     final = Path(out).expanduser().resolve()
     if final.exists() and not final.is_dir():
         raise OutputPathError(f"{what} {final} exists and is not a folder; choose another path")
-    check_writable_dir(final.parent, f"the folder above {what} (the new {final.name} is built beside the old one)")
+    try:
+        check_writable_dir(final.parent, "its folder")
+    except OutputPathError:
+        raise OutputPathError(f"{what} {final} cannot be written: nothing can be made in {final.parent}, where the new "
+                              f"{final.name} is built beside the old one; choose a folder you can write to") from None
     if final.exists():
         check_writable_dir(final, what)
     return final

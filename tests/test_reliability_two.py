@@ -266,3 +266,43 @@ def test_ray_client_address_without_the_client_package_is_one_line():
 
     with pytest.raises(RayStartError, match=r"--ray ray://head:10001 connects as a Ray client, which needs pip"):
         start_ray(_FakeRay(RuntimeError("ray.init must not be reached")), RayOptions("ray://head:10001"))
+
+
+# ---------------------------------------------------------------- 8. smaller points
+
+def test_an_unknown_dense_mode_in_a_manifest_is_refused(bundle, tmp_path):
+    from runtime import BundleError
+    from runtime.bundle import load_bundle
+
+    from .test_reliability import copy_bundle, edit_manifest
+
+    edited = copy_bundle(bundle, tmp_path / "b")
+    edit_manifest(edited, backbone__dense_mode="fancyclip")
+    with pytest.raises(BundleError, match="backbone.dense_mode 'fancyclip' is not one of"):
+        load_bundle(edited)
+
+
+def test_a_graph_of_another_clip_is_refused_even_with_a_matching_sha256(bundle, tmp_path, tiny_config):
+    """model.onnx swapped for another CLIP's and files_sha256 edited to match: it loaded and gave other labels."""
+    import dataclasses
+
+    import torch
+
+    from export.onnx_export import export_onnx
+    from mgca.model import build_model
+    from runtime import BundleError, Segmenter
+    from runtime.files import file_sha256
+
+    from .support import WINDOW
+    from .test_reliability import copy_bundle, edit_manifest
+
+    torch.manual_seed(1)
+    other = build_model(dataclasses.replace(tiny_config.backbone, init_seed=7), tiny_config.decoder).eval()
+    edited = copy_bundle(bundle, tmp_path / "b")
+    export_onnx(other, edited / "model.onnx", window=WINDOW)
+    manifest = edit_manifest(edited)
+    edit_manifest(edited, files_sha256={**manifest["files_sha256"], "model.onnx": file_sha256(edited / "model.onnx")})
+    with pytest.raises(BundleError, match=r"model.onnx was exported from another backbone than the manifest's "
+                                          r"\(visual_sha256"):
+        Segmenter(edited, backend="onnxruntime", device="cpu")
+    Segmenter(bundle, backend="onnxruntime", device="cpu")  # the untouched bundle loads
