@@ -39,7 +39,14 @@ from PIL import Image
 from tqdm import tqdm
 
 from .errors import MgcaError, OutputPathError, RuntimeInputError, one_line
-from .files import atomic_path, check_writable_dir, check_writable_file, remove_temporaries
+from .files import (
+    atomic_path,
+    check_writable_dir,
+    check_writable_file,
+    files_below,
+    read_text_file,
+    remove_temporaries,
+)
 from .image_files import DECODE_ERRORS, IMAGE_SUFFIXES, is_image_name, open_rgb
 from .output_record import OutputRecord, check_record, fingerprint, is_output_folder, write_record
 from .ray_start import RayOptions, start_ray
@@ -134,14 +141,11 @@ def _list_one(item: str) -> list[ImageTask]:
         files = sorted(Path(p) for p in glob.glob(os.path.expanduser(item), recursive=True))
         return [ImageTask(str(p), _rel(p, base)) for p in _photos(files, base)]
     if path.is_dir():
-        return [ImageTask(str(p), _rel(p, path)) for p in _photos(sorted(path.rglob("*")), path)]
+        return [ImageTask(str(p), _rel(p, path)) for p in _photos(files_below(path), path)]  # links followed
     if path.is_file() and is_image_name(path.name):
         return [ImageTask(str(path), path.stem)]
     if path.is_file() and path.suffix.lower() in LIST_SUFFIXES:  # one image path a line, relative to the list
-        try:
-            lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]  # BOM dropped
-        except (OSError, UnicodeDecodeError) as err:
-            raise BatchInputError(f"list file {path} is not readable UTF-8 text ({type(err).__name__})") from None
+        lines = [line.strip() for line in read_text_file(path, "list file", BatchInputError).splitlines()]
         files = [p if Path(p).is_absolute() or _is_uri(p) else str(path.parent / p)
                  for p in lines if p and not p.startswith("#")]
         missing = [p for p in files if not _is_uri(p) and not Path(p).is_file()]

@@ -306,3 +306,19 @@ def test_a_graph_of_another_clip_is_refused_even_with_a_matching_sha256(bundle, 
                                           r"\(visual_sha256"):
         Segmenter(edited, backend="onnxruntime", device="cpu")
     Segmenter(bundle, backend="onnxruntime", device="cpu")  # the untouched bundle loads
+
+
+def test_linked_sub_folders_are_followed_once(bundle, tmp_path, capsys):
+    """A symlinked sub-folder was silently skipped by mgca-segment (Path.rglob does not follow links); a link back
+    to an ancestor must not loop."""
+    from .test_segment_cli import photo, segment
+
+    photos = tmp_path / "photos"
+    photo(photos / "a.png")
+    photo(tmp_path / "elsewhere" / "b.png", 1)
+    (photos / "linked").symlink_to(tmp_path / "elsewhere")
+    (photos / "loop").symlink_to(photos)
+    assert segment([photos], tmp_path / "out", bundle) == 0, capsys.readouterr().err
+    assert "2 images segmented" in capsys.readouterr().out
+    assert sorted(p.relative_to(tmp_path / "out" / "labels").as_posix()
+                  for p in (tmp_path / "out" / "labels").rglob("*.png")) == ["a.png", "linked/b.png"]
