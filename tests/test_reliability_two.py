@@ -322,3 +322,14 @@ def test_linked_sub_folders_are_followed_once(bundle, tmp_path, capsys):
     assert "2 images segmented" in capsys.readouterr().out
     assert sorted(p.relative_to(tmp_path / "out" / "labels").as_posix()
                   for p in (tmp_path / "out" / "labels").rglob("*.png")) == ["a.png", "linked/b.png"]
+
+
+def test_a_colon_in_a_class_name_is_written_escaped(tmp_path):
+    """`name: prompt` left no way to write a class whose name holds a colon; `\\:` is one (docs/own-data.md)."""
+    from mgca.prompts import read_class_file
+
+    path = tmp_path / "classes.txt"
+    path.write_text("screen 16\\:9\nratio 4\\:3: a photo of a 4:3 frame\nroad: a road: wide\n")
+    classes = read_class_file(path)
+    assert classes.names == ("screen 16:9", "ratio 4:3", "road")
+    assert classes.prompts == (None, "a photo of a 4:3 frame", "a road: wide")
