@@ -27,8 +27,9 @@ def _sibling(final: Path, kind: str) -> Path:
     return final.parent / f".{final.name}.{secrets.token_hex(4)}.{kind}"
 
 
-def _clean_leftovers(final: Path) -> None:
-    """Remove a killed run's staging folders; an old folder left between the two renames is put back."""
+def _clean_leftovers(final: Path, replaced: frozenset[str]) -> None:
+    """Remove a killed run's staging folders; an old folder it left is put back (killed between the two renames) or
+    emptied into `final` first (killed while moving the user's files), so no file of the user's is lost."""
     pattern = re.compile(_LEFTOVER.format(name=re.escape(final.name)))
     for path in final.parent.iterdir():
         match = pattern.fullmatch(path.name)
@@ -36,8 +37,19 @@ def _clean_leftovers(final: Path) -> None:
             continue
         if match.group(1) == "old" and not final.exists():
             os.rename(path, final)
+        elif match.group(1) == "old":
+            _move_kept(path, final, replaced)
         else:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _move_kept(old: Path, final: Path, replaced: frozenset[str]) -> None:
+    """Move the entries of `old` not named in `replaced` into `final`, then remove `old` (only replaced files and
+    names `final` holds already are left in it)."""
+    for entry in old.iterdir():
+        if entry.name not in replaced and not (final / entry.name).exists():
+            os.rename(entry, final / entry.name)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _cwd_inside(final: Path) -> Path | None:
@@ -61,10 +73,7 @@ def _swap(staging: Path, final: Path, replaced: frozenset[str]) -> None:
     except OSError:
         os.rename(old, final)
         raise
-    for entry in old.iterdir():
-        if entry.name not in replaced and not (final / entry.name).exists():
-            os.rename(entry, final / entry.name)
-    shutil.rmtree(old, ignore_errors=True)
+    _move_kept(old, final, replaced)
     if cwd is not None and (final / cwd).is_dir():
         os.chdir(final / cwd)
 
@@ -90,7 +99,7 @@ def staged_folder(out: str | Path, replaced: tuple[str, ...], what: str) -> Iter
     """Yield an empty folder beside `out`; on success it becomes `out` (keeping `out`'s entries not named in
     `replaced`), on error it is removed and `out` is untouched. `what` names `out` in errors (e.g. "--out")."""
     final = check_staging_target(out, what)
-    _clean_leftovers(final)
+    _clean_leftovers(final, frozenset(replaced))
     staging = _sibling(final, "staging")
     try:
         os.mkdir(staging, 0o777)  # the kernel applies the umask, as for any new folder

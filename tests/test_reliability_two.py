@@ -359,3 +359,10 @@ def test_a_staged_folder_replaces_its_destination_whole_or_not_at_all(tmp_path, 
         assert (out / "README.txt").read_text() == "mine"  # the old folder is put back first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"] and (out / "README.txt").is_file()
     assert not (out / "model.onnx").exists()  # the new bundle had none
+    old = tmp_path / ".b.0a0a0a0a.old"  # killed while moving the user's files: the rest waits in the old folder
+    old.mkdir()
+    (old / "notes.txt").write_text("also mine")
+    (old / "model.onnx").write_text("the bundle before")
+    with staged_folder(out, ("model.onnx",), "--out"):
+        pass
+    assert (out / "notes.txt").read_text() == "also mine" and sorted(p.name for p in tmp_path.iterdir()) == ["b"]
