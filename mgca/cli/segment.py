@@ -154,7 +154,8 @@ def run_one(args: argparse.Namespace, classes) -> Path:
     # before the model loads; never over the photo or a file the run reads
     check_writable_file(out, "--out", inputs=(args.inputs[0], *read_files(args, out)))
     if args.labels_out:
-        check_writable_file(args.labels_out, "--labels-out", inputs=(args.inputs[0], out, *read_files(args, out)))
+        check_writable_file(args.labels_out, "--labels-out",
+                            inputs=(args.inputs[0], out, *read_files(args, args.labels_out)))
     labels = _predict(args, classes)[0](image)
     shown = _shown(args, classes)
     save_overlay(out, image, labels, shown, background_index=0 if args.background_threshold is not None else None)
