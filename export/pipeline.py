@@ -172,8 +172,10 @@ def export_bundle(model, out: str | Path, options: ExportOptions | None = None, 
     """Export `model` (an `mgca.model.MGCA`, e.g. from `mgca.checkpoint.load_model`) to the bundle directory `out`.
 
     `config` (the checkpoint's `mgca.config.Config`) is recorded in the manifest; `log` receives one line per
-    step (default: silent). Raises ParityError (fp32 parity failed: nothing is shipped, no manifest),
-    ExportError, TensorRTBuildError, or a one-line ValueError subclass for bad options or input.
+    step (default: silent). The bundle is built beside `out` and replaces the bundle files there only once complete
+    and checked (`runtime.bundle.staged_bundle`), so on any failure a bundle already in `out` is left as it was.
+    Raises ParityError (fp32 parity failed: nothing is shipped), ExportError, TensorRTBuildError, or a one-line
+    ValueError subclass for bad options or input.
     """
     from runtime.bundle import staged_bundle
 
