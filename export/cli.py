@@ -23,8 +23,10 @@ from pathlib import Path
 
 from mgca.cli.args import DENSE_MODE_NAMES, add_settings_args, add_trust_flag, positive_int, settings_overrides
 from mgca.prompts import DEFAULT_TEMPLATE_SET
+from runtime.bundle import is_bundle_file
 from runtime.errors import MgcaError, run_cli
-from runtime.files import check_writable_dir, check_writable_file
+from runtime.files import check_writable_file
+from runtime.staging import check_staging_target
 
 from .pipeline import CALIBRATION_METHODS, TRT_PRECISIONS, ExportOptions
 
@@ -48,7 +50,8 @@ def export_parser() -> argparse.ArgumentParser:
                      "`mgca-export text --help` for the text cache alone.")
     parser.add_argument("--checkpoint", required=True, help="decoder checkpoint written by python -m mgca.train")
     parser.add_argument("--out", required=True,
-                        help="bundle directory to write (created; a previous bundle there is replaced)")
+                        help="bundle directory to write (created; a previous bundle there is replaced once the new "
+                             "one is complete and checked; other files in it stay)")
     parser.add_argument("--clip-weights", help="where the CLIP weights file of the checkpoint lives now (if moved)")
     add_trust_flag(parser)
     add_settings_args(parser, "inference settings (the manifest's inference block)",
@@ -143,7 +146,11 @@ def run_text(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".npz":
         raise UsageError(f"--out {out} must be a .npz file")
-    check_writable_file(out, "--out")
+    if is_bundle_file(out):
+        raise UsageError(f"--out {out} is a file of the bundle in {out.parent}: its manifest would no longer match; "
+                         "re-export the bundle with --vocab, or write the cache elsewhere and pass it with "
+                         "--text-cache")
+    check_writable_file(out, "--out", inputs=tuple(a for a in (args.vocab, args.templates) if a))
     model, _ = _load(args)
     start = time.perf_counter()
     path = build_text_cache(model, names, args.templates, out, classes.prompts if classes else None)
@@ -170,7 +177,7 @@ def run_export(args: argparse.Namespace) -> int:
     from .pipeline import export_bundle
 
     options = export_options(args)  # fails fast, before the model is loaded
-    check_writable_dir(args.out, "--out")
+    check_staging_target(args.out, "--out")
     model, cfg = _load(args)
     if args.dense_mode:
         _say(f"backbone rebuilt in dense mode {args.dense_mode} (--dense-mode); the decoder is the checkpoint's, "

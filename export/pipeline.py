@@ -26,7 +26,14 @@ import numpy as np
 
 from calibration.quantize import CALIBRATION_METHODS
 from mgca.prompts import DEFAULT_TEMPLATE_SET, template_average
-from runtime.contract import DEFAULT_SETTINGS, MODEL_FILES, SETTING_SPECS, TEXT_CACHE_FILE, InferenceSettings
+from runtime.contract import (
+    DEFAULT_SETTINGS,
+    MANIFEST_FILE,
+    MODEL_FILES,
+    SETTING_SPECS,
+    TEXT_CACHE_FILE,
+    InferenceSettings,
+)
 from runtime.errors import MgcaError
 
 TRT_PRECISIONS = ("fp16", "int8")
@@ -165,11 +172,43 @@ def export_bundle(model, out: str | Path, options: ExportOptions | None = None, 
     """Export `model` (an `mgca.model.MGCA`, e.g. from `mgca.checkpoint.load_model`) to the bundle directory `out`.
 
     `config` (the checkpoint's `mgca.config.Config`) is recorded in the manifest; `log` receives one line per
-    step (default: silent). Raises ParityError (fp32 parity failed: nothing is shipped, no manifest),
-    ExportError, TensorRTBuildError, or a one-line ValueError subclass for bad options or input.
+    step (default: silent). The bundle is built beside `out` and replaces the bundle files there only once complete
+    and checked (`runtime.bundle.staged_bundle`), so on any failure a bundle already in `out` is left as it was.
+    Raises ParityError (fp32 parity failed: nothing is shipped), ExportError, TensorRTBuildError, or a one-line
+    ValueError subclass for bad options or input.
     """
+    from runtime.bundle import staged_bundle
+
+    say = log or (lambda message: None)
+    options = (options or ExportOptions()).check()
+    started = time.perf_counter()
+    settings = options.settings(int(model.output_stride), int(model.backbone.patch_size))
+    final = Path(out).expanduser().resolve()
+    with staged_bundle(out) as staging:  # the old bundle stays until this one is complete and checked
+        report, files = _write_bundle(model, staging, options, settings, config,
+                                      lambda line: say(line.replace(str(staging), str(final))))
+        check_complete(staging)
+    seconds = time.perf_counter() - started
+    path = final / MANIFEST_FILE
+    say(f"wrote {path}; bundle {final} done in {seconds:.1f} s")
+    return ExportResult(final, json.loads(path.read_text()), report, seconds, files)
+
+
+def check_complete(root: Path) -> None:
+    """The new bundle loads and every file its manifest names matches its sha256, before it replaces the old one."""
+    from runtime.bundle import load_bundle
+
+    bundle = load_bundle(root)
+    for path in [*bundle.models.values(), bundle.text_cache]:
+        if path is not None:
+            bundle.verify(path)
+
+
+def _write_bundle(model, root: Path, options: ExportOptions, settings: InferenceSettings, config,
+                  say: Callable[[str], None]) -> tuple[Any, dict[str, str]]:
+    """Every file of the bundle, manifest last, into the (staging) folder `root`: (fp32 parity report, files)."""
     from calibration.reader import ImageFolderCalibrationReader, Preprocess, read_images, synthetic_images
-    from runtime.bundle import manifest_dict, start_bundle, write_manifest
+    from runtime.bundle import manifest_dict, write_manifest
     from runtime.engines import OrtEngine
     from runtime.text_cache import write_text_cache
 
@@ -177,14 +216,9 @@ def export_bundle(model, out: str | Path, options: ExportOptions | None = None, 
     from .parity import check_parity, parity_windows, random_class_embeddings, run_torch
     from .text_cache import text_embeddings
 
-    say = log or (lambda message: None)
-    options = (options or ExportOptions()).check()
-    started = time.perf_counter()
     os_ = int(model.output_stride)
     backbone = model.backbone
-    settings = options.settings(os_, int(backbone.patch_size))
     window = settings.window
-    root = start_bundle(out)
     models: dict[str, str | None] = dict.fromkeys(MODEL_FILES)
 
     t = time.perf_counter()
@@ -292,11 +326,8 @@ def export_bundle(model, out: str | Path, options: ExportOptions | None = None, 
         models=models, text_cache=text_cache, decoder_sha256=decoder_sha256(model),
         decoder=asdict(config.decoder) if config is not None else None, parity=parity, **extra,
         exporter={"tool": "mgca-export", "opset": OPSET, **versions()})
-    path = write_manifest(root, manifest)
-    seconds = time.perf_counter() - started
-    say(f"wrote {path}; bundle {root} done in {seconds:.1f} s")
-    files = {key: name for key, name in {**models, "text_cache": text_cache}.items() if name}
-    return ExportResult(root, json.loads(path.read_text()), report, seconds, files)
+    write_manifest(root, manifest)
+    return report, {key: name for key, name in {**models, "text_cache": text_cache}.items() if name}
 
 
 def openvino_bf16_parity(onnx_path: Path, sets: dict[str, np.ndarray], reference: dict[str, np.ndarray],

@@ -38,7 +38,10 @@ def resolve_templates(value: str) -> tuple[str, tuple[str, ...]]:
     if not path.is_file():
         raise VocabularyFileError(f"--templates {value!r} is neither a template set "
                                   f"({', '.join(sorted(TEMPLATE_SETS))}) nor a file")
-    templates = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    from runtime.files import read_text_file
+
+    lines = read_text_file(path, "template file", VocabularyFileError).splitlines()
+    templates = tuple(line.strip() for line in lines if line.strip())
     bad = [t for t in templates if t.count("{}") != 1]
     if not templates or bad:
         raise VocabularyFileError(f"template file {path} must hold one template per line, each with exactly one '{{}}' "

@@ -32,8 +32,18 @@ def atomic_torch_save(path: str | Path, obj: Any) -> Path:
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write a decoder checkpoint atomically."""
-    return atomic_torch_save(path, {"format": CHECKPOINT_FORMAT, **payload})
+    """Write a decoder checkpoint atomically; a failed write (a full disk) is one line that says the earlier
+    checkpoint is unchanged and how to go on."""
+    path = Path(path)
+    try:
+        return atomic_torch_save(path, {"format": CHECKPOINT_FORMAT, **payload})
+    except OSError as err:
+        step = payload.get("train_state", {}).get("step")
+        at = f" at step {step:,}" if isinstance(step, int) else ""
+        earlier = f"the earlier {path.name} is unchanged" if path.is_file() else f"no {path.name} was written"
+        raise CheckpointError(f"cannot write checkpoint {path}{at} ({err.strerror or err}): {earlier}; free some "
+                              f"space or make {path.parent} writable, then run the same command with "
+                              "train.resume=auto to continue from the last checkpoint written") from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -43,6 +53,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} does not exist; pass the .pt file written by `python -m mgca.train`")
     try:
         payload = torch.load(str(path), map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({err.strerror or type(err).__name__}); make it "
+                              f"readable (chmod u+r {path}) or pass another file") from None
     except Exception as err:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(err).__name__}); use an earlier "
                               "checkpoint or retrain") from None

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from runtime.errors import MgcaError
+from runtime.files import read_text_file
 
 
 class ConfigError(MgcaError, ValueError):
@@ -363,9 +364,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist; pass an existing YAML file or omit --config")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(read_text_file(path, "config file", ConfigError)) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {path} is not valid YAML ({err.__class__.__name__}); "
                               "fix its syntax") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} holds a {type(data).__name__}, not a mapping of sections "
+                              "(train:, data:, ...); write it as `section:` blocks of `key: value` lines")
     data = _merge(data, parse_overrides(overrides or []))
     return config_from_dict(data, cls)

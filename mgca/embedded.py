@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from runtime.files import check_writable_dir
+
 from .config import Config, ConfigError
 
 
@@ -30,6 +32,9 @@ def ensure_clip_weights(cfg: Config, progress: bool = True) -> str | None:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not cached:
         raise ConfigError("pretrain.enabled under torchrun: pretrain the tiny CLIP once in a single process first "
                           "(python -m mgca.train with the same config), then launch torchrun")
+    if not cached:  # now, not after the pretraining, whose weights would be lost (a read-only working folder)
+        check_writable_dir(Path(cfg.pretrain.cache_dir).absolute(), "pretrain.cache_dir (where the pretrained CLIP "
+                           "is kept)")
     report = pretrain_clip(cfg.backbone.arch, cfg.pretrain, cfg.data.synthetic, progress=progress)
     # Absolute: the checkpoint records it, and may be used from elsewhere.
     cfg.backbone.checkpoint = str(report.path.resolve())

@@ -5,11 +5,12 @@ class a line; `name: prompt` gives a class its own prompt, embedded verbatim ins
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.errors import MgcaError
-from runtime.files import is_existing_file
+from runtime.files import is_existing_file, read_text_file
 
 from .config import ConfigError
 
@@ -70,24 +71,28 @@ class ClassList:
         return any(p is not None for p in self.prompts)
 
 
+_UNESCAPED_COLON = re.compile(r"(?<!\\)(:)")  # the first colon not written as `\:` ends the name
+
+
 def read_class_file(path: str | Path, what: str = "class file") -> ClassList:
-    """One class a line, `name` or `name: prompt`; blank lines and '#' comments skipped; names must be distinct.
+    r"""One class a line, `name` or `name: prompt` (a colon in the name written `\:`); blank lines and '#' comments
+    skipped; names must be distinct.
     `what` names the file in errors ("vocabulary file" for mgca-export --vocab)."""
     if not is_existing_file(str(path)):
         raise VocabularyFileError(f"{what} {path} does not exist; give a text file with one class name per line")
     path = Path(path).expanduser()
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark is no part of a name
-    except (OSError, UnicodeDecodeError) as err:
-        raise VocabularyFileError(f"{what} {path} is not readable UTF-8 text ({type(err).__name__})") from None
+    lines = read_text_file(path, what, VocabularyFileError).splitlines()  # a byte-order mark is no part of a name
     names, prompts = [], []
     for number, line in enumerate(lines, 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        name, colon, prompt = (part.strip() for part in line.partition(":"))
+        parts = _UNESCAPED_COLON.split(line, maxsplit=1)  # [line] or [name, ":", prompt]
+        name = parts[0].strip().replace("\\:", ":")  # `\:` is a colon of the name itself (e.g. `ratio 16\:9`)
+        colon, prompt = len(parts) > 1, parts[-1].strip() if len(parts) > 1 else ""
         if not name or (colon and not prompt):
-            raise VocabularyFileError(f"{what} {path} line {number} ({line!r}) must be 'name' or 'name: prompt'")
+            raise VocabularyFileError(f"{what} {path} line {number} ({line!r}) must be 'name' or 'name: prompt' "
+                                      "(write a colon of the name as \\:)")
         names.append(name)
         prompts.append(prompt or None)
     if not names:

@@ -44,6 +44,7 @@ from .losses import MGCALoss
 from .model import MGCA, build_model
 from .pairs import build_dataloader, build_train_transform
 from .plotting import plot_loss_curve
+from .recipe import check_same_recipe
 from .schedule import build_scheduler
 
 LOSS_TERMS = ("loss", "obj", "reg", "pix")
@@ -122,6 +123,8 @@ def check_output_dir(cfg: Config) -> Path:
     last = out / "last.pt"
     resume = cfg.train.resume
     continues = resume == "auto" or (resume is not None and same_file(Path(resume), last))
+    if last.is_file() and continues and not cfg.train.overwrite:  # a changed recipe is refused now, not after
+        check_same_recipe(config_of(load_checkpoint(last)), cfg, str(last))  # the CLIP pretraining
     if last.is_file() and not continues and not cfg.train.overwrite:
         try:
             steps = f" of {load_checkpoint(last)['train_state']['step']:,} steps"
@@ -153,6 +156,11 @@ class Trainer:
         fix_thread_count(cfg.train.num_threads)
         seed_everything(cfg.train.seed)
         self.model: MGCA = build_model(cfg.backbone, cfg.decoder).to(self.device)
+        patch = int(self.model.backbone.patch_size)
+        if cfg.data.image_size % patch:
+            raise ConfigError(f"data.image_size={cfg.data.image_size} is not a multiple of the patch size {patch} of "
+                              f"{cfg.backbone.arch}; use {cfg.data.image_size // patch * patch or patch} or "
+                              f"{(cfg.data.image_size // patch + 1) * patch}")
         if cfg.backbone.checkpoint is None and not is_bundled_arch(cfg.backbone.arch) and self.info.is_main:
             print(f"mgca.train: warning: {cfg.backbone.arch} is randomly initialised (backbone.checkpoint not set); "
                   "the decoder learns nothing useful on random CLIP features", file=sys.stderr, flush=True)
@@ -223,10 +231,7 @@ class Trainer:
         except CheckpointError:
             raise CheckpointError(f"cannot resume {path}: it was trained on other CLIP weights than "
                                   f"{self.model.backbone.source}; {ways_out}") from None
-        for section in ("decoder", "loss", "optim"):
-            if config_to_dict(getattr(old, section)) != config_to_dict(getattr(self.cfg, section)):
-                raise CheckpointError(f"cannot resume {path}: its {section} config differs from this run's; "
-                                      f"resume with the checkpoint's config, {ways_out}")
+        check_same_recipe(old, self.cfg, str(path))
         if "train_state" not in payload:
             raise CheckpointError(f"{path} has no training state (an exported decoder?); "
                                   "resume from output_dir/last.pt")

@@ -39,9 +39,17 @@ from PIL import Image
 from tqdm import tqdm
 
 from .errors import MgcaError, OutputPathError, RuntimeInputError, one_line
-from .files import atomic_path, check_writable_dir, check_writable_file, remove_temporaries
-from .image_files import IMAGE_SUFFIXES, is_image_name, open_rgb
+from .files import (
+    atomic_path,
+    check_writable_dir,
+    check_writable_file,
+    files_below,
+    read_text_file,
+    remove_temporaries,
+)
+from .image_files import DECODE_ERRORS, IMAGE_SUFFIXES, is_image_name, open_rgb
 from .output_record import OutputRecord, check_record, fingerprint, is_output_folder, write_record
+from .ray_start import RayOptions, start_ray
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 OverlayFn = Callable[[np.ndarray, np.ndarray], Image.Image]  # (image, labels) -> picture
@@ -133,14 +141,11 @@ def _list_one(item: str) -> list[ImageTask]:
         files = sorted(Path(p) for p in glob.glob(os.path.expanduser(item), recursive=True))
         return [ImageTask(str(p), _rel(p, base)) for p in _photos(files, base)]
     if path.is_dir():
-        return [ImageTask(str(p), _rel(p, path)) for p in _photos(sorted(path.rglob("*")), path)]
+        return [ImageTask(str(p), _rel(p, path)) for p in _photos(files_below(path), path)]  # links followed
     if path.is_file() and is_image_name(path.name):
         return [ImageTask(str(path), path.stem)]
     if path.is_file() and path.suffix.lower() in LIST_SUFFIXES:  # one image path a line, relative to the list
-        try:
-            lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]  # BOM dropped
-        except (OSError, UnicodeDecodeError) as err:
-            raise BatchInputError(f"list file {path} is not readable UTF-8 text ({type(err).__name__})") from None
+        lines = [line.strip() for line in read_text_file(path, "list file", BatchInputError).splitlines()]
         files = [p if Path(p).is_absolute() or _is_uri(p) else str(path.parent / p)
                  for p in lines if p and not p.startswith("#")]
         missing = [p for p in files if not _is_uri(p) and not Path(p).is_file()]
@@ -248,8 +253,8 @@ class BatchOutput:
         """Finished under this producer by an earlier run: its label PNG (and overlay, when asked for) exist, written
         atomically, and its last log `row` says ok under this producer; an image with no row counts only when no
         earlier producer's outputs may remain (its log line was lost between the two writes)."""
-        if self.overwrite or not all(path.is_file() for path in self.paths(task)):
-            return False
+        if self.overwrite or not all(_is_whole_png(path) for path in self.paths(task)):
+            return False  # missing, or damaged since (a copy cut short): redone
         if row is not None:
             return row.get("status") == "ok" and row.get(PRODUCER_KEY) == record.fingerprint
         return not record.mixed
@@ -257,6 +262,16 @@ class BatchOutput:
     @property
     def log_path(self) -> Path:
         return self.folder / LOG_NAME
+
+
+def _is_whole_png(path: Path) -> bool:
+    """Whether `path` is a PNG whose every chunk checks out (PIL's verify: CRCs, no decoding)."""
+    try:
+        with Image.open(path) as picture:
+            picture.verify()
+        return True
+    except DECODE_ERRORS:
+        return False
 
 
 def _existing_folder(folder: Path, top: Path) -> Path | None:
@@ -510,23 +525,11 @@ class SegmenterActor:
         return {key: np.asarray([row[key] for row in rows]) for key in summary_columns(self.output)}
 
 
-@dataclass(frozen=True)
-class RayOptions:
-    """Where and how wide: `address` None/"local" starts Ray here, "auto" joins the running cluster, "ray://..."
-    connects a client; `actors` Segmenters (default: one per CPU Ray has, over `num_cpus`), each with `num_cpus`
-    cores (its thread cap) and `num_gpus` GPUs."""
-
-    address: str | None = None
-    actors: int | None = None
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    batch_size: int = 4
-
-
 def run_ray(tasks: Sequence[ImageTask], bundle: str, segmenter_args: dict[str, Any], classes: Sequence[str],
-            background_threshold: float | None, output: BatchOutput, options: RayOptions = RayOptions(),
+            background_threshold: float | None, output: BatchOutput, options: RayOptions | None = None,
             summary: Path | None = None, progress: bool = True) -> BatchReport:
     """The same job as `run_local` as a Ray Data pipeline over an actor pool of Segmenters."""
+    options = options or RayOptions()
     try:
         import ray
         import ray.data
@@ -534,9 +537,7 @@ def run_ray(tasks: Sequence[ImageTask], bundle: str, segmenter_args: dict[str, A
         raise MgcaError("--ray needs Ray Data: pip install 'mgca[ray]'") from None
     start = time.perf_counter()
     log, todo, summary, record = _prepare(tasks, output, summary)
-    if not ray.is_initialized():
-        ray.init(address=None if options.address in (None, "local") else options.address,
-                 log_to_driver=False, include_dashboard=False)
+    start_ray(ray, options)
     ray.data.DataContext.get_current().enable_progress_bars = False  # ours counts images, theirs blocks
     actors = options.actors or max(1, int(ray.available_resources().get("CPU", 1) // max(options.num_cpus, 1e-3)))
     actors = max(1, min(actors, len(todo)))  # no idle actors for a short remainder

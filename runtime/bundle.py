@@ -10,7 +10,7 @@ bundle/
   model.int8.engine    # optional, TensorRT int8 from model.int8.onnx
   text_cache.npz       # optional, the vocabulary's embeddings
 ```
-`mgca-export` computes what goes in (`export.pipeline`) and writes it with `start_bundle` + `manifest_dict` +
+`mgca-export` computes what goes in (`export.pipeline`) and writes it with `staged_bundle` + `manifest_dict` +
 `write_manifest`; `runtime.Segmenter` reads it with `load_bundle`. Each fact is stored once: the window
 and the other inference settings only in `inference`, the architecture only in `backbone`.
 """
@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from .contract import (
     BUNDLE_FORMAT,
+    DENSE_MODE_NAMES,
     INPUT_NAME,
     MANIFEST_FILE,
     MODEL_FILES,
@@ -36,10 +37,13 @@ from .contract import (
     TEXT_CACHE_FILE,
     InferenceSettings,
 )
-from .errors import BundleError, OutputPathError, SettingsError, one_line
-from .files import atomic_path, check_writable_dir, file_sha256
+from .errors import BundleError, SettingsError, one_line
+from .files import atomic_path, file_sha256
+from .onnx_metadata import read_onnx_metadata
+from .staging import staged_folder
 
 T = TypeVar("T")
+GRAPH_BACKBONE_KEYS = ("arch", "visual_sha256", "text_sha256", "dense_mode")  # in the ONNX metadata and the manifest
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,23 @@ class Bundle:
                 self._check_sha256(path, digest.result())  # a damaged file is reported as damaged
                 raise
             self._check_sha256(path, digest.result())
+        if key.startswith("onnx"):
+            self._check_graph_backbone(path, data)
         return engine
+
+    def _check_graph_backbone(self, path: Path, data: bytes) -> None:
+        """The backbone the exporter recorded in the graph's metadata is the manifest's: a graph of another CLIP is
+        refused even when its sha256 in the manifest was edited to match it."""
+        try:
+            recorded = read_onnx_metadata(data)
+        except ValueError:
+            raise BundleError(f"bundle {self.path}: {path.name} is not an ONNX model; re-export the bundle") from None
+        backbone = self.manifest.get("backbone") or {}
+        for key in GRAPH_BACKBONE_KEYS:
+            if key in recorded and key in backbone and recorded[key] != str(backbone[key]):
+                raise BundleError(f"bundle {self.path}: {path.name} was exported from another backbone than the "
+                                  f"manifest's ({key} {recorded[key][:12]} vs {str(backbone[key])[:12]}); "
+                                  "re-export the bundle")
 
     def verify(self, path: Path) -> Path:
         """`path` after checking it against its sha256 in the manifest (it must be one of the bundle's files)."""
@@ -228,6 +248,9 @@ def _load_bundle(root: Path) -> Bundle:
         settings = InferenceSettings.from_dict(raw).validate(output_stride)
     except SettingsError as err:
         raise BundleError(f"{where}: inference {err}; re-export the bundle") from None
+    if backbone.get("dense_mode") not in (None, *DENSE_MODE_NAMES):
+        raise BundleError(f"{where}: backbone.dense_mode {backbone.get('dense_mode')!r} is not one of "
+                          f"{list(DENSE_MODE_NAMES)}; re-export the bundle")
     text_sha256 = backbone.get("text_sha256")
     if not isinstance(text_sha256, str) or not text_sha256:
         raise BundleError(f"{where}: backbone.text_sha256 is missing, so no text cache could be checked against "
@@ -264,17 +287,21 @@ def _load_bundle(root: Path) -> Bundle:
 
 # ---------------------------------------------------------------------------------------------- writing
 
-def start_bundle(out: str | Path) -> Path:
-    """Create `out` (or reuse it), removing a previous export's manifest and model files first, so an
-    interrupted re-export never leaves a manifest that describes files of another export."""
-    root = check_writable_dir(out, "bundle folder")
-    try:
-        for name in (MANIFEST_FILE, *MODEL_FILES.values(), TEXT_CACHE_FILE):
-            (root / name).unlink(missing_ok=True)
-    except OSError as err:
-        raise OutputPathError(f"cannot replace the bundle in {root} ({err.strerror or err}); choose another "
-                              "folder or make it writable") from None
-    return root
+BUNDLE_FILES = (MANIFEST_FILE, *MODEL_FILES.values(), TEXT_CACHE_FILE)  # what a re-export replaces
+
+
+def staged_bundle(out: str | Path):
+    """Context manager: an empty folder beside `out` to write the new bundle into, swapped in for `out` only when
+    the block ends without an error (`runtime.staging`): a re-export that fails its parity check or is interrupted
+    leaves the working bundle as it was. Files in `out` that are not bundle files stay."""
+    return staged_folder(out, BUNDLE_FILES, "bundle folder")
+
+
+def is_bundle_file(path: str | Path) -> bool:
+    """Whether `path` is one of a bundle's own files (in a folder holding a manifest): writing it by hand would leave
+    a manifest whose sha256 no longer matches, so writers refuse it."""
+    path = Path(path).expanduser()
+    return path.name in BUNDLE_FILES and (path.parent / MANIFEST_FILE).is_file()
 
 
 def manifest_dict(*, embed_dim: int, patch_size: int, output_stride: int, mean: tuple[float, ...],
@@ -330,4 +357,5 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-__all__ = ["Bundle", "load_bundle", "start_bundle", "manifest_dict", "write_manifest"]
+__all__ = ["BUNDLE_FILES", "Bundle", "is_bundle_file", "load_bundle", "staged_bundle", "manifest_dict",
+           "write_manifest"]

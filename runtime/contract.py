@@ -28,6 +28,9 @@ ONNX_FORMAT = "mgca-onnx/1"
 
 MANIFEST_FILE = "manifest.json"
 TEXT_CACHE_FILE = "text_cache.npz"
+# the CLIP dense modes a manifest's backbone.dense_mode may name (mgca.dense_modes.DENSE_MODES; tests/test_cli_eval.py
+# checks the two agree)
+DENSE_MODE_NAMES = ("tcl", "maskclip", "sclip", "clearclip", "naclip", "scclip")
 # manifest `models` key -> file name, and the (backend, precision) each key serves; read-only (no module state)
 # onnx_int8: onnxruntime's quantize_static QDQ graph (symmetric, what TensorRT's int8 engine is built from);
 # onnx_int8_nncf: NNCF's post-training QDQ graph (transformer preset, SmoothQuant, fast bias correction), which
@@ -386,6 +389,7 @@ def meta_point_indices(height: int, width: int, units: int) -> list[int]:
 
 __all__ = [
     "BUNDLE_FORMAT", "READABLE_BUNDLE_FORMATS", "TEXT_CACHE_FORMAT", "ONNX_FORMAT", "MANIFEST_FILE", "TEXT_CACHE_FILE",
+    "DENSE_MODE_NAMES",
     "MODEL_FILES", "MODEL_KEYS", "MODEL_FALLBACKS", "model_key", "BACKENDS", "PRECISIONS", "INPUT_NAME",
     "OUTPUT_NAME", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD", "CLIP_LOGIT_SCALE",
     "PAPER_WINDOW", "UNIT_SCOPES", "BG_RULES", "GROUPVIT_TOP_K", "TCL_MASK_SCALE", "TCL_MASK_BIAS", "TCL_BACKGROUND",

@@ -127,6 +127,35 @@ def check_writable_file(path: str | Path, what: str, inputs: tuple[str | Path, .
     return path
 
 
+def read_text_file(path: str | Path, what: str, error: type[Exception] = OutputPathError) -> str:
+    """The UTF-8 text of a file the user named (a byte-order mark dropped), or a one-line `error` saying whether it
+    cannot be read (permissions, a folder) or is not UTF-8 text: a config, class, palette or template file."""
+    path = Path(path).expanduser()
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except OSError as err:
+        raise error(f"{what} {path} cannot be read ({err.strerror or type(err).__name__}); make it readable "
+                    f"(chmod u+r {path}) or pass another file") from None
+    except UnicodeDecodeError as err:
+        raise error(f"{what} {path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+
+
+def files_below(root: str | Path) -> list[Path]:
+    """Every file below `root`, through linked sub-folders too (Path.rglob skips them silently), each real folder
+    entered once so a link to an ancestor cannot loop; sorted, named by the path they were reached by."""
+    root = Path(root)
+    seen: set[str] = set()
+    found: list[Path] = []
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        found.extend(Path(folder) / name for name in files)
+    return sorted(found)
+
+
 NAME_MAX, PATH_MAX = 255, 4096  # bytes in one path component / a whole path, as Linux and macOS allow
 
 
@@ -156,4 +185,5 @@ def same_file(a: Path, b: Path) -> bool:
 
 
 __all__ = ["CREATE_MODE", "atomic_path", "atomic_write_bytes", "atomic_write_text", "file_sha256",
-           "check_writable_dir", "check_writable_file", "is_existing_file", "remove_temporaries", "same_file"]
+           "check_writable_dir", "check_writable_file", "files_below", "is_existing_file", "read_text_file",
+           "remove_temporaries", "same_file"]

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageFileError, one_line
+from .files import files_below
 
 # The files a folder of images is made of (training pairs, mgca-segment's inputs, mgca-eval --dataset folder,
 # calibration), lower case. `.gif` is one of them: Pillow decodes it (an animation's first frame, its palette made
@@ -36,7 +37,7 @@ def is_image_name(name: str | Path) -> bool:
 def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
     """The image files in `folder` (below it with `recursive`), sorted by path so every run sees one order."""
     root = Path(folder).expanduser()
-    found = root.rglob("*") if recursive else root.iterdir()
+    found = files_below(root) if recursive else root.iterdir()  # linked sub-folders followed
     return sorted(path for path in found if is_image_name(path) and path.is_file())
 
 

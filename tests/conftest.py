@@ -3,6 +3,8 @@ runtime tests, each built once per session (lazily: only sessions that use them 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +96,12 @@ def voc_cache(tmp_path_factory, tiny_checkpoint) -> Path:
 
     voc_classes = list(get_spec("voc21").prompt_classes)
     return text_cache_with_cli(tiny_checkpoint, tmp_path_factory.mktemp("cache") / "voc.npz", voc_classes)
+
+
+@pytest.fixture
+def world_folder():
+    """A folder any user may traverse (pytest's own are 0700, closed to the unprivileged user)."""
+    folder = Path(tempfile.mkdtemp(prefix="mgca-world-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)

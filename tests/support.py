@@ -72,8 +72,10 @@ def as_unprivileged_user():
 
 
 def one_line_error(code: int, err: str, expected_code: int = 2) -> str:
-    """The error line of a CLI run (beside the random-init CLIP warning of the frozen tiny model and skip notes)."""
-    lines = [line for line in err.strip().splitlines() if not line.startswith(("warning: CLIP", "skipped "))]
+    """The error line of a CLI run (beside the random-init CLIP warning of the frozen tiny model, skip notes and the
+    `runtime: <engine> ...` line an --engine run prints first)."""
+    lines = [line for line in err.strip().splitlines()
+             if not line.startswith(("warning: CLIP", "skipped ", "runtime: "))]
     assert code == expected_code and "Traceback" not in err and len(lines) == 1 and ": error: " in lines[0], err
     return lines[0]
 

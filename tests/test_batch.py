@@ -1,10 +1,6 @@
 """runtime/batch.py below the CLI: what is checked before any image is read (issue 29)."""
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,15 +9,6 @@ from runtime.batch import BatchOutput, ImageTask
 from runtime.errors import OutputPathError
 
 from .support import as_unprivileged_user
-
-
-@pytest.fixture
-def world_folder():
-    """A folder any user may traverse (pytest's own are 0700, closed to the unprivileged user)."""
-    folder = Path(tempfile.mkdtemp(prefix="mgca-batch-"))
-    folder.chmod(0o755)
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_a_read_only_labels_folder_is_found_before_any_work(world_folder):

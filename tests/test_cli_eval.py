@@ -162,8 +162,9 @@ def test_module_entry_points_run():
 
 def test_dense_mode_flag_offers_every_mode():
     from mgca.dense_modes import DENSE_MODES
+    from runtime.contract import DENSE_MODE_NAMES
 
-    assert set(eval_cli.DENSE_MODE_NAMES) == set(DENSE_MODES)
+    assert set(eval_cli.DENSE_MODE_NAMES) == set(DENSE_MODES) == set(DENSE_MODE_NAMES)
 
 
 @pytest.mark.parametrize("mode", ["maskclip", "tcl", "sclip", "clearclip", "naclip", "scclip"])

@@ -337,6 +337,56 @@ def test_cli_fails_loudly_on_parity_error(tmp_path, tiny_checkpoint, monkeypatch
     assert not (out / "manifest.json").exists()  # no manifest: not a usable bundle
 
 
+def _verified_files(out) -> dict[str, str]:
+    """Every file the bundle's manifest names, each checked against its sha256 (name -> sha256)."""
+    from runtime.bundle import load_bundle
+
+    bundle = load_bundle(out)
+    for path in [*bundle.models.values(), bundle.text_cache]:
+        if path is not None:
+            bundle.verify(path)
+    return dict(bundle.files_sha256)
+
+
+def test_failed_re_export_keeps_the_working_bundle(tmp_path, tiny_checkpoint, vocab_file, capsys):
+    """Issue 30, item 2: the new bundle is built beside the old one and swapped in only when complete and checked."""
+    out = tmp_path / "b"
+    small = ["--checkpoint", str(tiny_checkpoint), "--out", str(out), "--window", str(WINDOW), "--parity-windows",
+             "2", "--vocab", str(vocab_file)]
+    assert main([*small, "--int8", "--calib-limit", "2"]) == 0
+    (out / "README.txt").write_text("mine\n")
+    before = _verified_files(out)
+    assert set(before) >= {"model.onnx", "model.int8.onnx", "text_cache.npz"}
+    capsys.readouterr()
+    assert main([*small, "--parity-tol", "1e-30"]) == 1
+    assert "does not match the PyTorch model" in _one_line_error(capsys)
+    assert _verified_files(out) == before and (out / "README.txt").read_text() == "mine\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["b"]  # no staging folder left beside it
+    assert main(small) == 0  # a good re-export replaces every bundle file and keeps the user's
+    after = _verified_files(out)
+    assert set(after) == {"model.onnx", "text_cache.npz"} and not (out / "model.int8.onnx").exists()
+    assert (out / "README.txt").read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_text_cache_is_not_written_into_a_bundle(bundle_dir, tiny_checkpoint, vocab_file, capsys):
+    """Issue 30, item 2: `mgca-export text --out bundle/text_cache.npz` would leave a manifest that no longer
+    matches; it is refused and the bundle stays loadable."""
+    before = _verified_files(bundle_dir)
+    assert main(["text", "--checkpoint", str(tiny_checkpoint), "--vocab", str(vocab_file), "--out",
+                 str(bundle_dir / "text_cache.npz")]) == 2
+    assert "is a file of the bundle" in _one_line_error(capsys)
+    assert _verified_files(bundle_dir) == before
+
+
+def test_text_cache_never_overwrites_its_vocabulary(tmp_path, tiny_checkpoint, capsys):
+    """Issue 30, item 3: no output resolves to an input."""
+    vocab = tmp_path / "classes.npz"
+    vocab.write_text("cat\ndog\n")
+    assert main(["text", "--checkpoint", str(tiny_checkpoint), "--vocab", str(vocab), "--out", str(vocab)]) == 2
+    assert "is the input file" in _one_line_error(capsys)
+    assert vocab.read_text() == "cat\ndog\n"
+
+
 # ---------------------------------------------------------------- TensorRT (GPU machines only)
 
 def _require_trt_gpu():

@@ -217,6 +217,7 @@ def test_the_embedded_default_can_be_run_again(tmp_path, capsys):
     """`python -m mgca.train` twice: the second run continues (or re-scores) its own run instead of refusing."""
     from mgca.config import load_config
     from mgca.train import check_output_dir, embedded_config_path, main
+    from runtime.errors import MgcaError
 
     assert load_config(embedded_config_path()).train.resume == "auto"
     args = ["--clip", "mgca-tiny", "pretrain.enabled=false", "benchmark.enabled=false", "data.synthetic_size=8",
@@ -224,7 +225,8 @@ def test_the_embedded_default_can_be_run_again(tmp_path, capsys):
             f"train.output_dir={tmp_path}"]
     assert main(args) == 0 and main(args) == 0, capsys.readouterr().err
     assert "done, 1 steps" in capsys.readouterr().out
-    check_output_dir(load_config(embedded_config_path(), [f"train.output_dir={tmp_path}"]))
+    with pytest.raises(MgcaError, match="recipe differs from this run's in backbone.arch"):  # issue 30, item 1
+        check_output_dir(load_config(embedded_config_path(), [f"train.output_dir={tmp_path}"]))
 
 
 def test_unwritable_output_dir_fails_before_training(tmp_path):

@@ -257,7 +257,7 @@ def test_a_byte_order_mark_is_no_part_of_a_class_or_a_path(bundle, tmp_path, cap
 # ------------------------------------------------------------------------------------------------ item 12: writes
 
 @pytest.mark.parametrize("summary, needle", [
-    ("notes.txt/summary.csv", "the folder of the summary"),  # found only after all the work, with a traceback
+    ("notes.txt/summary.csv", "the folder of --summary"),  # found only after all the work, with a traceback
     ("folder.csv", "is a folder; give a file path"),  # a raw IsADirectoryError
 ])
 def test_a_bad_summary_path_is_refused_before_any_work(bundle, tmp_path, capsys, summary, needle):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from runtime.contract import BACKENDS, DEFAULT_SETTINGS, PRECISIONS, SETTING_SPECS, SettingSpec
@@ -176,7 +177,31 @@ def engine_args(args: argparse.Namespace) -> dict[str, Any]:
             "settings": settings_overrides(args)}
 
 
-__all__ = ["DENSE_MODE_NAMES", "int_at_least", "non_negative_int", "positive_int", "setting_type", "flag", "shown",
+# ---------------------------------------------------------------------------------------------- inputs of a run
+
+# Flags that name files a command reads, and folders whose images it reads: no output of the command may be one.
+INPUT_FILE_FLAGS = ("checkpoint", "clip_weights", "classes", "palette", "templates", "text_cache", "compare_torch",
+                    "vocab", "config")
+INPUT_FOLDER_FLAGS = ("root", "images", "masks", "engine")
+
+
+def read_files(args: argparse.Namespace, output: str | Path) -> tuple[Path, ...]:
+    """The files `args` names for reading, plus `output` itself when it is an existing image inside a folder the
+    command reads (a dataset's image or mask): what `check_writable_file(output, ..., inputs=...)` must refuse."""
+    from runtime.image_files import is_image_name
+
+    files = [Path(value) for name in INPUT_FILE_FLAGS if isinstance(value := getattr(args, name, None), str)]
+    out = Path(output).expanduser()
+    if out.is_file() and is_image_name(out):
+        for name in INPUT_FOLDER_FLAGS:
+            folder = getattr(args, name, None)
+            if isinstance(folder, str) and out.resolve().is_relative_to(Path(folder).expanduser().resolve()):
+                files.append(out)
+    return tuple(files)
+
+
+__all__ = ["DENSE_MODE_NAMES", "INPUT_FILE_FLAGS", "INPUT_FOLDER_FLAGS", "read_files",
+           "int_at_least", "non_negative_int", "positive_int", "setting_type", "flag", "shown",
            "allowed",
            "add_settings_args", "settings_overrides", "settings_table", "add_trust_flag", "add_model_args",
            "add_inference_args", "add_engine_args", "engine_args"]

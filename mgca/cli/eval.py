@@ -34,6 +34,7 @@ from .args import (
     engine_args,
     non_negative_int,
     positive_int,
+    read_files,
     settings_overrides,
 )
 
@@ -222,7 +223,7 @@ def _write_json(path: str | None, record: dict) -> None:
 def run(args: argparse.Namespace) -> dict:
     """Evaluate, print the report, optionally write JSON; returns the JSON-able result."""
     if args.json:
-        check_writable_file(args.json, "--json")  # now, not after the whole evaluation
+        check_writable_file(args.json, "--json", inputs=read_files(args, args.json))  # now, not after the work
     dataset = open_eval_dataset(args)
     if not args.engine:  # an engine is scored with its bundle's settings, the flags given in their place
         apply_protocol(args, dataset.spec.protocol)

@@ -25,7 +25,7 @@ import numpy as np
 
 from runtime.errors import MgcaError
 
-from .args import add_engine_args, add_inference_args, add_model_args, engine_args, positive_int
+from .args import add_engine_args, add_inference_args, add_model_args, engine_args, positive_int, read_files
 from .eval import apply_protocol, build_predictor, open_engine, run_main
 
 if TYPE_CHECKING:
@@ -151,9 +151,11 @@ def run_one(args: argparse.Namespace, classes) -> Path:
 
     image = read_rgb(args.inputs[0])  # upright by its EXIF orientation: labels match the photo as it is shown
     out = Path(args.out) if args.out else Path(f"{Path(args.inputs[0]).stem}_segmented.png")
-    check_writable_file(out, "--out", inputs=(args.inputs[0],))  # before the model loads; never over the photo
+    # before the model loads; never over the photo or a file the run reads
+    check_writable_file(out, "--out", inputs=(args.inputs[0], *read_files(args, out)))
     if args.labels_out:
-        check_writable_file(args.labels_out, "--labels-out", inputs=(args.inputs[0], out))
+        check_writable_file(args.labels_out, "--labels-out",
+                            inputs=(args.inputs[0], out, *read_files(args, args.labels_out)))
     labels = _predict(args, classes)[0](image)
     shown = _shown(args, classes)
     save_overlay(out, image, labels, shown, background_index=0 if args.background_threshold is not None else None)
@@ -173,7 +175,7 @@ def run_folder(args: argparse.Namespace, classes):
     """Folders/globs/lists -> OUT/labels, OUT/overlays, the summary; resumable; optionally on Ray Data."""
     from mgca.config import ConfigError
     from runtime.batch import BatchOutput, RayOptions, list_tasks, run_local, run_ray
-    from runtime.files import check_writable_dir
+    from runtime.files import check_writable_dir, check_writable_file
     from runtime.overlay import render_overlay
 
     if not args.out:
@@ -184,15 +186,18 @@ def run_folder(args: argparse.Namespace, classes):
     if args.ray and not args.engine:
         raise ConfigError("--ray runs exported bundles: pass --engine BUNDLE (mgca-export writes one)")
     out = check_writable_dir(args.out, "--out")
+    summary = Path(args.summary) if args.summary else None
+    if summary is not None:  # before the model loads, and never over a file the run reads (the class file)
+        check_writable_file(summary, "--summary", inputs=read_files(args, summary))
     tasks = list_tasks(args.inputs, exclude=out)
     shown = _shown(args, classes)
     overlay = functools.partial(render_overlay, class_names=shown,
                                 background_index=0 if args.background_threshold is not None else None)
+    options = (RayOptions(None if args.ray == "local" else args.ray, args.actors, args.actor_cpus, args.actor_gpus)
+               if args.ray else None)  # its numbers checked now
     predict, producer = _predict(args, classes)  # with --ray too: every setting is checked before any work
     output = BatchOutput(out, tuple(shown), overlay if args.overlays else None, args.overwrite, producer)
-    summary = Path(args.summary) if args.summary else None
-    if args.ray:
-        options = RayOptions(None if args.ray == "local" else args.ray, args.actors, args.actor_cpus, args.actor_gpus)
+    if options is not None:
         report = run_ray(tasks, args.engine, engine_args(args), classes.names, args.background_threshold, output,
                          options, summary, progress=not args.no_progress)
     else:

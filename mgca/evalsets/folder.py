@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from runtime.files import read_text_file
 from runtime.image_files import IMAGE_SUFFIXES, list_images
 
 from ..prompts import read_class_file
@@ -74,7 +75,7 @@ def read_palette(path: str | Path, names: tuple[str, ...], ignore_index: int) ->
     if not path.is_file():
         raise DatasetError(f"palette file {path} does not exist; write one 'name r g b' line per class")
     rows, colours = [], {}
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+    for number, line in enumerate(read_text_file(path, "palette file", DatasetError).splitlines(), 1):
         if not line.strip() or line.strip().startswith("#"):
             continue
         words = line.split()
