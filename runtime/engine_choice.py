@@ -5,9 +5,9 @@ The `auto` rule (docs/engines.md has the measurements behind it), first match wi
 1. a TensorRT engine of the bundle (fp16, or int8 when asked) when tensorrt and an NVIDIA GPU are usable;
 2. onnxruntime on CUDA when the device is a GPU (device "cuda", or "auto" with onnxruntime-gpu's CUDA provider);
 3. on the CPU, with OpenVINO installed: bf16 when the CPU computes it natively (OpenVINO lists BF16 among the
-   CPU's capabilities: AVX512_BF16 or AMX). Measured end to end on random-weight ViT-B/16: 1.4-2.0x onnxruntime
+   CPU's capabilities: AVX512_BF16 or AMX). Measured end to end on random-weight ViT-B/16: 1.8-1.9x onnxruntime
    fp32 on an AMD EPYC (AVX512_BF16, no AMX) at 98.0-99.4% label agreement; one window 4.3-4.5x on a Xeon
-   with AMX (issue 26). On the trained miniature its mIoU equals fp32's within 0.1 (docs/engines.md);
+   with AMX (issue 26). On the trained miniature its mIoU is fp32's less 0.03 (docs/engines.md);
 4. else onnxruntime fp32, the reference engine (CPUs without native bf16: OpenVINO fp32 was measured level with
    onnxruntime fp32 on an AMD EPYC, so the rule does not bet on a gain it has not seen).
 
