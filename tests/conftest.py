@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -19,6 +20,17 @@ from mgca.decoder import perturb_decoder  # noqa: E402
 from mgca.model import build_model  # noqa: E402
 
 from .support import CLASSES, blocky_image, export_with_cli, text_cache_with_cli  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def restore_sigchld_handler():
+    """Each test gives back the SIGCHLD handler it started with. torch's DataLoader installs a process-wide SIGCHLD
+    handler when it starts worker processes and never removes it; a later child's exit (the demo server of
+    tests/test_demo.py) then ran it and pytest died of SIGSEGV (found with gdb after tests/test_data.py's
+    2-worker loader; resetting the handler before the server starts made the same pair pass)."""
+    before = signal.getsignal(signal.SIGCHLD)
+    yield
+    signal.signal(signal.SIGCHLD, before)
 
 
 @pytest.fixture(scope="session")
