@@ -10,10 +10,10 @@ merely faint?).
 Measured on the embedded default's CLIP (fb415d7f0769: 84.2% zero-shot over objects; AMD EPYC, 2 cores, seconds):
 backdrop zero-shot 25.2% / 25.0% / 23.8% at texture contrast 0.35 (the world's) / 0.7 / 1.0, chance 25%. Every
 row of the confusion matrix (true noisy, striped, checkered, gradient) has the same spread over the predictions
-(about 5 / 17 / 43 / 35% noisy / striped / checkered / gradient): the prediction does not depend on the backdrop at all, even at full contrast.
-So the image embedding carries no backdrop information the text side can read, not a weak one: the levers are
-what makes the contrastive loss need the backdrop (how often captions name it, hard negatives that differ only
-in it), not how strongly it is drawn.
+(about 5 / 17 / 43 / 35% noisy / striped / checkered / gradient): the prediction does not depend on the
+backdrop at all, even at full contrast. So the image embedding carries no backdrop information the text side
+can read, not a weak one: the levers are what makes the contrastive loss need the backdrop (how often captions
+name it, hard negatives that differ only in it), not how strongly it is drawn.
 """
 from __future__ import annotations
 
