@@ -20,6 +20,7 @@ import os
 import queue
 import time
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,8 @@ from .engines import in_batches, parse_device
 from .errors import BackendError, one_line
 
 OPENVINO_HINT = "pip install 'mgca[openvino]' (OpenVINO's CPU runtime), or use backend='onnxruntime'"
-PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # the hint for the parts left in float
+# the compile hint for the parts left in float, read-only (no module state)
+PRECISION_HINTS = MappingProxyType({"fp32": "f32", "bf16": "bf16", "int8": "f32"})
 CACHE_ENV = "MGCA_OPENVINO_CACHE"
 
 

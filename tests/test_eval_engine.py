@@ -60,7 +60,7 @@ def test_eval_engine_scores_the_bundle_with_its_manifest_settings(bundle, voc_tr
 
     manifest = load_bundle(bundle).inference.to_dict()
     common = ["--dataset", "voc21", "--root", str(voc_tree), "--engine", str(bundle), "--text-cache", str(voc_cache),
-              "--device", "cpu", "--no-progress"]
+              "--device", "cpu", "--no-progress", "--backend", "onnxruntime"]  # the PyTorch parity needs fp32
     plain = tmp_path / "plain.json"
     code = eval_cli.main([*common, "--json", str(plain)])
     out = capsys.readouterr()

@@ -205,8 +205,9 @@ def test_bundle_layout_and_manifest(bundle_dir, tiny_model):
     assert manifest["backbone"]["visual_sha256"] == identity.visual_sha256
     assert manifest["backbone"]["text_sha256"] == identity.text_sha256
     assert manifest["decoder_sha256"] == read_metadata(bundle_dir / "model.onnx")["decoder_sha256"]
+    kept_nncf = (manifest.get("nncf") or {}).get("kept")  # NNCF's graph: kept only where nearer fp32 (measured)
     assert manifest["models"] == {"onnx": "model.onnx", "onnx_int8": "model.int8.onnx", "trt_fp16": None,
-                                  "trt_int8": None}
+                                  "onnx_int8_nncf": "model.int8.nncf.onnx" if kept_nncf else None, "trt_int8": None}
     assert manifest["text_cache"] == "text_cache.npz"
     assert manifest["inference"] == {"short_side": WINDOW, "window": WINDOW, "stride": WINDOW // 2, "units": 36,
                                      "unit_scope": "image", "long_side": 2048, "padding": "crop",

@@ -75,8 +75,6 @@ def open_engine(args: argparse.Namespace, classes: list[str], stem: str, vocab_f
     from runtime import Segmenter, VocabularyError
 
     segmenter = Segmenter(args.engine, **engine_args(args))
-    print(f"runtime: {segmenter.backend} {segmenter.precision} ({segmenter.engine.model_path.name}): "
-          f"{segmenter.engine_reason}", file=sys.stderr)
     exported = (segmenter.bundle.manifest.get("backbone") or {}).get("dense_mode")
     if getattr(args, "dense_mode", None) and args.dense_mode != exported:
         raise ConfigError(f"--dense-mode {args.dense_mode} cannot apply to --engine: bundle {segmenter.bundle.path} "
@@ -88,6 +86,9 @@ def open_engine(args: argparse.Namespace, classes: list[str], stem: str, vocab_f
         raise ConfigError(f"{err.problem}; make a cache of these classes with `mgca-export text "
                           f"--checkpoint CKPT {vocab_flag} --out {stem}_text.npz` and pass --text-cache "
                           f"{stem}_text.npz") from None
+    # what runs and why, once the setup is known to be good (an error stays one line)
+    print(f"runtime: {segmenter.backend} {segmenter.precision} ({segmenter.engine.model_path.name}): "
+          f"{segmenter.engine_reason}", file=sys.stderr)
     return segmenter
 
 
