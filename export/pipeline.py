@@ -255,7 +255,9 @@ def _write_bundle(model, root: Path, options: ExportOptions, settings: Inference
               "tolerance": options.parity_tol,
               "classes": "vocabulary" if names else "random unit vectors", "sets": report.per_set}
     extra: dict[str, Any] = {}
-    bf16 = openvino_bf16_parity(onnx_path, sets, reference, class_emb, options)
+    # every window of the parity sets and PyTorch's embeddings of them: what the reduced precisions are held to
+    all_windows, fp32_embeddings = np.concatenate(list(sets.values())), np.concatenate([reference[n] for n in sets])
+    bf16 = openvino_bf16_parity(onnx_path, all_windows, fp32_embeddings, class_emb, options)
     if bf16 is not None:
         parity["openvino_bf16"] = bf16
         say(f"OpenVINO bf16 vs fp32 (this CPU): label agreement {bf16['label_agreement']:.2%}, mean cosine "
@@ -275,9 +277,7 @@ def _write_bundle(model, root: Path, options: ExportOptions, settings: Inference
         result = quantize_int8(onnx_path, root / MODEL_FILES["onnx_int8"], reader, method=options.calib_method)
         models["onnx_int8"] = result.path.name
         int8 = OrtEngine(result.path, device="cpu", num_threads=options.threads or None)
-        all_windows = np.concatenate(list(sets.values()))
-        evaluation = evaluate_int8(fp32, int8, all_windows, class_emb,
-                                   fp32_embeddings=np.concatenate([reference[n] for n in sets]))
+        evaluation = evaluate_int8(fp32, int8, all_windows, class_emb, fp32_embeddings=fp32_embeddings)
         if options.eval_images:
             images, labels = read_labelled_set(options.eval_images, options.eval_labels, limit=64)
             eval_windows = np.concatenate([preprocess.windows(im) for im in images])
@@ -301,8 +301,8 @@ def _write_bundle(model, root: Path, options: ExportOptions, settings: Inference
                      f"(drop {ls['miou_drop']:+.4f})")
         say(line)
         if options.nncf is not False:
-            extra["nncf"] = export_nncf_int8(onnx_path, root, reader.windows, options, fp32, all_windows, class_emb,
-                                             reference, sets, models, parity, say)
+            extra["nncf"] = export_nncf_int8(onnx_path, root, reader.windows, options, all_windows, fp32_embeddings,
+                                             class_emb, models, parity, say)
 
     engines = {}
     for precision in dict.fromkeys(options.trt):
@@ -330,8 +330,8 @@ def _write_bundle(model, root: Path, options: ExportOptions, settings: Inference
     return report, {key: name for key, name in {**models, "text_cache": text_cache}.items() if name}
 
 
-def openvino_bf16_parity(onnx_path: Path, sets: dict[str, np.ndarray], reference: dict[str, np.ndarray],
-                         class_emb: np.ndarray, options: ExportOptions) -> dict[str, Any] | None:
+def openvino_bf16_parity(onnx_path: Path, windows: np.ndarray, fp32_embeddings: np.ndarray, class_emb: np.ndarray,
+                         options: ExportOptions) -> dict[str, Any] | None:
     """OpenVINO bf16's agreement with the PyTorch fp32 reference on the parity windows, where this CPU runs bf16
     natively (what `backend="auto"` would pick here); None without openvino or native bf16. Informational: bf16
     rounding differs between CPUs, so the runtime machine's own figure may differ slightly."""
@@ -341,15 +341,14 @@ def openvino_bf16_parity(onnx_path: Path, sets: dict[str, np.ndarray], reference
     if "BF16" not in cpu_capabilities():
         return None
     engine = OpenVinoEngine(onnx_path, device="cpu", precision="bf16", num_threads=options.threads or None)
-    windows, fp32_embeddings = np.concatenate(list(sets.values())), np.concatenate([reference[n] for n in sets])
     result = evaluate_int8(None, engine, windows, class_emb, fp32_embeddings=fp32_embeddings)
     return {key: result[key] for key in ("num_windows", "label_agreement", "miou_vs_fp32", "mean_cosine",
                                          "max_abs_err")}
 
 
-def export_nncf_int8(onnx_path: Path, root: Path, calib_windows: np.ndarray, options: ExportOptions, fp32,
-                     all_windows: np.ndarray, class_emb: np.ndarray, reference: dict[str, np.ndarray],
-                     sets: dict[str, np.ndarray], models: dict[str, str | None], parity: dict[str, Any],
+def export_nncf_int8(onnx_path: Path, root: Path, calib_windows: np.ndarray, options: ExportOptions,
+                     windows: np.ndarray, fp32_embeddings: np.ndarray, class_emb: np.ndarray,
+                     models: dict[str, str | None], parity: dict[str, Any],
                      say: Callable[[str], None]) -> dict[str, Any] | None:
     """NNCF's int8 graph for OpenVINO, kept only where it is nearer fp32 than the QDQ graph that OpenVINO would run
     otherwise (both run by OpenVINO on the parity windows: higher mean cosine to the fp32 embeddings wins). Which
@@ -367,12 +366,11 @@ def export_nncf_int8(onnx_path: Path, root: Path, calib_windows: np.ndarray, opt
         return None
     t = time.perf_counter()
     result = quantize_nncf(onnx_path, root / MODEL_FILES["onnx_int8_nncf"], calib_windows)
-    fp32_embeddings = np.concatenate([reference[n] for n in sets])
     threads = options.threads or None
     scores = {}
     for key in ("onnx_int8_nncf", "onnx_int8"):
         engine = OpenVinoEngine(root / MODEL_FILES[key], device="cpu", precision="int8", num_threads=threads)
-        scores[key] = evaluate_int8(fp32, engine, all_windows, class_emb, fp32_embeddings=fp32_embeddings)
+        scores[key] = evaluate_int8(None, engine, windows, class_emb, fp32_embeddings=fp32_embeddings)
     nncf, qdq = scores["onnx_int8_nncf"], scores["onnx_int8"]
     kept = nncf["mean_cosine"] > qdq["mean_cosine"]
     if kept:

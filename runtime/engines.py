@@ -40,6 +40,12 @@ def parse_device(device: str | None) -> tuple[str, int]:
     return "cuda", int(match.group(2) or 0)
 
 
+def check_concurrent_runs(value: object) -> None:
+    """`concurrent_runs` of an engine: a positive integer or None (the engine's default), else a one-line error."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise BackendError(f"concurrent_runs must be a positive integer or None, got {value!r}")
+
+
 def in_batches(run, batch: np.ndarray, batch_size: int | None) -> np.ndarray:
     """`run` over consecutive chunks of at most `batch_size` windows (None: all at once), concatenated."""
     if batch_size is None or batch.shape[0] <= batch_size:
@@ -117,9 +123,7 @@ class OrtEngine:
             raise BackendError(f"{model_path} has inputs {sorted(inputs)} and outputs {sorted(outputs)}, the manifest "
                                f"names {input_name!r} -> {output_name!r}; re-export the bundle")
         self.input_name, self.output_name = input_name, output_name
-        if concurrent_runs is not None and (isinstance(concurrent_runs, bool) or not isinstance(concurrent_runs, int)
-                                            or concurrent_runs < 1):
-            raise BackendError(f"concurrent_runs must be a positive integer or None, got {concurrent_runs!r}")
+        check_concurrent_runs(concurrent_runs)
         if concurrent_runs is None and self.provider == "CPUExecutionProvider":
             concurrent_runs = 1
         self.concurrent_runs = concurrent_runs

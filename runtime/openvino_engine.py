@@ -1,10 +1,11 @@
 """`OpenVinoEngine`: the bundle's ONNX graph on Intel's OpenVINO CPU plugin, in fp32, bf16 or int8.
 
-Why a second CPU engine: onnxruntime has no bf16 kernels on x86 and its QDQ int8 graph loses accuracy, while
-OpenVINO runs bf16 natively where the CPU has it (AVX512_BF16, AMX) and NNCF's int8 graph at near-fp32
-agreement (docs/engines.md has the measurements). fp32 and bf16 read the same `model.onnx`: the precision is
-OpenVINO's `INFERENCE_PRECISION_HINT` (the CPU plugin's own default is bf16 where the CPU has it, so fp32 is
-asked for explicitly). int8 reads NNCF's QDQ graph (`model.int8.nncf.onnx`), whose float parts run in fp32.
+Why a second CPU engine: onnxruntime has no bf16 kernels on x86, while OpenVINO runs bf16 natively where the CPU
+has it (AVX512_BF16, AMX), and runs the int8 QDQ graphs faster than onnxruntime does (docs/engines.md has the
+measurements). fp32 and bf16 read the same `model.onnx`: the precision is OpenVINO's `INFERENCE_PRECISION_HINT`
+(the CPU plugin's own default is bf16 where the CPU has it, so fp32 is asked for explicitly). int8 reads the QDQ
+graph the Segmenter hands it (NNCF's `model.int8.nncf.onnx` where the exporter kept it, else `model.int8.onnx`),
+whose float parts run in fp32.
 
 Thread safety: a compiled model serves any number of infer requests, but one request serves one call at a
 time. The engine keeps a pool of `concurrent_runs` requests (1 by default: one run already uses every core,
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .contract import INPUT_NAME, OUTPUT_NAME
-from .engines import in_batches, parse_device
+from .engines import check_concurrent_runs, in_batches, parse_device
 from .errors import BackendError, one_line
 
 OPENVINO_HINT = "pip install 'mgca[openvino]' (OpenVINO's CPU runtime), or use backend='onnxruntime'"
@@ -53,14 +54,17 @@ def openvino_available() -> bool:
     return True
 
 
-def cpu_capabilities() -> tuple[str, ...]:
-    """OpenVINO's CPU `OPTIMIZATION_CAPABILITIES` (e.g. FP32, BF16, INT8); () without openvino."""
-    if not openvino_available():
-        return ()
-    import openvino as ov  # type: ignore[import-not-found]
+def cpu_capabilities(core: Any = None) -> tuple[str, ...]:
+    """OpenVINO's CPU `OPTIMIZATION_CAPABILITIES` (e.g. FP32, BF16, INT8), asked of `core` (None: a new
+    openvino.Core); () without openvino."""
+    if core is None:
+        if not openvino_available():
+            return ()
+        import openvino as ov  # type: ignore[import-not-found]
 
+        core = ov.Core()
     try:
-        return tuple(str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        return tuple(str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
     except Exception:  # noqa: BLE001 - a plugin that cannot answer has no known capability
         return ()
 
@@ -68,7 +72,7 @@ def cpu_capabilities() -> tuple[str, ...]:
 class OpenVinoEngine:
     """The bundle's graph compiled by OpenVINO for the CPU; thread-safe `run` through a pool of infer requests.
 
-    precision: "fp32", "bf16" (compile hints over the fp32 graph) or "int8" (NNCF's QDQ graph).
+    precision: "fp32", "bf16" (compile hints over the fp32 graph) or "int8" (a QDQ graph).
     model_bytes: the file's contents, already read (and hash-checked) by the caller; `model_path` only names it.
     num_threads: OpenVINO's INFERENCE_NUM_THREADS (None: its default, every core).
     concurrent_runs: infer requests in flight at once (None: 1, see the module docstring).
@@ -88,11 +92,9 @@ class OpenVinoEngine:
                                "(or backend='tensorrt' / 'onnxruntime' on an NVIDIA GPU)")
         if precision not in PRECISION_HINTS:
             raise BackendError(f"backend 'openvino' runs fp32, bf16 or int8, not {precision!r}")
-        if concurrent_runs is not None and (isinstance(concurrent_runs, bool) or not isinstance(concurrent_runs, int)
-                                            or concurrent_runs < 1):
-            raise BackendError(f"concurrent_runs must be a positive integer or None, got {concurrent_runs!r}")
+        check_concurrent_runs(concurrent_runs)
         core = ov.Core()
-        capabilities = tuple(str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        capabilities = cpu_capabilities(core)
         if precision == "bf16" and "BF16" not in capabilities:
             raise BackendError(f"this CPU has no native bf16 (OpenVINO reports {list(capabilities)}); OpenVINO would "
                                "emulate it slower than fp32: use precision 'fp32' or 'int8'")
