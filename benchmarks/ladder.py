@@ -2,7 +2,8 @@
 
     python benchmarks/ladder.py --write docs/results/ladder.json      # 3 seeds, 500 images, the embedded recipe
     python benchmarks/ladder.py --seeds 1 --steps 100 --images 50 --out runs/ladder-quick   # a quick look
-    python benchmarks/ladder.py benchmark.seed=20000 ...   # config overrides: another held-out world
+    python benchmarks/ladder.py benchmark.seed=20000 --write docs/results/ladder-heldout.json
+        # the same decoders (a finished row is re-scored, not retrained) on another held-out world
 
 One frozen tiny CLIP (the embedded default's, pretrained and cached as `python -m mgca.train` does, or
 `--clip FILE`) and one held-out synthetic benchmark. Each dense mode gets a frozen row; the modes in
@@ -94,18 +95,20 @@ def train_decoders(base: Config, modes: Sequence[str], seeds: Sequence[int], out
                    for mode in modes}
         streams = {mode: FrozenStream() for mode in modes}
         first, *rest = modes
+        finished = {mode: (Path(configs[mode].train.output_dir) / "last.pt").exists() for mode in modes}
         tick = time.perf_counter()
         trainer = SiblingRecorder(configs[first], streams[first], {m: (configs[m], streams[m]) for m in rest})
         trainer.fit()
         models[row_name(first, True, seed)] = trainer.model.eval()
-        timings[f"train {first} seed {seed} (+ record {len(rest)} modes)"] = time.perf_counter() - tick
+        label = "checkpoint reused" if finished[first] else f"+ record {len(rest)} modes"
+        timings[f"train {first} seed {seed} ({label})"] = time.perf_counter() - tick
         for mode in rest:
             tick = time.perf_counter()
             trainer = ReplayTrainer(configs[mode], streams[mode])
             trainer.fit()
             models[row_name(mode, True, seed)] = trainer.model.eval()
-            timings[f"train {mode} seed {seed} (replayed {trainer.replayed_batches} batches)"] = \
-                time.perf_counter() - tick
+            label = "checkpoint reused" if finished[mode] else f"replayed {trainer.replayed_batches} batches"
+            timings[f"train {mode} seed {seed} ({label})"] = time.perf_counter() - tick
             streams[mode] = FrozenStream()  # free the recorded features
         del streams
     return models
@@ -199,7 +202,8 @@ def run(base: Config, frozen_modes: Sequence[str], decoder_modes: Sequence[str],
         print(f"ladder: {note}", flush=True)
     timings["tiny CLIP"] = time.perf_counter() - tick
     bench = base.benchmark
-    root = write_benchmark(output_dir / "synthetic_benchmark", images, bench.image_size, bench.seed,
+    folder = "synthetic_benchmark" if bench.seed == 10_000 else f"synthetic_benchmark-seed{bench.seed}"
+    root = write_benchmark(output_dir / folder, images, bench.image_size, bench.seed,
                            progress=progress, **world_look(base.data.synthetic))
     models = train_decoders(base, decoder_modes, seeds, output_dir, timings, progress) if decoder_modes else {}
     if not models:  # frozen rows only: any trainer's model carries the CLIP
