@@ -95,19 +95,21 @@ def train_decoders(base: Config, modes: Sequence[str], seeds: Sequence[int], out
                    for mode in modes}
         streams = {mode: FrozenStream() for mode in modes}
         first, *rest = modes
-        finished = {mode: (Path(configs[mode].train.output_dir) / "last.pt").exists() for mode in modes}
         tick = time.perf_counter()
         trainer = SiblingRecorder(configs[first], streams[first], {m: (configs[m], streams[m]) for m in rest})
+        resumed_at = trainer.state.step  # a finished run in the row's folder is resumed at its end: nothing trains
         trainer.fit()
         models[row_name(first, True, seed)] = trainer.model.eval()
-        label = "checkpoint reused" if finished[first] else f"+ record {len(rest)} modes"
+        label = "checkpoint reused" if trainer.state.step == resumed_at else f"+ record {len(rest)} modes"
         timings[f"train {first} seed {seed} ({label})"] = time.perf_counter() - tick
         for mode in rest:
             tick = time.perf_counter()
             trainer = ReplayTrainer(configs[mode], streams[mode])
+            resumed_at = trainer.state.step
             trainer.fit()
             models[row_name(mode, True, seed)] = trainer.model.eval()
-            label = "checkpoint reused" if finished[mode] else f"replayed {trainer.replayed_batches} batches"
+            label = ("checkpoint reused" if trainer.state.step == resumed_at
+                     else f"replayed {trainer.replayed_batches} batches")
             timings[f"train {mode} seed {seed} ({label})"] = time.perf_counter() - tick
             streams[mode] = FrozenStream()  # free the recorded features
         del streams
@@ -202,8 +204,7 @@ def run(base: Config, frozen_modes: Sequence[str], decoder_modes: Sequence[str],
         print(f"ladder: {note}", flush=True)
     timings["tiny CLIP"] = time.perf_counter() - tick
     bench = base.benchmark
-    folder = "synthetic_benchmark" if bench.seed == 10_000 else f"synthetic_benchmark-seed{bench.seed}"
-    root = write_benchmark(output_dir / folder, images, bench.image_size, bench.seed,
+    root = write_benchmark(output_dir / "synthetic_benchmark", images, bench.image_size, bench.seed,
                            progress=progress, **world_look(base.data.synthetic))
     models = train_decoders(base, decoder_modes, seeds, output_dir, timings, progress) if decoder_modes else {}
     if not models:  # frozen rows only: any trainer's model carries the CLIP
