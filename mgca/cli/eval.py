@@ -31,6 +31,7 @@ from .args import (
     add_engine_args,
     add_inference_args,
     add_model_args,
+    check_engine_flags,
     engine_args,
     non_negative_int,
     positive_int,
@@ -223,6 +224,7 @@ def _write_json(path: str | None, record: dict) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     """Evaluate, print the report, optionally write JSON; returns the JSON-able result."""
+    check_engine_flags(args)
     if args.json:
         check_writable_file(args.json, "--json", inputs=read_files(args, args.json))  # now, not after the work
     dataset = open_eval_dataset(args)
