@@ -81,7 +81,10 @@ def test_docs_table_is_the_declaration():
     (["--backend", "openvino", "--checkpoint", "CKPT"], "--backend applies to an exported engine only"),
     (["--text-cache", "cache.npz", "--checkpoint", "CKPT"], "--text-cache applies to an exported engine only"),
 ])
-def test_a_flag_is_applied_or_refused_never_ignored(prog, flags, message, bundle, tiny_checkpoint, tmp_path, capsys):
+def test_a_flag_is_applied_or_refused_never_ignored(prog, flags, message, bundle, tiny_checkpoint, voc_tree, tmp_path,
+                                                    capsys):
+    """--templates other than the engine's text cache's, and the engine's flags without --engine, were ignored
+    (--templates matching the cache is applied: tests/test_own_data.py's engine run)."""
     import numpy as np
     from PIL import Image
 
@@ -94,7 +97,7 @@ def test_a_flag_is_applied_or_refused_never_ignored(prog, flags, message, bundle
     Image.fromarray(blocky_image(np.random.default_rng(0), 40, 56)).save(photo)
     flags = [str(bundle) if f == "BUNDLE" else str(tiny_checkpoint) if f == "CKPT" else f for f in flags]
     if prog == "mgca-eval":
-        code = eval_cli.main(["--dataset", "voc21", "--root", str(tmp_path / "missing"), *flags])
+        code = eval_cli.main(["--dataset", "voc21", "--root", str(voc_tree), "--no-progress", *flags])
     else:
         code = segment_cli.main([str(photo), "--classes", "cat,dog", "--out", str(tmp_path / "o.png"), *flags])
     assert message in one_line_error(code, capsys.readouterr().err)

@@ -179,13 +179,8 @@ def engine_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def check_engine_flags(args: argparse.Namespace) -> None:
     """A flag is applied or refused, never ignored: the engine's flags (--backend, --precision, --text-cache) need
-    --engine, and --templates cannot apply to one (its text cache holds embeddings already averaged over the
-    templates they were made with)."""
+    --engine (its --templates are checked against its text cache: `check_engine_templates`)."""
     if getattr(args, "engine", None):
-        if getattr(args, "templates", None) is not None:
-            raise ConfigError(f"--templates {args.templates} cannot apply to --engine: its text cache was made with "
-                              "its own templates; drop --templates, or make a cache with `mgca-export text "
-                              f"--templates {args.templates} ...` and pass --text-cache")
         return
     given = [name for name, used in (("--backend", getattr(args, "backend", "auto") not in (None, "auto")),
                                      ("--precision", getattr(args, "precision", None) is not None),
@@ -193,6 +188,16 @@ def check_engine_flags(args: argparse.Namespace) -> None:
     if given:
         raise ConfigError(f"{given[0]} applies to an exported engine only; pass --engine BUNDLE too, or drop "
                           f"{given[0]}")
+
+
+def check_engine_templates(args: argparse.Namespace, template_set: str | None, cache: str) -> None:
+    """--templates with --engine: the text cache's embeddings were averaged over the templates they were made with,
+    so the flag can only agree with them; another set is refused, never ignored."""
+    given = getattr(args, "templates", None)
+    if given is not None and given != template_set:
+        raise ConfigError(f"--templates {given} cannot apply to --engine: its text cache {cache} was made with "
+                          f"templates {template_set or 'of its own'}; drop --templates, or make a cache with "
+                          f"`mgca-export text --templates {given} ...` and pass it with --text-cache")
 
 
 # ---------------------------------------------------------------------------------------------- inputs of a run
@@ -222,4 +227,5 @@ __all__ = ["DENSE_MODE_NAMES", "INPUT_FILE_FLAGS", "INPUT_FOLDER_FLAGS", "read_f
            "int_at_least", "non_negative_int", "positive_int", "setting_type", "flag", "shown",
            "allowed",
            "add_settings_args", "settings_overrides", "settings_table", "add_trust_flag", "add_model_args",
-           "add_inference_args", "add_engine_args", "engine_args", "check_engine_flags"]
+           "add_inference_args", "add_engine_args", "engine_args", "check_engine_flags",
+           "check_engine_templates"]
