@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.contract import INPUT_NAME
+from runtime.contract import GRAPH_ROLE_KEY, INPUT_NAME
 
 from .quantize import QuantizeResult, save_quantized
 from .reader import CalibrationError
@@ -59,7 +59,8 @@ def quantize_nncf(fp32_path: str | Path, out_path: str | Path, windows: np.ndarr
                               preset=nncf.QuantizationPreset.MIXED, subset_size=len(samples),
                               fast_bias_correction=True)
     save_quantized(quantized, fp32_path, out_path, {"precision": "int8-nncf", "calibration_method": "nncf",
-                                                    "calibration_windows": str(len(samples))})
+                                                    "calibration_windows": str(len(samples)),
+                                                    GRAPH_ROLE_KEY: "onnx_int8_nncf"})
     nodes = quantized.graph.node
     return QuantizeResult(path=out_path, method="nncf", num_calibration_windows=len(samples), num_calibration_images=0,
                           quantized_nodes=sum(1 for n in nodes if n.op_type == "DequantizeLinear"), excluded_nodes=0,

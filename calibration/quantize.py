@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.contract import resized_shape, settings_layout
+from runtime.contract import GRAPH_ROLE_KEY, resized_shape, settings_layout
 from runtime.files import atomic_path
 from runtime.metrics import ConfusionMatrix
 from runtime.postprocess import pixel_cosines, window_labels
@@ -151,7 +151,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, reader, method: s
             extra_options=extra)
         quantized = onnx.load(str(tmp_out))
         save_quantized(quantized, fp32_path, out_path, {
-            "precision": "int8-qdq", "calibration_method": method,
+            "precision": "int8-qdq", "calibration_method": method, GRAPH_ROLE_KEY: "onnx_int8",
             "calibration_windows": str(len(reader.windows) if hasattr(reader, "windows") else "")})
     return QuantizeResult(
         path=out_path, method=method,

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mgca.cli.args import DENSE_MODE_NAMES, add_settings_args, add_trust_flag, positive_int, settings_overrides
 from mgca.prompts import DEFAULT_TEMPLATE_SET
@@ -28,7 +30,8 @@ from runtime.errors import MgcaError, run_cli
 from runtime.files import check_writable_file
 from runtime.staging import check_staging_target
 
-from .pipeline import CALIBRATION_METHODS, TRT_PRECISIONS, ExportOptions
+if TYPE_CHECKING:
+    from .pipeline import ExportOptions
 
 PROG = "mgca-export"
 
@@ -44,7 +47,13 @@ class UsageError(MgcaError, ValueError):
     """Bad combination of arguments."""
 
 
+class StorageError(MgcaError):
+    """The disk filled up (or became unwritable) while the export wrote its files."""
+
+
 def export_parser() -> argparse.ArgumentParser:
+    from .pipeline import CALIBRATION_METHODS, TRT_PRECISIONS
+
     parser = _Parser(prog=PROG, description="Export an MGCA checkpoint to a bundle directory (ONNX, int8 QDQ ONNX, "
                      "TensorRT engines, text cache, manifest.json). "
                      "`mgca-export text --help` for the text cache alone.")
@@ -164,6 +173,8 @@ def export_options(args: argparse.Namespace) -> ExportOptions:
     """The parsed flags as ExportOptions (the vocabulary file read into class names), checked."""
     from mgca.prompts import read_class_file
 
+    from .pipeline import ExportOptions
+
     same_name = {f.name for f in dataclasses.fields(ExportOptions)} - {"inference", "optimize", "vocab",
                                                                        "vocab_prompts"}
     classes = read_class_file(args.vocab, "vocabulary file") if args.vocab else None
@@ -186,12 +197,28 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Exit status 0 done, 1 the export ran but failed a check (parity, TensorRT build), 2 bad input."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+# Where the disk (or quota) ran out or the folder became unwritable while the bundle or cache was written.
+_STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
+
+
+def _run(argv: list[str]) -> int:
     is_text = bool(argv) and argv[0] == "text"
     args = (text_parser() if is_text else export_parser()).parse_args(argv[1:] if is_text else argv)
-    return run_cli(PROG, lambda: run_text(args) if is_text else run_export(args))
+    try:
+        return run_text(args) if is_text else run_export(args)
+    except OSError as err:
+        if err.errno not in _STORAGE_ERRORS:
+            raise
+        kept = ("an earlier bundle there is kept as it was" if not is_text else "an earlier file there is kept")
+        raise StorageError(f"writing {args.out} failed ({err.strerror or err}); {kept}: free some space (or make the "
+                           "folder writable) and run the same command again") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status 0 done, 1 the export ran but failed a check (parity, TensorRT build), 2 bad input, 130 Ctrl-C.
+    The heavy modules (torch, onnx) are imported inside `run_cli`, so Ctrl-C at any moment ends in one line."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run_cli(PROG, lambda: _run(argv))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from mgca.clip_backbone import sha256_tensors
-from runtime.contract import DEFAULT_SETTINGS, INPUT_NAME, ONNX_FORMAT, OUTPUT_NAME
+from runtime.contract import DEFAULT_SETTINGS, GRAPH_ROLE_KEY, INPUT_NAME, ONNX_FORMAT, OUTPUT_NAME
 from runtime.contract import check_window as check_contract_window
 from runtime.errors import MgcaError, SettingsError
 from runtime.files import atomic_path
@@ -148,7 +148,7 @@ def export_onnx(model: nn.Module, path: str | Path, window: int = DEFAULT_SETTIN
     proto = program.model_proto
     if optimize:
         proto = fold_large_constants(proto)
-    metadata = {**graph_metadata(model, window), **(extra_metadata or {})}
+    metadata = {**graph_metadata(model, window), GRAPH_ROLE_KEY: "onnx", **(extra_metadata or {})}
     del proto.metadata_props[:]
     for key, value in metadata.items():
         entry = proto.metadata_props.add()

@@ -15,6 +15,7 @@ this module computes what goes in.
 from __future__ import annotations
 
 import json
+import math
 import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -117,8 +118,8 @@ class ExportOptions(_ExportFields):
         if self.eval_labels and not self.vocab:
             raise ExportOptionsError("eval_labels (--eval-labels) needs a vocabulary (--vocab): label ids "
                                      "index its classes")
-        if self.parity_tol <= 0:
-            raise ExportOptionsError(f"parity_tol (--parity-tol) must be positive, got {self.parity_tol}")
+        if not (isinstance(self.parity_tol, (int, float)) and math.isfinite(self.parity_tol) and self.parity_tol > 0):
+            raise ExportOptionsError(f"parity_tol (--parity-tol) must be a positive number, got {self.parity_tol}")
         if self.calib_method not in CALIBRATION_METHODS:
             raise ExportOptionsError(f"calib_method must be one of {CALIBRATION_METHODS}, got {self.calib_method!r}")
         for name in ("calib_images", "parity_images", "eval_images"):

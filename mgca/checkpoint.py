@@ -31,17 +31,27 @@ def atomic_torch_save(path: str | Path, obj: Any) -> Path:
     return path
 
 
+def _is_write_failure(err: RuntimeError) -> bool:
+    """torch's zip writer reports a failed write (a full disk) as a RuntimeError of its own
+    ("[enforce fail at inline_container.cc:...] . PytorchStreamWriter failed writing file ...: file write failed")."""
+    return "PytorchStreamWriter failed" in str(err) or "file write failed" in str(err)
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write a decoder checkpoint atomically; a failed write (a full disk) is one line that says the earlier
     checkpoint is unchanged and how to go on."""
     path = Path(path)
     try:
         return atomic_torch_save(path, {"format": CHECKPOINT_FORMAT, **payload})
-    except OSError as err:
+    except (OSError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and not _is_write_failure(err):
+            raise
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else (
+            str(err) if isinstance(err, OSError) else "the write failed: is the disk full?")
         step = payload.get("train_state", {}).get("step")
         at = f" at step {step:,}" if isinstance(step, int) else ""
         earlier = f"the earlier {path.name} is unchanged" if path.is_file() else f"no {path.name} was written"
-        raise CheckpointError(f"cannot write checkpoint {path}{at} ({err.strerror or err}): {earlier}; free some "
+        raise CheckpointError(f"cannot write checkpoint {path}{at} ({reason}): {earlier}; free some "
                               f"space or make {path.parent} writable, then run the same command with "
                               "train.resume=auto to continue from the last checkpoint written") from None
 

@@ -345,8 +345,13 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         key, value = item.split("=", 1)
         node = nested
         parts = key.strip().split(".")
-        for part in parts[:-1]:
+        for depth, part in enumerate(parts[:-1], 1):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                section = ".".join(parts[:depth])
+                raise ConfigError(f"override {item!r} sets a key inside {section}, which another override sets to "
+                                  f"the single value {node!r}; {section} is a section: set its keys one by one "
+                                  f"({section}.KEY=VALUE)")
         node[parts[-1]] = yaml.safe_load(value) if value.strip() else value
     return nested
 

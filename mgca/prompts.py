@@ -74,6 +74,17 @@ class ClassList:
 _UNESCAPED_COLON = re.compile(r"(?<!\\)(:)")  # the first colon not written as `\:` ends the name
 
 
+def parse_class_entry(entry: str, where: str, error: type[Exception]) -> tuple[str, str | None]:
+    r"""(name, prompt or None) of one class entry, a class file's line or an inline `--classes` item alike:
+    `name` or `name: prompt`, a colon of the name itself written `\:` (e.g. `ratio 16\:9`)."""
+    parts = _UNESCAPED_COLON.split(entry.strip(), maxsplit=1)  # [entry] or [name, ":", prompt]
+    name = parts[0].strip().replace("\\:", ":")
+    colon, prompt = len(parts) > 1, parts[-1].strip() if len(parts) > 1 else ""
+    if not name or (colon and not prompt):
+        raise error(f"{where} ({entry.strip()!r}) must be 'name' or 'name: prompt' (write a colon of the name as \\:)")
+    return name, prompt or None
+
+
 def read_class_file(path: str | Path, what: str = "class file") -> ClassList:
     r"""One class a line, `name` or `name: prompt` (a colon in the name written `\:`); blank lines and '#' comments
     skipped; names must be distinct.
@@ -87,14 +98,9 @@ def read_class_file(path: str | Path, what: str = "class file") -> ClassList:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        parts = _UNESCAPED_COLON.split(line, maxsplit=1)  # [line] or [name, ":", prompt]
-        name = parts[0].strip().replace("\\:", ":")  # `\:` is a colon of the name itself (e.g. `ratio 16\:9`)
-        colon, prompt = len(parts) > 1, parts[-1].strip() if len(parts) > 1 else ""
-        if not name or (colon and not prompt):
-            raise VocabularyFileError(f"{what} {path} line {number} ({line!r}) must be 'name' or 'name: prompt' "
-                                      "(write a colon of the name as \\:)")
+        name, prompt = parse_class_entry(line, f"{what} {path} line {number}", VocabularyFileError)
         names.append(name)
-        prompts.append(prompt or None)
+        prompts.append(prompt)
     if not names:
         raise VocabularyFileError(f"{what} {path} holds no class names; write one class name per line")
     seen: set[str] = set()

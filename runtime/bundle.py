@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from .contract import (
     BUNDLE_FORMAT,
     DENSE_MODE_NAMES,
+    GRAPH_ROLE_KEY,
     INPUT_NAME,
     MANIFEST_FILE,
     MODEL_FILES,
@@ -113,16 +114,22 @@ class Bundle:
                 raise
             self._check_sha256(path, digest.result())
         if key.startswith("onnx"):
-            self._check_graph_backbone(path, data)
+            self._check_graph_backbone(path, data, key)
         return engine
 
-    def _check_graph_backbone(self, path: Path, data: bytes) -> None:
-        """The backbone the exporter recorded in the graph's metadata is the manifest's: a graph of another CLIP is
-        refused even when its sha256 in the manifest was edited to match it."""
+    def _check_graph_backbone(self, path: Path, data: bytes, key: str) -> None:
+        """The backbone and the role (manifest `models` key) the exporter recorded in the graph's metadata are the
+        manifest's: a graph of another CLIP, or model files swapped, is refused even when the sha256 in the manifest
+        was edited to match (graphs exported before roles were recorded have none, and are not checked for it)."""
         try:
             recorded = read_onnx_metadata(data)
         except ValueError:
             raise BundleError(f"bundle {self.path}: {path.name} is not an ONNX model; re-export the bundle") from None
+        role = recorded.get(GRAPH_ROLE_KEY)
+        if role is not None and role != key:
+            raise BundleError(f"bundle {self.path}: {path.name} holds the graph exported as models.{role} "
+                              f"({MODEL_FILES.get(role, role)}), the manifest lists it as models.{key}: the model "
+                              "files were swapped or renamed; re-export the bundle")
         backbone = self.manifest.get("backbone") or {}
         for key in GRAPH_BACKBONE_KEYS:
             if key in recorded and key in backbone and recorded[key] != str(backbone[key]):

@@ -42,6 +42,9 @@ MODEL_KEYS = MappingProxyType({("onnxruntime", "fp32"): "onnx", ("onnxruntime", 
                                ("openvino", "fp32"): "onnx", ("openvino", "bf16"): "onnx",
                                ("openvino", "int8"): "onnx_int8_nncf",
                                ("tensorrt", "fp16"): "trt_fp16", ("tensorrt", "int8"): "trt_int8"})
+# The ONNX metadata key where the exporter records which manifest `models` key a graph was written as, so that
+# swapped model files (their sha256 in the manifest edited to match) are refused instead of run.
+GRAPH_ROLE_KEY = "model_role"
 # A (backend, precision) may have a fallback file: OpenVINO's int8 runs the QDQ graph when the bundle has no NNCF
 # graph (the exporter keeps NNCF's only where it measured it nearer fp32 than the QDQ graph).
 MODEL_FALLBACKS = MappingProxyType({("openvino", "int8"): "onnx_int8"})
@@ -390,7 +393,8 @@ def meta_point_indices(height: int, width: int, units: int) -> list[int]:
 __all__ = [
     "BUNDLE_FORMAT", "READABLE_BUNDLE_FORMATS", "TEXT_CACHE_FORMAT", "ONNX_FORMAT", "MANIFEST_FILE", "TEXT_CACHE_FILE",
     "DENSE_MODE_NAMES",
-    "MODEL_FILES", "MODEL_KEYS", "MODEL_FALLBACKS", "model_key", "BACKENDS", "PRECISIONS", "INPUT_NAME",
+    "MODEL_FILES", "MODEL_KEYS", "MODEL_FALLBACKS", "GRAPH_ROLE_KEY", "model_key", "BACKENDS", "PRECISIONS",
+    "INPUT_NAME",
     "OUTPUT_NAME", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD", "CLIP_LOGIT_SCALE",
     "PAPER_WINDOW", "UNIT_SCOPES", "BG_RULES", "GROUPVIT_TOP_K", "TCL_MASK_SCALE", "TCL_MASK_BIAS", "TCL_BACKGROUND",
     "TCL_BACKGROUND_PAMR", "MMSEG_LONG_SIDE", "PADDINGS", "PAMR_DILATIONS", "SettingSpec", "setting",

@@ -214,6 +214,7 @@ def write_text_cache(path: str | Path, embeddings: np.ndarray, class_names: Sequ
         raise ValueError("the backbone identity has no text_sha256; "
                          "a cache without it cannot be checked by the runtime")
     emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    check_distinct_embeddings(emb, names)  # refused when written, not when a reader meets it later
     meta = cache_meta(identity, emb.shape[1], len(names), template_set, template_average)
     path = Path(path).expanduser()
     if path.suffix != ".npz":

@@ -71,3 +71,34 @@ def test_docs_table_is_the_declaration():
     from mgca.cli.args import settings_table
 
     assert settings_table() in (REPO / "docs" / "inference-contract.md").read_text()
+
+
+@pytest.mark.parametrize("prog", ["mgca-eval", "mgca-segment"])
+@pytest.mark.parametrize("flags, message", [
+    (["--templates", "plain", "--engine", "BUNDLE"], "--templates plain cannot apply to --engine"),
+    (["--templates", "no-such-set", "--engine", "BUNDLE"], "--templates no-such-set cannot apply to --engine"),
+    (["--precision", "int8", "--checkpoint", "CKPT"], "--precision applies to an exported engine only"),
+    (["--backend", "openvino", "--checkpoint", "CKPT"], "--backend applies to an exported engine only"),
+    (["--text-cache", "cache.npz", "--checkpoint", "CKPT"], "--text-cache applies to an exported engine only"),
+])
+def test_a_flag_is_applied_or_refused_never_ignored(prog, flags, message, bundle, tiny_checkpoint, voc_tree, tmp_path,
+                                                    capsys):
+    """--templates other than the engine's text cache's, and the engine's flags without --engine, were ignored
+    (--templates matching the cache is applied: tests/test_own_data.py's engine run)."""
+    import numpy as np
+    from PIL import Image
+
+    from mgca.cli import eval as eval_cli
+    from mgca.cli import segment as segment_cli
+
+    from .support import blocky_image, one_line_error
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(blocky_image(np.random.default_rng(0), 40, 56)).save(photo)
+    flags = [str(bundle) if f == "BUNDLE" else str(tiny_checkpoint) if f == "CKPT" else f for f in flags]
+    if prog == "mgca-eval":
+        code = eval_cli.main(["--dataset", "voc21", "--root", str(voc_tree), "--no-progress", *flags])
+    else:
+        code = segment_cli.main([str(photo), "--classes", "cat,dog", "--out", str(tmp_path / "o.png"), *flags])
+    assert message in one_line_error(code, capsys.readouterr().err)
+    assert not (tmp_path / "o.png").exists()

@@ -44,6 +44,26 @@ def test_bad_overrides(override, message):
         load_config(None, [override])
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["train=5", "train.batch_size=4"], r"sets a key inside train, which another override sets to the single value 5"),
+    (["train.batch_size=4", "train.batch_size.x=1"], "sets a key inside train.batch_size"),
+    (["train.batch_size.x=1"], r"train.batch_size: expected int .*got \{'x': 1\}"),
+    (["train=5"], "train: expected a mapping"),
+])
+def test_a_section_and_a_value_at_once_is_one_line(overrides, message):
+    """A section set to a value and a key inside it (and a value given keys) raised a raw TypeError."""
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(None, overrides)
+    assert "\n" not in str(info.value)
+
+
+def test_a_yaml_section_that_is_a_value_is_refused(tmp_path):
+    config = tmp_path / "train.yaml"
+    config.write_text("train: 4\n")
+    with pytest.raises(ConfigError, match="train: expected a mapping"):
+        load_config(config)
+
+
 def test_missing_and_invalid_files(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")

@@ -312,6 +312,8 @@ def test_cli_without_tensorrt_says_so_in_one_line(tmp_path, tiny_checkpoint, cap
      "template set"),
     (["text", "--checkpoint", "{ckpt}", "--dataset", "vocx", "--out", "{out}.npz"], "unknown dataset 'vocx'"),
     (["text", "--checkpoint", "{ckpt}", "--out", "{out}.npz"], "one of the arguments --vocab --dataset is required"),
+    (["--checkpoint", "{ckpt}", "--out", "{out}", "--parity-tol", "nan"], "--parity-tol) must be a positive number"),
+    (["--checkpoint", "{ckpt}", "--out", "{out}", "--parity-tol", "inf"], "--parity-tol) must be a positive number"),
 ])
 def test_cli_bad_input_one_line_exit_2(tmp_path, tiny_checkpoint, vocab_file, capsys, argv, message):
     fill = {"missing": str(tmp_path / "missing"), "out": str(tmp_path / "out"), "ckpt": str(tiny_checkpoint),
@@ -367,6 +369,63 @@ def test_failed_re_export_keeps_the_working_bundle(tmp_path, tiny_checkpoint, vo
     after = _verified_files(out)
     assert set(after) == {"model.onnx", "text_cache.npz"} and not (out / "model.int8.onnx").exists()
     assert (out / "README.txt").read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_a_full_disk_during_export_is_one_line_and_keeps_the_bundle(tmp_path, tiny_checkpoint, vocab_file, capsys,
+                                                                    monkeypatch):
+    """ENOSPC while the bundle (first export or re-export) or a text cache is written: one line, no traceback, the
+    earlier bundle kept, no staging folder left."""
+    import errno
+
+    import export.text_cache as text_cache
+    import runtime.text_cache as runtime_cache
+
+    out = tmp_path / "b"
+    small = ["--checkpoint", str(tiny_checkpoint), "--out", str(out), "--window", str(WINDOW), "--parity-windows",
+             "2", "--vocab", str(vocab_file)]
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runtime_cache, "write_text_cache", full)
+        assert main(small) == 2
+        assert "No space left on device" in _one_line_error(capsys) and not out.exists()
+    assert main(small) == 0
+    before = _verified_files(out)
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        patch.setattr(runtime_cache, "write_text_cache", full)
+        assert main(small) == 2
+        assert "an earlier bundle there is kept" in _one_line_error(capsys)
+        patch.setattr(text_cache, "write_text_cache", full)
+        assert main(["text", "--checkpoint", str(tiny_checkpoint), "--vocab", str(vocab_file), "--out",
+                     str(tmp_path / "c.npz")]) == 2
+        assert "No space left on device" in _one_line_error(capsys)
+    assert _verified_files(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_ctrl_c_while_the_heavy_modules_load_is_one_line(tmp_path, tiny_checkpoint):
+    """Ctrl-C in mgca-export's first seconds (onnx, torch loading) ends as the other CLIs do: one line, status 130.
+    The interrupt is raised where onnx is first imported (it was imported with the `export` package, before `main`
+    could catch anything), as a real Ctrl-C during that import would be."""
+    import subprocess
+    import sys
+
+    from .support import subprocess_env
+
+    script = ("import sys\n"
+              "class Interrupt:\n"
+              "    def find_spec(self, name, path=None, target=None):\n"
+              "        if name == 'onnx':\n"
+              "            raise KeyboardInterrupt\n"
+              "sys.meta_path.insert(0, Interrupt())\n"
+              "from export.cli import main\n"
+              "sys.exit(main(sys.argv[1:]))\n")
+    done = subprocess.run([sys.executable, "-c", script, "--checkpoint", str(tiny_checkpoint), "--out",
+                           str(tmp_path / "b")], capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert done.returncode == 130 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip() == "mgca-export: interrupted"
 
 
 def test_text_cache_is_not_written_into_a_bundle(bundle_dir, tiny_checkpoint, vocab_file, capsys):

@@ -416,3 +416,13 @@ def test_a_second_run_on_the_same_out_is_refused_naming_the_first(bundle, tmp_pa
         time.sleep(0.1)
     assert segment([tmp_path / "in"], out, bundle) == 0, capsys.readouterr().err
     assert len(list((out / "labels").glob("*.png"))) == 3
+
+
+def test_inline_classes_follow_the_class_file_rule():
+    r"""`\:` is a colon of the name and `name: prompt` a prompt, inline as in a class file (it was taken literally)."""
+    inline = segment_cli.parse_classes(r"ratio 16\:9, cat: a photo of a cat, dog")
+    assert inline.names == ("ratio 16:9", "cat", "dog") and inline.prompts == (None, "a photo of a cat", None)
+    from mgca.config import ConfigError
+
+    with pytest.raises(ConfigError, match="must be 'name' or 'name: prompt'"):
+        segment_cli.parse_classes("cat, dog:")

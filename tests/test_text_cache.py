@@ -44,3 +44,18 @@ def test_names_past_clips_77_tokens_are_refused_not_merged(tiny_model):
     predictor = torch_predictor(tiny_model, np.eye(2, 512, dtype=np.float32), ["x", "y"], templates="plain")
     with pytest.raises(VocabularyError, match="identical text embeddings"):
         predictor.set_classes([long + "cat", long + "dog"])
+
+
+def test_mgca_export_text_refuses_names_past_77_tokens_when_writing(tiny_checkpoint, tmp_path, capsys):
+    """`mgca-export text` wrote such a cache and the runtime refused it later: it is refused at writing, no file."""
+    from export.cli import main
+
+    from .support import one_line_error
+
+    long = "a very long description of the thing in the picture " * 12
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text(f"{long}cat\n{long}dog\n")
+    out = tmp_path / "cache.npz"
+    code = main(["text", "--checkpoint", str(tiny_checkpoint), "--vocab", str(vocab), "--out", str(out)])
+    assert "identical text embeddings" in one_line_error(code, capsys.readouterr().err)
+    assert not out.exists()

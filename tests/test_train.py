@@ -125,6 +125,23 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
+def test_checkpoint_write_failed_inside_torch_is_one_line(tmp_path, monkeypatch):
+    """A full disk seen by torch's own zip writer is a RuntimeError, not an OSError: the same one line."""
+    result = train(fast_config(tmp_path, "train.max_steps=1"))
+    before = result.checkpoint.read_bytes()
+
+    def full(*args, **kwargs):  # torch's message on a full disk
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full)
+    trainer = Trainer(fast_config(tmp_path, "train.resume=auto"))
+    with pytest.raises(CheckpointError, match=r"\(the write failed: is the disk full\?\): the earlier last.pt is "
+                                              "unchanged") as info:
+        trainer.save()
+    assert "\n" not in str(info.value) and result.checkpoint.read_bytes() == before
+
+
 @pytest.mark.parametrize("args, message", [
     (["train.bogus=1"], "unknown key"),
     (["backbone.checkpoint=/nonexistent/clip.pt"], "does not exist; pass the local path"),

@@ -17,7 +17,7 @@ from typing import Any
 from runtime.contract import BACKENDS, DEFAULT_SETTINGS, PRECISIONS, SETTING_SPECS, SettingSpec
 from runtime.errors import SettingsError
 
-from ..config import BackboneConfig
+from ..config import BackboneConfig, ConfigError
 from ..evalsets.specs import SYNTHETIC_PROTOCOL
 
 # Every dense mode of mgca.dense_modes.DENSE_MODES, read from the config's type (torch-free: the lean --engine path
@@ -177,6 +177,29 @@ def engine_args(args: argparse.Namespace) -> dict[str, Any]:
             "settings": settings_overrides(args)}
 
 
+def check_engine_flags(args: argparse.Namespace) -> None:
+    """A flag is applied or refused, never ignored: the engine's flags (--backend, --precision, --text-cache) need
+    --engine (its --templates are checked against its text cache: `check_engine_templates`)."""
+    if getattr(args, "engine", None):
+        return
+    given = [name for name, used in (("--backend", getattr(args, "backend", "auto") not in (None, "auto")),
+                                     ("--precision", getattr(args, "precision", None) is not None),
+                                     ("--text-cache", getattr(args, "text_cache", None) is not None)) if used]
+    if given:
+        raise ConfigError(f"{given[0]} applies to an exported engine only; pass --engine BUNDLE too, or drop "
+                          f"{given[0]}")
+
+
+def check_engine_templates(args: argparse.Namespace, template_set: str | None, cache: str) -> None:
+    """--templates with --engine: the text cache's embeddings were averaged over the templates they were made with,
+    so the flag can only agree with them; another set is refused, never ignored."""
+    given = getattr(args, "templates", None)
+    if given is not None and given != template_set:
+        raise ConfigError(f"--templates {given} cannot apply to --engine: its text cache {cache} was made with "
+                          f"templates {template_set or 'of its own'}; drop --templates, or make a cache with "
+                          f"`mgca-export text --templates {given} ...` and pass it with --text-cache")
+
+
 # ---------------------------------------------------------------------------------------------- inputs of a run
 
 # Flags that name files a command reads, and folders whose images it reads: no output of the command may be one.
@@ -204,4 +227,5 @@ __all__ = ["DENSE_MODE_NAMES", "INPUT_FILE_FLAGS", "INPUT_FOLDER_FLAGS", "read_f
            "int_at_least", "non_negative_int", "positive_int", "setting_type", "flag", "shown",
            "allowed",
            "add_settings_args", "settings_overrides", "settings_table", "add_trust_flag", "add_model_args",
-           "add_inference_args", "add_engine_args", "engine_args"]
+           "add_inference_args", "add_engine_args", "engine_args", "check_engine_flags",
+           "check_engine_templates"]

@@ -31,6 +31,8 @@ from .args import (
     add_engine_args,
     add_inference_args,
     add_model_args,
+    check_engine_flags,
+    check_engine_templates,
     engine_args,
     non_negative_int,
     positive_int,
@@ -80,6 +82,8 @@ def open_engine(args: argparse.Namespace, classes: list[str], stem: str, vocab_f
         raise ConfigError(f"--dense-mode {args.dense_mode} cannot apply to --engine: bundle {segmenter.bundle.path} "
                           f"was exported in dense mode {exported}, which its graph fixes; drop --dense-mode, or "
                           f"export a bundle with mgca-export --dense-mode {args.dense_mode}")
+    meta = segmenter.vocabulary.meta if segmenter.vocabulary is not None else {}
+    check_engine_templates(args, meta.get("template_set"), args.text_cache or "of the bundle")
     try:
         segmenter.check_classes(classes)  # fail before the loop when the text cache lacks a class
     except VocabularyError as err:
@@ -223,6 +227,7 @@ def _write_json(path: str | None, record: dict) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     """Evaluate, print the report, optionally write JSON; returns the JSON-able result."""
+    check_engine_flags(args)
     if args.json:
         check_writable_file(args.json, "--json", inputs=read_files(args, args.json))  # now, not after the work
     dataset = open_eval_dataset(args)

@@ -25,7 +25,15 @@ import numpy as np
 
 from runtime.errors import MgcaError
 
-from .args import add_engine_args, add_inference_args, add_model_args, engine_args, positive_int, read_files
+from .args import (
+    add_engine_args,
+    add_inference_args,
+    add_model_args,
+    check_engine_flags,
+    engine_args,
+    positive_int,
+    read_files,
+)
 from .eval import apply_protocol, build_predictor, open_engine, run_main
 
 if TYPE_CHECKING:
@@ -39,19 +47,25 @@ class SomeImagesFailed(MgcaError):
 
 
 def parse_classes(text: str):
-    """A class file (`mgca.prompts.read_class_file`: names, `name: prompt`) or 'cat, grass ,sky' -> ClassList;
-    duplicates and empties are an error, not a guess."""
+    """A class file (`mgca.prompts.read_class_file`: names, `name: prompt`) or 'cat, grass ,sky' -> ClassList, each
+    inline item read by the class file's rule (`name: prompt`, `\\:` a colon of the name); duplicates and empties
+    are an error, not a guess."""
     from mgca.config import ConfigError
-    from mgca.prompts import ClassList, read_class_file
+    from mgca.prompts import ClassList, parse_class_entry, read_class_file
     from runtime.files import is_existing_file
 
     if is_existing_file(text):  # a long inline list is no path: never handed to the OS
         return read_class_file(text)
-    names = [name.strip() for name in text.split(",")]
-    if not names or any(not n for n in names) or len(set(names)) != len(names):
+    items = text.split(",")
+    if any(not item.strip() for item in items):
         raise ConfigError(f"--classes must be a class file or distinct, comma-separated names like 'cat,grass,sky', "
                           f"got {text!r}")
-    return ClassList(tuple(names), (None,) * len(names))
+    entries = [parse_class_entry(item, "--classes item", ConfigError) for item in items]
+    names = [name for name, _ in entries]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--classes must be a class file or distinct, comma-separated names like 'cat,grass,sky', "
+                          f"got {text!r}")
+    return ClassList(tuple(names), tuple(prompt for _, prompt in entries))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,6 +225,7 @@ def run_folder(args: argparse.Namespace, classes):
 
 
 def run(args: argparse.Namespace):
+    check_engine_flags(args)
     classes = parse_classes(args.classes)
     return run_one(args, classes) if _single_image(args) else run_folder(args, classes)
 
