@@ -87,8 +87,9 @@ class FrameSource:
         self._closed = False
         self._started: float | None = None
 
-    # what subclasses provide: the raw frames (image in RGB or grey, the source's timestamp or None)
-    def _frames(self) -> Iterator[tuple[Any, float | None]]:
+    # what subclasses provide: the raw frames (image in RGB or grey, the source's timestamp or None, the source's
+    # index or None for "the next one")
+    def _frames(self) -> Iterator[tuple[Any, float | None, int | None]]:
         raise NotImplementedError
 
     def _release(self) -> None:
@@ -99,10 +100,12 @@ class FrameSource:
             raise VideoSourceError(f"{self.description} is already being read; open the source again to re-read it")
         self._started = time.monotonic()
         try:
-            for index, (raw, stamp) in enumerate(self._frames()):
+            index = -1
+            for raw, stamp, given in self._frames():
                 if self._closed:
                     return
                 captured = time.monotonic()
+                index = index + 1 if given is None else int(given)
                 image = self._check(raw, index)
                 timestamp = stamp if stamp is not None else (
                     index / self.fps if self.fps else captured - self._started)
@@ -205,7 +208,7 @@ class CaptureSource(FrameSource):
             ok, image = self._capture.read()
         return image if ok and image is not None else None
 
-    def _frames(self) -> Iterator[tuple[Any, float | None]]:
+    def _frames(self) -> Iterator[tuple[Any, float | None, int | None]]:
         cv2 = _cv2()
         index, reconnects, last = 0, 0, 0.0
         while not self._closed:
@@ -231,7 +234,7 @@ class CaptureSource(FrameSource):
                 if self.fps:  # some containers give no position: the frame's place at the stated rate
                     stamp = stamp if stamp > 0 or index == 0 else index / self.fps
                 last = stamp
-            yield _bgr_to_rgb(image), stamp
+            yield _bgr_to_rgb(image), stamp, None
             index += 1
 
     def _end_of_file(self, read: int, last: float) -> None:
@@ -287,13 +290,14 @@ class FolderSource(FrameSource):
         super().__init__()
         self.files, self.description, self.fps, self.frame_count = files, description, fps, len(files)
 
-    def _frames(self) -> Iterator[tuple[Any, float | None]]:
+    def _frames(self) -> Iterator[tuple[Any, float | None, int | None]]:
         for path in self.files:
-            yield read_rgb(path), None
+            yield read_rgb(path), None, None
 
 
 class IterableSource(FrameSource):
-    """Arrays (RGB, grey or 16-bit) or `Frame`s from any Python iterable; a Frame keeps its own timestamp."""
+    """Arrays (RGB, grey or 16-bit) or `Frame`s from any Python iterable; a Frame keeps its own index and timestamp
+    (a caller that skips or resumes frames keeps their numbers)."""
 
     def __init__(self, frames: Iterable[Any], fps: float | None, live: bool):
         super().__init__()
@@ -301,9 +305,9 @@ class IterableSource(FrameSource):
         self.frame_count = len(frames) if hasattr(frames, "__len__") else None
         self.description = f"frames from {type(frames).__name__}"
 
-    def _frames(self) -> Iterator[tuple[Any, float | None]]:
+    def _frames(self) -> Iterator[tuple[Any, float | None, int | None]]:
         for item in self.frames:
-            yield (item.image, item.timestamp) if isinstance(item, Frame) else (item, None)
+            yield (item.image, item.timestamp, item.index) if isinstance(item, Frame) else (item, None, None)
 
     def _release(self) -> None:
         close = getattr(self.frames, "close", None)  # a generator: its finally blocks run now

@@ -78,7 +78,7 @@ def test_folder_glob_and_iterable_sources(tmp_path):
         assert [f.timestamp for f in read] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8])
     given = [Frame(7 + i, 100.0 + i, frame, 0.0) for i, frame in enumerate(frames[:2])]
     read = list(open_source(iter(given)))
-    assert [f.timestamp for f in read] == [100.0, 101.0] and [f.index for f in read] == [0, 1]
+    assert [f.timestamp for f in read] == [100.0, 101.0] and [f.index for f in read] == [7, 8]
     assert np.array_equal(read[1].image, frames[1])
 
 
