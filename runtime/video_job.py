@@ -47,6 +47,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from .batch import (
+    IMAGES,
+    LIST_SUFFIXES,
     BatchInputError,
     BatchWriteError,
     FileKind,
@@ -154,20 +156,35 @@ def list_videos(inputs: Sequence[str], exclude: Path | None = None) -> list[Vide
 
 
 def holds_videos(item: str) -> bool:
-    """Whether an input names videos rather than images: a URL, a video file, or a folder or glob with videos and no
-    images (mgca-segment's choice between its image and video modes)."""
+    """Whether an input names videos rather than images (mgca-segment's choice between its image and video modes): a
+    stream URL, a video file, a list file of videos, or a folder or glob with videos and no images. A folder or list
+    with both is a one-line BatchInputError; anything unknown is left to the image mode's errors."""
     if is_url(item):
         return True
-    try:
-        found = list_tasks([item], kind=VIDEOS)
-    except BatchInputError:
-        return False
-    try:
-        list_tasks([item])
-    except BatchInputError:
-        return bool(found)
-    raise BatchInputError(f"{item} holds both images and videos; segment them in two runs (give a glob such as "
-                          f"'{item.rstrip('/')}/**/*.mp4')")
+    path = Path(item).expanduser()
+    if path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
+        try:
+            listed = [task.source for task in list_tasks([item])]  # a list's lines are not filtered by kind
+        except BatchInputError:
+            return False
+        videos = sum(VIDEOS.wanted(source) for source in listed)
+        if videos and videos < len(listed):
+            raise BatchInputError(f"{item} lists both images and videos; segment them in two runs")
+        return bool(videos)
+    if path.is_file():
+        return VIDEOS.wanted(path)
+
+    def found(kind: FileKind) -> bool:
+        try:
+            return bool(list_tasks([item], kind=kind))
+        except BatchInputError:
+            return False
+
+    videos = found(VIDEOS)
+    if videos and found(IMAGES):
+        raise BatchInputError(f"{item} holds both images and videos; segment them in two runs (give a glob such as "
+                              f"'{item.rstrip('/')}/**/*.mp4')")
+    return videos
 
 
 # ------------------------------------------------------------------------------------------------ outputs

@@ -277,3 +277,25 @@ def test_real_footage(bundle, tmp_path):
     summary = json.loads((out / "tree" / "summary.json").read_text())
     assert summary["frames"] == 68 and summary["complete"] and (summary["width"], summary["height"]) == (320, 240)
     assert len(read_video(out / "tree" / "overlay.avi")) == 68
+
+
+def test_ray_runs_one_task_per_video_with_the_same_outputs(bundle, tmp_path, capsys):
+    ray = pytest.importorskip("ray", reason="--ray needs Ray Data (the mgca[ray] extra)")
+    pytest.importorskip("ray.data", reason="--ray needs Ray Data (the mgca[ray] extra)")
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for index in range(3):
+        write_video(videos / f"v{index}.mkv", moving_frames(3 + index, 48, 64))
+    single, distributed = tmp_path / "single", tmp_path / "ray"
+    assert segment([str(videos)], single, bundle) == 0
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": subprocess_env()["PYTHONPATH"]}})
+    try:
+        capsys.readouterr()
+        assert segment([str(videos)], distributed, bundle, "--ray", "--actors", "2") == 0
+        assert "3 videos segmented, 0 already done, 0 failed" in capsys.readouterr().out
+    finally:
+        ray.shutdown()
+    for index in range(3):
+        assert label_files(distributed / f"v{index}") == label_files(single / f"v{index}")
+        assert len(read_video(distributed / f"v{index}" / "overlay.avi")) == 3 + index
