@@ -110,13 +110,13 @@ class VideoMetrics:
 class VideoScore:
     """Accumulates the video metrics clip by clip, frame by frame: `start()` a clip, `update()` each frame in order.
 
-    Keeps the last max(VC_LENGTHS) frames' labels and predictions and the previous frame: memory bounded by the clip's
-    resolution, not its length. Labels None throughout (real footage) gives TC and label-free flicker only."""
+    Keeps the last max(VC_LENGTHS) frames' labels and predictions: memory bounded by the clip's resolution, not its
+    length. Labels None throughout (real footage) gives TC and label-free flicker only."""
 
-    def __init__(self, num_classes: int | None = None, ignore_index: int = 255, flow: bool = True,
+    def __init__(self, num_classes: int | None = None, ignore_index: int = 255,
                  vc_lengths: tuple[int, ...] = VC_LENGTHS):
         self.confusion = ConfusionMatrix(num_classes, ignore_index) if num_classes else None
-        self.ignore_index, self.flow, self.vc_lengths = ignore_index, flow, vc_lengths
+        self.ignore_index, self.vc_lengths = ignore_index, vc_lengths
         self.vc_clips: dict[int, list[float]] = {n: [] for n in vc_lengths}  # per clip: mean share over its runs
         self.flicker_counts = [0, 0]  # changed, counted
         self.tc_pairs: list[float] = []
@@ -124,7 +124,6 @@ class VideoScore:
         self.labelled = False
         self._window: deque[tuple[np.ndarray, np.ndarray | None]] = deque(maxlen=max(vc_lengths))
         self._runs: dict[int, list[float]] = {n: [] for n in vc_lengths}
-        self._previous_frame: np.ndarray | None = None
         self._open = False
 
     def start(self) -> None:
@@ -140,12 +139,12 @@ class VideoScore:
                     self.vc_clips[n].append(float(np.mean(runs)))
         self._window.clear()
         self._runs = {n: [] for n in self.vc_lengths}
-        self._previous_frame = None
         self._open = False
 
-    def update(self, prediction: np.ndarray, label: np.ndarray | None = None, frame: np.ndarray | None = None) -> None:
-        """Add the clip's next frame: its predicted labels, its ground truth (or None) and its RGB image (for TC's
-        flow; None skips TC)."""
+    def update(self, prediction: np.ndarray, label: np.ndarray | None = None, flow: np.ndarray | None = None) -> None:
+        """Add the clip's next frame: its predicted labels, its ground truth (or None) and the optical flow from the
+        previous frame to this one (`optical_flow(previous, frame)`, computed once for any number of predictions of
+        the same frames; None: no TC for this pair)."""
         if not self._open:
             self.start()
         if label is not None and label.shape != prediction.shape:
@@ -164,11 +163,9 @@ class VideoScore:
                 counted = np.ones_like(changed)
             self.flicker_counts[0] += int((changed & counted).sum())
             self.flicker_counts[1] += int(counted.sum())
-            if self.flow and frame is not None and self._previous_frame is not None:
-                self.tc_pairs.append(temporal_consistency(before, prediction,
-                                                          optical_flow(self._previous_frame, frame)))
+            if flow is not None:
+                self.tc_pairs.append(temporal_consistency(before, prediction, flow))
         self._window.append((prediction, label))
-        self._previous_frame = frame
         if label is not None:
             for n in self.vc_lengths:
                 if len(self._window) >= n:

@@ -27,7 +27,7 @@ def image(values) -> np.ndarray:
 
 
 def scored(vc_lengths=(2, 3)) -> VideoScore:
-    score = VideoScore(3, vc_lengths=vc_lengths, flow=False)
+    score = VideoScore(3, vc_lengths=vc_lengths)
     for clip_gt, clip_pred in ((GT, PRED), (GT2, PRED2)):
         score.start()
         for gt, pred in zip(clip_gt, clip_pred, strict=True):
@@ -56,7 +56,7 @@ def test_video_consistency_by_hand():
 
 def test_vc8_and_vc16_defaults():
     # 8 frames, label constant; pixel 3's prediction flips at frame 4: VC8 = 3/4 over the one run; no run of 16.
-    score = VideoScore(2, flow=False)
+    score = VideoScore(2)
     for t in range(8):
         score.update(image([0, 0, 1, 1 if t < 4 else 0]), image([0, 0, 1, 1]))
     metrics = score.compute()
@@ -95,9 +95,9 @@ def test_optical_flow_direction_and_labelless_flicker():
     assert np.median(flow[20:-20, 20:-20, 0]) == pytest.approx(3.0, abs=0.25)
     assert abs(np.median(flow[20:-20, 20:-20, 1])) < 0.25
     labels = (texture[..., 0] > 127).astype(np.int64)
-    score = VideoScore(flow=True)
-    score.update(labels[:, 8:88], frame=frame)
-    score.update(labels[:, 5:85], frame=moved)
+    score = VideoScore()
+    score.update(labels[:, 8:88])
+    score.update(labels[:, 5:85], flow=flow)
     metrics = score.compute()
     assert metrics.tc > 0.9 and not metrics.labelled and math.isnan(metrics.miou)
     # without labels, flicker is the share of pixels whose label changed: here the shift's edges
