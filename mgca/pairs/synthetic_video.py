@@ -39,7 +39,8 @@ class _Track:
     grow: float  # relative size swing, radius x (1 + grow sin(...))
     grow_phase: float
     angle: float
-    spin: float  # radians per frame
+    spin: float  # radians per frame (any turn), or the swing's cycles per clip (turns within +-limit)
+    limit: float | None = None  # radians: the shape swings within +-limit (a world that keeps shapes near upright)
 
     def at(self, u: float, frame: int) -> tuple[float, float, float, float]:
         """(cx, cy, r, angle) at clip fraction u in [0, 1]: eased along the arc, so speed changes smoothly."""
@@ -50,7 +51,9 @@ class _Track:
         side = self.bow * math.sin(math.pi * eased)
         cx, cy = x0 + dx * eased - dy / norm * side, y0 + dy * eased + dx / norm * side
         r = self.radius * (1.0 + self.grow * math.sin(2 * math.pi * u + self.grow_phase))
-        return cx, cy, r, self.angle + self.spin * frame
+        if self.limit is None:
+            return cx, cy, r, self.angle + self.spin * frame
+        return cx, cy, r, self.limit * math.sin(2 * math.pi * self.spin * u + self.angle)
 
 
 @dataclass(frozen=True)
@@ -101,9 +104,10 @@ class SyntheticSequences:
                 first = tracks[0]
                 start = tuple(np.clip(np.array(first.end) + rng.normal(0, 0.06 * s, 2), 0.1 * s, 0.9 * s))
                 end = tuple(np.clip(np.array(first.start) + rng.normal(0, 0.06 * s, 2), 0.1 * s, 0.9 * s))
-            turn = (2 * math.pi * rng.uniform() if self.max_rotation >= 180
-                    else math.radians(self.max_rotation) * (2 * rng.uniform() - 1))
-            spin = math.radians(rng.uniform(-4.0, 4.0)) if self.max_rotation > 0 else 0.0
+            if self.max_rotation >= 180:  # any turn, spinning up to 4 degrees a frame
+                turn, spin, limit = 2 * math.pi * rng.uniform(), math.radians(rng.uniform(-4.0, 4.0)), None
+            else:  # swinging within the world's +-max_rotation, half a swing to one and a half per clip
+                turn, spin, limit = 2 * math.pi * rng.uniform(), rng.uniform(0.5, 1.5), math.radians(self.max_rotation)
             tracks.append(_Track(
                 shape=SHAPES[int(rng.integers(len(SHAPES)))],
                 color=list(COLORS)[int(rng.integers(len(COLORS)))],
@@ -111,7 +115,7 @@ class SyntheticSequences:
                 start=(float(start[0]), float(start[1])), end=(float(end[0]), float(end[1])),
                 bow=float(rng.uniform(-0.12, 0.12) * s), radius=float(s * rng.uniform(0.13, 0.2)),
                 grow=float(rng.uniform(0.0, 0.25)), grow_phase=float(rng.uniform(0, 2 * math.pi)),
-                angle=float(turn), spin=float(spin)))
+                angle=float(turn), spin=float(spin), limit=limit))
         return tracks
 
     def render(self, index: int) -> SyntheticClip:
