@@ -35,6 +35,7 @@ from .files import same_file
 from .openvino_engine import OpenVinoEngine, cpu_capabilities, openvino_available
 from .postprocess import image_scores, refine, scores_to_labels, stitch
 from .preprocess import Prepared, check_color_order, check_image, prepare
+from .temporal import TemporalState, check_mode, smooth_scores
 from .text_cache import MAKE_CACHE_HINT, TextCache, check_vocabulary, load_text_cache, make_text_cache
 from .units import ASSIGNMENT_METHODS, faiss, faiss_gpu_available, make_assigner, measure_assigners
 
@@ -315,23 +316,49 @@ class Segmenter:
         return Encoded(prep, self._embed_windows([prep])[0], self.encoding_key())
 
     def decode(self, encoded: Encoded, classes: Sequence[str] | None = None, *, return_scores: bool = False,
-               background_threshold: float | None = None) -> Result:
+               background_threshold: float | None = None, state: TemporalState | None = None) -> Result:
         """`segment(image, classes, ...)`'s Result for an image `encode`d by this Segmenter, or by one with the same
-        bundle, engine and preprocessing (its own units, PAMR and background rule apply)."""
+        bundle, engine and preprocessing (its own units, PAMR and background rule apply).
+
+        state: a stream's `temporal_state()`, passed with every frame in order: the frame is labelled with what the
+        state remembers of the frames before (runtime.temporal). None, or a state whose mode is "off", labels the
+        frame alone, exactly as `segment` would."""
         if encoded.key != self.encoding_key():
             raise RuntimeInputError("this image was encoded with another bundle, engine or preprocessing "
                                     f"({encoded.key[1:]} vs {self.encoding_key()[1:]}); encode it with this Segmenter")
         text, names = self._classes(classes)
         threshold = check_background_threshold(background_threshold)
-        return self._result(encoded.prepared, encoded.windows, text, names, threshold, return_scores)
+        if state is None or state.mode == "off":
+            return self._result(encoded.prepared, encoded.windows, text, names, threshold, return_scores)
+        if not isinstance(state, TemporalState):
+            raise RuntimeInputError(f"state must be a TemporalState (Segmenter.temporal_state()), got "
+                                    f"{type(state).__name__}")
+        with state.lock:
+            state.begin((encoded.prepared.resized_hw, encoded.prepared.grid_hw, names, self.settings.units))
+            result = self._result(encoded.prepared, encoded.windows, text, names, threshold, return_scores, state)
+            state.frames += 1
+            return result
+
+    def temporal_state(self, mode: str | None = None) -> TemporalState:
+        """A new stream's memory for `decode(..., state=)`: the settings' `temporal` mode, or `mode` ("off", "ema",
+        "units", "both"). One per stream; `reset()` it at a cut."""
+        mode = self.settings.temporal if mode is None else check_mode(mode)
+        if mode in ("units", "both") and self.settings.unit_scope == "window":
+            raise SettingsError(f"temporal {mode!r} carries the image's meta-points over, which unit_scope 'window' "
+                                "does not have; use temporal 'ema' or unit_scope 'image'")
+        return TemporalState(mode)
 
     def _result(self, prep: Prepared, windows: np.ndarray, text: np.ndarray, names: tuple[str, ...],
-                background_threshold: float | None, return_scores: bool) -> Result:
-        """One image's window embeddings -> its Result (units, scores, PAMR, background rule, labels)."""
+                background_threshold: float | None, return_scores: bool,
+                state: TemporalState | None = None) -> Result:
+        """One image's window embeddings -> its Result (units, scores, PAMR, temporal smoothing, background rule,
+        labels)."""
         settings, os_ = self.settings, self.bundle.output_stride
-        scores, image_cos = image_scores(windows, prep, text, settings, os_, self._assign)
+        scores, image_cos = image_scores(windows, prep, text, settings, os_, self._assign, state)
         with self._post_gate:
             scores = refine(scores, prep, settings, os_)
+            if state is not None and state.smooths:
+                scores = smooth_scores(scores, prep.image, state, os_, self._std)
             labels, full = scores_to_labels(scores, prep, background_threshold, return_scores, output_stride=os_,
                                             bg_rule=settings.bg_rule, image_cos=image_cos)
         label_names = ("background", *names) if background_threshold is not None else names
