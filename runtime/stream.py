@@ -15,9 +15,10 @@ Policies:
   every:  nothing is dropped and results come in source order. A full queue blocks the stage before it, down
           to the reader, which then stops reading: memory is bounded by the queue sizes.
   latest: for live sources. The reader keeps the source's pace whatever the engine does and only the newest
-          unprocessed frame waits (an older one is dropped and counted). The engine starts a frame only when
-          the post stage can take its result right after, and results nobody reads are dropped oldest first.
-          Latency stays about one frame's processing time and memory stays flat.
+          unprocessed frame waits (an older one is dropped and counted). The engine takes it only when its
+          result will find the post stage free (measured from both stages' recent times per frame), so a frame
+          waits nowhere after it is taken, and results nobody reads are dropped oldest first. Latency stays
+          about one frame's processing time, and memory stays flat.
   auto:   latest for live sources (cameras, URLs), every for the rest.
 
 Shutdown: `close()`, leaving a `with` block, or breaking out of the `for` loop stops the threads and closes the
@@ -64,6 +65,11 @@ class StreamRecord:
     frame: np.ndarray
     result: Result
     latency: float
+
+
+def _average(mean: float | None, value: float, weight: float = 0.2) -> float:
+    """Exponential moving average of a stage's seconds per frame (the first value starts it)."""
+    return value if mean is None else (1 - weight) * mean + weight * value
 
 
 class _End:
@@ -114,11 +120,6 @@ class _Channel:
             item = self._items.popleft()
             self._cond.notify_all()
             return item
-
-    def wait_empty(self) -> None:
-        """Block until the consumer has taken every item (or the channel closed)."""
-        with self._cond:
-            self._cond.wait_for(lambda: not self._items or self._closed)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -223,7 +224,13 @@ class _Pipeline:
         self._first: float | None = None
         self._last: float | None = None
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
-        self._next_index = itertools.count()
+        # latest: when the engine may start the next frame (frames in flight, when the post stage took its
+        # current one, and moving averages of both stages' seconds per frame)
+        self._flow = threading.Condition()
+        self._in_flight = 0
+        self._post_started: float | None = None
+        self._engine_s: float | None = None
+        self._post_s: float | None = None
 
     # ------------------------------------------------------------------ query (changeable between frames)
     def _checked_query(self, classes: Sequence[str] | None, threshold: Any) -> tuple[Any, float | None]:
@@ -261,6 +268,8 @@ class _Pipeline:
         self.frames.abort()
         self.encoded.abort()
         self.results.close()
+        with self._flow:
+            self._flow.notify_all()
 
     def intake(self, frame: Frame) -> bool:
         """Take one frame from the source: False when a waiting frame was dropped for it (latest)."""
@@ -279,16 +288,37 @@ class _Pipeline:
     def end_of_input(self) -> None:
         self.frames.close()
 
+    def _engine_may_start(self) -> float | None:
+        """latest: 0 when the engine may take the next frame, else how long to wait at most (None: until told).
+        It starts when nothing is in flight, or when the post stage's frame will be done by the time this one
+        leaves the engine (post started at least post - engine seconds ago): the frame waits nowhere, so its
+        latency is about one frame's processing time, and the two stages still overlap."""
+        if self._in_flight == 0:
+            return 0.0
+        if self._in_flight > 1 or self._post_started is None or self._engine_s is None or self._post_s is None:
+            return None
+        return max(0.0, self._post_started + (self._post_s - self._engine_s) - time.perf_counter())
+
     def _engine_stage(self) -> None:
         seg, latest = self.segmenter, self.policy == "latest"
         while not self._stop.is_set():
             if latest:
-                self.encoded.wait_empty()  # start only when the post stage can take this result right after
+                with self._flow:
+                    while not self._stop.is_set() and (wait := self._engine_may_start()) != 0.0:
+                        self._flow.wait(wait)
             item = self.frames.get()
             if item is END:
                 break
-            frame, prepared = (item, seg.prepare(item.image, "rgb")) if latest else item
-            self.encoded.put((frame, seg.encode(prepared)))
+            start = time.perf_counter()
+            if latest:
+                with self._flow:
+                    self._in_flight += 1
+                frame, prepared = item, seg.prepare(item.image, "rgb")  # only frames that will be labelled
+            else:
+                frame, prepared = item
+            encoded = seg.encode(prepared)
+            self._engine_s = _average(self._engine_s, time.perf_counter() - start)
+            self.encoded.put((frame, encoded))
         self.encoded.close()
 
     def _post_stage(self) -> None:
@@ -297,20 +327,32 @@ class _Pipeline:
             item = self.encoded.get()
             if item is END:
                 break
-            frame, encoded = item
-            classes, threshold = self._query
-            result = seg.decode(encoded, classes, background_threshold=threshold)
-            now = time.monotonic()
-            record = StreamRecord(frame.index, frame.timestamp, frame.image, result, now - frame.captured)
-            with self._lock:
-                self._done += 1
-                self._last = now
-                self._latencies.append(record.latency)
-            if self.callback is not None:
-                self.callback(record)
-            else:
-                self.results.put(record, drop_oldest=latest)
+            with self._flow:
+                self._post_started = start = time.perf_counter()
+                self._flow.notify_all()
+            try:
+                self._post(seg, latest, *item)
+            finally:
+                with self._flow:
+                    self._post_s = _average(self._post_s, time.perf_counter() - start)
+                    self._in_flight = max(0, self._in_flight - 1)
+                    self._post_started = None
+                    self._flow.notify_all()
         self.results.close()
+
+    def _post(self, seg: Segmenter, latest: bool, frame: Frame, encoded: Any) -> None:
+        classes, threshold = self._query
+        result = seg.decode(encoded, classes, background_threshold=threshold)
+        now = time.monotonic()
+        record = StreamRecord(frame.index, frame.timestamp, frame.image, result, now - frame.captured)
+        with self._lock:
+            self._done += 1
+            self._last = now
+            self._latencies.append(record.latency)
+        if self.callback is not None:
+            self.callback(record)
+        else:
+            self.results.put(record, drop_oldest=latest)
 
     # ------------------------------------------------------------------ consumer side
     def next_record(self, timeout: float | None = None) -> StreamRecord | None:
@@ -327,6 +369,8 @@ class _Pipeline:
         self._stop.set()
         for channel in (self.frames, self.encoded, self.results):
             channel.abort()
+        with self._flow:
+            self._flow.notify_all()
         me = threading.current_thread()
         for thread in self._threads:
             if thread is not me:
