@@ -24,7 +24,8 @@ The output folder's record (`runtime.output_record`) refuses a rerun with other 
 output resolves inside OUT and onto no input (`VideoOutput.check_targets`).
 
 Where the labels come from is one function, `Labeller`: frames in, `Labelled` records out. `engine_labeller` runs a
-`runtime.Segmenter` frame by frame; the PyTorch path of mgca-segment hands in its own. Torch-free.
+`runtime.Segmenter`'s pipelined stream (`runtime.stream`); the PyTorch path of mgca-segment hands in a per-frame
+loop over its predictor (`predict_labeller`). Torch-free.
 """
 from __future__ import annotations
 
@@ -124,10 +125,17 @@ def predict_labeller(predict: Callable[[np.ndarray], np.ndarray]) -> Labeller:
 
 
 def engine_labeller(segmenter: Any, classes: Sequence[str], background_threshold: float | None) -> Labeller:
-    """The runtime's labeller: `Segmenter.segment` per frame (the one place the pipelined stream replaces)."""
+    """The runtime's labeller: `Segmenter.stream` (reading, the engine and post-processing overlapping), policy
+    "every" for files (no frame dropped) and "latest" for cameras and URLs (stale frames dropped: index gaps)."""
     names = list(classes)
-    return predict_labeller(lambda image: segmenter.segment(image, names,
-                                                            background_threshold=background_threshold).labels)
+
+    def label(frames: Iterable[Frame], live: bool) -> Iterator[Labelled]:
+        with segmenter.stream(frames, names, policy="latest" if live else "every",
+                              background_threshold=background_threshold) as stream:
+            for record in stream:
+                yield Labelled(record.index, record.timestamp, record.frame, record.result.labels, record.latency)
+
+    return label
 
 
 # ------------------------------------------------------------------------------------------------ listing

@@ -111,21 +111,23 @@ def test_label_values_widen_from_255_classes():
 
 
 def test_ctrl_c_keeps_a_playable_video_and_resumes(clip, bundle, tmp_path, monkeypatch, capsys):
+    import runtime.video_job as video_job
     from runtime.segmenter import Segmenter
 
     whole = tmp_path / "whole"
     assert segment([str(clip)], whole, bundle) == 0
-    original, calls = Segmenter.segment, []
+    store, stored = video_job._store, []
 
-    def interrupted(self, *args, **kwargs):  # Ctrl-C while the 6th frame is labelled
-        calls.append(1)
-        if len(calls) == 6:
+    def interrupted(*args, **kwargs):  # Ctrl-C as the 6th frame's outputs are about to be written
+        stored.append(1)
+        if len(stored) == 6:
             raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
+        return store(*args, **kwargs)
 
     out = tmp_path / "out"
-    monkeypatch.setattr(Segmenter, "segment", interrupted)
+    monkeypatch.setattr(video_job, "_store", interrupted)
     assert segment([str(clip)], out, bundle) == 130
+    monkeypatch.setattr(video_job, "_store", store)
     folder = out / "clip"
     assert len(read_video(folder / "overlay-part0.avi")) == 5  # closed: every frame done plays
     assert len(frame_lines(folder)) == 5 and len(label_files(folder)) == 5
@@ -133,11 +135,11 @@ def test_ctrl_c_keeps_a_playable_video_and_resumes(clip, bundle, tmp_path, monke
     done = label_files(folder)
     mtimes = {p.name: p.stat().st_mtime_ns for p in (folder / "labels").glob("*.png")}
 
-    calls.clear()
-    monkeypatch.setattr(Segmenter, "segment", lambda self, *a, **k: (calls.append(1), original(self, *a, **k))[1])
+    original, calls = Segmenter.encode, []
+    monkeypatch.setattr(Segmenter, "encode", lambda self, *a, **k: (calls.append(1), original(self, *a, **k))[1])
     capsys.readouterr()
     assert segment([str(clip)], out, bundle) == 0
-    assert len(calls) == 7  # only the frames not done
+    assert len(calls) == 7  # only the frames not done go through the engine
     assert {p.name: p.stat().st_mtime_ns for p in (folder / "labels").glob("*.png") if p.name in done} == mtimes
     assert label_files(folder) == label_files(whole / "clip")
     assert len(read_video(folder / "overlay.avi")) == 12 and not list(folder.glob("overlay-part*"))
@@ -155,8 +157,8 @@ def test_kill_9_leaves_a_playable_video_and_a_record_that_resumes(bundle, tmp_pa
     plays every frame done but those in the writer's 64 KB buffer (here at most 2)."""
     clip = write_video(tmp_path / "long.mkv", noisy_frames(80), fourcc="MJPG")
     out = tmp_path / "out"
-    slow = ("import sys, time; import runtime.segmenter as s; f = s.Segmenter.segment; "
-            "s.Segmenter.segment = lambda self, *a, **k: (time.sleep(0.05), f(self, *a, **k))[1]; "
+    slow = ("import sys, time; import runtime.segmenter as s; f = s.Segmenter.encode; "
+            "s.Segmenter.encode = lambda self, *a, **k: (time.sleep(0.05), f(self, *a, **k))[1]; "
             "from mgca.cli.segment import main; sys.exit(main(sys.argv[1:]))")
     command = [sys.executable, "-c", slow, str(clip), "--classes", CLASSES, "--engine", str(bundle), "--out",
                str(out), "--no-progress"]
