@@ -381,7 +381,8 @@ def segment_video(task: VideoTask, labeller: Labeller, output: VideoOutput, reco
     finally:
         bar.close()
         overlay.close()
-        _finish_video(task, output, folder, overlay, state, complete, producer)
+        # a live source is never read again: whatever ended it (Ctrl-C, a stalled stream), its outputs are final
+        _finish_video(task, output, folder, overlay, state, complete or task.live, producer)
     return _video_row(task, output, state, status, error, time.perf_counter() - start)
 
 
@@ -421,8 +422,9 @@ def _store(item: Labelled, folder: Path, output: VideoOutput, overlay: _Overlay,
 
 def _finish_video(task: VideoTask, output: VideoOutput, folder: Path, overlay: _Overlay, state: _Progress,
                   complete: bool, producer: str) -> None:
-    """After the run (also an interrupted one): the summary; when complete, frames.jsonl rewritten in order with
-    one line per frame, and the run's part renamed to overlay.avi (the parts of earlier runs removed)."""
+    """After the run (also an interrupted one): the summary; when `complete` (or final: a live source), frames.jsonl
+    rewritten in order with one line per frame, and the run's part renamed to overlay.avi (earlier runs' parts
+    removed)."""
     if not overlay.path.exists() and not state.frames:
         return
     if complete and overlay.path.exists():

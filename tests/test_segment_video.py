@@ -261,6 +261,27 @@ def test_bad_video_inputs_are_one_line(bundle, tmp_path, capsys):
     assert "both images and videos" in one_line_error(code, capsys.readouterr().err)
 
 
+def test_a_stream_url_that_stalls_keeps_the_frames_labelled(bundle, tmp_path, capsys):
+    """A live source (policy latest): an HTTP MJPEG camera that sends 6 frames, then falls silent."""
+    from .test_video_sources import mjpeg_greeting
+
+    server = SilentServer(mjpeg_greeting(moving_frames(6, 96, 128)))
+    out = tmp_path / "out"
+    try:
+        code = segment([f"http://127.0.0.1:{server.port}/cam.mjpg"], out, bundle, "--connect-timeout", "0.5",
+                       "--retries", "0")
+    finally:
+        server.close()
+    assert "stopped sending frames" in one_line_error(code, capsys.readouterr().err, 1)
+    (folder,) = [p for p in out.iterdir() if p.is_dir()]
+    assert folder.name.startswith("127.0.0.1_cam.mjpg-")
+    lines = frame_lines(folder)
+    assert 1 <= len(lines) <= 6 and [line["index"] for line in lines] == sorted(line["index"] for line in lines)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["frames"] == len(lines) and summary["dropped"] == lines[-1]["index"] + 1 - len(lines)
+    assert len(read_video(folder / "overlay.avi")) == len(lines) and not list(folder.glob("overlay-part*"))
+
+
 def test_checkpoint_path_segments_a_video(clip, tiny_checkpoint, tmp_path, capsys):
     """The PyTorch predictor (--checkpoint) writes the same outputs."""
     out = tmp_path / "out"
