@@ -424,16 +424,18 @@ def write_summary(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 @dataclass
 class BatchReport:
-    """What a run did: images segmented now, skipped as done before, failed; where the summary is."""
+    """What a run did: images (or videos: `noun`) segmented now, skipped as done before, failed; where the summary
+    is."""
 
     done: int
     skipped: int
     failed: list[dict[str, Any]]
     summary: Path
     seconds: float
+    noun: str = "images"
 
     def line(self) -> str:
-        return (f"{self.done} images segmented, {self.skipped} already done, {len(self.failed)} failed in "
+        return (f"{self.done} {self.noun} segmented, {self.skipped} already done, {len(self.failed)} failed in "
                 f"{self.seconds:.1f} s; summary {self.summary}")
 
 

@@ -51,6 +51,7 @@ from .batch import (
     IMAGES,
     LIST_SUFFIXES,
     BatchInputError,
+    BatchReport,
     BatchWriteError,
     FileKind,
     RunLog,
@@ -469,19 +470,6 @@ SUMMARY_COLUMNS = ["video", "folder", "status", "error", "frames", "dropped", "f
 
 # ------------------------------------------------------------------------------------------------ runs
 
-@dataclass
-class VideoReport:
-    done: int
-    skipped: int
-    failed: list[dict[str, Any]]
-    summary: Path
-    seconds: float
-
-    def line(self) -> str:
-        return (f"{self.done} videos segmented, {self.skipped} already done, {len(self.failed)} failed in "
-                f"{self.seconds:.1f} s; summary {self.summary}")
-
-
 def _prepare(tasks: Sequence[VideoTask], output: VideoOutput) -> tuple[RunLog, list[VideoTask], OutputRecord]:
     check_writable_dir(output.folder, "--out")
     log = RunLog.open(output.folder / LOG_NAME, key="video")
@@ -519,19 +507,19 @@ def _consume(rows: Iterable[dict[str, Any]], log: RunLog, record: OutputRecord) 
 
 
 def _finish(tasks: Sequence[VideoTask], log: RunLog, summary: Path, done: int, skipped: int,
-            failed: list[dict[str, Any]], start: float) -> VideoReport:
+            failed: list[dict[str, Any]], start: float) -> BatchReport:
     rows = [{key: log.rows[t.source].get(key) for key in SUMMARY_COLUMNS} for t in tasks if t.source in log.rows]
     try:
         write_summary(summary, rows)
     except OSError as err:
         raise BatchWriteError(f"{_write_failure(f'the summary {summary}', err)}, then run the same command again to "
                               "write it (every video's outputs are written)") from None
-    return VideoReport(done, skipped, failed, summary, time.perf_counter() - start)
+    return BatchReport(done, skipped, failed, summary, time.perf_counter() - start, "videos")
 
 
 def run_videos(tasks: Sequence[VideoTask], labeller: Labeller, output: VideoOutput, summary: Path | None = None, *,
                show: Callable[[np.ndarray], bool] | None = None, progress: bool = True,
-               connect_timeout: float = 10.0, retries: int = 2) -> VideoReport:
+               connect_timeout: float = 10.0, retries: int = 2) -> BatchReport:
     """Segment every video not done yet, one after the other in this process."""
     start = time.perf_counter()
     summary = summary or output.folder / "summary.csv"
@@ -560,7 +548,7 @@ class VideoActor:
 
 def run_videos_ray(tasks: Sequence[VideoTask], bundle: str, segmenter_args: dict[str, Any], classes: Sequence[str],
                    background_threshold: float | None, output: VideoOutput, options: RayOptions | None = None,
-                   summary: Path | None = None) -> VideoReport:
+                   summary: Path | None = None) -> BatchReport:
     """The same job as `run_videos` with one Ray Data task per video, over an actor pool of Segmenters."""
     options = options or RayOptions()
     try:
@@ -617,6 +605,6 @@ def window(title: str = "mgca-segment") -> Callable[[np.ndarray], bool]:
 
 
 __all__ = ["FRAMES_NAME", "LOG_NAME", "OVERLAY_CODEC", "OVERLAY_NAME", "SUMMARY_NAME", "VIDEOS", "Labelled",
-           "Labeller", "VideoActor", "VideoJobError", "VideoOutput", "VideoReport", "VideoTask", "check_gui",
+           "Labeller", "VideoActor", "VideoJobError", "VideoOutput", "VideoTask", "check_gui",
            "engine_labeller", "holds_videos", "list_videos", "live_task", "predict_labeller", "run_videos",
            "run_videos_ray", "segment_video", "window"]
