@@ -30,8 +30,9 @@ from .files import files_below
 from .frames import Frame
 from .image_files import is_image_name, read_rgb
 
-# Files OpenCV's FFmpeg backend reads as video, lower case (what a folder of videos is made of).
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".y4m",
+# Files OpenCV's FFmpeg backend reads as video, lower case (what a folder of videos is made of). Not ".ts": in a
+# folder it is as often TypeScript as MPEG-TS (an MPEG-TS file is still read when given by name to open_source).
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".m2ts", ".wmv", ".flv", ".y4m",
                   ".mjpeg", ".3gp")
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 GLOB_CHARS = "*?["
