@@ -391,7 +391,8 @@ class Segmenter:
     __call__ = segment
 
     def stream(self, source: Any, classes: Sequence[str] | None = None, *, policy: str = "auto",
-               background_threshold: float | None = None, queue_size: int = 2, **source_options: Any) -> Stream:
+               background_threshold: float | None = None, queue_size: int = 2, temporal: str | None = None,
+               **source_options: Any) -> Stream:
         """Label a video file, camera, URL, frame folder or iterable of frames, one `StreamRecord` per frame, reading,
         the engine and post-processing overlapping on threads (runtime/stream.py).
 
@@ -402,16 +403,17 @@ class Segmenter:
         policy: "every" (no frame dropped, in order), "latest" (live: stale frames dropped and counted, latency
             about one frame's processing time) or "auto" (latest for cameras and URLs, else every).
         queue_size: the bound of each queue between stages (latest keeps one frame waiting, the newest).
-        source_options: for files, cameras and URLs, `runtime.video_sources.open_source`'s (connect_timeout, ...).
+        temporal: the stream's temporal mode (runtime.temporal; None: the settings' `temporal`, "off" by default).
+        source_options: `runtime.video_sources.open_source`'s (connect_timeout, retries, fps, live).
         """
         from .stream import Stream
 
         return Stream(self, source, classes, policy=policy, background_threshold=background_threshold,
-                      queue_size=queue_size, **source_options)
+                      queue_size=queue_size, temporal=temporal, **source_options)
 
     def push_stream(self, classes: Sequence[str] | None = None, *, policy: str = "latest",
                     callback: Callable[[StreamRecord], Any] | None = None, background_threshold: float | None = None,
-                    queue_size: int = 2) -> PushStream:
+                    queue_size: int = 2, temporal: str | None = None) -> PushStream:
         """The stream for callback-driven apps (ROS2, GStreamer appsink): `put(rgb)` frames as they arrive, take
         records from `get()`, by iterating, or through `callback` (called on the stream's post-processing thread).
 
@@ -422,7 +424,7 @@ class Segmenter:
         from .stream import PushStream
 
         return PushStream(self, classes, policy=policy, callback=callback, background_threshold=background_threshold,
-                          queue_size=queue_size)
+                          queue_size=queue_size, temporal=temporal)
 
     def describe(self) -> dict[str, Any]:
         """What runs: backend, provider actually used, model file, dense mode, settings and assignment choice."""

@@ -28,19 +28,18 @@ gets the original exception, after the records finished before it.
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import RuntimeInputError
 from .frames import Frame
-from .preprocess import check_image
+from .video_sources import open_source, to_rgb8
 
 if TYPE_CHECKING:
     from .segmenter import Result, Segmenter
@@ -136,56 +135,6 @@ class _Channel:
             self._cond.notify_all()
 
 
-class _IterableFrames:
-    """Frames from a Python iterable of H x W x 3 uint8 arrays or `Frame`s (a generator, a list, a ROS2 or GStreamer
-    bridge): index counts items, timestamp is seconds since the first item, captured is when it was taken."""
-
-    live = False
-    fps = None
-    frame_count = None
-
-    def __init__(self, items: Iterable[Any]):
-        self._items = items
-        self.description = f"a Python iterable ({type(items).__name__})"
-
-    def __iter__(self) -> Iterator[Frame]:
-        start = None
-        for index, item in enumerate(self._items):
-            if isinstance(item, Frame):
-                yield item
-                continue
-            now = time.monotonic()
-            start = now if start is None else start
-            yield Frame(index, now - start, item, now)
-
-    def close(self) -> None:
-        """Closes the iterable when it can be (a generator, a source object): the stream owns its source."""
-        close = getattr(self._items, "close", None)
-        if callable(close):
-            close()
-
-
-def open_frames(source: Any, **source_options: Any) -> Any:
-    """A frame source: a video file, folder, glob, camera index or URL through `runtime.video_sources.open_source`,
-    or any iterable of frames as it is."""
-    if isinstance(source, (str, int, os.PathLike)) and not isinstance(source, bool):
-        from .video_sources import open_source  # OpenCV capture; imported only for such sources
-
-        return open_source(source, **source_options)
-    if source_options:
-        raise RuntimeInputError(f"source options {sorted(source_options)} apply to files, cameras and URLs, not to "
-                                f"a {type(source).__name__}")
-    if isinstance(source, np.ndarray) and source.ndim != 4:
-        raise RuntimeInputError(f"a stream's source array must be N x H x W x 3 frames, got shape {source.shape}; for "
-                                "one image call segment()")
-    if hasattr(source, "__iter__") and hasattr(source, "close") and hasattr(source, "live"):
-        return source  # already a FrameSource
-    if not isinstance(source, Iterable):
-        raise RuntimeInputError(f"a stream's source must be a video file, folder, camera index, URL or an iterable "
-                                f"of H x W x 3 uint8 frames, got {type(source).__name__}")
-    return _IterableFrames(source)
-
-
 def check_policy(policy: str, live: bool) -> str:
     if policy not in POLICIES:
         raise RuntimeInputError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
@@ -203,11 +152,12 @@ class _Pipeline:
     the push form (`PushStream`: the caller's `put` is the intake)."""
 
     def __init__(self, segmenter: Segmenter, policy: str, classes: Sequence[str] | None,
-                 background_threshold: float | None, queue_size: int,
+                 background_threshold: float | None, queue_size: int, temporal: str | None = None,
                  callback: Callable[[StreamRecord], Any] | None = None):
         from .segmenter import check_background_threshold
 
         self.segmenter, self.policy, self.callback = segmenter, policy, callback
+        self.temporal = segmenter.temporal_state(temporal)  # this stream's memory of its frames ("off": none)
         self._check_threshold = check_background_threshold
         self._query = self._checked_query(classes, background_threshold)
         latest = policy == "latest"
@@ -275,14 +225,12 @@ class _Pipeline:
         """Take one frame from the source: False when a waiting frame was dropped for it (latest)."""
         if self._stop.is_set():
             return True
-        image = check_image(frame.image, f"frame {frame.index}")
-        frame = replace(frame, image=image) if image is not frame.image else frame
         with self._lock:
             self._read += 1
             self._first = frame.captured if self._first is None else self._first
         if self.policy == "latest":  # prepared by the engine stage: no resize spent on frames that get dropped
             return self.frames.put(frame, drop_oldest=True) == 0
-        self.frames.put((frame, self.segmenter.prepare(image, "rgb")))
+        self.frames.put((frame, self.segmenter.prepare(frame.image, "rgb")))
         return True
 
     def end_of_input(self) -> None:
@@ -342,7 +290,7 @@ class _Pipeline:
 
     def _post(self, seg: Segmenter, latest: bool, frame: Frame, encoded: Any) -> None:
         classes, threshold = self._query
-        result = seg.decode(encoded, classes, background_threshold=threshold)
+        result = seg.decode(encoded, classes, background_threshold=threshold, state=self.temporal)
         now = time.monotonic()
         record = StreamRecord(frame.index, frame.timestamp, frame.image, result, now - frame.captured)
         with self._lock:
@@ -420,15 +368,15 @@ class Stream:
 
     def __init__(self, segmenter: Segmenter, source: Any, classes: Sequence[str] | None = None, *,
                  policy: str = "auto", background_threshold: float | None = None, queue_size: int = 2,
-                 **source_options: Any):
+                 temporal: str | None = None, **source_options: Any):
         queue_size = check_queue_size(queue_size)
         if policy not in POLICIES:  # before the source opens: a bad argument should not open a camera
             check_policy(policy, False)
-        self.source = open_frames(source, **source_options)
+        self.source = open_source(source, **source_options)
         try:
-            self.live = bool(getattr(self.source, "live", False))
+            self.live = bool(self.source.live)
             self.policy = check_policy(policy, self.live)
-            self._pipe = _Pipeline(segmenter, self.policy, classes, background_threshold, queue_size)
+            self._pipe = _Pipeline(segmenter, self.policy, classes, background_threshold, queue_size, temporal)
         except BaseException:
             self.source.close()
             raise
@@ -474,7 +422,7 @@ class Stream:
         """frames (results made), read, dropped (frames never labelled + results never read), fps, latency_p50 /
         latency_p95 / latency_max (seconds, over the last LATENCY_WINDOW results), deepest queues and their
         limits."""
-        return {**self._pipe.stats(), "source": getattr(self.source, "description", type(self.source).__name__)}
+        return {**self._pipe.stats(), "source": self.source.description}
 
     @property
     def running(self) -> bool:
@@ -505,10 +453,10 @@ class PushStream:
 
     def __init__(self, segmenter: Segmenter, classes: Sequence[str] | None = None, *, policy: str = "latest",
                  callback: Callable[[StreamRecord], Any] | None = None, background_threshold: float | None = None,
-                 queue_size: int = 2):
+                 queue_size: int = 2, temporal: str | None = None):
         self.policy = check_policy(policy, live=True)  # auto: frames pushed by a callback come live
         self._pipe = _Pipeline(segmenter, self.policy, classes, background_threshold, check_queue_size(queue_size),
-                               callback)
+                               temporal, callback)
         self._index = itertools.count()
         self._start = time.monotonic()
         self._ended = False
@@ -516,18 +464,19 @@ class PushStream:
         self._pipe.start()
 
     def put(self, image: np.ndarray | Frame, timestamp: float | None = None) -> bool:
-        """Hand in one H x W x 3 uint8 RGB frame (or a Frame). latest: never blocks, and returns False when a waiting
-        frame was dropped for this one; every: blocks while the queue is full, returns True. Raises the stage's
-        error if the stream failed."""
+        """Hand in one H x W x 3 uint8 RGB frame (grey, RGBA and 16-bit are converted as sources convert them), or a
+        Frame. latest: never blocks, and returns False when a waiting frame was dropped for this one; every: blocks
+        while the queue is full, returns True. Raises the stage's error if the stream failed."""
         self._pipe.raise_error()
         if self._ended:
             raise RuntimeInputError("put() on a stream that was ended or closed; open a new push_stream()")
         now = time.monotonic()
         with self._put_lock:
             index = next(self._index)
-        frame = image if isinstance(image, Frame) else Frame(
-            index, now - self._start if timestamp is None else float(timestamp), image, now)
-        return self._pipe.intake(frame)
+        if isinstance(image, Frame):
+            index, timestamp, now, image = image.index, image.timestamp, image.captured, image.image
+        rgb = to_rgb8(image, f"frame {index} put into the stream")  # as a source converts: grey, RGBA, 16-bit
+        return self._pipe.intake(Frame(index, now - self._start if timestamp is None else float(timestamp), rgb, now))
 
     def get(self, timeout: float | None = None) -> StreamRecord | None:
         """The next record (oldest first); None once the stream has ended and every record was taken. Raises
@@ -574,4 +523,4 @@ class PushStream:
         self.close()
 
 
-__all__ = ["StreamRecord", "Stream", "PushStream", "open_frames", "POLICIES", "LATENCY_WINDOW"]
+__all__ = ["StreamRecord", "Stream", "PushStream", "POLICIES", "LATENCY_WINDOW"]

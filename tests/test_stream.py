@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from runtime import Segmenter
-from runtime.errors import BackendError, RuntimeInputError, VocabularyError
+from runtime.errors import BackendError, MgcaError, RuntimeInputError, VocabularyError
 from runtime.frames import Frame
 
 from .support import blocky_image
@@ -74,7 +74,7 @@ def own_segmenter(bundle):
 
 
 def test_stream_labels_equal_segment_frame_by_frame(segmenter):
-    images = frames(7) + frames(3, seed=1, height=50, width=40)  # a resolution change is fine for iterables
+    images = frames(9)
     with segmenter.stream(iter(images), CLASSES_A, policy="every") as stream:
         records = list(stream)
     assert [r.index for r in records] == list(range(len(images)))
@@ -82,7 +82,7 @@ def test_stream_labels_equal_segment_frame_by_frame(segmenter):
         expected = segmenter.segment(image, CLASSES_A)
         np.testing.assert_array_equal(record.result.labels, expected.labels)
         assert record.result.class_names == expected.class_names
-        assert record.frame is image and record.latency >= 0
+        assert np.shares_memory(record.frame, image) and record.latency >= 0  # the caller's buffer, no copy
     stats = stream.stats()
     assert stats["frames"] == stats["read"] == len(images) and stats["dropped"] == 0 and stats["policy"] == "every"
     assert stats["latency_p50"] <= stats["latency_p95"] <= stats["latency_max"]
@@ -97,6 +97,34 @@ def test_stream_takes_frames_with_their_own_index_and_clock(segmenter):
     expected = segmenter.segment(images[2], ["cat"], background_threshold=0.5)
     np.testing.assert_array_equal(records[2].result.labels, expected.labels)
     assert records[2].result.class_names == ("background", "cat")
+
+
+def test_a_video_file_streams_with_the_labels_of_its_decoded_frames(segmenter, tmp_path):
+    import cv2
+
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (96, 72))
+    for image in frames(6, seed=6):
+        writer.write(image[:, :, ::-1])
+    writer.release()
+    with segmenter.stream(path, CLASSES_A) as stream:  # a file: auto is every
+        records = list(stream)
+    assert stream.policy == "every" and [r.index for r in records] == list(range(6))
+    assert [r.timestamp for r in records] == pytest.approx([i / 10 for i in range(6)])
+    for record in records:
+        assert record.frame.shape == (72, 96, 3) and record.frame.dtype == np.uint8
+        np.testing.assert_array_equal(record.result.labels, segmenter.segment(record.frame, CLASSES_A).labels)
+    assert not stream_threads()
+
+
+def test_temporal_mode_keeps_one_state_per_stream(segmenter):
+    """With a temporal mode the stream's labels are decode's with one state carried through the frames in order."""
+    images = frames(6, seed=7)
+    records = list(segmenter.stream(images, CLASSES_A, policy="every", temporal="ema"))
+    state = segmenter.temporal_state("ema")
+    for record, image in zip(records, images, strict=True):
+        expected = segmenter.decode(segmenter.encode(image), CLASSES_A, state=state)
+        np.testing.assert_array_equal(record.result.labels, expected.labels)
 
 
 def test_latest_drops_stale_frames_and_stays_behind_the_camera_by_a_bounded_count(own_segmenter):
@@ -194,7 +222,7 @@ def test_a_bad_frame_reaches_the_consumer_as_its_one_line_error(segmenter):
     images = frames(3)
     bad = images[:2] + [images[2].astype(np.float32)] + images
     got = []
-    with pytest.raises(RuntimeInputError, match=r"^frame 2 has dtype float32") as caught:
+    with pytest.raises(MgcaError, match=r"^frame 2 of .* has dtype float32") as caught:
         for record in segmenter.stream(bad, CLASSES_A):
             got.append(record.index)
     assert "\n" not in str(caught.value) and got == list(range(len(got))) and len(got) <= 2
@@ -242,12 +270,18 @@ def test_bad_arguments_are_refused_before_anything_starts(segmenter):
         segmenter.stream(frames(1), ["no such class"])
     with pytest.raises(RuntimeInputError, match="background_threshold"):
         segmenter.push_stream(background_threshold=2.0)
-    with pytest.raises(RuntimeInputError, match="N x H x W x 3 frames"):
+    with pytest.raises(MgcaError, match="one image is no stream"):
         segmenter.stream(frames(1)[0])
-    with pytest.raises(RuntimeInputError, match="source options"):
-        segmenter.stream(frames(1), connect_timeout=1.0)
-    with pytest.raises(RuntimeInputError, match="iterable of H x W x 3"):
+    with pytest.raises(MgcaError, match="fps must be a positive number"):
+        segmenter.stream(frames(1), fps=-1)
+    with pytest.raises(MgcaError, match="float is no video source"):
         segmenter.stream(3.5)
+    with pytest.raises(MgcaError, match="does not exist"):
+        segmenter.stream("no/such/clip.mp4")
+    push = segmenter.push_stream(CLASSES_A)
+    with pytest.raises(MgcaError, match="frame 0 put into the stream has dtype float64"):
+        push.put(np.zeros((8, 8, 3)))
+    push.close()
     assert not stream_threads()
 
 
