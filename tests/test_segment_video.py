@@ -261,6 +261,20 @@ def test_bad_video_inputs_are_one_line(bundle, tmp_path, capsys):
     assert "both images and videos" in one_line_error(code, capsys.readouterr().err)
 
 
+def test_a_truncated_video_keeps_the_frames_before_the_cut(bundle, tmp_path, capsys):
+    data = write_video(tmp_path / "whole.mkv", moving_frames(20, 96, 128), fourcc="MJPG").read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[:len(data) // 2])
+    out = tmp_path / "out"
+    code = segment([str(cut)], out, bundle)
+    assert "truncated" in one_line_error(code, capsys.readouterr().err, 1)
+    lines = frame_lines(out / "cut")
+    assert 0 < len(lines) < 20 and [line["index"] for line in lines] == list(range(len(lines)))
+    assert len(read_video(out / "cut" / "overlay-part0.avi")) == len(lines)  # closed, not claimed complete
+    assert not json.loads((out / "cut" / "summary.json").read_text())["complete"]
+    assert "cut.mkv,cut,error," in (out / "summary.csv").read_text()
+
+
 def test_a_stream_url_that_stalls_keeps_the_frames_labelled(bundle, tmp_path, capsys):
     """A live source (policy latest): an HTTP MJPEG camera that sends 6 frames, then falls silent."""
     from .test_video_sources import mjpeg_greeting
