@@ -443,7 +443,7 @@ def _finish_video(task: VideoTask, output: VideoOutput, folder: Path, overlay: _
 def _stats(state: _Progress) -> dict[str, Any]:
     indices = sorted(state.frames)
     latencies = [float(state.frames[i]["latency"]) for i in indices]
-    dropped = (indices[-1] + 1 - indices[0] - len(indices)) if indices else 0  # the gaps a live policy left
+    dropped = (indices[-1] + 1 - len(indices)) if indices else 0  # frames 0.. a live policy skipped: the gaps
     return {"frames": len(indices), "dropped": dropped,
             "fps": round(state.new / state.seconds, 3) if state.new and state.seconds > 0 else None,
             "latency_p50": _percentile(latencies, 50), "latency_p95": _percentile(latencies, 95)}

@@ -282,8 +282,8 @@ def test_a_stream_url_that_stalls_keeps_the_frames_labelled(bundle, tmp_path, ca
     server = SilentServer(mjpeg_greeting(moving_frames(6, 96, 128)))
     out = tmp_path / "out"
     try:
-        code = segment([f"http://127.0.0.1:{server.port}/cam.mjpg"], out, bundle, "--connect-timeout", "0.5",
-                       "--retries", "0")
+        code = segment([f"http://127.0.0.1:{server.port}/cam.mjpg"], out, bundle, "--connect-timeout", "2",
+                       "--retries", "0")  # 2 s: opening probes the stream's first frames, slow on a loaded machine
     finally:
         server.close()
     assert "stopped sending frames" in one_line_error(code, capsys.readouterr().err, 1)
@@ -316,7 +316,9 @@ def test_real_footage(bundle, tmp_path):
     assert len(read_video(out / "tree" / "overlay.avi")) == 68
 
 
-def test_ray_runs_one_task_per_video_with_the_same_outputs(bundle, tmp_path, capsys):
+def test_ray_runs_one_task_per_video_with_the_same_outputs(bundle, tmp_path):
+    """(No capsys: Ray Data sets its log handler up once per process, on the stream of the test that first runs it,
+    and a capsys stream is closed after its test, which would garble a later test's stderr.)"""
     ray = pytest.importorskip("ray", reason="--ray needs Ray Data (the mgca[ray] extra)")
     pytest.importorskip("ray.data", reason="--ray needs Ray Data (the mgca[ray] extra)")
     videos = tmp_path / "videos"
@@ -328,11 +330,11 @@ def test_ray_runs_one_task_per_video_with_the_same_outputs(bundle, tmp_path, cap
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": subprocess_env()["PYTHONPATH"]}})
     try:
-        capsys.readouterr()
         assert segment([str(videos)], distributed, bundle, "--ray", "--actors", "2") == 0
-        assert "3 videos segmented, 0 already done, 0 failed" in capsys.readouterr().out
     finally:
         ray.shutdown()
+    rows = (distributed / "summary.csv").read_text().splitlines()
+    assert len(rows) == 4 and all(",ok,," in row for row in rows[1:])
     for index in range(3):
         assert label_files(distributed / f"v{index}") == label_files(single / f"v{index}")
         assert len(read_video(distributed / f"v{index}" / "overlay.avi")) == 3 + index

@@ -226,7 +226,7 @@ def test_url_that_stalls_mid_stream_gives_up_after_bounded_reconnects():
     server = SilentServer(mjpeg_greeting(moving_frames(4)))
     read = []
     try:
-        source = open_source(f"http://127.0.0.1:{server.port}/video.mjpg", connect_timeout=0.5, retries=1)
+        source = open_source(f"http://127.0.0.1:{server.port}/video.mjpg", connect_timeout=2.0, retries=1)
         assert source.live
         with pytest.raises(VideoSourceError) as err:
             for frame in source:
