@@ -63,7 +63,7 @@ from .batch import (
 from .errors import MgcaError, OutputPathError, one_line
 from .files import atomic_write_text, check_writable_dir, remove_temporaries, same_file
 from .frames import Frame
-from .output_record import OutputRecord, check_record, write_record
+from .output_record import OutputRecord, check_record, output_lock, write_record
 from .overlay import blend, class_palette
 from .ray_start import RayOptions, start_ray
 from .video_sources import VIDEO_SUFFIXES, FrameSource, is_url, open_source
@@ -523,11 +523,12 @@ def run_videos(tasks: Sequence[VideoTask], labeller: Labeller, output: VideoOutp
     """Segment every video not done yet, one after the other in this process."""
     start = time.perf_counter()
     summary = summary or output.folder / "summary.csv"
-    log, todo, record = _prepare(tasks, output)
-    rows = (segment_video(task, labeller, output, record, show=show, progress=progress,
-                          connect_timeout=connect_timeout, retries=retries) for task in todo)
-    done, failed = _consume(rows, log, record)
-    return _finish(tasks, log, summary, done, len(tasks) - len(todo), failed, start)
+    with output_lock(output.folder):
+        log, todo, record = _prepare(tasks, output)
+        rows = (segment_video(task, labeller, output, record, show=show, progress=progress,
+                              connect_timeout=connect_timeout, retries=retries) for task in todo)
+        done, failed = _consume(rows, log, record)
+        return _finish(tasks, log, summary, done, len(tasks) - len(todo), failed, start)
 
 
 class VideoActor:
@@ -558,6 +559,14 @@ def run_videos_ray(tasks: Sequence[VideoTask], bundle: str, segmenter_args: dict
         raise MgcaError("--ray needs Ray Data: pip install 'mgca[ray]'") from None
     if any(task.live for task in tasks):
         raise MgcaError("--ray segments video files; a camera or stream URL runs in this process (drop --ray)")
+    with output_lock(output.folder):
+        return _run_videos_ray(tasks, bundle, segmenter_args, classes, background_threshold, output, options, summary,
+                               ray)
+
+
+def _run_videos_ray(tasks: Sequence[VideoTask], bundle: str, segmenter_args: dict[str, Any], classes: Sequence[str],
+                    background_threshold: float | None, output: VideoOutput, options: RayOptions, summary: Path | None,
+                    ray: Any) -> BatchReport:
     start = time.perf_counter()
     summary = summary or output.folder / "summary.csv"
     log, todo, record = _prepare(tasks, output)

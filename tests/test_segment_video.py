@@ -338,3 +338,17 @@ def test_ray_runs_one_task_per_video_with_the_same_outputs(bundle, tmp_path):
     for index in range(3):
         assert label_files(distributed / f"v{index}") == label_files(single / f"v{index}")
         assert len(read_video(distributed / f"v{index}" / "overlay.avi")) == 3 + index
+
+
+def test_a_second_video_run_on_the_same_out_is_refused(tmp_path):
+    """One run per --out for videos too: the second (here: a second lock on the folder, which flock refuses like a
+    second process would) gets one line and touches nothing."""
+    from runtime.errors import OutputPathError
+    from runtime.output_record import output_lock
+    from runtime.video_job import run_videos
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with output_lock(out), pytest.raises(OutputPathError, match="in use by another run"):
+        run_videos([], labeller=None, output=VideoOutput(out, ("a",)))
+    assert sorted(p.name for p in out.iterdir()) == [".mgca-output.lock"]
