@@ -18,14 +18,15 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from .bundle import Bundle, load_bundle
-from .contract import MODEL_KEYS
+from .contract import MODEL_KEYS, SETTING_SPECS, InferenceSettings, model_key
 from .engines import tensorrt_available
-from .errors import RuntimeInputError, VocabularyError
+from .errors import RuntimeInputError, SettingsError, VocabularyError
 from .openvino_engine import cpu_capabilities
 from .overlay import legend_entries, render_overlay
 from .segmenter import Encoded, Segmenter
@@ -34,13 +35,14 @@ DEMO_CACHE_HINT = ("pick names from the bundle's vocabulary, or make a text cach
                    "`mgca-export text --checkpoint CKPT --vocab classes.txt --out my.npz` (needs mgca[train]) and "
                    "start `mgca-demo --text-cache my.npz`")
 DEFAULT_MAX_PIXELS = 16_000_000
+PAGE_SETTINGS = ("units", "pamr", "bg_rule")  # the settings a user tunes per request (the rest are the export's)
 
 
 @dataclass(frozen=True)
 class Options:
     """What a user tunes on the page; None keeps the bundle manifest's setting."""
 
-    engine: str = "onnxruntime fp32"  # "<backend> <precision>", one of `engine_choices(bundle)`
+    engine: str | None = None  # "<backend> <precision>", one of `engine_choices(bundle)`; None: what auto picks
     units: int | None = None
     pamr: int | None = None
     bg_rule: str | None = None
@@ -60,17 +62,58 @@ class Outcome:
 
 
 def engine_choices(bundle: Bundle) -> tuple[str, ...]:
-    """The engines this bundle can run here, as "<backend> <precision>": its model files, TensorRT only where
-    TensorRT and a GPU are usable, OpenVINO only where installed (bf16 only where the CPU computes it natively)."""
+    """The engines this bundle can run here, as "<backend> <precision>": each (backend, precision) of the contract
+    whose model file (`runtime.contract.model_key`: OpenVINO int8 runs the QDQ graph when no NNCF graph was kept)
+    is in the bundle, TensorRT only where TensorRT and a GPU are usable, OpenVINO only where installed (bf16 only
+    where the CPU computes it natively)."""
     capabilities = cpu_capabilities()  # () without OpenVINO
     runs = {"tensorrt": lambda p: tensorrt_available(), "onnxruntime": lambda p: True,
             "openvino": lambda p: bool(capabilities) and (p != "bf16" or "BF16" in capabilities)}
-    usable = []
-    for (backend, precision), key in MODEL_KEYS.items():
-        path = bundle.models.get(key)
-        if path is not None and path.is_file() and runs[backend](precision):
-            usable.append(f"{backend} {precision}")
-    return tuple(usable)
+    available = bundle.available_models()
+    return tuple(f"{backend} {precision}" for backend, precision in MODEL_KEYS
+                 if model_key(backend, precision, available) in available and runs[backend](precision))
+
+
+@dataclass(frozen=True)
+class Control:
+    """One setting as the page offers it, all read from the contract (`runtime.contract.SETTING_SPECS`): its name,
+    help, range or choices, and the bundle's value as the default. The page writes no number of its own."""
+
+    name: str
+    help: str
+    default: Any
+    minimum: int | None
+    maximum: int | None
+    choices: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        shown = " / ".join(self.choices) if self.choices else f"{self.minimum}..{self.maximum}"
+        return f"{self.name} ({shown})"
+
+
+def page_controls(settings: InferenceSettings) -> tuple[Control, ...]:
+    """The controls of PAGE_SETTINGS, defaulting to `settings` (the bundle's manifest)."""
+    out = []
+    for name in PAGE_SETTINGS:
+        spec = SETTING_SPECS[name]
+        numeric = not spec.choices
+        out.append(Control(name, spec.help, getattr(settings, name), spec.minimum if numeric else None,
+                           spec.maximum if numeric else None, spec.choices))
+    return tuple(out)
+
+
+def setting_value(name: str, value: Any) -> Any:
+    """A page field's value as the setting `name` (a number field gives a float, or None when left empty), checked
+    against its declaration: a one-line error naming the setting and its range, never a TypeError."""
+    spec = SETTING_SPECS[name]
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise SettingsError(f"{name} is empty: type {spec.describe()} ({spec.help})")
+    if not spec.choices and isinstance(value, float):
+        if not value.is_integer():
+            raise SettingsError(f"{name} must be {spec.describe()}, got {value!r}")
+        value = int(value)
+    return spec.check(name, value)
 
 
 def parse_classes(text: str) -> tuple[str, ...]:
@@ -95,13 +138,21 @@ class Demo:
         self.text_cache = text_cache
         self.device = device
         self.num_threads = num_threads
+        if not max_pixels >= 1:  # NaN too
+            raise RuntimeInputError(f"max_pixels must be at least 1, got {max_pixels!r}")
         self.max_pixels = int(max_pixels)
         self.cached_segmenters = max(1, cached_segmenters)
         self.cached_images = max(1, cached_images)
         self._segmenters: OrderedDict[tuple, Segmenter] = OrderedDict()
         self._encoded: OrderedDict[tuple, Encoded] = OrderedDict()
         self._lock = threading.Lock()
-        self.default = self.segmenter(Options(engine=self.engines[0]))
+        # the default engine is what `auto` picks for this bundle and device (runtime.engine_choice), built first
+        auto = Segmenter(self.bundle.path, "auto", device, text_cache=text_cache, num_threads=num_threads)
+        self.default_engine = f"{auto.backend} {auto.precision}"
+        if self.default_engine not in self.engines:  # auto's rule and engine_choices' agree; this keeps both usable
+            self.engines = (self.default_engine, *self.engines)
+        self.default = auto
+        self._segmenters[self._key(Options())] = auto
 
     @property
     def vocabulary(self) -> tuple[str, ...]:
@@ -109,11 +160,12 @@ class Demo:
 
     def segmenter(self, options: Options) -> Segmenter:
         """The Segmenter of these options (built once, then kept while recently used)."""
-        if options.engine not in self.engines:
-            raise RuntimeInputError(f"engine {options.engine!r} is not in this bundle; choose one of "
+        engine = options.engine or self.default_engine
+        if engine not in self.engines:
+            raise RuntimeInputError(f"engine {engine!r} is not in this bundle; choose one of "
                                     f"{', '.join(self.engines)}")
-        backend, precision = options.engine.split()
-        key = (options.engine, options.units, options.pamr, options.bg_rule)
+        backend, precision = engine.split()
+        key = self._key(options)
         with self._lock:  # one build per key, even when several users ask for it at once
             seg = self._segmenters.get(key)
             if seg is None:
@@ -125,6 +177,15 @@ class Demo:
                     self._segmenters.popitem(last=False)
             self._segmenters.move_to_end(key)
             return seg
+
+    def _key(self, options: Options) -> tuple:
+        """What makes a Segmenter: the engine and the page's settings as they take effect (None: the manifest's),
+        so the page's defaults reuse the default Segmenter."""
+        manifest = self.bundle.inference
+        units = manifest.units if options.units is None else options.units
+        pamr = manifest.pamr if options.pamr is None else options.pamr
+        bg_rule = manifest.bg_rule if options.bg_rule is None else options.bg_rule
+        return options.engine or self.default_engine, units, pamr, bg_rule
 
     def check_size(self, width: int, height: int) -> None:
         """A one-line error when an image of this size is too large for this demo's memory bound (checked on the
@@ -171,4 +232,5 @@ class Demo:
         return Outcome(overlay, result.labels, result.class_names, shares, seconds, ran)
 
 
-__all__ = ["Demo", "Options", "Outcome", "engine_choices", "parse_classes", "DEMO_CACHE_HINT", "DEFAULT_MAX_PIXELS"]
+__all__ = ["Demo", "Options", "Outcome", "Control", "engine_choices", "page_controls", "setting_value",
+           "parse_classes", "DEMO_CACHE_HINT", "DEFAULT_MAX_PIXELS", "PAGE_SETTINGS"]
