@@ -133,14 +133,16 @@ def protocol_record(spec, inference: dict[str, Any], background: float | None, t
     }
 
 
-def _settings_line(inference: dict[str, Any]) -> str:
+def settings_line(inference: dict[str, Any]) -> str:
+    """The inference settings of a run in one line of its report."""
     background = (f", background {inference['bg_rule']} {inference['background_threshold']}"
                   if inference.get("background_threshold") is not None else "")
     pamr = f", PAMR {inference['pamr']}" if inference.get("pamr") else ""
+    temporal = f", temporal {inference['temporal']}" if inference.get("temporal", "off") != "off" else ""
     return (f"units {inference['units'] or 'pixel'} ({inference['unit_scope']}), short side {inference['short_side']}"
             f" (long side <= {inference.get('long_side') or 'any'}), window {inference['window']}/"
             f"{inference['stride']} ({inference.get('padding')} padding), templates {inference.get('templates')}"
-            f"{background}{pamr}")
+            f"{background}{pamr}{temporal}")
 
 
 def _source_lines(info: dict[str, Any]) -> list[str]:
@@ -178,7 +180,7 @@ def report(dataset, info: dict[str, Any], metrics: SegMetrics, seconds: float) -
     """(the printed report, the JSON record) of one evaluation; `info` describes the model and its settings."""
     lines = [_dataset_line(dataset, metrics.num_images),
              f"model: {info['backbone']['arch']} ({info['backbone']['source']}), decoder {info['decoder']}, "
-             + _settings_line(info["inference"]),
+             + settings_line(info["inference"]),
              *_source_lines(info),
              metrics.table(),
              f"time: {seconds:.1f} s, {seconds / max(1, metrics.num_images):.2f} s/image on {info['device']}"]
@@ -192,7 +194,7 @@ def comparison_report(dataset, info: dict[str, Any], reference_info: dict[str, A
     ratio = comparison.seconds / max(comparison.reference_seconds, 1e-9)
     lines = [_dataset_line(dataset, metrics.num_images),
              f"engine: {info['engine']} on {info['device']} | torch: {reference_label} on {reference_info['device']}",
-             _settings_line(info["inference"]),
+             settings_line(info["inference"]),
              *_source_lines(info),
              side_by_side(metrics, comparison.reference, comparison.agreement, ("engine", "torch")),
              f"time: engine {comparison.seconds / images:.3f} s/image, torch "

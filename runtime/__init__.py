@@ -16,6 +16,8 @@ from .errors import (
     VocabularyError,
 )
 from .segmenter import Result, Segmenter
+from .temporal import TemporalState
 
-__all__ = ["Segmenter", "Result", "InferenceSettings", "MgcaError", "RuntimeInputError", "SettingsError", "BundleError",
+__all__ = ["Segmenter", "Result", "TemporalState", "InferenceSettings", "MgcaError", "RuntimeInputError",
+           "SettingsError", "BundleError",
            "TextCacheError", "VocabularyError", "BackendError", "OutputPathError", "ImageFileError"]

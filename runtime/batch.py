@@ -47,7 +47,7 @@ from .files import (
     read_text_file,
     remove_temporaries,
 )
-from .image_files import DECODE_ERRORS, IMAGE_SUFFIXES, is_image_name, open_rgb
+from .image_files import DECODE_ERRORS, IMAGE_SUFFIXES, open_rgb
 from .output_record import OutputRecord, check_record, fingerprint, is_output_folder, write_record
 from .ray_start import RayOptions, start_ray
 
@@ -76,6 +76,24 @@ def _write_failure(what: str, err: OSError) -> BatchWriteError:
 
 
 @dataclass(frozen=True)
+class FileKind:
+    """Which files an input listing collects (images; `runtime.video_job` lists videos with the same rules) and
+    how one task's output is named in a clash message."""
+
+    noun: str
+    suffixes: tuple[str, ...]
+    output: str  # e.g. "labels/{}.png": the output of the task whose rel fills {}
+
+    def wanted(self, name: str | Path) -> bool:
+        """One of these files by its suffix, hidden files (".name", e.g. macOS' "._photo.jpg") excluded."""
+        path = Path(name)
+        return path.suffix.lower() in self.suffixes and not path.name.startswith(".")
+
+
+IMAGES = FileKind("image", IMAGE_SUFFIXES, "labels/{}.png")
+
+
+@dataclass(frozen=True)
 class ImageTask:
     """One image to segment: where it is (a path or a filesystem URI) and its place in the output tree."""
 
@@ -96,7 +114,7 @@ def _rel(path: Path, base: Path) -> str:
     return (file.relative_to(folder) if file.is_relative_to(folder) else Path(file.name)).with_suffix("").as_posix()
 
 
-def _list_uri(uri: str) -> list[ImageTask]:
+def _list_uri(uri: str, kind: FileKind = IMAGES) -> list[ImageTask]:
     """The images below a pyarrow/fsspec filesystem URI (s3://, gs://, hdfs://, file://), or the one file it names."""
     try:
         from pyarrow import fs
@@ -112,13 +130,13 @@ def _list_uri(uri: str) -> list[ImageTask]:
     except (OSError, ValueError) as err:
         raise BatchInputError(f"{uri} cannot be listed ({type(err).__name__}: {one_line(err)})") from None
     prefix = uri[:len(uri) - len(uri.split("://", 1)[1])]  # scheme:// (the filesystem's paths have none)
-    files = sorted(e.path for e in entries if e.type == fs.FileType.File and is_image_name(e.path))
+    files = sorted(e.path for e in entries if e.type == fs.FileType.File and kind.wanted(e.path))
     return [ImageTask(f"{prefix}{path}", _rel(Path(path), Path(base))) for path in files]
 
 
-def _photos(files: Iterable[Path], base: Path) -> list[Path]:
-    """The image files among `files` (found below `base`), less those inside an earlier run's output folder below
-    `base` (one holding an output record): its label PNGs and overlays are no photos."""
+def _photos(files: Iterable[Path], base: Path, kind: FileKind = IMAGES) -> list[Path]:
+    """The image (`kind`) files among `files` (found below `base`), less those inside an earlier run's output folder
+    below `base` (one holding an output record): its label PNGs and overlays are no photos."""
     outputs: dict[Path, bool] = {}
 
     def in_output(folder: Path) -> bool:
@@ -127,22 +145,22 @@ def _photos(files: Iterable[Path], base: Path) -> list[Path]:
             outputs[folder] = inside and (is_output_folder(folder) or in_output(folder.parent))
         return outputs[folder]
 
-    return [p for p in files if p.is_file() and is_image_name(p.name) and not in_output(p.parent)]
+    return [p for p in files if p.is_file() and kind.wanted(p.name) and not in_output(p.parent)]
 
 
-def _list_one(item: str) -> list[ImageTask]:
+def _list_one(item: str, kind: FileKind = IMAGES) -> list[ImageTask]:
     if _is_uri(item):
-        return _list_uri(item)
+        return _list_uri(item, kind)
     path = Path(item).expanduser()
     if any(c in item for c in GLOB_CHARS) and not path.exists():
         parts = Path(item).expanduser().parts
         magic = next(i for i, part in enumerate(parts) if any(c in part for c in GLOB_CHARS))
         base = Path(*parts[:magic]) if magic else Path(".")  # the output tree mirrors the tree below it
         files = sorted(Path(p) for p in glob.glob(os.path.expanduser(item), recursive=True))
-        return [ImageTask(str(p), _rel(p, base)) for p in _photos(files, base)]
+        return [ImageTask(str(p), _rel(p, base)) for p in _photos(files, base, kind)]
     if path.is_dir():
-        return [ImageTask(str(p), _rel(p, path)) for p in _photos(files_below(path), path)]  # links followed
-    if path.is_file() and is_image_name(path.name):
+        return [ImageTask(str(p), _rel(p, path)) for p in _photos(files_below(path), path, kind)]  # links followed
+    if path.is_file() and kind.wanted(path.name):
         return [ImageTask(str(path), path.stem)]
     if path.is_file() and path.suffix.lower() in LIST_SUFFIXES:  # one image path a line, relative to the list
         lines = [line.strip() for line in read_text_file(path, "list file", BatchInputError).splitlines()]
@@ -150,25 +168,25 @@ def _list_one(item: str) -> list[ImageTask]:
                  for p in lines if p and not p.startswith("#")]
         missing = [p for p in files if not _is_uri(p) and not Path(p).is_file()]
         if missing:
-            why = ("is a folder; a list names image files, one a line (give the folder itself as an input)"
+            why = (f"is a folder; a list names {kind.noun} files, one a line (give the folder itself as an input)"
                    if Path(missing[0]).is_dir() else "does not exist")
             raise BatchInputError(f"{missing[0]} (listed in {path}) {why} ({len(missing)} not a file); fix the list")
         return [ImageTask(p, _rel(Path(p), path.parent)) for p in files]
-    raise BatchInputError(f"{item} is not an image ({', '.join(IMAGE_SUFFIXES)}), a folder, a glob or a list of "
-                          f"images ({', '.join(LIST_SUFFIXES)}); check the path")
+    raise BatchInputError(f"{item} is not an {kind.noun} ({', '.join(kind.suffixes)}), a folder, a glob or a list of "
+                          f"{kind.noun}s ({', '.join(LIST_SUFFIXES)}); check the path")
 
 
-def list_tasks(inputs: Sequence[str], exclude: str | Path | None = None) -> list[ImageTask]:
-    """Every image of the inputs (folders recursively, globs, list files, single images, URIs), in order, each file
-    once however it is reached (`x/../a.png` and `y/../a.png`, links), less those below `exclude` (the output
-    folder, when it lies inside an input folder); two images that would write the same output are an error naming
-    both."""
+def list_tasks(inputs: Sequence[str], exclude: str | Path | None = None, kind: FileKind = IMAGES) -> list[ImageTask]:
+    """Every image (every `kind` file) of the inputs (folders recursively, globs, list files, single images, URIs), in
+    order, each file once however it is reached (`x/../a.png` and `y/../a.png`, links), less those below `exclude`
+    (the output folder, when it lies inside an input folder); two images that would write the same output are an
+    error naming both."""
     tasks: list[ImageTask] = []
     skip = Path(exclude).expanduser().resolve() if exclude is not None else None
     seen_files: set[str] = set()
     for item in inputs:
         found = 0
-        for task in _list_one(str(item)):
+        for task in _list_one(str(item), kind):
             real = task.source if _is_uri(task.source) else str(Path(task.source).resolve())
             if skip is not None and not _is_uri(real) and Path(real).is_relative_to(skip):
                 continue
@@ -177,12 +195,13 @@ def list_tasks(inputs: Sequence[str], exclude: str | Path | None = None) -> list
                 tasks.append(task)
                 seen_files.add(real)
         if not found:
-            raise BatchInputError(f"{item} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise BatchInputError(f"{item} holds no {kind.noun}s ({', '.join(kind.suffixes)})")
     seen: dict[str, str] = {}
     for task in tasks:
         if task.rel in seen:
-            raise BatchInputError(f"{seen[task.rel]} and {task.source} would both write labels/{task.rel}.png; "
-                                  "segment them in separate runs or give their folders")
+            raise BatchInputError(f"{seen[task.rel]} and {task.source} would both write "
+                                  f"{kind.output.format(task.rel)}; segment them in separate runs or give their "
+                                  "folders")
         seen[task.rel] = task.source
     return tasks
 
@@ -343,25 +362,28 @@ def _row_from_labels(task: ImageTask, output: BatchOutput) -> dict[str, Any]:
 
 @dataclass
 class RunLog:
-    """OUT/.segment-log.jsonl: one summary row a line, appended as images finish (a torn last line is ignored)."""
+    """OUT/.segment-log.jsonl: one summary row a line, appended as images finish (a torn last line is ignored); the
+    last row of each input (its `key` column: "image", or "video" in `runtime.video_job`'s log) counts."""
 
     path: Path
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    key: str = "image"
 
     @classmethod
-    def open(cls, path: Path) -> RunLog:
-        log = cls(path)
+    def open(cls, path: Path, key: str = "image") -> RunLog:
+        log = cls(path, key=key)
         if path.is_file():
             for line in path.read_text(encoding="utf-8").splitlines():
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # the line an interrupted run was writing
-                log.rows[row["image"]] = row
+                if isinstance(row, dict) and key in row:
+                    log.rows[row[key]] = row
         return log
 
     def append(self, row: dict[str, Any]) -> None:
-        self.rows[row["image"]] = row
+        self.rows[row[self.key]] = row
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
 
@@ -556,6 +578,6 @@ def run_ray(tasks: Sequence[ImageTask], bundle: str, segmenter_args: dict[str, A
     return _finish(tasks, output, log, summary, record, done, len(tasks) - len(todo), failed, start)
 
 
-__all__ = ["BatchInputError", "BatchOutput", "BatchReport", "ImageTask", "RayOptions", "RunLog", "SegmenterActor",
-           "class_areas", "label_dtype", "list_tasks", "read_image", "run_local", "run_ray", "segment_file",
-           "write_summary"]
+__all__ = ["BatchInputError", "BatchOutput", "BatchReport", "BatchWriteError", "FileKind", "IMAGES", "ImageTask",
+           "RayOptions", "RunLog", "SegmenterActor", "class_areas", "label_dtype", "list_tasks", "read_image",
+           "run_local", "run_ray", "segment_file", "write_summary"]

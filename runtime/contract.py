@@ -92,6 +92,18 @@ PAMR_DILATIONS = (1, 2, 4, 8, 12, 24)  # TCL's `apply_pamr` kernel (NACLIP uses 
 PAPER_WINDOW = 448  # paper 4.1: short side 448, 448 x 448 windows, stride half a window
 UNIT_SCOPES = ("image", "window")
 
+# ---------------------------------------------------------------------------------------------- temporal stability
+# Frame streams (docs/inference-contract.md, "Temporal stability"; runtime/temporal.py and its PyTorch twin):
+#   off:   every frame on its own, labels equal to segment()'s;
+#   ema:   grid class scores averaged over frames (weight TEMPORAL_ALPHA on the new frame), except in cells whose
+#          pixels changed by more than TEMPORAL_GATE (mean absolute change in [0, 1] pixel units, the changed cells
+#          grown by one cell): a moving object takes its new scores at once and leaves no ghost;
+#   units: the meta-points of a frame are the previous frame's unit embeddings, so a unit keeps its identity;
+#   both:  units, then ema.
+TEMPORAL_MODES = ("off", "ema", "units", "both")
+TEMPORAL_ALPHA = 0.5
+TEMPORAL_GATE = 0.05
+
 
 @dataclass(frozen=True)
 class SettingSpec:
@@ -195,6 +207,10 @@ class InferenceSettings:
     pamr_dilations: tuple[int, ...] = setting(
         PAMR_DILATIONS, "PAMR dilations; the default is TCL's, 8,16 is NACLIP's", minimum=1, maximum=128,
         max_items=16, why="TCL uses 6 dilations up to 24, NACLIP (8, 16); the grid is padded by the largest")
+    temporal: str = setting(
+        "off", "frame streams: off (each frame alone, = segment()), ema (grid scores averaged over frames where the "
+               "pixels did not change), units (meta-points carried over from the previous frame), both",
+        choices=TEMPORAL_MODES)
 
     @classmethod
     def for_window(cls, window: int, output_stride: int, **overrides: Any) -> InferenceSettings:
@@ -238,6 +254,9 @@ class InferenceSettings:
         if self.stride % output_stride or self.stride > self.window:
             raise SettingsError(f"stride {self.stride} must be a multiple of the output stride {output_stride} "
                                 f"and at most the window {self.window} (larger strides leave gaps between windows)")
+        if self.temporal in ("units", "both") and self.unit_scope == "window":
+            raise SettingsError(f"temporal {self.temporal!r} carries the image's meta-points over, which unit_scope "
+                                "'window' does not have; use temporal 'ema' or unit_scope 'image'")
         if 0 < self.long_side < self.short_side:
             raise SettingsError(f"long_side must be 0 (no cap) or an integer >= short_side {self.short_side}, "
                                 f"got {self.long_side!r}")
@@ -394,8 +413,8 @@ __all__ = [
     "DENSE_MODE_NAMES",
     "MODEL_FILES", "MODEL_KEYS", "MODEL_FALLBACKS", "model_key", "BACKENDS", "PRECISIONS", "INPUT_NAME",
     "OUTPUT_NAME", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD", "CLIP_LOGIT_SCALE",
-    "PAPER_WINDOW", "UNIT_SCOPES", "BG_RULES", "GROUPVIT_TOP_K", "GROUPVIT_BACKGROUND",
-    "BACKGROUND_RANGE", "TCL_MASK_SCALE", "TCL_MASK_BIAS", "TCL_BACKGROUND",
+    "PAPER_WINDOW", "UNIT_SCOPES", "TEMPORAL_MODES", "TEMPORAL_ALPHA", "TEMPORAL_GATE", "BG_RULES", "GROUPVIT_TOP_K",
+    "GROUPVIT_BACKGROUND", "BACKGROUND_RANGE", "TCL_MASK_SCALE", "TCL_MASK_BIAS", "TCL_BACKGROUND",
     "TCL_BACKGROUND_PAMR", "MMSEG_LONG_SIDE", "PADDINGS", "PAMR_DILATIONS", "SettingSpec", "setting",
     "InferenceSettings", "SETTING_SPECS", "DEFAULT_SETTINGS",
     "check_window", "default_background", "Box", "resized_shape", "round_up", "window_spans", "window_boxes",

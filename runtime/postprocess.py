@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from .background import background_channels
-from .contract import CLIP_LOGIT_SCALE, InferenceSettings, box_cells
+from .contract import CLIP_LOGIT_SCALE, InferenceSettings, box_cells, uses_pixel_units
 from .pamr import pamr, resize_align_corners
 from .preprocess import Prepared
+from .temporal import TemporalState, carried_points
 from .units import matmul_columns, pixel_scores, pool_units
 
 # Full-resolution scores are made this many bytes of rows at a time (cache-sized: 150 classes x 683 columns
@@ -64,9 +65,11 @@ def window_units(windows: np.ndarray, prepared: Prepared, units: int, output_str
 
 
 def image_scores(windows: np.ndarray, prepared: Prepared, text: np.ndarray, settings: InferenceSettings,
-                 output_stride: int, assign: Assign) -> tuple[np.ndarray, np.ndarray]:
+                 output_stride: int, assign: Assign,
+                 state: TemporalState | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One image's window embeddings -> (h x w x K cosine scores on the stitched grid, units as `settings` say;
-    K cosines of the image-average embedding, the mean of the stitched map L2-normalised, for the groupvit rule)."""
+    K cosines of the image-average embedding, the mean of the stitched map L2-normalised, for the groupvit rule).
+    A stream's `state` that carries units gives the meta-points (the previous frame's units) and keeps this frame's."""
     if settings.unit_scope == "window":
         stitched = stitch(window_units(windows, prepared, settings.units, output_stride, assign), prepared,
                           output_stride)
@@ -77,7 +80,11 @@ def image_scores(windows: np.ndarray, prepared: Prepared, text: np.ndarray, sett
     channels, height, width = stitched.shape
     x = np.ascontiguousarray(stitched.reshape(channels, -1).T)
     image_cos = text @ l2_normalize(x.mean(axis=0, dtype=np.float32), axis=0)
-    return pixel_scores(x, height, width, units, text, assign), image_cos
+    pooled = None
+    if state is not None and state.carries_units and not uses_pixel_units(units, height, width):
+        pooled = pool_units(x, height, width, units, assign, carried_points(x, height, width, units, state.units))
+        state.units = pooled[0]
+    return pixel_scores(x, height, width, units, text, assign, pooled), image_cos
 
 
 def grid_image(prepared: Prepared, output_stride: int) -> np.ndarray:

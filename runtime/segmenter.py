@@ -19,10 +19,10 @@ from __future__ import annotations
 import inspect
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,8 +35,12 @@ from .files import same_file
 from .openvino_engine import OpenVinoEngine, cpu_capabilities, openvino_available
 from .postprocess import image_scores, refine, scores_to_labels, stitch
 from .preprocess import Prepared, check_color_order, check_image, prepare
+from .temporal import TemporalState, check_mode, smooth_scores
 from .text_cache import MAKE_CACHE_HINT, TextCache, check_vocabulary, load_text_cache, make_text_cache
 from .units import ASSIGNMENT_METHODS, faiss, faiss_gpu_available, make_assigner, measure_assigners
+
+if TYPE_CHECKING:
+    from .stream import PushStream, Stream, StreamRecord
 
 FAISS_MARGIN = 1.5
 
@@ -299,31 +303,62 @@ class Segmenter:
         return (str(self.bundle.path), self.backend, self.precision, s.short_side, s.long_side, s.window, s.stride,
                 s.padding)
 
-    def encode(self, image: np.ndarray, color_order: str | None = None) -> Encoded:
-        """Run the engine on one image once (SAM's `set_image`); `decode` then labels it for any classes and
-        background value without the engine, as `segment` would."""
+    def prepare(self, image: np.ndarray, color_order: str | None = None) -> Prepared:
+        """Check, resize, normalise and cut one image into windows: the CPU work before the engine, apart so that a
+        pipeline (runtime.stream) prepares the next frame while the engine runs this one."""
         order = self.color_order if color_order is None else check_color_order(color_order)
-        prep = self._prepare(check_image(image), order)
+        return self._prepare(check_image(image), order)
+
+    def encode(self, image: np.ndarray | Prepared, color_order: str | None = None) -> Encoded:
+        """Run the engine on one image once (SAM's `set_image`); `decode` then labels it for any classes and
+        background value without the engine, as `segment` would. `image` may be this Segmenter's `prepare(...)`."""
+        prep = image if isinstance(image, Prepared) else self.prepare(image, color_order)
         return Encoded(prep, self._embed_windows([prep])[0], self.encoding_key())
 
     def decode(self, encoded: Encoded, classes: Sequence[str] | None = None, *, return_scores: bool = False,
-               background_threshold: float | None = None) -> Result:
+               background_threshold: float | None = None, state: TemporalState | None = None) -> Result:
         """`segment(image, classes, ...)`'s Result for an image `encode`d by this Segmenter, or by one with the same
-        bundle, engine and preprocessing (its own units, PAMR and background rule apply)."""
+        bundle, engine and preprocessing (its own units, PAMR and background rule apply).
+
+        state: a stream's `temporal_state()`, passed with every frame in order: the frame is labelled with what the
+        state remembers of the frames before (runtime.temporal). None, or a state whose mode is "off", labels the
+        frame alone, exactly as `segment` would."""
         if encoded.key != self.encoding_key():
             raise RuntimeInputError("this image was encoded with another bundle, engine or preprocessing "
                                     f"({encoded.key[1:]} vs {self.encoding_key()[1:]}); encode it with this Segmenter")
         text, names = self._classes(classes)
         threshold = check_background_threshold(background_threshold)
-        return self._result(encoded.prepared, encoded.windows, text, names, threshold, return_scores)
+        if state is None or state.mode == "off":
+            return self._result(encoded.prepared, encoded.windows, text, names, threshold, return_scores)
+        if not isinstance(state, TemporalState):
+            raise RuntimeInputError(f"state must be a TemporalState (Segmenter.temporal_state()), got "
+                                    f"{type(state).__name__}")
+        with state.lock:
+            state.begin((encoded.prepared.resized_hw, encoded.prepared.grid_hw, names, self.settings.units))
+            result = self._result(encoded.prepared, encoded.windows, text, names, threshold, return_scores, state)
+            state.frames += 1
+            return result
+
+    def temporal_state(self, mode: str | None = None) -> TemporalState:
+        """A new stream's memory for `decode(..., state=)`: the settings' `temporal` mode, or `mode` ("off", "ema",
+        "units", "both"). One per stream; `reset()` it at a cut."""
+        mode = self.settings.temporal if mode is None else check_mode(mode)
+        if mode in ("units", "both") and self.settings.unit_scope == "window":
+            raise SettingsError(f"temporal {mode!r} carries the image's meta-points over, which unit_scope 'window' "
+                                "does not have; use temporal 'ema' or unit_scope 'image'")
+        return TemporalState(mode)
 
     def _result(self, prep: Prepared, windows: np.ndarray, text: np.ndarray, names: tuple[str, ...],
-                background_threshold: float | None, return_scores: bool) -> Result:
-        """One image's window embeddings -> its Result (units, scores, PAMR, background rule, labels)."""
+                background_threshold: float | None, return_scores: bool,
+                state: TemporalState | None = None) -> Result:
+        """One image's window embeddings -> its Result (units, scores, PAMR, temporal smoothing, background rule,
+        labels)."""
         settings, os_ = self.settings, self.bundle.output_stride
-        scores, image_cos = image_scores(windows, prep, text, settings, os_, self._assign)
+        scores, image_cos = image_scores(windows, prep, text, settings, os_, self._assign, state)
         with self._post_gate:
             scores = refine(scores, prep, settings, os_)
+            if state is not None and state.smooths:
+                scores = smooth_scores(scores, prep.image, state, os_, self._std)
             labels, full = scores_to_labels(scores, prep, background_threshold, return_scores, output_stride=os_,
                                             bg_rule=settings.bg_rule, image_cos=image_cos)
         label_names = ("background", *names) if background_threshold is not None else names
@@ -354,6 +389,40 @@ class Segmenter:
         return results if batched else results[0]
 
     __call__ = segment
+
+    def stream(self, source: Any, classes: Sequence[str] | None = None, *, policy: str = "auto",
+               background_threshold: float | None = None, queue_size: int = 2, **source_options: Any) -> Stream:
+        """Label a video file, camera, URL, frame folder or iterable of frames, one `StreamRecord` per frame, reading,
+        the engine and post-processing overlapping on threads (runtime/stream.py).
+
+        >>> with seg.stream("clip.mp4", ["road", "car"]) as frames:
+        ...     for rec in frames:          # rec.index, rec.timestamp, rec.frame, rec.result, rec.latency
+        ...         frames.set_classes(["person"])   # from the next frame on, no engine run repeated
+
+        policy: "every" (no frame dropped, in order), "latest" (live: stale frames dropped and counted, latency
+            about one frame's processing time) or "auto" (latest for cameras and URLs, else every).
+        queue_size: the bound of each queue between stages (latest keeps one frame waiting, the newest).
+        source_options: for files, cameras and URLs, `runtime.video_sources.open_source`'s (connect_timeout, ...).
+        """
+        from .stream import Stream
+
+        return Stream(self, source, classes, policy=policy, background_threshold=background_threshold,
+                      queue_size=queue_size, **source_options)
+
+    def push_stream(self, classes: Sequence[str] | None = None, *, policy: str = "latest",
+                    callback: Callable[[StreamRecord], Any] | None = None, background_threshold: float | None = None,
+                    queue_size: int = 2) -> PushStream:
+        """The stream for callback-driven apps (ROS2, GStreamer appsink): `put(rgb)` frames as they arrive, take
+        records from `get()`, by iterating, or through `callback` (called on the stream's post-processing thread).
+
+        >>> live = seg.push_stream(["person"], callback=publish)
+        >>> live.put(rgb_uint8)             # in the subscriber's callback; False when a waiting frame was dropped
+        >>> live.close()
+        """
+        from .stream import PushStream
+
+        return PushStream(self, classes, policy=policy, callback=callback, background_threshold=background_threshold,
+                          queue_size=queue_size)
 
     def describe(self) -> dict[str, Any]:
         """What runs: backend, provider actually used, model file, dense mode, settings and assignment choice."""

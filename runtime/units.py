@@ -183,20 +183,24 @@ def unit_embeddings(x: np.ndarray, assignment: np.ndarray, count: int) -> np.nda
     return means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), np.float32(1e-12))
 
 
-def pool_units(x: np.ndarray, height: int, width: int, units: int,
-               assign: Callable) -> tuple[np.ndarray, np.ndarray] | None:
+def pool_units(x: np.ndarray, height: int, width: int, units: int, assign: Callable,
+               points: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """(unit embeddings M x C, per-pixel unit index L) for an h x w map flattened to x (L x C),
-    or None when every pixel is its own unit (units == 0 or units >= L)."""
+    or None when every pixel is its own unit (units == 0 or units >= L). `points`: M x C meta-points in place of
+    the grid's pixels (a stream's carried units, runtime.temporal)."""
     if uses_pixel_units(units, height, width):
         return None
-    points = np.ascontiguousarray(x[np.asarray(meta_point_indices(height, width, units), dtype=np.int64)])
+    if points is None:
+        points = np.ascontiguousarray(x[np.asarray(meta_point_indices(height, width, units), dtype=np.int64)])
     assignment = assign(x, points)
     return unit_embeddings(x, assignment, points.shape[0]), assignment
 
 
-def pixel_scores(x: np.ndarray, height: int, width: int, units: int, text: np.ndarray, assign: Callable) -> np.ndarray:
-    """Cosine scores h x w x K of a normalised map x (L x C) against class embeddings text (K x C)."""
-    pooled = pool_units(x, height, width, units, assign)
+def pixel_scores(x: np.ndarray, height: int, width: int, units: int, text: np.ndarray, assign: Callable,
+                 pooled: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Cosine scores h x w x K of a normalised map x (L x C) against class embeddings text (K x C); `pooled`: the
+    map's `pool_units` when already made."""
+    pooled = pooled if pooled is not None else pool_units(x, height, width, units, assign)
     if pooled is None:
         scores = matmul_rows(x, np.ascontiguousarray(text.T))
     else:

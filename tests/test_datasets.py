@@ -48,7 +48,7 @@ def test_registry_has_the_eight_benchmarks_with_mmseg_class_counts():
     counts = {name: spec.num_classes for name, spec in DATASETS.items()}
     assert counts == {"voc21": 21, "voc20": 20, "context60": 60, "context59": 59, "coco_object": 81,
                       "coco_stuff": 171, "ade20k": 150, "cityscapes": 19, "synthetic": 40,
-                      "synthetic-stuff": 44}
+                      "synthetic-stuff": 44, "synthetic-video": 40}
     with_bg = {name for name, spec in DATASETS.items() if spec.with_background}
     assert with_bg == {"voc21", "context60", "coco_object"}
     assert all(DATASETS[n].background_threshold is not None for n in with_bg)

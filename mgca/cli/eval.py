@@ -95,7 +95,7 @@ def open_engine(args: argparse.Namespace, classes: list[str], stem: str, vocab_f
 def make_engine_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, dict]:
     """The runtime's predict callable on an exported bundle, with the same dataset classes and threshold."""
     classes = list(spec.prompt_classes)
-    vocab_flag = f"--vocab {args.classes}" if spec.name == "folder" else f"--dataset {spec.name}"
+    vocab_flag = f"--vocab {args.classes}" if spec.name in ("folder", "folder-video") else f"--dataset {spec.name}"
     segmenter = open_engine(args, classes, spec.name, vocab_flag)
     threshold = background_value(args, spec, segmenter.settings.bg_rule, segmenter.settings.pamr)
     described = segmenter.describe()
@@ -113,9 +113,12 @@ def make_engine_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, d
             "settings": {"from": f"bundle {segmenter.bundle.path} manifest", "overridden": settings_overrides(args)},
             "protocol": protocol_record(spec, settings.to_dict(), threshold, templates, backbone.get("dense_mode"))}
 
-    def predict(image: np.ndarray) -> np.ndarray:
-        return segmenter.segment(image, classes, background_threshold=threshold).labels
+    def predict(image: np.ndarray, state=None) -> np.ndarray:
+        if state is None:
+            return segmenter.segment(image, classes, background_threshold=threshold).labels
+        return segmenter.decode(segmenter.encode(image), classes, background_threshold=threshold, state=state).labels
 
+    predict.temporal_state = segmenter.temporal_state  # a clip's stream memory (mgca.video_evaluation)
     return predict, info
 
 
@@ -159,19 +162,25 @@ def make_predict_fn(args: argparse.Namespace, spec) -> tuple[PredictFn, dict]:
             "output_stride": predictor.output_stride, "inference": config.to_dict(),
             "protocol": protocol_record(spec, config.to_dict(), config.background_threshold, templates,
                                         backbone.get("dense_mode"))}
-    return predictor.predict, info
+
+    def predict(image: np.ndarray, state=None) -> np.ndarray:
+        return predictor.predict(image, state)
+
+    predict.temporal_state = predictor.temporal_state  # a clip's stream memory (mgca.video_evaluation)
+    return predict, info
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgca-eval", description="Zero-shot semantic segmentation mIoU (MGCA).")
     parser.add_argument("--dataset", required=True,
                         help="voc21, voc20, context60, context59, coco_object, coco_stuff, ade20k, cityscapes, "
-                             "synthetic, or folder (your own labelled folder)")
+                             "synthetic, synthetic-video (clips), folder (your own labelled folder) or folder-video "
+                             "(your own labelled clips: ROOT/<clip>/images + masks)")
     parser.add_argument("--root", help="dataset folder (mmseg data_root, or a sample layout; for folder: DIR holding "
                                        "images/ and masks/)")
     parser.add_argument("--layout", default="auto", help="auto, mmseg, sample or coco-instances")
     add_folder_args(parser)
-    parser.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N images")
+    parser.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N images (clips)")
     parser.add_argument("--json", help="also write the metrics and the run's settings to this JSON file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_args(parser)
@@ -199,20 +208,24 @@ def add_folder_args(parser: argparse.ArgumentParser) -> None:
 
 
 def open_eval_dataset(args: argparse.Namespace):
-    """The dataset of `--dataset`: a benchmark under --root, or a labelled folder."""
+    """The dataset of `--dataset`: a benchmark under --root, a labelled folder, or a folder of labelled clips."""
     from mgca.config import ConfigError
-    from mgca.evalsets import FolderSource, open_dataset, open_folder
+    from mgca.evalsets import FolderSource, get_spec, open_dataset, open_folder
+    from mgca.evalsets.sequences import open_sequence_folder, open_sequences
 
-    if args.dataset == "folder":
+    if args.dataset in ("folder", "folder-video"):
         if not args.classes:
-            raise ConfigError("--dataset folder needs --classes FILE: one class a line, in label-id order")
-        return open_folder(FolderSource(args.classes, args.root, args.images, args.masks, args.palette,
-                                        args.ignore_index, args.background))
+            raise ConfigError(f"--dataset {args.dataset} needs --classes FILE: one class a line, in label-id order")
+        source = FolderSource(args.classes, args.root, args.images, args.masks, args.palette, args.ignore_index,
+                              args.background)
+        return open_folder(source) if args.dataset == "folder" else open_sequence_folder(source)
     given = [flag for flag in ("classes", "images", "masks", "palette") if getattr(args, flag, None)]
     if given:
         raise ConfigError(f"--{given[0]} is for --dataset folder; {args.dataset} has its own classes and layout")
     if not args.root:
         raise ConfigError(f"--dataset {args.dataset} needs --root, the folder holding it")
+    if get_spec(args.dataset).video:
+        return open_sequences(args.dataset, args.root)
     return open_dataset(args.dataset, args.root, args.layout)
 
 
@@ -229,10 +242,30 @@ def run(args: argparse.Namespace) -> dict:
     if not args.engine:  # an engine is scored with its bundle's settings, the flags given in their place
         apply_protocol(args, dataset.spec.protocol)
     predict, info = make_predict_fn(args, dataset.spec)
+    if dataset.spec.video:
+        return run_video(args, dataset, predict, info)
     if getattr(args, "compare_torch", None):
         return run_compare(args, dataset, predict, info)
     metrics, seconds = evaluate(dataset, predict, args.limit, progress=not args.no_progress)
     text, record = report(dataset, info, metrics, seconds)
+    print(text)
+    _write_json(args.json, record)
+    return record
+
+
+def run_video(args: argparse.Namespace, dataset, predict, info: dict) -> dict:
+    """Clips: every frame in order through one stream state per clip (the `temporal` setting's mode), scored with
+    per-frame mIoU, VC8, VC16, flicker and TC (runtime.video_metrics)."""
+    from mgca.config import ConfigError
+
+    from ..video_evaluation import evaluate_video, video_report
+
+    if getattr(args, "compare_torch", None):
+        raise ConfigError("--compare-torch compares still images; drop it for clips")
+    mode = info["inference"]["temporal"]
+    metrics, seconds = evaluate_video(dataset, lambda image: image, predict, predict.temporal_state, (mode,),
+                                      args.limit, progress=not args.no_progress)
+    text, record = video_report(dataset, info, metrics, seconds)
     print(text)
     _write_json(args.json, record)
     return record

@@ -3,6 +3,8 @@
     mgca-segment photo.jpg --classes "cat,grass,sky" --checkpoint runs/mgca/last.pt [--out overlay.png]
     mgca-segment photos/ --classes classes.txt --engine bundle/ --out OUT [--overlays] [--summary OUT/s.parquet]
     mgca-segment "shots/**/*.jpg" list.txt --classes classes.txt --engine bundle/ --out OUT --ray [ADDRESS]
+    mgca-segment clip.mp4 videos/ --classes classes.txt --engine bundle/ --out OUT [--ray]
+    mgca-segment --camera 0 --classes "person,car" --engine bundle/ --out OUT [--show]      (or an rtsp:// URL)
 
 One photo: an overlay with a legend (and `--labels-out`). Folders, globs, list files (one image path a line) or
 several inputs: OUT/labels mirrors the input tree with label PNGs, OUT/overlays with overlays when asked, and
@@ -11,6 +13,8 @@ OUT/summary.csv holds per-image class areas and timings (`runtime.batch`). Image
 records what made the outputs (`runtime.output_record`): a rerun with other settings is refused unless --overwrite.
 Every output resolves inside --out and never onto an input (docs/reliability.md). `--engine` runs the
 torch-free runtime (and `--ray` a Ray Data actor pool of it); `--checkpoint` / `--decoder none` run PyTorch.
+Videos, folders of videos, cameras and stream URLs go to OUT/<video>/ (overlay.avi, labels/, frames.jsonl,
+summary.json), resumable at frame granularity (`runtime.video_job`); `--ray` runs one task per video.
 """
 from __future__ import annotations
 
@@ -57,9 +61,10 @@ def parse_classes(text: str):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgca-segment",
                                      description="Open-vocabulary segmentation of images and folders (MGCA).")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="an image, a folder (searched recursively), a glob in quotes, a text file listing images, "
-                             "or a pyarrow filesystem URI (with --ray); several may be given")
+                             "or a pyarrow filesystem URI (with --ray); a video, a folder of videos, or an "
+                             "rtsp/http(s) stream URL; several may be given")
     parser.add_argument("--classes", required=True,
                         help="comma-separated class names ('cat,grass,sky') or a class file (one a line, "
                              "'name: prompt' for a prompt of its own)")
@@ -74,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
                             "old output is only replaced by its new one (one that fails now keeps it, marked failed "
                             "in the summary)")
     batch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    video = parser.add_argument_group("videos, cameras and streams (outputs: OUT/<video>/overlay.avi, labels/, "
+                                      "frames.jsonl, summary.json)")
+    video.add_argument("--camera", type=int, metavar="N", help="segment camera N live (newest frame first, stale ones "
+                                                               "dropped) until Ctrl-C")
+    video.add_argument("--show", action="store_true", help="show the overlay live in a window (needs an OpenCV with a "
+                                                           "GUI and a display; press q to stop)")
+    video.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="stream URLs: seconds to connect and per read before a reconnect (default 10)")
+    video.add_argument("--retries", type=int, default=2, help="stream URLs: reconnects before giving up (default 2)")
     ray = parser.add_argument_group("Ray Data scale-out (pip install 'mgca[ray]'; with --engine)")
     ray.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                      help="run as a Ray Data pipeline: no ADDRESS starts Ray here, 'auto' joins the running cluster, "
@@ -114,8 +128,9 @@ def _torch_predict(args: argparse.Namespace, classes) -> tuple[PredictFn, dict]:
     return predictor.predict, producer
 
 
-def _engine(args: argparse.Namespace, classes) -> tuple[PredictFn, dict]:
-    """The predict callable of a Segmenter of --engine (bundle, window, classes and threshold checked first)."""
+def _open_segmenter(args: argparse.Namespace, classes):
+    """(the Segmenter of --engine, its background threshold, what makes its labels), bundle, window, classes and
+    threshold checked first."""
     from runtime.contract import MANIFEST_FILE
     from runtime.files import file_sha256
     from runtime.segmenter import check_background_threshold
@@ -127,6 +142,12 @@ def _engine(args: argparse.Namespace, classes) -> tuple[PredictFn, dict]:
                 "model": {"bundle_sha256": file_sha256(segmenter.bundle.path / MANIFEST_FILE),
                           "backend": segmenter.backend, "precision": segmenter.precision,
                           "text_sha256": hashlib.sha256(np.ascontiguousarray(text).tobytes()).hexdigest()}}
+    return segmenter, threshold, producer
+
+
+def _engine(args: argparse.Namespace, classes) -> tuple[PredictFn, dict]:
+    """The predict callable of a Segmenter of --engine."""
+    segmenter, threshold, producer = _open_segmenter(args, classes)
 
     def predict(image: np.ndarray) -> np.ndarray:
         return segmenter.segment(image, list(classes.names), background_threshold=threshold).labels
@@ -210,8 +231,85 @@ def run_folder(args: argparse.Namespace, classes):
     return report
 
 
+def _video_inputs(args: argparse.Namespace) -> bool:
+    """Whether this run segments videos (a camera, URLs, video files or folders of them) rather than images."""
+    from runtime.video_job import holds_videos
+
+    return args.camera is not None or any(holds_videos(item) for item in args.inputs)
+
+
+def run_video(args: argparse.Namespace, classes):
+    """Videos, folders of videos, a camera or stream URLs -> OUT/<video>/ (`runtime.video_job`); resumable."""
+    from mgca.config import ConfigError
+    from runtime.errors import OutputPathError
+    from runtime.files import check_writable_dir, check_writable_file, same_file
+    from runtime.ray_start import RayOptions
+    from runtime.video_job import (
+        VideoJobError,
+        VideoOutput,
+        check_gui,
+        engine_labeller,
+        list_videos,
+        live_task,
+        predict_labeller,
+        run_videos,
+        run_videos_ray,
+        window,
+    )
+
+    if not args.out:
+        raise ConfigError("segmenting videos needs --out DIR (each video's overlay.avi, labels/, frames.jsonl and "
+                          "summary.json go to DIR/<video>/)")
+    for item in args.inputs:
+        if Path(item).is_file() and same_file(Path(args.out), Path(item)):
+            raise OutputPathError(f"--out {args.out} is the input {item}; it would be overwritten: --out is a folder, "
+                                  "choose another path")
+    if args.labels_out:
+        raise ConfigError("--labels-out is for one photo; a video's labels go to OUT/<video>/labels/")
+    if args.ray and not args.engine:
+        raise ConfigError("--ray runs exported bundles: pass --engine BUNDLE (mgca-export writes one)")
+    if args.show:
+        check_gui()  # before the model loads
+    out = check_writable_dir(args.out, "--out")
+    summary = Path(args.summary) if args.summary else None
+    if summary is not None:
+        check_writable_file(summary, "--summary", inputs=read_files(args, summary))
+    tasks = ([live_task(args.camera)] if args.camera is not None else []) + (
+        list_videos(args.inputs, exclude=out) if args.inputs else [])
+    options = (RayOptions(None if args.ray == "local" else args.ray, args.actors, args.actor_cpus, args.actor_gpus)
+               if args.ray else None)
+    if args.engine:
+        segmenter, threshold, producer = _open_segmenter(args, classes)
+        labeller = engine_labeller(segmenter, list(classes.names), threshold)
+    else:
+        predict, producer = _torch_predict(args, classes)
+        labeller = predict_labeller(predict)
+    output = VideoOutput(out, tuple(classes.names), args.background_threshold is not None, args.overwrite, producer)
+    if options is not None:
+        report = run_videos_ray(tasks, args.engine, engine_args(args), classes.names, args.background_threshold,
+                                output, options, summary)
+    else:
+        report = run_videos(tasks, labeller, output, summary, show=window() if args.show else None,
+                            progress=not args.no_progress, connect_timeout=args.connect_timeout, retries=args.retries)
+    print(report.line())
+    if report.failed:
+        first = report.failed[0]
+        raise VideoJobError(f"{len(report.failed)} of {len(tasks)} videos could not be segmented (first: "
+                            f"{first['error']}); each is listed in {report.summary} with its error; the frames done "
+                            "are kept and a rerun resumes")
+    return report
+
+
 def run(args: argparse.Namespace):
+    from mgca.config import ConfigError
+
+    if not args.inputs and args.camera is None:
+        raise ConfigError("give an image, a folder, a glob, a list, a video or a stream URL to segment (or --camera N)")
     classes = parse_classes(args.classes)
+    if _video_inputs(args):
+        return run_video(args, classes)
+    if args.show:
+        raise ConfigError("--show is for videos, cameras and streams")
     return run_one(args, classes) if _single_image(args) else run_folder(args, classes)
 
 

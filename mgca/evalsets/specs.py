@@ -156,6 +156,7 @@ class DatasetSpec:
     protocol: Protocol = PAPER_PROTOCOL
     class_prompts: tuple[str | None, ...] = ()  # per class its own prompt (a class file's `name: prompt`), or none
     class_source: str = "MMSegmentation CLASSES"
+    video: bool = False  # a folder of clips, ROOT/<clip>/ holding each clip's layout (mgca.evalsets.sequences)
 
     @property
     def with_background(self) -> bool:
@@ -249,6 +250,12 @@ _SPECS = (
     DatasetSpec("synthetic-stuff", f"Synthetic shapes on textures, objects and stuff ({len(SYNTHETIC_CLASSES)} "
                 "classes: colour-shape objects and textured backdrops)", SYNTHETIC_CLASSES, _synthetic_layouts(),
                 protocol=SYNTHETIC_PROTOCOL, aliases=("synthetic_stuff",)),
+    # The moving miniature (mgca.pairs.synthetic_video.write_sequences): clips of the same world, a mask per frame,
+    # scored as `synthetic` (objects; backdrop ignored) plus the video metrics (runtime.video_metrics).
+    DatasetSpec("synthetic-video", f"Synthetic clips: moving shapes on textures, objects ({len(SYNTHETIC_OBJECTS)} "
+                "colour-shape classes; backdrop ignored)", SYNTHETIC_OBJECTS, _synthetic_layouts(),
+                ignored_leading_labels=len(SYNTHETIC_BACKDROPS), protocol=SYNTHETIC_PROTOCOL,
+                aliases=("synthetic_video",), video=True),
 )
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in _SPECS}

@@ -18,6 +18,7 @@ from ..prompts import get_templates, template_average
 from .background import background_channels
 from .config import InferenceConfig
 from .pamr import PAMR
+from .temporal import TorchTemporalState, carried_units, smooth_scores
 from .units import Units, image_units, unit_embedding_map, unit_scores
 from .windows import Preprocessed, crop_windows, grid_image, preprocess, stitch
 
@@ -146,14 +147,28 @@ class SegmentationPredictor:
         pre, scores, _ = self.grid_scores(image)
         return upsample_scores(scores, pre)
 
+    def temporal_state(self, mode: str | None = None) -> TorchTemporalState:
+        """A new stream's memory for `predict(..., state=)` (the config's `temporal` mode, or `mode`); the twin of
+        runtime.Segmenter.temporal_state."""
+        return TorchTemporalState(self.config.temporal if mode is None else mode)
+
     @torch.no_grad()
     def labels_from_embedding(self, pre: Preprocessed, embeddings: torch.Tensor, units: int | None = None,
-                              assigned: Units | None = None) -> np.ndarray:
+                              assigned: Units | None = None, state: TorchTemporalState | None = None) -> np.ndarray:
         """(H, W) int64 labels of an `embed` result: class indices, or 0 = background and 1..K when a
         background value is set (the config's bg_rule decides: groupvit and tcl on the grid, softmax
-        at full resolution). `units` and `assigned` as in `grid_scores_from_embedding`."""
+        at full resolution). `units` and `assigned` as in `grid_scores_from_embedding`. `state`: a stream's
+        `temporal_state()`, given every frame in order (None or mode "off": the frame alone)."""
         cfg = self.config
+        if state is not None and state.mode != "off":
+            state.begin((pre.resized_size, pre.grid_size, self.class_names, self._image_scope_units(units)))
+            if state.carries_units and assigned is None:
+                assigned = carried_units(embeddings, self._image_scope_units(units), state)
         scores, image_cos = self.grid_scores_from_embedding(pre, embeddings, units, assigned)
+        if state is not None and state.smooths:
+            scores = smooth_scores(scores, pre.tensor, state, self.output_stride, self.std)
+        if state is not None and state.mode != "off":
+            state.frames += 1
         if cfg.background_threshold is not None and cfg.bg_rule != "softmax":
             channels = background_channels(scores, image_cos, cfg.bg_rule, cfg.background_threshold)
             labels = labels_from_scores(upsample_scores(channels, pre))
@@ -162,8 +177,8 @@ class SegmentationPredictor:
         return labels.cpu().numpy().astype(np.int64)
 
     @torch.no_grad()
-    def predict(self, image: np.ndarray) -> np.ndarray:
-        """(H, W) int64 labels (see `labels_from_embedding`)."""
-        return self.labels_from_embedding(*self.embed(image))
+    def predict(self, image: np.ndarray, state: TorchTemporalState | None = None) -> np.ndarray:
+        """(H, W) int64 labels (see `labels_from_embedding`; `state` for the frames of a stream)."""
+        return self.labels_from_embedding(*self.embed(image), state=state)
 
     __call__ = predict
