@@ -16,6 +16,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,18 @@ from .contract import MODEL_KEYS, SETTING_SPECS, InferenceSettings, model_key
 from .engines import tensorrt_available
 from .errors import RuntimeInputError, SettingsError, VocabularyError
 from .openvino_engine import cpu_capabilities
-from .overlay import legend_entries, render_overlay
-from .segmenter import Encoded, Segmenter
+from .overlay import blend, class_palette, legend_entries, render_overlay
+from .segmenter import Encoded, Result, Segmenter
+from .stream import StreamRecord
 
 DEMO_CACHE_HINT = ("pick names from the bundle's vocabulary, or make a text cache of your own classes with "
                    "`mgca-export text --checkpoint CKPT --vocab classes.txt --out my.npz` (needs mgca[train]) and "
                    "start `mgca-demo --text-cache my.npz`")
 DEFAULT_MAX_PIXELS = 16_000_000
+VIDEO_CODEC = "VP80"  # VP8 in WebM: OpenCV's PyPI build writes it and every browser plays it (no ffmpeg needed)
+VIDEO_SUFFIX = ".webm"
+VIDEO_FPS = 25.0  # the overlay video's rate when the clip does not state its own
+LIVE_WAIT_S = 10.0  # longest a webcam request waits for a labelled frame (the engine's time for one, normally)
 PAGE_SETTINGS = ("units", "pamr", "bg_rule")  # the settings a user tunes per request (the rest are the export's)
 
 
@@ -72,6 +78,17 @@ def engine_choices(bundle: Bundle) -> tuple[str, ...]:
     available = bundle.available_models()
     return tuple(f"{backend} {precision}" for backend, precision in MODEL_KEYS
                  if model_key(backend, precision, available) in available and runs[backend](precision))
+
+
+@dataclass(frozen=True)
+class VideoOutcome:
+    """A labelled clip: the overlay video, its frame count, each class's share over all frames, the stream's stats."""
+
+    path: Path
+    frames: int
+    class_names: tuple[str, ...]
+    shares: tuple[tuple[str, float], ...]
+    stats: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -130,7 +147,7 @@ class Demo:
 
     def __init__(self, bundle_dir: str | Path, *, text_cache: str | Path | None = None, device: str = "auto",
                  num_threads: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, cached_segmenters: int = 2,
-                 cached_images: int = 8):
+                 cached_images: int = 8, cached_live: int = 4):
         self.bundle = load_bundle(bundle_dir)
         self.engines = engine_choices(self.bundle)
         if not self.engines:
@@ -145,6 +162,8 @@ class Demo:
         self.cached_images = max(1, cached_images)
         self._segmenters: OrderedDict[tuple, Segmenter] = OrderedDict()
         self._encoded: OrderedDict[tuple, Encoded] = OrderedDict()
+        self.cached_live = max(1, cached_live)
+        self._live: OrderedDict[str, LiveStream] = OrderedDict()
         self._lock = threading.Lock()
         # the default engine is what `auto` picks for this bundle and device (runtime.engine_choice), built first
         auto = Segmenter(self.bundle.path, "auto", device, text_cache=text_cache, num_threads=num_threads)
@@ -211,8 +230,8 @@ class Demo:
                 self._encoded.popitem(last=False)
         return encoded, True
 
-    def run(self, image: np.ndarray, classes: str, options: Options) -> Outcome:
-        """Segment `image` (RGB uint8) for the classes typed in `classes`: labels equal `Segmenter.segment`'s."""
+    def _checked(self, classes: str, options: Options) -> tuple[Segmenter, tuple[str, ...]]:
+        """The Segmenter of `options` and the typed class names, each name checked against its vocabulary."""
         names = parse_classes(classes)
         seg = self.segmenter(options)
         missing = [name for name in names if name not in seg.class_names]
@@ -220,17 +239,144 @@ class Demo:
             shown = ", ".join(repr(n) for n in missing[:5]) + (" ..." if len(missing) > 5 else "")
             raise VocabularyError(f"{shown} not in the vocabulary ({len(seg.class_names)} classes)", DEMO_CACHE_HINT)
         seg.check_classes(names)  # repeats
+        return seg, names
+
+    def run(self, image: np.ndarray, classes: str, options: Options) -> Outcome:
+        """Segment `image` (RGB uint8) for the classes typed in `classes`: labels equal `Segmenter.segment`'s."""
+        seg, names = self._checked(classes, options)
         self.check_size(image.shape[1], image.shape[0])
         start = time.perf_counter()
         encoded, ran = self._encode(seg, image)
         result = seg.decode(encoded, names, background_threshold=options.background)
         seconds = time.perf_counter() - start
+        return self._outcome(image, result, seconds, ran, options)
+
+    @staticmethod
+    def _outcome(image: np.ndarray, result: Result, seconds: float, ran: bool, options: Options) -> Outcome:
         background = 0 if options.background is not None else None
         overlay = render_overlay(image, result.labels, result.class_names, background_index=background)
         shares = tuple((result.class_names[k], share) for k, share in legend_entries(result.labels,
                                                                                      result.class_names))
         return Outcome(overlay, result.labels, result.class_names, shares, seconds, ran)
 
+    # ---- video and webcam: Segmenter.stream / push_stream (runtime/stream.py) -----------------------------------
 
-__all__ = ["Demo", "Options", "Outcome", "Control", "engine_choices", "page_controls", "setting_value",
-           "parse_classes", "DEMO_CACHE_HINT", "DEFAULT_MAX_PIXELS", "PAGE_SETTINGS"]
+    def label_video(self, source: str | Path, classes: str, options: Options, out: str | Path,
+                    progress: Callable[[int, int | None], None] | None = None) -> VideoOutcome:
+        """The overlay video of a clip, every frame labelled in order (`Segmenter.stream`, policy "every": labels
+        equal `segment`'s frame by frame), written as VIDEO_CODEC (OpenCV writes it, browsers play it).
+        `progress(done, total)` after each frame (total None when the file does not say)."""
+        seg, names = self._checked(classes, options)
+        out = Path(out)
+        counts: np.ndarray | None = None
+        writer = None
+        try:
+            with seg.stream(str(source), names, policy="every", background_threshold=options.background) as stream:
+                total = getattr(stream.source, "frame_count", None)
+                fps = getattr(stream.source, "fps", None) or VIDEO_FPS
+                for done, record in enumerate(stream, 1):
+                    height, width = record.frame.shape[:2]
+                    if writer is None:
+                        self.check_size(width, height)
+                        writer = video_writer(out, fps, width, height)
+                    labels, class_names = record.result.labels, record.result.class_names
+                    background = 0 if options.background is not None else None
+                    picture = blend(record.frame, labels, class_palette(len(class_names)),
+                                    background_index=background)
+                    writer.write(picture[:, :, ::-1])  # OpenCV writes BGR
+                    frame_counts = np.bincount(labels.ravel(), minlength=len(class_names))[:len(class_names)]
+                    counts = frame_counts if counts is None else counts + frame_counts
+                    if progress is not None:
+                        progress(done, total)
+                stats = stream.stats()
+        finally:
+            if writer is not None:
+                writer.release()
+        if counts is None:
+            raise RuntimeInputError(f"{Path(source).name} holds no frames; upload another clip")
+        total_pixels = max(1, int(counts.sum()))
+        shares = tuple((name, float(c) / total_pixels) for name, c in zip(class_names, counts, strict=True))
+        return VideoOutcome(out, int(stats["frames"]), tuple(class_names), shares, stats)
+
+    def live(self, key: str, classes: str, options: Options) -> LiveStream:
+        """The webcam stream of one page session (`key`): a push stream with policy "latest", made again when the
+        engine or a setting changes, its classes and background set for the next frame when only they change.
+        At most `cached_live` sessions are kept, least recently used first out (their streams closed)."""
+        seg, names = self._checked(classes, options)
+        with self._lock:
+            live = self._live.get(key)
+            if live is not None and live.segmenter is not seg:
+                live.close()
+                live = None
+            if live is None:
+                live = LiveStream(seg, names, options.background)
+                self._live[key] = live
+                while len(self._live) > self.cached_live:
+                    self._live.popitem(last=False)[1].close()
+            self._live.move_to_end(key)
+        live.update(names, options.background)
+        return live
+
+    def close_live(self, key: str) -> None:
+        """The session left the page: its stream's threads end."""
+        with self._lock:
+            live = self._live.pop(key, None)
+        if live is not None:
+            live.close()
+
+
+class LiveStream:
+    """One webcam session: frames pushed as the browser sends them, the newest one labelled, the rest dropped
+    (`Segmenter.push_stream(policy="latest")`)."""
+
+    def __init__(self, segmenter: Segmenter, classes: tuple[str, ...], background: float | None):
+        self.segmenter = segmenter
+        self.classes, self.background = classes, background
+        self.stream = segmenter.push_stream(classes, policy="latest", background_threshold=background)
+        self.sent = 0  # frames the browser sent
+        self._lock = threading.Lock()
+
+    def update(self, classes: tuple[str, ...], background: float | None) -> None:
+        if classes != self.classes:
+            self.stream.set_classes(classes)
+            self.classes = classes
+        if background != self.background:
+            self.stream.set_background_threshold(background)
+            self.background = background
+
+    def label(self, frame: np.ndarray, wait: float = LIVE_WAIT_S) -> StreamRecord | None:
+        """Push `frame`, then the newest record made (waiting up to `wait` seconds for one; None if none came: the
+        page keeps its last picture). Records older than the newest are dropped."""
+        with self._lock:
+            self.sent += 1
+        self.stream.put(frame)
+        newest = None
+        try:
+            newest = self.stream.get(timeout=wait)
+            while True:
+                newest = self.stream.get(timeout=0)
+        except TimeoutError:
+            pass
+        return newest
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.stream.stats(), "sent": self.sent}
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+def video_writer(path: Path, fps: float, width: int, height: int) -> Any:
+    """An OpenCV writer of VIDEO_CODEC at `path`; a one-line error when this OpenCV build cannot write it."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*VIDEO_CODEC), float(fps), (width, height))
+    if not writer.isOpened():
+        raise RuntimeInputError(f"this OpenCV build cannot write {VIDEO_CODEC} video to {path.name}; install "
+                                "opencv-python-headless from PyPI, whose FFmpeg has it")
+    return writer
+
+
+__all__ = ["Demo", "Options", "Outcome", "VideoOutcome", "LiveStream", "Control", "video_writer", "engine_choices",
+           "page_controls", "setting_value", "parse_classes", "DEMO_CACHE_HINT", "DEFAULT_MAX_PIXELS", "PAGE_SETTINGS",
+           "VIDEO_CODEC", "VIDEO_SUFFIX"]

@@ -322,6 +322,73 @@ def test_demo_runs_without_torch_and_says_how_to_export(bundle, tmp_path):
                                    "mgca[train] (pip install -e '.[train]'), or pass --engine BUNDLE")
 
 
+# ---- video and webcam (runtime.demo over Segmenter.stream / push_stream) -----------------------------------------
+
+def write_clip(path: Path, frames: list[np.ndarray], fps: float = 5.0) -> Path:
+    """A clip OpenCV writes and browsers play (VP8 in WebM, the demo's own output format)."""
+    from runtime.demo import video_writer
+
+    writer = video_writer(path, fps, frames[0].shape[1], frames[0].shape[0])
+    for frame in frames:
+        writer.write(np.ascontiguousarray(frame[:, :, ::-1]))
+    writer.release()
+    return path
+
+
+def clip_areas(bundle: Path, clip: Path, classes: list[str]) -> np.ndarray:
+    """Each class's share of all pixels over the clip's frames as OpenCV decodes them, by Segmenter.segment."""
+    from runtime.video_sources import open_source
+
+    seg = Segmenter(bundle, device="cpu")
+    counts = np.zeros(len(classes), np.int64)
+    with open_source(str(clip)) as frames:
+        for frame in frames:
+            counts += np.bincount(seg.segment(frame.image, classes).labels.ravel(), minlength=len(classes))
+    return counts / counts.sum()
+
+
+def test_video_is_labelled_frame_by_frame_as_segment(demo, bundle, tmp_path):
+    """The video tab's work: every frame labelled in order (the areas over all frames are segment()'s), the overlay
+    video written with as many frames, progress reported per frame."""
+    import cv2
+
+    rng = np.random.default_rng(7)
+    clip = write_clip(tmp_path / "clip.webm", [blocky_image(rng, 48, 64) for _ in range(5)])
+    steps = []
+    outcome = demo.label_video(clip, "cat, sky, road", Options(), tmp_path / "overlay.webm",
+                               lambda done, total: steps.append(done))
+    assert outcome.frames == 5 and steps == [1, 2, 3, 4, 5] and outcome.class_names == ("cat", "sky", "road")
+    np.testing.assert_allclose([share for _, share in outcome.shares], clip_areas(bundle, clip, ["cat", "sky", "road"]))
+    capture = cv2.VideoCapture(str(outcome.path))
+    written = 0
+    while capture.read()[0]:
+        written += 1
+    capture.release()
+    assert written == 5
+    with pytest.raises(VocabularyError, match="'unicorn' not in the vocabulary"):
+        demo.label_video(clip, "unicorn", Options(), tmp_path / "never.webm")
+    assert not (tmp_path / "never.webm").exists()
+
+
+def test_webcam_labels_the_newest_frame_as_segment(demo, bundle):
+    """The webcam tab's work: frames pushed into a latest-policy push stream; each record comes back with the very
+    frame it labelled and segment()'s labels for it; a new class list applies from the next frame, same stream."""
+    seg = Segmenter(bundle, device="cpu")
+    rng = np.random.default_rng(8)
+    live = demo.live("session", "cat, dog", Options())
+    sent = [blocky_image(rng, 48, 64) for _ in range(3)]
+    for frame in sent:
+        record = live.label(frame)
+        assert any(record.frame is f or np.array_equal(record.frame, f) for f in sent)
+        np.testing.assert_array_equal(record.result.labels, seg.segment(record.frame, ["cat", "dog"]).labels)
+    assert demo.live("session", "sky, road", Options()) is live
+    record = live.label(sent[0])
+    np.testing.assert_array_equal(record.result.labels, seg.segment(record.frame, ["sky", "road"]).labels)
+    assert live.stats()["sent"] == 4 and live.stats()["policy"] == "latest"
+    demo.close_live("session")
+    assert "session" not in demo._live
+
+
 # ---- the page in a real browser -----------------------------------------------------------------------------------
 
 def _free_port() -> int:

@@ -42,10 +42,10 @@ from PIL import Image
 
 from runtime.batch import write_png
 from runtime.contract import BACKGROUND_RANGE, GROUPVIT_BACKGROUND, MANIFEST_FILE, default_background
-from runtime.demo import DEFAULT_MAX_PIXELS, Demo, Options, page_controls, setting_value
+from runtime.demo import DEFAULT_MAX_PIXELS, VIDEO_SUFFIX, Demo, Options, page_controls, setting_value
 from runtime.errors import ImageFileError, MgcaError, RuntimeInputError, one_line, run_cli
 from runtime.image_files import DECODE_ERRORS, list_images, open_rgb
-from runtime.overlay import label_picture
+from runtime.overlay import label_picture, render_overlay
 
 from .args import positive_int
 
@@ -83,8 +83,13 @@ class LabelFiles:
 
     def write(self, labels: np.ndarray, num_classes: int, background_index: int | None = None) -> Path:
         """A palette PNG: its pixel values are the class indices (as VOC's masks), shown in the overlay's colours."""
-        path = self.folder / f"labels-{uuid.uuid4().hex[:12]}.png"
+        path = self.new("labels", ".png")
         write_png(path, label_picture(labels, num_classes, background_index))
+        return path
+
+    def new(self, prefix: str, suffix: str) -> Path:
+        """A fresh path in the folder for a file about to be written, the oldest file removed beyond `keep`."""
+        path = self.folder / f"{prefix}-{uuid.uuid4().hex[:12]}{suffix}"
         with self._lock:
             self._written.append(path)
             while len(self._written) > self._keep:
@@ -181,11 +186,14 @@ PAGE_CSS = """
 #overlay .image-container { padding-top: 2.4em; }
 """
 TOAST_SECONDS = 6
+LIVE_EVERY_S = 0.5  # the webcam tab's frame interval: frames come while one is labelled, only the newest is kept
 
 
-def build_app(demo: Demo, examples: Sequence[Path] = (), files: LabelFiles | None = None) -> Any:
-    """The Gradio Blocks page of `demo` (not launched). Every setting's control (range, default, label) is read
-    from the contract (`runtime.demo.page_controls`), the engine menu is `demo.engines` with auto's pick first."""
+def build_app(demo: Demo, examples: Sequence[Path] = (), files: LabelFiles | None = None,
+              stream_every: float = LIVE_EVERY_S) -> Any:
+    """The Gradio Blocks page of `demo` (not launched): an image tab, a video tab and a webcam tab sharing the classes
+    and settings. Every setting's control (range, default, label) is read from the contract
+    (`runtime.demo.page_controls`); the engine menu is `demo.engines`, auto's pick selected."""
     gr = import_gradio()
 
     files = files or LabelFiles()
@@ -193,22 +201,70 @@ def build_app(demo: Demo, examples: Sequence[Path] = (), files: LabelFiles | Non
     dense_mode = (demo.bundle.manifest.get("backbone") or {}).get("dense_mode") or "the checkpoint's"
     controls = {control.name: control for control in page_controls(demo.default.settings)}
 
-    def segment(upload, classes, engine, units, pamr, bg_rule, background, threshold):
+    def options_of(engine, units, pamr, bg_rule, background, threshold) -> Options:
+        return Options(engine, setting_value("units", units), setting_value("pamr", pamr),
+                       setting_value("bg_rule", bg_rule), float(threshold) if background else None)
+
+    def failed(err: MgcaError) -> str:
+        message = one_line(err)
+        gr.Warning(message, duration=TOAST_SECONDS)
+        return f"error: {message}"
+
+    def segment(upload, classes, *settings):
         try:
             image = read_upload(upload, demo)
-            options = Options(engine, setting_value("units", units), setting_value("pamr", pamr),
-                              setting_value("bg_rule", bg_rule), float(threshold) if background else None)
-            outcome = demo.run(image, classes, options)
+            outcome = demo.run(image, classes, options_of(*settings))
         except MgcaError as err:
-            message = one_line(err)
-            gr.Warning(message, duration=TOAST_SECONDS)
-            return None, f"error: {message}", [], None
-        path = files.write(outcome.labels, len(outcome.class_names), 0 if background else None)
+            return None, failed(err), [], None
+        options = options_of(*settings)
+        path = files.write(outcome.labels, len(outcome.class_names), 0 if options.background is not None else None)
         ran = "engine ran" if outcome.engine_ran else "cached embeddings of this image reused"
         status = (f"{image.shape[1]} x {image.shape[0]} px, {len(outcome.class_names)} labels, "
                   f"{outcome.seconds:.2f} s ({ran})")
-        rows = [[name, round(100 * share, 2)] for name, share in outcome.shares]
-        return outcome.overlay, status, rows, str(path)
+        return outcome.overlay, status, share_rows(outcome.shares), str(path)
+
+    def label_video(clip, classes, *settings, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
+        try:
+            if clip is None:
+                raise RuntimeInputError("no video: upload a clip")
+            options = options_of(*settings)
+            progress(0, desc="labelling frames")
+
+            def advance(done: int, total: int | None) -> None:
+                progress((done, total) if total else (done, None), desc="labelling frames", unit="frames")
+
+            outcome = demo.label_video(clip, classes, options, files.new("overlay", VIDEO_SUFFIX), advance)
+        except MgcaError as err:
+            return None, failed(err), []
+        stats = outcome.stats
+        status = (f"{outcome.frames} frames labelled, {stats['fps']:.1f} frames/s, latency p50 "
+                  f"{stats['latency_p50'] or 0:.2f} s; areas over all frames")
+        return str(outcome.path), status, share_rows(outcome.shares)
+
+    def label_live(frame, classes, engine, units, pamr, bg_rule, background, threshold, request: gr.Request):
+        if frame is None:
+            return gr.skip(), gr.skip()
+        try:
+            options = options_of(engine, units, pamr, bg_rule, background, threshold)
+            live = demo.live(request.session_hash, classes, options)
+            record = live.label(np.asarray(frame))
+        except MgcaError as err:
+            return None, failed(err)
+        if record is None:
+            return gr.skip(), gr.skip()
+        stats = live.stats()
+        result = record.result
+        background = 0 if live.background is not None else None
+        picture = render_overlay(record.frame, result.labels, result.class_names, background_index=background)
+        return picture, (f"frame {record.index} labelled, latency {record.latency:.2f} s; {stats['sent']} sent, "
+                         f"{stats['frames']} labelled, {stats['dropped']} dropped (only the newest is labelled)")
+
+    def leave(request: gr.Request) -> None:
+        demo.close_live(request.session_hash)  # the tab closed: its webcam stream's threads end
+
+    # Gradio passes the request to a parameter annotated gr.Request; with postponed annotations it reads a string
+    # it cannot resolve (gr is local here), so the annotations are set as objects
+    label_live.__annotations__["request"] = leave.__annotations__["request"] = gr.Request
 
     def number(name: str) -> Any:
         control = controls[name]
@@ -217,14 +273,11 @@ def build_app(demo: Demo, examples: Sequence[Path] = (), files: LabelFiles | Non
 
     low, high = BACKGROUND_RANGE
     with gr.Blocks(title="mgca demo", delete_cache=(3600, 3600)) as app:
-        gr.Markdown(f"## mgca: open-vocabulary segmentation\nBundle `{demo.bundle.path.name}`: {demo.bundle.arch}, "
-                    f"dense mode {dense_mode}, {len(vocabulary)} classes in its vocabulary. Type any of them, or pick "
-                    "them below.", elem_id="header")
+        gr.Markdown(f"## mgca: open-vocabulary segmentation\nBundle `{shown_path(demo.bundle.path)}`: "
+                    f"{demo.bundle.arch}, dense mode {dense_mode}, {len(vocabulary)} classes in its vocabulary. Type "
+                    "any of them, or pick them below.", elem_id="header")
         with gr.Row():
-            with gr.Column():
-                image = gr.Image(sources=["upload", "clipboard", "webcam"], type="filepath", image_mode=None,
-                                 label="image", elem_id="image")
-                image.preprocess = tolerant(image.preprocess)
+            with gr.Column(scale=2):
                 classes = gr.Textbox(", ".join(vocabulary[:SHOWN_CLASSES]), lines=2, elem_id="classes",
                                      label="classes (comma-separated or one a line)")
                 picked = gr.Dropdown(vocabulary, multiselect=True, label="or pick from the bundle's vocabulary")
@@ -241,23 +294,66 @@ def build_app(demo: Demo, examples: Sequence[Path] = (), files: LabelFiles | Non
                     threshold = gr.Slider(low, high, value=default_background(rule.default, GROUPVIT_BACKGROUND,
                                                                               controls["pamr"].default),
                                           step=0.01, label="background threshold (tcl: its constant channel)")
-                run = gr.Button("Segment", variant="primary", elem_id="run")
-            with gr.Column():
-                overlay = gr.Image(type="pil", format="png", interactive=False, label="overlay", elem_id="overlay")
-                status = gr.Textbox(label="status", interactive=False, elem_id="status")
-                shares = gr.Dataframe(headers=["class", "area %"], interactive=False, label="area per class",
-                                      elem_id="shares")
-                labels = gr.File(label="label map (PNG)", interactive=False, elem_id="labels")
-                gr.Markdown("The label map is a palette PNG, as VOC's masks are: it opens in the overlay's colours "
-                            "while each pixel's value is its class index (the i-th class typed; 0 = background when "
-                            "the background class is on). Read it with `numpy.asarray(PIL.Image.open(path))`.")
-        if examples:
-            gr.Examples([[str(path)] for path in examples], inputs=[image], label="examples")
+            with gr.Column(scale=5), gr.Tabs():
+                settings = [engine, units, pamr, bg_rule, background, threshold]
+                with gr.Tab("image", elem_id="image-tab"), gr.Row():
+                    with gr.Column():
+                        image = gr.Image(sources=["upload", "clipboard"], type="filepath", image_mode=None,
+                                         label="image", elem_id="image")
+                        image.preprocess = tolerant(image.preprocess)
+                        run = gr.Button("Segment", variant="primary", elem_id="run")
+                        if examples:
+                            gr.Examples([[str(path)] for path in examples], inputs=[image], label="examples")
+                    with gr.Column():
+                        overlay = gr.Image(type="pil", format="png", interactive=False, label="overlay",
+                                           elem_id="overlay", buttons=["download", "fullscreen"])
+                        status = gr.Textbox(label="status", interactive=False, elem_id="status")
+                        shares = gr.Dataframe(headers=["class", "area %"], interactive=False, label="area per class",
+                                              elem_id="shares")
+                        labels = gr.File(label="label map (PNG)", interactive=False, elem_id="labels")
+                        gr.Markdown("The label map is a palette PNG, as VOC's masks are: it opens in the overlay's "
+                                    "colours while each pixel's value is its class index (the i-th class typed; 0 = "
+                                    "background when the background class is on). Read it with "
+                                    "`numpy.asarray(PIL.Image.open(path))`.")
+                with gr.Tab("video", elem_id="video-tab"), gr.Row():
+                    with gr.Column():
+                        clip = gr.Video(sources=["upload"], label="video clip", elem_id="clip")
+                        run_video = gr.Button("Label the video", variant="primary", elem_id="run-video")
+                    with gr.Column():
+                        video_overlay = gr.Video(label="overlay video", interactive=False, elem_id="video-overlay")
+                        video_status = gr.Textbox(label="status", interactive=False, elem_id="video-status")
+                        video_shares = gr.Dataframe(headers=["class", "area %"], interactive=False,
+                                                    label="area per class, all frames", elem_id="video-shares")
+                with gr.Tab("webcam", elem_id="webcam-tab"), gr.Row():
+                    webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="webcam",
+                                      elem_id="webcam")
+                    with gr.Column():
+                        live_overlay = gr.Image(type="pil", format="png", interactive=False, label="newest frame "
+                                                "labelled", elem_id="live-overlay", buttons=["fullscreen"])
+                        live_status = gr.Textbox(label="status", interactive=False, elem_id="live-status")
         picked.change(lambda names: ", ".join(names or []), inputs=picked, outputs=classes,
                       queue=False)  # instant, never behind a segmentation in the queue
-        run.click(segment, inputs=[image, classes, engine, units, pamr, bg_rule, background, threshold],
-                  outputs=[overlay, status, shares, labels])
+        run.click(segment, inputs=[image, classes, *settings], outputs=[overlay, status, shares, labels])
+        run_video.click(label_video, inputs=[clip, classes, *settings],
+                        outputs=[video_overlay, video_status, video_shares])
+        # the browser sends a frame every stream_every seconds while the last is labelled; the stream labels the
+        # newest and drops the rest (runtime.demo.LiveStream)
+        webcam.stream(label_live, inputs=[webcam, classes, *settings], outputs=[live_overlay, live_status],
+                      stream_every=stream_every, show_progress="hidden")
+        app.unload(leave)
     return app
+
+
+def share_rows(shares: Sequence[tuple[str, float]]) -> list[list[Any]]:
+    return [[name, round(100 * share, 2)] for name, share in shares]
+
+
+def shown_path(path: Path) -> str:
+    """The bundle's folder as the user named it: relative to the working folder when inside it, else its name."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path.name
 
 
 def port_number(text: str) -> int:
