@@ -453,8 +453,7 @@ def test_sigterm_stops_the_server_and_leaves_no_label_folder(bundle, tmp_path):
     assert "Traceback" not in text and text.strip().endswith("mgca-demo: stopped"), text
 
 
-@pytest.fixture(scope="module")
-def browser():
+def chrome(*flags: str):
     """Headless Chromium from Debian's packages, driven by Selenium; nothing is downloaded."""
     if CHROMIUM is None or CHROMEDRIVER is None:
         skip_or_fail("chromium and chromium-driver are not installed (Debian: apt-get install -y chromium "
@@ -467,9 +466,14 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=1400,1100"):
+                 "--window-size=1400,1100", *flags):
         options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    driver = chrome()
     yield driver
     driver.quit()
 
@@ -589,3 +593,121 @@ def test_browser_bad_input_is_a_message(server, browser, tmp_path, readable, cla
     assert _status(browser, By).startswith(message)
     assert not browser.find_elements(By.CSS_SELECTOR, "#overlay img")
     assert "Traceback" not in browser.page_source
+
+
+def test_browser_video_tab_gives_the_overlay_video(server, browser, bundle, tmp_path):
+    """Upload a clip in the video tab: the overlay video comes back with a frame per frame, and the areas over all
+    frames are Segmenter.segment's on the frames of the uploaded file."""
+    import cv2
+
+    rng = np.random.default_rng(11)
+    clip = write_clip(tmp_path / "clip.webm", [blocky_image(rng, 48, 64) for _ in range(4)])
+    classes = ["cat", "road", "sky"]
+    wait, By = _open(browser, server)
+    _type_classes(browser, By, ", ".join(classes))
+    browser.find_element(By.XPATH, "//button[@role='tab'][contains(., 'video')]").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#clip input[type=file]"))
+    browser.find_element(By.CSS_SELECTOR, "#clip input[type=file]").send_keys(str(clip))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#clip video"))
+    browser.find_element(By.CSS_SELECTOR, "#run-video").click()
+    status = lambda d: d.find_element(By.CSS_SELECTOR, "#video-status textarea").get_attribute("value") or ""  # noqa: E731
+    wait.until(lambda d: "frames labelled" in status(d) or status(d).startswith("error"))
+    assert status(browser).startswith("4 frames labelled"), status(browser)
+    videos = lambda d: d.find_elements(By.CSS_SELECTOR, "#video-overlay video")  # noqa: E731
+    source = wait.until(lambda d: [v.get_attribute("src") for v in videos(d) if v.get_attribute("src")])[0]
+    out = tmp_path / "overlay.webm"
+    with urllib.request.urlopen(source, timeout=60) as response:
+        out.write_bytes(response.read())
+    capture = cv2.VideoCapture(str(out))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    capture.release()
+    assert frames == 4
+    lines = browser.find_element(By.CSS_SELECTOR, "#video-shares").text.splitlines()
+    cells = lines[lines.index("area %") + 1:]  # the table as the page shows it: class, area, class, area, ...
+    shown = dict(zip(cells[::2], map(float, cells[1::2]), strict=True))
+    expected = clip_areas(bundle, clip, classes)
+    assert list(shown) == classes
+    np.testing.assert_allclose([shown[name] for name in classes], 100 * expected, atol=0.006)
+
+
+def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 5) -> Path:
+    """A raw YUV 4:2:0 clip that Chromium's fake camera plays (--use-file-for-fake-video-capture)."""
+    import cv2
+
+    height, width = frames[0].shape[:2]
+    with path.open("wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            out.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420).tobytes())
+    return path
+
+
+def test_browser_webcam_streams_labelled_frames(bundle, tmp_path, monkeypatch):
+    """The webcam tab with Chromium's fake camera playing a synthetic clip: labelled frames come back, and each frame
+    the server received is labelled as Segmenter.segment labels it; the picture the browser shows is exactly the
+    overlay of the received frame with those labels. (The browser converts the clip's YUV frames to RGB and encodes
+    them before sending, so frames are compared as the server received them, not with the clip's pixels.)"""
+    import runtime.demo as demo_module
+    from mgca.cli.demo import PAGE_CSS, LabelFiles, build_app
+    from runtime.overlay import render_overlay
+
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        skip_or_fail("the demo needs Gradio: pip install 'mgca[demo]'")
+    rng = np.random.default_rng(12)
+    camera = write_y4m(tmp_path / "clip.y4m", [blocky_image(rng, 120, 160) for _ in range(8)])
+    received: dict[int, object] = {}
+    label = demo_module.LiveStream.label
+
+    def recording(self, frame, wait=demo_module.LIVE_WAIT_S):
+        record = label(self, frame, wait)
+        if record is not None:
+            received[record.index] = record
+        return record
+
+    monkeypatch.setattr(demo_module.LiveStream, "label", recording)
+    classes = ["cat", "road", "sky"]
+    files = LabelFiles()
+    app = build_app(Demo(bundle, device="cpu"), files=files, stream_every=0.3)
+    port = _free_port()
+    app.queue()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=PAGE_CSS)
+    try:
+        driver = chrome("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                        f"--use-file-for-fake-video-capture={camera}")
+    except BaseException:
+        app.close()
+        raise
+    try:
+        wait, By = _open(driver, f"http://127.0.0.1:{port}/")
+        _type_classes(driver, By, ", ".join(classes))
+        driver.find_element(By.XPATH, "//button[@role='tab'][contains(., 'webcam')]").click()
+        wait.until(lambda d: d.find_elements(By.XPATH, "//div[@id='webcam']//button[contains(., 'Webcam')]"))[0].click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#webcam button.capture-button"))[0].click()
+
+        def labelled(d) -> tuple[int, str] | None:
+            """(frame index, overlay URL) once three frames came back, read while the status holds still."""
+            status = d.find_element(By.CSS_SELECTOR, "#live-status textarea").get_attribute("value") or ""
+            if not status.startswith("frame ") or int(status.split()[1]) < 2:
+                return None
+            source = [img.get_attribute("src") for img in d.find_elements(By.CSS_SELECTOR, "#live-overlay img")]
+            again = d.find_element(By.CSS_SELECTOR, "#live-status textarea").get_attribute("value")
+            return (int(status.split()[1]), source[0]) if source and again == status else None
+
+        index, source = wait.until(labelled)
+        with urllib.request.urlopen(source, timeout=60) as response:
+            shown = np.asarray(Image.open(io.BytesIO(response.read())).convert("RGB"))
+    finally:
+        driver.quit()
+        app.close()
+        files.remove()
+    seg = Segmenter(bundle, device="cpu")
+    assert len(received) >= 3 and index in received
+    for record in received.values():
+        assert record.frame.ndim == 3 and record.frame.shape[2] == 3
+        np.testing.assert_array_equal(record.result.labels, seg.segment(record.frame, classes).labels)
+    record = received[index]
+    np.testing.assert_array_equal(shown, np.asarray(render_overlay(record.frame, record.result.labels, classes)))
