@@ -5,13 +5,18 @@ SAM's predictor pattern: the engine runs once per image (and engine, and preproc
 kept (`Segmenter.encode`) and every later vocabulary, background value, unit count, PAMR or background rule on that
 image is answered from them (`Segmenter.decode`), with exactly `Segmenter.segment`'s labels.
 
+Video and webcam go through the stream API (runtime/stream.py): a clip through `Segmenter.stream` (policy every:
+each frame labelled as `segment` labels it, in order), a webcam session through `Segmenter.push_stream` (policy
+latest: the newest frame labelled, the rest dropped).
+
 Memory is bounded: at most `cached_segmenters` Segmenters (one engine each: a unit count, PAMR or rule of its own
-needs its own Segmenter) and `cached_images` encoded images are kept, least recently used first out, and images
-above `max_pixels` are refused before the engine sees them.
+needs its own Segmenter), `cached_images` encoded images and `cached_live` webcam streams are kept, least recently
+used first out, and images, clips and webcam frames above `max_pixels` are refused before the engine sees them.
 """
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import threading
 import time
@@ -32,6 +37,7 @@ from .openvino_engine import cpu_capabilities
 from .overlay import blend, class_palette, legend_entries, render_overlay
 from .segmenter import Encoded, Result, Segmenter
 from .stream import StreamRecord
+from .video_sources import open_source
 
 DEMO_CACHE_HINT = ("pick names from the bundle's vocabulary, or make a text cache of your own classes with "
                    "`mgca-export text --checkpoint CKPT --vocab classes.txt --out my.npz` (needs mgca[train]) and "
@@ -270,25 +276,29 @@ class Demo:
         out = Path(out)
         counts: np.ndarray | None = None
         writer = None
+        background = 0 if options.background is not None else None
         try:
-            with seg.stream(str(source), names, policy="every", background_threshold=options.background) as stream:
-                total = getattr(stream.source, "frame_count", None)
-                fps = getattr(stream.source, "fps", None) or VIDEO_FPS
-                for done, record in enumerate(stream, 1):
-                    height, width = record.frame.shape[:2]
-                    if writer is None:
-                        self.check_size(width, height)
-                        writer = video_writer(out, fps, width, height)
-                    labels, class_names = record.result.labels, record.result.class_names
-                    background = 0 if options.background is not None else None
-                    picture = blend(record.frame, labels, class_palette(len(class_names)),
-                                    background_index=background)
-                    writer.write(picture[:, :, ::-1])  # OpenCV writes BGR
-                    frame_counts = np.bincount(labels.ravel(), minlength=len(class_names))[:len(class_names)]
-                    counts = frame_counts if counts is None else counts + frame_counts
-                    if progress is not None:
-                        progress(done, total)
-                stats = stream.stats()
+            with open_source(str(source)) as frames:
+                total, fps = frames.frame_count, frames.fps or VIDEO_FPS
+                remaining = iter(frames)
+                first = next(remaining, None)
+                if first is None:
+                    raise RuntimeInputError(f"{Path(source).name} holds no frames; upload another clip")
+                self.check_size(first.image.shape[1], first.image.shape[0])  # before the engine sees a frame
+                with seg.stream(itertools.chain([first], remaining), names, policy="every",
+                                background_threshold=options.background) as stream:
+                    for done, record in enumerate(stream, 1):
+                        if writer is None:
+                            writer = video_writer(out, fps, record.frame.shape[1], record.frame.shape[0])
+                        labels, class_names = record.result.labels, record.result.class_names
+                        picture = blend(record.frame, labels, class_palette(len(class_names)),
+                                        background_index=background)
+                        writer.write(picture[:, :, ::-1])  # OpenCV writes BGR
+                        frame_counts = np.bincount(labels.ravel(), minlength=len(class_names))[:len(class_names)]
+                        counts = frame_counts if counts is None else counts + frame_counts
+                        if progress is not None:
+                            progress(done, total)
+                    stats = stream.stats()
         finally:
             if writer is not None:
                 writer.release()

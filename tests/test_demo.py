@@ -29,7 +29,7 @@ from runtime import Segmenter
 from runtime.bundle import load_bundle
 from runtime.contract import SETTING_SPECS
 from runtime.demo import Demo, Options, engine_choices, page_controls, parse_classes, setting_value
-from runtime.errors import ImageFileError, RuntimeInputError, SettingsError, VocabularyError
+from runtime.errors import ImageFileError, MgcaError, RuntimeInputError, SettingsError, VocabularyError
 from runtime.openvino_engine import cpu_capabilities, openvino_available
 from runtime.overlay import class_palette
 
@@ -367,6 +367,13 @@ def test_video_is_labelled_frame_by_frame_as_segment(demo, bundle, tmp_path):
     assert written == 5
     with pytest.raises(VocabularyError, match="'unicorn' not in the vocabulary"):
         demo.label_video(clip, "unicorn", Options(), tmp_path / "never.webm")
+    with pytest.raises(RuntimeInputError, match=r"64 x 48 .* this demo takes at most"):  # before any engine run
+        Demo(bundle, device="cpu", max_pixels=1000).label_video(clip, "cat", Options(), tmp_path / "never.webm")
+    broken = tmp_path / "broken.webm"
+    broken.write_bytes(b"not a video")
+    with pytest.raises(MgcaError) as err:
+        demo.label_video(broken, "cat", Options(), tmp_path / "never.webm")
+    assert "\n" not in str(err.value)
     assert not (tmp_path / "never.webm").exists()
 
 

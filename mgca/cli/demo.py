@@ -1,4 +1,5 @@
-"""`mgca-demo`: a Gradio page over `runtime.demo.Demo`: drop in an image, type classes, see the overlay.
+"""`mgca-demo`: a Gradio page over `runtime.demo.Demo`: drop in an image, a video clip or turn on the webcam, type
+classes, see the overlay.
 
     mgca-demo --engine bundle/                      # http://127.0.0.1:7860, this machine only
     mgca-demo                                       # the embedded run's bundle (exported from runs/embedded/last.pt)
@@ -9,10 +10,11 @@ Torch-free, like `mgca-eval --engine` (`pip install "mgca[demo]"` adds Gradio to
 imports `export` (and so torch). Gradio is imported when the page is built, never at import time, and its usage
 statistics are switched off: the page sends nothing anywhere.
 
-Bad input (no image, an unreadable file, a huge image, no classes, a class outside the vocabulary) is one line in
-the status box and a warning toast, never a traceback. Requests are queued (`--concurrency` at once, `--queue-size`
-waiting); uploads are capped at `--max-file-mb`, images at `--max-megapixels`, and the engines and encoded images
-kept are bounded (`runtime.demo`).
+Bad input (no image, an unreadable file, a huge image, no classes, a class outside the vocabulary, an emptied number
+field) is one line in the status box and a warning toast, never a traceback; bad flags, an address that is not
+this machine's or a port in use are one line before anything loads. Requests are queued (`--concurrency` at once,
+`--queue-size` waiting); uploads are capped at `--max-file-mb`, images and frames at `--max-megapixels`, and the
+engines, encoded images and webcam streams kept are bounded (`runtime.demo`).
 """
 from __future__ import annotations
 
@@ -183,7 +185,7 @@ def import_gradio() -> Any:
 # and the overlay's toolbar above the picture, not over its legend's first entries.
 PAGE_CSS = """
 .toast-wrap { top: auto !important; bottom: var(--size-4); }
-#overlay .image-container { padding-top: 2.4em; }
+#overlay .image-container, #live-overlay .image-container { padding-top: 2.4em; }
 """
 TOAST_SECONDS = 6
 LIVE_EVERY_S = 0.5  # the webcam tab's frame interval: frames come while one is labelled, only the newest is kept
@@ -246,8 +248,10 @@ def build_app(demo: Demo, examples: Sequence[Path] = (), files: LabelFiles | Non
             return gr.skip(), gr.skip()
         try:
             options = options_of(engine, units, pamr, bg_rule, background, threshold)
+            frame = np.asarray(frame)
+            demo.check_size(frame.shape[1], frame.shape[0])
             live = demo.live(request.session_hash, classes, options)
-            record = live.label(np.asarray(frame))
+            record = live.label(frame)
         except MgcaError as err:
             return None, failed(err)
         if record is None:
