@@ -440,15 +440,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def stop_on_sigterm() -> None:
-    """SIGTERM (a service manager, `kill`) stops the server as Ctrl-C does, so the cleanup below runs."""
+def serve(args: argparse.Namespace) -> None:
+    """Start the page and wait. SIGTERM (a service manager, `kill`) stops it as Ctrl-C does, so its cleanup runs;
+    the previous SIGTERM handler is back once it returns."""
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        _serve(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
-def serve(args: argparse.Namespace) -> None:
+def _serve(args: argparse.Namespace) -> None:
     import_gradio()  # before the bundle loads: a missing Gradio is said at once
     check_address(args.host, args.port)  # likewise a bad --host or a port in use
     max_pixels = int(args.max_megapixels * 1e6)
@@ -459,7 +464,6 @@ def serve(args: argparse.Namespace) -> None:
     demo = Demo(bundle, text_cache=args.text_cache, device=args.device, num_threads=args.threads,
                 max_pixels=max_pixels)
     files = LabelFiles()
-    stop_on_sigterm()
     try:
         app = build_app(demo, example_images(args.examples), files)
         app.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size)
