@@ -77,6 +77,8 @@ CLIP_LOGIT_SCALE = 100.0  # the background softmaxes (softmax and groupvit rules
 #   softmax:  mgca's earlier rule: background where the best softmax(100 cos) probability < threshold.
 BG_RULES = ("groupvit", "tcl", "softmax")
 GROUPVIT_TOP_K = 5  # classes kept by the image-level softmax (`avg_affinity_mat.topk(k=min(5, K))`)
+GROUPVIT_BACKGROUND = 0.95  # GroupViT's background threshold on VOC and COCO-Object (0.35 on Context)
+BACKGROUND_RANGE = (0.0, 1.0)  # a background threshold is a probability (groupvit, softmax) or a sigmoid level (tcl)
 # TCL's Sim2Mask is sigmoid(w cos + b) with learned w, b initialised at 10, -2.5 (configs/tcl.yml); its
 # keep-branch uses the same fixed map, sigmoid((cos - 0.25) x 10). MGCA learns no w, b: the fixed map is used.
 TCL_MASK_SCALE = 10.0
@@ -416,7 +418,7 @@ __all__ = [
     "INPUT_NAME",
     "OUTPUT_NAME", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD", "CLIP_LOGIT_SCALE",
     "PAPER_WINDOW", "UNIT_SCOPES", "TEMPORAL_MODES", "TEMPORAL_ALPHA", "TEMPORAL_GATE", "BG_RULES", "GROUPVIT_TOP_K",
-    "TCL_MASK_SCALE", "TCL_MASK_BIAS", "TCL_BACKGROUND",
+    "GROUPVIT_BACKGROUND", "BACKGROUND_RANGE", "TCL_MASK_SCALE", "TCL_MASK_BIAS", "TCL_BACKGROUND",
     "TCL_BACKGROUND_PAMR", "MMSEG_LONG_SIDE", "PADDINGS", "PAMR_DILATIONS", "SettingSpec", "setting",
     "InferenceSettings", "SETTING_SPECS", "DEFAULT_SETTINGS",
     "check_window", "default_background", "Box", "resized_shape", "round_up", "window_spans", "window_boxes",

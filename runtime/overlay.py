@@ -116,6 +116,20 @@ def render_overlay(image: np.ndarray, labels: np.ndarray, class_names: Sequence[
     return canvas
 
 
+def label_picture(labels: np.ndarray, num_classes: int, background_index: int | None = None) -> Image.Image:
+    """The label map as a picture whose pixel values are the class indices: a palette PNG, as VOC's masks are, that
+    opens in the overlay's colours (background black) where its classes fit a palette (at most 256), else 16-bit
+    grey values."""
+    if num_classes > 256:
+        return Image.fromarray(labels.astype(np.uint16))
+    palette = class_palette(num_classes).copy()
+    if background_index is not None:
+        palette[background_index] = 0
+    picture = Image.fromarray(labels.astype(np.uint8))
+    picture.putpalette(palette.ravel().tolist())  # an "L" picture with a palette is a "P" one
+    return picture
+
+
 def save_overlay(path: str | Path, image: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
                  background_index: int | None = None) -> Path:
     """Write the overlay PNG atomically (parents created); returns the path."""
@@ -125,4 +139,5 @@ def save_overlay(path: str | Path, image: np.ndarray, labels: np.ndarray, class_
     return path
 
 
-__all__ = ["class_palette", "blend", "legend_entries", "render_overlay", "save_overlay", "LEGEND_ALLOWANCE"]
+__all__ = ["class_palette", "blend", "legend_entries", "render_overlay", "label_picture", "save_overlay",
+           "LEGEND_ALLOWANCE"]

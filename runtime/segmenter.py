@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .bundle import Bundle, load_bundle
-from .contract import SETTING_SPECS, InferenceSettings, model_key
+from .contract import BACKGROUND_RANGE, SETTING_SPECS, InferenceSettings, model_key
 from .engine_choice import EngineChoice, EngineFacts, choose_engine
 from .engines import OrtEngine, TensorRTEngine, ort_cuda_listed, parse_device, tensorrt_available
 from .errors import BackendError, BundleError, RuntimeInputError, SettingsError, VocabularyError
@@ -497,10 +497,11 @@ def check_background_threshold(value: Any) -> float | None:
     """None, or a real number in [0, 1] as a float; anything else (a string, NaN, 1.5) is a RuntimeInputError."""
     if value is None:
         return None
+    low, high = BACKGROUND_RANGE
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not 0.0 <= float(value) <= 1.0:
-        raise RuntimeInputError(f"background_threshold must be a number in [0, 1] (or None for no background), "
-                                f"got {value!r}")
+            or not low <= float(value) <= high:
+        raise RuntimeInputError(f"background_threshold must be a number in [{low:g}, {high:g}] (or None for no "
+                                f"background), got {value!r}")
     return float(value)
 
 
