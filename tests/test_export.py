@@ -188,9 +188,10 @@ def bundle_dir(tmp_path_factory, tiny_checkpoint, vocab_file):
 
 
 def test_bundle_layout_and_manifest(bundle_dir, tiny_model):
-    files = ["manifest.json", "model.int8.onnx", "model.onnx", "text_cache.npz"]
-    assert sorted(p.name for p in bundle_dir.iterdir()) == files
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    kept_nncf = (manifest.get("nncf") or {}).get("kept")  # NNCF's graph: kept only where nearer fp32 (measured)
+    models = {"model.onnx", "model.int8.onnx", *(["model.int8.nncf.onnx"] if kept_nncf else [])}
+    assert sorted(p.name for p in bundle_dir.iterdir()) == sorted({"manifest.json", "text_cache.npz", *models})
     identity = tiny_model.backbone.identity
     assert manifest["format"] == "mgca-bundle/2"
     assert manifest["backbone"]["arch"] == "mgca-tiny" and manifest["embed_dim"] == 64
@@ -205,18 +206,18 @@ def test_bundle_layout_and_manifest(bundle_dir, tiny_model):
     assert manifest["backbone"]["visual_sha256"] == identity.visual_sha256
     assert manifest["backbone"]["text_sha256"] == identity.text_sha256
     assert manifest["decoder_sha256"] == read_metadata(bundle_dir / "model.onnx")["decoder_sha256"]
-    kept_nncf = (manifest.get("nncf") or {}).get("kept")  # NNCF's graph: kept only where nearer fp32 (measured)
     assert manifest["models"] == {"onnx": "model.onnx", "onnx_int8": "model.int8.onnx", "trt_fp16": None,
                                   "onnx_int8_nncf": "model.int8.nncf.onnx" if kept_nncf else None, "trt_int8": None}
     assert manifest["text_cache"] == "text_cache.npz"
     assert manifest["inference"] == {"short_side": WINDOW, "window": WINDOW, "stride": WINDOW // 2, "units": 36,
                                      "unit_scope": "image", "long_side": 2048, "padding": "crop",
-                                     "bg_rule": "groupvit", "pamr": 0, "pamr_dilations": [1, 2, 4, 8, 12, 24]}
+                                     "bg_rule": "groupvit", "pamr": 0, "pamr_dilations": [1, 2, 4, 8, 12, 24],
+                                     "temporal": "off"}
     parity = manifest["parity"]
     assert parity["rel_err"] < 1e-4 and parity["label_agreement"] > 0.999 and parity["classes"] == "vocabulary"
     assert parity["int8"]["label_agreement"] > 0.8  # random-init tiny model, 5 classes
     assert manifest["calibration"]["images"] == "synthetic"
-    assert set(manifest["files_sha256"]) == {"model.onnx", "model.int8.onnx", "text_cache.npz"}
+    assert set(manifest["files_sha256"]) == {*models, "text_cache.npz"}
 
 
 def test_bundle_loads_in_the_runtime(bundle_dir):
@@ -254,7 +255,8 @@ def test_export_is_a_python_function(tmp_path, tiny_model, tiny_config):
     assert result.files == {"onnx": "model.onnx", "text_cache": "text_cache.npz"}
     assert result.manifest["inference"] == {"short_side": WINDOW, "window": WINDOW, "stride": 16, "units": 4,
                                             "unit_scope": "image", "long_side": 2048, "padding": "crop",
-                                            "bg_rule": "groupvit", "pamr": 0, "pamr_dilations": [1, 2, 4, 8, 12, 24]}
+                                            "bg_rule": "groupvit", "pamr": 0, "pamr_dilations": [1, 2, 4, 8, 12, 24],
+                                     "temporal": "off"}
     assert any(line.startswith("wrote") and "manifest.json" in line for line in lines)
     segmenter = Segmenter(result.path, backend="onnxruntime", device="cpu")
     assert segmenter.class_names == ("cat", "sky") and segmenter.settings.stride == 16
