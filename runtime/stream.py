@@ -7,9 +7,11 @@
 
 Three stages run at once, each on its own thread and joined by bounded queues: reading and resizing the next
 frame, the engine (`Segmenter.encode`) and post-processing (`Segmenter.decode`: units, PAMR, background,
-upsampling). OpenCV, the engines (onnxruntime, OpenVINO, TensorRT) and most of numpy release the GIL, so on a
-file the engine is busy nearly all the time. Because the engine's output is kept apart from the classes
-(encode / decode), classes and the background threshold change between frames at no engine cost.
+upsampling). OpenCV, the engines (onnxruntime, OpenVINO, TensorRT) and most of numpy release the GIL, so where
+the engine is the slowest stage it is busy nearly all the time (benchmarks/stream.py measures it). Because the
+engine's output is kept apart from the classes (encode / decode), classes and the background threshold change
+between frames at no engine cost. Sources are whatever `runtime.video_sources.open_source` opens: video files,
+cameras, URLs, frame folders and globs, iterables of arrays or `Frame`s.
 
 Policies:
   every:  nothing is dropped and results come in source order. A full queue blocks the stage before it, down
