@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_tiny:
             clip = Path(args.clip) if args.clip and Path(args.clip).is_file() else None
             print(bench_model("tiny", "mgca-tiny", work, args, args.frames_tiny, args.live_minutes_tiny,
-                              engine_runs=60, calls=20, sample_frames=20, clip=clip), flush=True)
+                              engine_runs=30, calls=20, sample_frames=10, clip=clip), flush=True)
             print()
         if not args.no_vit_b16:
             print(bench_model("vit-b16", "ViT-B-16", work, args, args.frames_vit, args.live_minutes_vit,
