@@ -328,19 +328,24 @@ def bench_model(label: str, arch: str, work: Path, args, frames: int, minutes: f
         make_checkpoint(arch, checkpoint)
         make_bundle(checkpoint, bundle, int8=False, fast=True)
     common = dict(backend=args.backend, precision=args.precision)
-    a = spawn(bundle, work / f"{label}-every.json", part="every", video=video, frames=frames,
-              engine_runs=engine_runs, sample_frames=sample_frames, **common)
-    e = a["every"]
-    lines = [f"## {label}: {arch}, random weights, {a['engine']} (provider {a['provider']}), window "
-             f"{a['window']}/{a['stride']}, short side {a['short_side']}, {a['units']} units, assignment "
-             f"{a['assignment']}; {e['windows']} windows per 640x480 frame; torch imported by the worker: "
-             f"{'yes' if a['torch_imported'] else 'no'}",
-             every_line(f"(a) policy every on the {frames}-frame 640x480 file", e)]
-    temporal = e["temporal_ms"]
-    lines.append("    temporal option, decode per frame in order with one state (best of 2 passes): "
-                 + ", ".join(f"{mode} {ms:.1f} ms" + (f" ({ms - temporal['off']:+.1f} ms)" if mode != "off" else "")
-                             for mode, ms in temporal.items()))
-    if clip is not None:
+    lines = [f"## {label}: {arch}, random weights"]
+    if args.no_every:
+        minutes_only = True
+    else:
+        minutes_only = False
+        a = spawn(bundle, work / f"{label}-every.json", part="every", video=video, frames=frames,
+                  engine_runs=engine_runs, sample_frames=sample_frames, **common)
+        e = a["every"]
+        lines[0] += (f", {a['engine']} (provider {a['provider']}), window {a['window']}/{a['stride']}, short side "
+                     f"{a['short_side']}, {a['units']} units, assignment {a['assignment']}; {e['windows']} windows "
+                     f"per 640x480 frame; torch imported by the worker: {'yes' if a['torch_imported'] else 'no'}")
+        lines.append(every_line(f"(a) policy every on the {frames}-frame 640x480 file", e))
+    temporal = {} if minutes_only else e["temporal_ms"]
+    if temporal:
+        lines.append("    temporal option, decode per frame in order with one state (best of 2 passes): "
+                     + ", ".join(f"{mode} {ms:.1f} ms" + (f" ({ms - temporal['off']:+.1f} ms)" if mode != "off"
+                                                          else "") for mode, ms in temporal.items()))
+    if clip is not None and not minutes_only:
         head = clip_head(clip, args.clip_frames, work)
         c = spawn(bundle, work / f"{label}-clip.json", part="every", video=head, frames=args.clip_frames,
                   engine_runs=engine_runs, sample_frames=sample_frames, **common)["every"]
@@ -374,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", help="keep the video, bundles and results here; bundles are reused next time")
     parser.add_argument("--no-tiny", action="store_true")
     parser.add_argument("--no-vit-b16", action="store_true")
+    parser.add_argument("--no-every", action="store_true", help="skip (a), run the live part (b) only")
     parser.add_argument("--backend", default="openvino")
     parser.add_argument("--precision", default="auto", help="auto: bf16 where the CPU computes it natively, else fp32")
     parser.add_argument("--frames-tiny", type=int, default=150, help="frames of the file for (a), tiny model")
