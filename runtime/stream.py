@@ -7,18 +7,20 @@
 
 Three stages run at once, each on its own thread and joined by bounded queues: reading and resizing the next
 frame, the engine (`Segmenter.encode`) and post-processing (`Segmenter.decode`: units, PAMR, background,
-upsampling). OpenCV, the engines (onnxruntime, OpenVINO, TensorRT) and most of numpy release the GIL, so on a
-file the engine is busy nearly all the time. Because the engine's output is kept apart from the classes
-(encode / decode), classes and the background threshold change between frames at no engine cost.
+upsampling). OpenCV, the engines (onnxruntime, OpenVINO, TensorRT) and most of numpy release the GIL, so where
+the engine is the slowest stage it is busy nearly all the time (benchmarks/stream.py measures it). Because the
+engine's output is kept apart from the classes (encode / decode), classes and the background threshold change
+between frames at no engine cost. Sources are whatever `runtime.video_sources.open_source` opens: video files,
+cameras, URLs, frame folders and globs, iterables of arrays or `Frame`s.
 
 Policies:
   every:  nothing is dropped and results come in source order. A full queue blocks the stage before it, down
           to the reader, which then stops reading: memory is bounded by the queue sizes.
   latest: for live sources. The reader keeps the source's pace whatever the engine does and only the newest
-          unprocessed frame waits (an older one is dropped and counted). The engine takes it only when its
-          result will find the post stage free (measured from both stages' recent times per frame), so a frame
-          waits nowhere after it is taken, and results nobody reads are dropped oldest first. Latency stays
-          about one frame's processing time, and memory stays flat.
+          unprocessed frame waits (an older one is dropped and counted). The engine takes it once the frame
+          before is delivered, so a taken frame waits nowhere, and results nobody reads are dropped oldest
+          first. Latency stays about one frame's processing time plus the wait for the next frame, and memory
+          stays flat.
   auto:   latest for live sources (cameras, URLs), every for the rest.
 
 Shutdown: `close()`, leaving a `with` block, or breaking out of the `for` loop stops the threads and closes the
@@ -64,11 +66,6 @@ class StreamRecord:
     frame: np.ndarray
     result: Result
     latency: float
-
-
-def _average(mean: float | None, value: float, weight: float = 0.2) -> float:
-    """Exponential moving average of a stage's seconds per frame (the first value starts it)."""
-    return value if mean is None else (1 - weight) * mean + weight * value
 
 
 class _End:
@@ -174,13 +171,9 @@ class _Pipeline:
         self._first: float | None = None
         self._last: float | None = None
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
-        # latest: when the engine may start the next frame (frames in flight, when the post stage took its
-        # current one, and moving averages of both stages' seconds per frame)
+        # latest: the frame taken by the engine and not yet delivered (at most one, see _engine_stage)
         self._flow = threading.Condition()
         self._in_flight = 0
-        self._post_started: float | None = None
-        self._engine_s: float | None = None
-        self._post_s: float | None = None
 
     # ------------------------------------------------------------------ query (changeable between frames)
     def _checked_query(self, classes: Sequence[str] | None, threshold: Any) -> tuple[Any, float | None]:
@@ -236,37 +229,27 @@ class _Pipeline:
     def end_of_input(self) -> None:
         self.frames.close()
 
-    def _engine_may_start(self) -> float | None:
-        """latest: 0 when the engine may take the next frame, else how long to wait at most (None: until told).
-        It starts when nothing is in flight, or when the post stage's frame will be done by the time this one
-        leaves the engine (post started at least post - engine seconds ago): the frame waits nowhere, so its
-        latency is about one frame's processing time, and the two stages still overlap."""
-        if self._in_flight == 0:
-            return 0.0
-        if self._in_flight > 1 or self._post_started is None or self._engine_s is None or self._post_s is None:
-            return None
-        return max(0.0, self._post_started + (self._post_s - self._engine_s) - time.perf_counter())
-
     def _engine_stage(self) -> None:
         seg, latest = self.segmenter, self.policy == "latest"
         while not self._stop.is_set():
             if latest:
+                # one frame in flight: the engine takes the newest frame once the previous one is delivered. On a
+                # CPU the engine and post-processing share the cores, and letting the engine start early (when the
+                # post stage would be done as it finished) made the tiny model's p95 latency 3.6x one frame's time
+                # in series for no more frames labelled (benchmarks/stream.py); at one in flight it is that time
+                # plus the wait for the next frame.
                 with self._flow:
-                    while not self._stop.is_set() and (wait := self._engine_may_start()) != 0.0:
-                        self._flow.wait(wait)
+                    self._flow.wait_for(lambda: self._in_flight == 0 or self._stop.is_set())
             item = self.frames.get()
             if item is END:
                 break
-            start = time.perf_counter()
             if latest:
                 with self._flow:
                     self._in_flight += 1
                 frame, prepared = item, seg.prepare(item.image, "rgb")  # only frames that will be labelled
             else:
                 frame, prepared = item
-            encoded = seg.encode(prepared)
-            self._engine_s = _average(self._engine_s, time.perf_counter() - start)
-            self.encoded.put((frame, encoded))
+            self.encoded.put((frame, seg.encode(prepared)))
         self.encoded.close()
 
     def _post_stage(self) -> None:
@@ -275,16 +258,11 @@ class _Pipeline:
             item = self.encoded.get()
             if item is END:
                 break
-            with self._flow:
-                self._post_started = start = time.perf_counter()
-                self._flow.notify_all()
             try:
                 self._post(seg, latest, *item)
             finally:
                 with self._flow:
-                    self._post_s = _average(self._post_s, time.perf_counter() - start)
                     self._in_flight = max(0, self._in_flight - 1)
-                    self._post_started = None
                     self._flow.notify_all()
         self.results.close()
 

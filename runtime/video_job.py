@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -74,8 +75,9 @@ OVERLAY_NAME, FRAMES_NAME, SUMMARY_NAME, LABELS_DIR = "overlay.avi", "frames.jso
 OVERLAY_CODEC = "MJPG"  # in AVI, by OpenCV's built-in writer: see the module docstring
 PART = re.compile(r"overlay-part(\d+)\.avi")
 DEFAULT_FPS = 25.0  # the overlay's frame rate when the source states none (frame folders, iterables)
-FORMAT = {"overlay": f"{OVERLAY_NAME} ({OVERLAY_CODEC} in AVI)", "labels": "PNG per frame, class k = k, the top "
-          "value (255 uint8 / 65535 uint16) = unassigned or background"}
+FORMAT = MappingProxyType({"overlay": f"{OVERLAY_NAME} ({OVERLAY_CODEC} in AVI)",
+                           "labels": "PNG per frame, class k = k, the top value (255 uint8 / 65535 uint16) = "
+                                     "unassigned or background"})
 
 
 class VideoJobError(MgcaError):
@@ -464,8 +466,8 @@ def _video_row(task: VideoTask, output: VideoOutput, state: _Progress, status: s
             "height": state.size[0], "width": state.size[1], "seconds": round(seconds, 3)}
 
 
-SUMMARY_COLUMNS = ["video", "folder", "status", "error", "frames", "dropped", "fps", "latency_p50", "latency_p95",
-                   "height", "width", "seconds"]
+SUMMARY_COLUMNS = ("video", "folder", "status", "error", "frames", "dropped", "fps", "latency_p50", "latency_p95",
+                   "height", "width", "seconds")
 
 
 # ------------------------------------------------------------------------------------------------ runs
