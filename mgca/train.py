@@ -420,7 +420,8 @@ def quick_note(cfg: Config) -> str:
     full = load_config(embedded_config_path())
 
     def steps(c: Config) -> str:
-        return f"{c.pretrain.steps:,} pretraining and {c.data.synthetic_size // c.train.batch_size:,} decoder steps"
+        decoder = c.optim.epochs * (c.data.synthetic_size // (c.train.global_batch or c.train.batch_size))
+        return f"{c.pretrain.steps:,} pretraining and {decoder:,} decoder steps"
 
     return (f"this was --quick: {steps(cfg)} instead of {steps(full)}, {cfg.benchmark.count} held-out images "
             f"instead of {full.benchmark.count}, so its figures are smaller than the full run's; `python -m "

@@ -162,3 +162,23 @@ def test_clip_and_weights_flags(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and "missing.pt does not exist" in err
+
+
+def test_quick_preset_runs_end_to_end_and_says_so(tmp_path, capsys):
+    """`python -m mgca.train --quick`, at test size: the whole method, its own folder and CLIP cache key (never the
+    full run's), and a closing line that says its figures are smaller and where the full run's are."""
+    from mgca.train import QUICK_OUTPUT, QUICK_OVERRIDES, parse_args
+
+    quick = load_config(embedded_config_path(), list(QUICK_OVERRIDES))
+    full = load_config(embedded_config_path())
+    assert quick.train.output_dir == QUICK_OUTPUT != full.train.output_dir
+    assert cache_path(quick.backbone.arch, quick.pretrain, quick.data.synthetic) != cache_path(
+        full.backbone.arch, full.pretrain, full.data.synthetic)
+    assert parse_args(["--quick"]).quick
+    code = main(["--quick", *SMALL_PRETRAIN, *SMALL_DECODER, *SMALL_BENCHMARK,
+                 f"pretrain.cache_dir={tmp_path / 'clip_cache'}", f"train.output_dir={tmp_path / 'run'}"])
+    out = capsys.readouterr().out
+    assert code == 0 and (tmp_path / "run" / "benchmark.json").is_file()
+    assert "this was --quick: 12 pretraining and 16 decoder steps instead of 1,000 and 2,400" in out
+    assert "docs/results.md" in out
+    assert main(["--quick", "--config", str(embedded_config_path())]) == 2

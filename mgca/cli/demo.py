@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from runtime.backbone_notice import warn_backbone
 from runtime.batch import label_dtype, write_png
 from runtime.contract import BG_RULES, MANIFEST_FILE, default_background
 from runtime.demo import DEFAULT_MAX_PIXELS, Demo, Options
@@ -253,6 +254,7 @@ def serve(args: argparse.Namespace) -> None:
     bundle = Path(args.engine) if args.engine else embedded_bundle()
     demo = Demo(bundle, text_cache=args.text_cache, device=args.device, num_threads=args.threads,
                 max_pixels=int(args.max_megapixels * 1e6))
+    warn_backbone(demo.bundle.manifest.get("backbone") or {}, PROG)  # a tiny or random CLIP: say what it knows
     app = build_app(demo, example_images(args.examples))
     app.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size)
     app.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=f"{args.max_file_mb}mb",
