@@ -14,12 +14,12 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from mgca.checkpoint import save_checkpoint  # noqa: E402
-from mgca.config import Config, config_to_dict  # noqa: E402
-from mgca.decoder import perturb_decoder  # noqa: E402
-from mgca.model import build_model  # noqa: E402
+from mgca.checkpoint import save_checkpoint
+from mgca.config import Config, config_to_dict
+from mgca.decoder import perturb_decoder
+from mgca.model import build_model
 
-from .support import CLASSES, blocky_image, export_with_cli, text_cache_with_cli  # noqa: E402
+from .support import CLASSES, blocky_image, export_with_cli, text_cache_with_cli
 
 
 @pytest.fixture(autouse=True)
