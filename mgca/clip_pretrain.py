@@ -31,6 +31,7 @@ from tqdm import tqdm
 from .checkpoint import atomic_torch_save
 from .clip_backbone import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, model_config
 from .config import PretrainConfig, SyntheticWorldConfig, config_to_dict
+from .device import resolve_precision_name
 from .evalsets.specs import SYNTHETIC_BACKDROPS, SYNTHETIC_OBJECTS
 from .pairs.synthetic import CLASS_NAMES, SyntheticCaptions, article, world_look
 from .schedule import warmup_cosine
@@ -56,11 +57,18 @@ class PretrainReport:
                 f"{100 * self.backdrop_accuracy:.1f}% over {len(SYNTHETIC_BACKDROPS)} backdrop textures")
 
 
+def pretrain_precision(cfg: PretrainConfig) -> str:
+    """The precision pretraining runs in on this CPU: `auto` resolved (bf16 only where the CPU computes it
+    natively), so a bf16 and an fp32 CLIP never share a cache entry."""
+    return resolve_precision_name(cfg.precision, torch.device("cpu"))
+
+
 def cache_path(arch: str, cfg: PretrainConfig, world: SyntheticWorldConfig | None = None) -> Path:
     """Where the weights for (arch, cfg, world) live; the name changes whenever anything that shapes them does."""
     world = world or SyntheticWorldConfig()
+    settings = {**config_to_dict(cfg), "precision": pretrain_precision(cfg)}
     recipe = {"arch": arch, "model": model_config(arch), "world": config_to_dict(world),
-              "pretrain": {k: v for k, v in config_to_dict(cfg).items() if k not in ("enabled", "cache_dir")}}
+              "pretrain": {k: v for k, v in settings.items() if k not in ("enabled", "cache_dir")}}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     return Path(cfg.cache_dir) / f"{arch}-synthetic-{digest}.pt"
 
@@ -160,7 +168,7 @@ def pretrain_clip(arch: str, cfg: PretrainConfig, world: SyntheticWorldConfig | 
         batch = _normalise(images)
         flip = torch.rand(cfg.batch_size, generator=generator) < 0.5  # captions never say left or right
         batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=pretrain_precision(cfg) == "bf16"):
             image_features, text_features, logit_scale = model(batch, tokenizer(captions))
         logits = logit_scale * image_features.float() @ text_features.float().t()
         target = torch.arange(cfg.batch_size)

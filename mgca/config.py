@@ -105,7 +105,8 @@ class OptimConfig:
 class TrainConfig:
     batch_size: int = 32  # micro-batch per process
     global_batch: int = 0  # 0: batch_size * world_size; else reached by gradient accumulation
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    # auto: bf16 where the device computes it natively (CUDA; a CPU with avx512_bf16 or AMX), else fp32
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: Literal["auto", "on", "off"] = "auto"  # auto: torch.compile on CUDA only
     device: str = "auto"
     output_dir: str = "runs/mgca"
@@ -132,8 +133,9 @@ class PretrainConfig:
     warmup_steps: int = 50
     pool_size: int = 0  # 0: fresh pairs every step (the generator is index-addressable); else a pool rendered once
     # bf16 autocast for the CLIP's forward pass: 1.35x faster per step on a CPU with native bf16 (avx512_bf16,
-    # AMX), slower on one without. Part of the cache key, like every setting here.
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # AMX), ~10x slower on one without; auto picks bf16 only where it is native. The resolved precision is part
+    # of the cache key, like every setting here.
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"
     seed: int = 0
     cache_dir: str = "runs/clip_cache"  # weights are reused from here when the recipe is unchanged
 

@@ -37,7 +37,7 @@ from .checkpoint import CheckpointError, check_backbone_matches, config_of, load
 from .clip_backbone import is_bundled_arch
 from .config import Config, ConfigError, config_to_dict, load_config, validate_config
 from .decoder import count_parameters
-from .device import resolve_device
+from .device import resolve_device, resolve_precision_name
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, shutdown
 from .embedded import ensure_clip_weights, run_benchmark
 from .grad_cache import GradCache
@@ -74,10 +74,9 @@ PRECISION_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.b
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for fp32. bf16 by default on CUDA, fp32 on CPU."""
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    return PRECISION_DTYPES[precision]
+    """The autocast dtype, or None for fp32. auto: bf16 where the device computes it natively, else fp32
+    (`mgca.device.resolve_precision_name`)."""
+    return PRECISION_DTYPES[resolve_precision_name(precision, device)]
 
 
 def accumulation_steps(global_batch: int, batch_size: int, world_size: int) -> int:

@@ -182,3 +182,23 @@ def test_quick_preset_runs_end_to_end_and_says_so(tmp_path, capsys):
     assert "this was --quick: 12 pretraining and 16 decoder steps instead of 1,000 and 2,400" in out
     assert "docs/results.md" in out
     assert main(["--quick", "--config", str(embedded_config_path())]) == 2
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
+    """Emulated bf16 is ~10x slower than fp32 (a CPU whose hypervisor hides AVX-512): auto must pick fp32 there,
+    and a CLIP pretrained in either precision gets its own cache entry."""
+    import runtime.openvino_engine as ov
+    from mgca.clip_pretrain import cache_path
+    from mgca.config import PretrainConfig
+    from mgca.device import resolve_precision_name
+
+    cpu = torch.device("cpu")
+    cfg = PretrainConfig(precision="auto")
+    monkeypatch.setattr(ov, "cpu_capabilities", lambda core=None: ("FP32", "INT8"))
+    assert resolve_precision_name("auto", cpu) == "fp32"
+    fp32_path = cache_path("mgca-synth", cfg)
+    assert fp32_path == cache_path("mgca-synth", PretrainConfig(precision="fp32"))
+    monkeypatch.setattr(ov, "cpu_capabilities", lambda core=None: ("FP32", "BF16", "INT8"))
+    assert resolve_precision_name("auto", cpu) == "bf16"
+    assert cache_path("mgca-synth", cfg) == cache_path("mgca-synth", PretrainConfig(precision="bf16")) != fp32_path
+    assert resolve_precision_name("fp32", cpu) == "fp32" and resolve_precision_name("bf16", cpu) == "bf16"
