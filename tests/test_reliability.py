@@ -19,7 +19,17 @@ from PIL import Image
 
 from runtime import BundleError, RuntimeInputError, Segmenter, TextCacheError, VocabularyError
 
-from .support import BACKBONE_NOTICE, EVAL_SMALL, REPO, as_unprivileged_user, blocky_image, torch_predictor
+from .support import (
+    BACKBONE_NOTICE,
+    EVAL_SMALL,
+    REPO,
+    as_unprivileged_user,
+    blocky_image,
+    copy_bundle,
+    edit_manifest,
+    torch_predictor,
+    train_args,
+)
 
 ONNX_CPU = dict(backend="onnxruntime", device="cpu")
 
@@ -29,23 +39,6 @@ def one_line_exit_2(code: int, err: str, *needles: str) -> None:
     assert code == 2, err
     assert len(lines) == 1 and "Traceback" not in err, err
     assert all(n in lines[0] for n in needles), (needles, lines[0])
-
-
-def copy_bundle(bundle: Path, to: Path) -> Path:
-    shutil.copytree(bundle, to)
-    return to
-
-
-def edit_manifest(folder: Path, **changes) -> dict:
-    manifest = json.loads((folder / "manifest.json").read_text())
-    for key, value in changes.items():
-        node = manifest
-        *path, leaf = key.split("__")
-        for part in path:
-            node = node[part]
-        node[leaf] = value
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return manifest
 
 
 @pytest.fixture
@@ -192,11 +185,6 @@ def test_edited_window_is_refused_at_load(bundle, tmp_path):
 
 
 # ---------------------------------------------------------------- 4 and 7. training never overwrites, fails early
-
-def train_args(out: Path, *extra: str) -> list[str]:
-    return ["--clip", "mgca-tiny", "pretrain.enabled=false", "benchmark.enabled=false", "data.synthetic_size=8",
-            "data.image_size=64", "train.batch_size=4", "optim.epochs=1", "train.resume=null",
-            f"train.output_dir={out}", *extra]
 
 
 def test_training_refuses_to_overwrite_an_earlier_run(tmp_path, capsys):

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .support import blocky_image, one_line_error
-from .test_evalsets_folder import labelled_folder
+from .support import blocky_image, labelled_folder, one_line_error
 
 SMALL = ["--short-side", "64", "--window", "64", "--stride", "32", "--device", "cpu", "--no-progress"]
 
@@ -58,7 +57,7 @@ def test_resume_refuses_a_changed_recipe_and_allows_the_safe_keys(tmp_path, caps
     """The issue's keys each changed the run silently under train.resume=auto; now each is one line naming it."""
     from mgca.train import main
 
-    from .test_reliability import train_args
+    from .support import train_args
 
     assert main(train_args(tmp_path, "train.max_steps=1")) == 0
     earlier = (tmp_path / "last.pt").read_bytes()
@@ -158,7 +157,7 @@ def test_a_damaged_label_png_is_redone_not_counted(bundle, tmp_path, capsys, los
     """A damaged label PNG in OUT counted as done, then crashed the summary with UnidentifiedImageError."""
     from runtime.batch import LOG_NAME
 
-    from .test_segment_cli import segment, three_photos
+    from .support import segment, three_photos
 
     photos, out = three_photos(tmp_path / "photos"), tmp_path / "out"
     assert segment([photos], out, bundle) == 0
@@ -186,7 +185,7 @@ def test_training_device_and_image_size_errors_are_one_line(tmp_path, capsys, mo
 
     from mgca.train import main
 
-    from .test_reliability import train_args
+    from .support import train_args
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     code = main(train_args(tmp_path, "train.max_steps=1", override))
@@ -274,7 +273,7 @@ def test_an_unknown_dense_mode_in_a_manifest_is_refused(bundle, tmp_path):
     from runtime import BundleError
     from runtime.bundle import load_bundle
 
-    from .test_reliability import copy_bundle, edit_manifest
+    from .support import copy_bundle, edit_manifest
 
     edited = copy_bundle(bundle, tmp_path / "b")
     edit_manifest(edited, backbone__dense_mode="fancyclip")
@@ -293,8 +292,7 @@ def test_a_graph_of_another_clip_is_refused_even_with_a_matching_sha256(bundle, 
     from runtime import BundleError, Segmenter
     from runtime.files import file_sha256
 
-    from .support import WINDOW
-    from .test_reliability import copy_bundle, edit_manifest
+    from .support import WINDOW, copy_bundle, edit_manifest
 
     torch.manual_seed(1)
     other = build_model(dataclasses.replace(tiny_config.backbone, init_seed=7), tiny_config.decoder).eval()
@@ -311,7 +309,7 @@ def test_a_graph_of_another_clip_is_refused_even_with_a_matching_sha256(bundle, 
 def test_linked_sub_folders_are_followed_once(bundle, tmp_path, capsys):
     """A symlinked sub-folder was silently skipped by mgca-segment (Path.rglob does not follow links); a link back
     to an ancestor must not loop."""
-    from .test_segment_cli import photo, segment
+    from .support import photo, segment
 
     photos = tmp_path / "photos"
     photo(photos / "a.png")

@@ -8,28 +8,13 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from PIL import Image
 
 from mgca.cli import segment as segment_cli
 
-from .support import blocky_image, one_line_error
-
-CLASSES = "cat,dog,road,sky"
-
-
-def segment(inputs: list[str | Path], out: Path, bundle: Path, *extra: str, classes: str = CLASSES) -> int:
-    return segment_cli.main([*map(str, inputs), "--classes", classes, "--engine", str(bundle), "--out", str(out),
-                             "--no-progress", *extra])
-
-
-def photo(path: Path, seed: int = 0, size: tuple[int, int] = (40, 56)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(blocky_image(np.random.default_rng(seed), *size)).save(path)
-    return path
+from .support import SEGMENT_CLASSES, one_line_error, photo, segment, three_photos
 
 
 def summary_rows(path: Path) -> list[dict[str, str]]:
@@ -74,11 +59,6 @@ def test_a_link_out_of_out_is_refused_before_any_work(bundle, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------------ item 2: --overwrite
-
-def three_photos(folder: Path) -> Path:
-    for index in range(3):
-        photo(folder / f"img{index}.png", index)
-    return folder
 
 
 @pytest.mark.parametrize("ray", [False, True])
@@ -126,7 +106,7 @@ def test_a_rerun_with_other_settings_is_refused_in_one_line(bundle, tmp_path, ca
     photos, out = three_photos(tmp_path / "photos"), tmp_path / "out"
     assert segment([photos], out, bundle) == 0
     before = files_below(out)
-    classes = change[1] if change[0] == "--classes" else CLASSES
+    classes = change[1] if change[0] == "--classes" else SEGMENT_CLASSES
     code = segment([photos], out, bundle, *([] if change[0] == "--classes" else change), classes=classes)
     err = one_line_error(code, capsys.readouterr().err)
     assert needle in err and "--overwrite" in err and "another --out" in err, err
@@ -337,7 +317,7 @@ def test_an_earlier_output_folder_inside_the_input_is_not_read_as_photos(bundle,
 def test_a_list_naming_a_folder_says_it_is_a_folder(tmp_path, capsys):
     three_photos(tmp_path / "photos")
     (tmp_path / "list.txt").write_text("photos\n")
-    code = segment_cli.main([str(tmp_path / "list.txt"), "--classes", CLASSES, "--decoder", "none", "--out",
+    code = segment_cli.main([str(tmp_path / "list.txt"), "--classes", SEGMENT_CLASSES, "--decoder", "none", "--out",
                              str(tmp_path / "out")])
     err = one_line_error(code, capsys.readouterr().err)
     assert "(listed in" in err and "is a folder; a list names image files" in err and "does not exist" not in err

@@ -26,17 +26,7 @@ from mgca.train import (
 )
 
 from .grad_check import GLOBAL_BATCH, decoder_gradients, fixed_batch, make_trainer
-from .support import REPO, subprocess_env
-
-# The embedded default also pretrains a tiny CLIP and runs the benchmark (tests/test_embedded.py);
-# here only the decoder trains.
-DECODER_ONLY = ["pretrain.enabled=false", "benchmark.enabled=false"]
-FAST = [*DECODER_ONLY, "data.synthetic_size=48", "train.batch_size=8", "optim.epochs=2", "optim.warmup_epochs=0.5",
-        "optim.lr=3e-3"]
-
-
-def fast_config(tmp_path: Path, *extra: str):
-    return load_config(embedded_config_path(), [*FAST, f"train.output_dir={tmp_path}", *extra])
+from .support import DECODER_ONLY, FAST, REPO, fast_config, subprocess_env
 
 
 def test_warmup_then_cosine_to_zero():
