@@ -198,6 +198,15 @@ def photo(path: Path, seed: int = 0, size: tuple[int, int] = (40, 56)) -> Path:
     return path
 
 
+def photo_folder(folder: Path) -> Path:
+    """A new folder holding one photo, a.png."""
+    from PIL import Image
+
+    folder.mkdir()
+    Image.fromarray(blocky_image(np.random.default_rng(0), 40, 60)).save(folder / "a.png")
+    return folder
+
+
 def three_photos(folder: Path) -> Path:
     for index in range(3):
         photo(folder / f"img{index}.png", index)

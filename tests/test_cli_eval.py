@@ -13,6 +13,8 @@ from PIL import Image
 from mgca.cli import eval as eval_cli
 from mgca.cli import segment as segment_cli
 
+from .support import labelled_folder, one_line_error
+
 SMALL = ["--short-side", "64", "--window", "64", "--stride", "32", "--device", "cpu"]
 
 
@@ -240,3 +242,17 @@ def test_segment_with_dense_mode_pamr_and_tcl_background(photo, tmp_path, capsys
                              "--labels-out", str(labels_out), "--out", str(tmp_path / "o.png"), *SMALL])
     assert code == 0, capsys.readouterr().err
     assert np.asarray(Image.open(labels_out)).max() <= 2
+
+
+@pytest.mark.parametrize("target", ["classes.txt", "images/im0.png", "masks/im1.png"])
+def test_eval_json_never_overwrites_what_it_reads(tmp_path, capsys, target):
+    """The issue's case: `mgca-eval --json classes.txt` overwrote the class file it was reading."""
+    from mgca.cli import eval as eval_cli
+
+    root = labelled_folder(tmp_path / "data")
+    before = (root / target).read_bytes()
+    code = eval_cli.main(["--dataset", "folder", "--root", str(root), "--classes", str(root / "classes.txt"),
+                          "--decoder", "none", "--arch", "mgca-tiny", *SMALL, "--no-progress", "--json",
+                          str(root / target)])
+    assert "is the input file" in one_line_error(code, capsys.readouterr().err)
+    assert (root / target).read_bytes() == before

@@ -1,9 +1,13 @@
 """Configuration: YAML + overrides, type coercion, one-line errors for bad keys and values."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mgca.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
+
+from .support import one_line_error
 
 
 def test_defaults_are_the_papers():
@@ -51,3 +55,41 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("train: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def _unreadable(folder: Path, name: str, text: str | bytes) -> Path:
+    path = folder / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    path.chmod(0o000)
+    return path
+
+
+def test_unreadable_files_say_they_cannot_be_read(world_folder, tiny_checkpoint):
+    """An unreadable --config or --palette gave a raw PermissionError; an unreadable checkpoint was called
+    "corrupt or truncated (PermissionError)"."""
+    from mgca.checkpoint import CheckpointError, load_checkpoint
+    from mgca.config import ConfigError, load_config
+    from mgca.evalsets.folder import read_palette
+    from mgca.evalsets.readers import DatasetError
+
+    from .support import as_unprivileged_user
+
+    config = _unreadable(world_folder, "run.yaml", "train:\n  seed: 1\n")
+    palette = _unreadable(world_folder, "palette.txt", "cat 1 2 3\n")
+    checkpoint = _unreadable(world_folder, "last.pt", tiny_checkpoint.read_bytes())
+    with as_unprivileged_user():
+        with pytest.raises(ConfigError, match=r"config file .*run.yaml cannot be read \(Permission denied\)"):
+            load_config(config)
+        with pytest.raises(DatasetError, match=r"palette file .*palette.txt cannot be read \(Permission denied\)"):
+            read_palette(palette, ("cat",), 255)
+        with pytest.raises(CheckpointError, match=r"last.pt cannot be read \(Permission denied\); make it readable"):
+            load_checkpoint(checkpoint)
+
+
+@pytest.mark.parametrize("text", ["5\n", "- a\n- b\n", "just words\n"])
+def test_a_config_that_is_no_mapping_is_one_line(tmp_path, capsys, text):
+    from mgca.train import main
+
+    (tmp_path / "run.yaml").write_text(text)
+    code = main(["--config", str(tmp_path / "run.yaml"), f"train.output_dir={tmp_path / 'out'}"])
+    assert "not a mapping of sections" in one_line_error(code, capsys.readouterr().err)

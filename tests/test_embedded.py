@@ -202,3 +202,22 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
     assert resolve_precision_name("auto", cpu) == "bf16"
     assert cache_path("mgca-synth", cfg) == cache_path("mgca-synth", PretrainConfig(precision="bf16")) != fp32_path
     assert resolve_precision_name("fp32", cpu) == "fp32" and resolve_precision_name("bf16", cpu) == "bf16"
+
+
+def test_an_unwritable_clip_cache_is_refused_before_pretraining(tmp_path, monkeypatch):
+    """A read-only working folder with the default relative pretrain.cache_dir: the pretraining ran to its end and
+    was then lost with a raw PermissionError: 'runs'."""
+    import mgca.clip_pretrain
+    from mgca.config import load_config
+    from mgca.embedded import ensure_clip_weights
+    from mgca.train import embedded_config_path
+    from runtime.errors import OutputPathError
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("pretrained before the cache folder was checked")
+
+    monkeypatch.setattr(mgca.clip_pretrain, "pretrain_clip", must_not_run)
+    (tmp_path / "ro").write_text("a file where the cache folder would go\n")
+    cfg = load_config(embedded_config_path(), [f"pretrain.cache_dir={tmp_path / 'ro' / 'cache'}"])
+    with pytest.raises(OutputPathError, match="pretrain.cache_dir .* cannot be written"):
+        ensure_clip_weights(cfg, progress=False)

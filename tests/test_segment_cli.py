@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from mgca.cli import segment as segment_cli
 
-from .support import SEGMENT_CLASSES, one_line_error, photo, segment, three_photos
+from .support import SEGMENT_CLASSES, one_line_error, photo, photo_folder, segment, three_photos
 
 
 def summary_rows(path: Path) -> list[dict[str, str]]:
@@ -333,3 +333,50 @@ def test_odd_file_names_reach_the_csv_summary_safely(bundle, tmp_path, monkeypat
     text = (tmp_path / "out" / "summary.csv").read_text(encoding="utf-8")  # valid UTF-8
     images = [row["image"] for row in summary_rows(tmp_path / "out" / "summary.csv")]
     assert images == ["caf\\xe9.png", "'=HYPERLINK(1).png"] and "\n=" not in text
+
+
+def test_segment_outputs_never_overwrite_the_class_file(tmp_path, capsys, monkeypatch):
+    from mgca.cli import segment as segment_cli
+
+    monkeypatch.chdir(tmp_path)  # the one-photo overlay's default place
+    classes = tmp_path / "classes.csv"  # a name a summary could have
+    classes.write_text("cat\ndog\n")
+    photos = photo_folder(tmp_path / "photos")
+    common = ["--classes", str(classes), "--decoder", "none", "--short-side", "64", "--window", "64", "--stride", "32"]
+    for argv in ([str(photos / "a.png"), "--labels-out", str(classes)],
+                 [str(photos), "--out", str(tmp_path / "out"), "--summary", str(classes)]):
+        code = segment_cli.main([*argv, *common])
+        assert "is the input file" in one_line_error(code, capsys.readouterr().err)
+    assert classes.read_text() == "cat\ndog\n"
+
+
+@pytest.mark.parametrize("summary, needle", [("folder.csv", "is a folder"), ("notes.txt/s.csv", "the folder of")])
+def test_a_bad_summary_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch, summary, needle):
+    """--summary naming a folder or below a file failed only after the model (and, before issue 29, every image)."""
+    from mgca.cli import segment as segment_cli
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the model loaded before --summary was checked")
+
+    monkeypatch.setattr(segment_cli, "_predict", must_not_run)
+    (tmp_path / "folder.csv").mkdir()
+    (tmp_path / "notes.txt").write_text("a file\n")
+    code = segment_cli.main([str(photo_folder(tmp_path / "photos")), "--classes", "cat,dog", "--decoder", "none",
+                             "--out", str(tmp_path / "out"), "--summary", str(tmp_path / summary)])
+    assert needle in one_line_error(code, capsys.readouterr().err)
+
+
+def test_linked_sub_folders_are_followed_once(bundle, tmp_path, capsys):
+    """A symlinked sub-folder was silently skipped by mgca-segment (Path.rglob does not follow links); a link back
+    to an ancestor must not loop."""
+    from .support import photo, segment
+
+    photos = tmp_path / "photos"
+    photo(photos / "a.png")
+    photo(tmp_path / "elsewhere" / "b.png", 1)
+    (photos / "linked").symlink_to(tmp_path / "elsewhere")
+    (photos / "loop").symlink_to(photos)
+    assert segment([photos], tmp_path / "out", bundle) == 0, capsys.readouterr().err
+    assert "2 images segmented" in capsys.readouterr().out
+    assert sorted(p.relative_to(tmp_path / "out" / "labels").as_posix()
+                  for p in (tmp_path / "out" / "labels").rglob("*.png")) == ["a.png", "linked/b.png"]
