@@ -74,6 +74,16 @@ def as_unprivileged_user():
         os.seteuid(0)
 
 
+ONNX_CPU = dict(backend="onnxruntime", device="cpu")
+
+
+def one_line_exit_2(code: int, err: str, *needles: str) -> None:
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert all(n in lines[0] for n in needles), (needles, lines[0])
+
+
 def one_line_error(code: int, err: str, expected_code: int = 2) -> str:
     """The error line of a CLI run (beside the tiny model's backbone notice, skip notes and the `runtime: <engine> ...`
     line an --engine run prints first)."""

@@ -7,7 +7,7 @@ import pytest
 
 from mgca.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
 
-from .support import one_line_error
+from .support import one_line_error, one_line_exit_2, train_args
 
 
 def test_defaults_are_the_papers():
@@ -93,3 +93,18 @@ def test_a_config_that_is_no_mapping_is_one_line(tmp_path, capsys, text):
     (tmp_path / "run.yaml").write_text(text)
     code = main(["--config", str(tmp_path / "run.yaml"), f"train.output_dir={tmp_path / 'out'}"])
     assert "not a mapping of sections" in one_line_error(code, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=0", "train.batch_size=0 is out of range: it must be >= 1"),
+    ("train.batch_size=-4", "train.batch_size=-4 is out of range"),
+    ("optim.lr=-1", "optim.lr=-1.0 is out of range: it must be > 0"),
+    ("data.image_size=0", "data.image_size=0 is out of range"),
+    ("optim.epochs=2.5", "optim.epochs: expected int (a whole number), got 2.5"),
+    ("loss.k_obj=2", "loss.k_obj=2.0 is out of range: it must be > 0 and <= 1"),
+])
+def test_config_ranges_are_checked_before_any_work(tmp_path, capsys, override, message):
+    from mgca.train import main
+
+    one_line_exit_2(main(train_args(tmp_path, override)), capsys.readouterr().err, message)
+    assert not (tmp_path / "last.pt").exists()

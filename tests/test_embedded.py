@@ -179,7 +179,8 @@ def test_quick_preset_runs_end_to_end_and_says_so(tmp_path, capsys):
                  f"pretrain.cache_dir={tmp_path / 'clip_cache'}", f"train.output_dir={tmp_path / 'run'}"])
     out = capsys.readouterr().out
     assert code == 0 and (tmp_path / "run" / "benchmark.json").is_file()
-    assert "this was --quick: 12 pretraining and 16 decoder steps instead of 1,000 and 2,400" in out
+    assert ("this was --quick: 12 pretraining and 16 decoder steps instead of 1,000 pretraining and 2,400 decoder "
+            "steps, 4 held-out images instead of 500") in out
     assert "docs/results.md" in out
     assert main(["--quick", "--config", str(embedded_config_path())]) == 2
 
@@ -221,3 +222,36 @@ def test_an_unwritable_clip_cache_is_refused_before_pretraining(tmp_path, monkey
     cfg = load_config(embedded_config_path(), [f"pretrain.cache_dir={tmp_path / 'ro' / 'cache'}"])
     with pytest.raises(OutputPathError, match="pretrain.cache_dir .* cannot be written"):
         ensure_clip_weights(cfg, progress=False)
+
+
+def test_the_embedded_default_can_be_run_again(tmp_path, capsys):
+    """`python -m mgca.train` twice: the second run continues (or re-scores) its own run instead of refusing."""
+    from mgca.config import load_config
+    from mgca.train import check_output_dir, embedded_config_path, main
+    from runtime.errors import MgcaError
+
+    assert load_config(embedded_config_path()).train.resume == "auto"
+    args = ["--clip", "mgca-tiny", "pretrain.enabled=false", "benchmark.enabled=false", "data.synthetic_size=8",
+            "data.image_size=64", "train.batch_size=4", "optim.epochs=1", "train.max_steps=1",
+            f"train.output_dir={tmp_path}"]
+    assert main(args) == 0 and main(args) == 0, capsys.readouterr().err
+    assert "done, 1 steps" in capsys.readouterr().out
+    with pytest.raises(MgcaError, match="recipe differs from this run's in backbone.arch"):  # issue 30, item 1
+        check_output_dir(load_config(embedded_config_path(), [f"train.output_dir={tmp_path}"]))
+
+
+def test_truncated_clip_cache_is_pretrained_again(tmp_path, capsys):
+    from mgca.clip_pretrain import cache_path, pretrain_clip
+    from mgca.config import PretrainConfig
+
+    cfg = PretrainConfig(enabled=True, steps=2, pool_size=16, batch_size=8, warmup_steps=1, cache_dir=str(tmp_path))
+    first = pretrain_clip("mgca-synth", cfg, progress=False)
+    whole = first.path.read_bytes()
+    first.path.write_bytes(whole[: len(whole) // 3])  # an interrupted copy
+    capsys.readouterr()
+    again = pretrain_clip("mgca-synth", cfg, progress=False)
+    err = capsys.readouterr().err
+    assert not again.cached and again.path == cache_path("mgca-synth", cfg)
+    assert err.count("\n") == 1 and "unreadable" in err and "pretraining it again" in err
+    assert "visual.proj" in torch.load(again.path, weights_only=True)  # whole again
+    assert pretrain_clip("mgca-synth", cfg, progress=False).cached

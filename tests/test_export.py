@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from .support import one_line_exit_2
+
 onnx = pytest.importorskip("onnx", reason="export tests need onnx")
 ort = pytest.importorskip("onnxruntime", reason="export tests need onnxruntime")
 pytest.importorskip("onnxscript", reason="the dynamo ONNX exporter needs onnxscript")
@@ -411,3 +413,11 @@ def test_tensorrt_engine_build(tmp_path, onnx_file, tiny_model, precision):
     result = build_engine(source, tmp_path / f"model.{precision}.engine", precision, WINDOW, max_batch=4,
                           timing_cache=cache)
     assert result.path.stat().st_size > 0 and cache.stat().st_size > 0
+
+
+def test_export_to_an_unwritable_folder_is_one_line(tiny_checkpoint, capsys):
+    from export.cli import main as export_main
+
+    for out in ["/proc/mgca-bundle", "/sys/mgca-bundle"]:
+        code = export_main(["--checkpoint", str(tiny_checkpoint), "--out", out, "--window", "64"])
+        one_line_exit_2(code, capsys.readouterr().err, f"--out {out} cannot be written")

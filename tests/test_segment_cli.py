@@ -8,13 +8,25 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from mgca.cli import segment as segment_cli
 
-from .support import SEGMENT_CLASSES, one_line_error, photo, photo_folder, segment, three_photos
+from .support import (
+    BACKBONE_NOTICE,
+    SEGMENT_CLASSES,
+    blocky_image,
+    one_line_error,
+    one_line_exit_2,
+    photo,
+    photo_folder,
+    segment,
+    three_photos,
+)
 
 
 def summary_rows(path: Path) -> list[dict[str, str]]:
@@ -380,3 +392,42 @@ def test_linked_sub_folders_are_followed_once(bundle, tmp_path, capsys):
     assert "2 images segmented" in capsys.readouterr().out
     assert sorted(p.relative_to(tmp_path / "out" / "labels").as_posix()
                   for p in (tmp_path / "out" / "labels").rglob("*.png")) == ["a.png", "linked/b.png"]
+
+
+def test_segment_refuses_to_overwrite_its_input(tmp_path, monkeypatch, capsys):
+    from mgca.cli import segment as segment_cli
+
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(blocky_image(np.random.default_rng(0), 40, 60)).save(photo)
+    original = photo.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    common = ["--classes", "cat,dog", "--decoder", "none", "--short-side", "64", "--window", "64", "--stride", "32"]
+    for out in ["photo.jpg", str(photo), "./sub/../photo.jpg"]:
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        one_line_exit_2(segment_cli.main(["photo.jpg", *common, "--out", out]), capsys.readouterr().err,
+                        "is the input file")
+    (tmp_path / "alias.jpg").symlink_to(photo)
+    one_line_exit_2(segment_cli.main(["photo.jpg", *common, "--labels-out", "alias.jpg"]),
+                    capsys.readouterr().err, "is the input file")
+    assert photo.read_bytes() == original
+
+
+def test_an_unknown_template_set_is_one_line(tmp_path, capsys):
+    """get_templates raises the project's error type naming the set and the choices; the CLIs print it as one line."""
+    from mgca.cli import segment as segment_cli
+    from mgca.prompts import TEMPLATE_SETS, get_templates
+    from runtime.errors import MgcaError
+
+    with pytest.raises(MgcaError, match="unknown prompt template set 'nope'; choose one of") as info:
+        get_templates("nope")
+    assert all(name in str(info.value) for name in TEMPLATE_SETS) and isinstance(info.value, ValueError)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(blocky_image(np.random.default_rng(0), 40, 60)).save(photo)
+    out = tmp_path / "o.png"
+    code = segment_cli.main([str(photo), "--classes", "cat,dog", "--decoder", "none", "--templates", "nope",
+                             "--short-side", "64", "--window", "64", "--stride", "32", "--out", str(out)])
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if BACKBONE_NOTICE not in line]  # the random-init note
+    one_line_exit_2(code, "\n".join(lines), "mgca-segment: error:", "template set 'nope'", "tcl")
+    assert "Traceback" not in err
+    assert not out.exists()

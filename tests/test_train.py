@@ -26,7 +26,7 @@ from mgca.train import (
 )
 
 from .grad_check import GLOBAL_BATCH, decoder_gradients, fixed_batch, make_trainer
-from .support import DECODER_ONLY, FAST, REPO, fast_config, one_line_error, subprocess_env
+from .support import DECODER_ONLY, FAST, REPO, fast_config, one_line_error, one_line_exit_2, subprocess_env, train_args
 
 
 def test_warmup_then_cosine_to_zero():
@@ -278,3 +278,27 @@ def test_training_device_and_image_size_errors_are_one_line(tmp_path, capsys, mo
     code = main(train_args(tmp_path, "train.max_steps=1", override))
     assert needle in one_line_error(code, capsys.readouterr().err)
     assert not (tmp_path / "last.pt").exists()
+
+
+def test_training_refuses_to_overwrite_an_earlier_run(tmp_path, capsys):
+    from mgca.train import main
+
+    assert main(train_args(tmp_path, "train.max_steps=2")) == 0
+    earlier = (tmp_path / "last.pt").read_bytes()
+    capsys.readouterr()
+    one_line_exit_2(main(train_args(tmp_path, "train.max_steps=1")), capsys.readouterr().err,
+                    "last.pt holds an earlier run of 2 steps", "train.resume=auto", "--overwrite")
+    assert (tmp_path / "last.pt").read_bytes() == earlier
+    assert main(train_args(tmp_path, "train.max_steps=1", "--overwrite")) == 0
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["train_state"]["step"] == 1
+    assert main(train_args(tmp_path, "train.max_steps=2", "train.resume=auto")) == 0  # continuing is no overwrite
+
+
+def test_unwritable_output_dir_fails_before_training(tmp_path):
+    from mgca.config import load_config
+    from mgca.train import Trainer, embedded_config_path
+
+    cfg = load_config(embedded_config_path(), ["pretrain.enabled=false", "backbone.arch=mgca-tiny",
+                                               "train.output_dir=/proc/mgca-run"])
+    with pytest.raises(ValueError, match="train.output_dir /proc/mgca-run cannot be written"):  # OutputPathError
+        Trainer(cfg)
