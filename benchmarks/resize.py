@@ -88,7 +88,7 @@ def main() -> None:
     import cv2
 
     from runtime.contract import InferenceSettings
-    from runtime.postprocess import scores_to_labels, upsampled_rows
+    from runtime.postprocess import scores_to_labels, upsampled_tiles
     from runtime.preprocess import prepare
 
     cv2.setNumThreads(args.threads)
@@ -115,7 +115,9 @@ def main() -> None:
             errors = ["-", "-"]
             if height * width * classes <= 60e6:
                 exact = float64_scores(scores, prepared, os_)
-                separable = np.concatenate([block for _, _, block in upsampled_rows(scores, prepared, os_)])
+                separable = np.empty((height, width, classes), dtype=np.float32)
+                for y0, y1, x0, x1, tile in upsampled_tiles(scores, prepared, os_):
+                    separable[y0:y1, x0:x1] = tile
                 errors = [f"{np.abs(s - exact).max():.1e}" for s in (cv2_scores(scores, prepared, os_), separable)]
             print(f"{name:<22} {classes:>5} {t_cv2:>14.1f} {t_sep:>13.1f} {t_cv2 / t_sep:>6.2f}x {differ:>14.2e} "
                   f"{errors[0]:>8} {errors[1]:>8}", flush=True)

@@ -48,7 +48,15 @@ from .files import (
     remove_temporaries,
 )
 from .image_files import DECODE_ERRORS, IMAGE_SUFFIXES, is_image_name, open_rgb
-from .output_record import OutputRecord, check_record, fingerprint, is_output_folder, write_record
+from .output_record import (
+    RECORD_NAME,
+    OutputRecord,
+    check_record,
+    fingerprint,
+    is_output_folder,
+    output_lock,
+    write_record,
+)
 from .ray_start import RayOptions, start_ray
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
@@ -158,6 +166,26 @@ def _list_one(item: str) -> list[ImageTask]:
                           f"images ({', '.join(LIST_SUFFIXES)}); check the path")
 
 
+def _why_no_images(item: str, skip: Path | None) -> str:
+    """Why an input yielded no images: it is (or lies in) --out, its images all lie in an earlier run's output
+    folder (one holding an output record, perhaps a stray one), or it holds none."""
+    path = Path(item).expanduser()
+    if skip is not None and not _is_uri(item) and path.exists() and path.resolve().is_relative_to(skip):
+        return (f"{item} is the output folder --out {skip} (or inside it), whose files are outputs, not photos; "
+                "give the photos' folder and another --out")
+    if not _is_uri(item) and path.is_dir():
+        images = [p for p in files_below(path) if is_image_name(p.name)]
+        if images and skip is not None and all(p.resolve().is_relative_to(skip) for p in images):
+            return f"{item}: its images all lie in the output folder --out {skip}; choose another --out"
+        for folder in [images[0].parent, *images[0].parent.parents] if images else []:
+            if is_output_folder(folder):
+                return (f"{item}: its images lie in {folder}, which holds {RECORD_NAME}, the mark of an earlier run's "
+                        f"output folder, so they are skipped; if it is a photo folder, delete {folder / RECORD_NAME}")
+            if folder == path:
+                break
+    return f"{item} holds no images ({', '.join(IMAGE_SUFFIXES)})"
+
+
 def list_tasks(inputs: Sequence[str], exclude: str | Path | None = None) -> list[ImageTask]:
     """Every image of the inputs (folders recursively, globs, list files, single images, URIs), in order, each file
     once however it is reached (`x/../a.png` and `y/../a.png`, links), less those below `exclude` (the output
@@ -177,7 +205,7 @@ def list_tasks(inputs: Sequence[str], exclude: str | Path | None = None) -> list
                 tasks.append(task)
                 seen_files.add(real)
         if not found:
-            raise BatchInputError(f"{item} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise BatchInputError(_why_no_images(str(item), skip))
     seen: dict[str, str] = {}
     for task in tasks:
         if task.rel in seen:
@@ -498,10 +526,11 @@ def run_local(tasks: Sequence[ImageTask], predict: PredictFn, output: BatchOutpu
               progress: bool = True) -> BatchReport:
     """Segment every image not done yet, one after another in this process."""
     start = time.perf_counter()
-    log, todo, summary, record = _prepare(tasks, output, summary)
-    done, failed = _consume((segment_file(task, predict, output) for task in todo), output, log, len(todo),
-                            progress, "segment")
-    return _finish(tasks, output, log, summary, record, done, len(tasks) - len(todo), failed, start)
+    with output_lock(output.folder):
+        log, todo, summary, record = _prepare(tasks, output, summary)
+        done, failed = _consume((segment_file(task, predict, output) for task in todo), output, log, len(todo),
+                                progress, "segment")
+        return _finish(tasks, output, log, summary, record, done, len(tasks) - len(todo), failed, start)
 
 
 # ------------------------------------------------------------------------------------------------ Ray Data
@@ -535,6 +564,14 @@ def run_ray(tasks: Sequence[ImageTask], bundle: str, segmenter_args: dict[str, A
         import ray.data
     except ImportError:
         raise MgcaError("--ray needs Ray Data: pip install 'mgca[ray]'") from None
+    with output_lock(output.folder):
+        return _run_ray(tasks, bundle, segmenter_args, classes, background_threshold, output, options, summary,
+                        progress, ray)
+
+
+def _run_ray(tasks: Sequence[ImageTask], bundle: str, segmenter_args: dict[str, Any], classes: Sequence[str],
+             background_threshold: float | None, output: BatchOutput, options: RayOptions, summary: Path | None,
+             progress: bool, ray: Any) -> BatchReport:
     start = time.perf_counter()
     log, todo, summary, record = _prepare(tasks, output, summary)
     start_ray(ray, options)

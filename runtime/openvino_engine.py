@@ -29,6 +29,7 @@ import numpy as np
 from .contract import INPUT_NAME, OUTPUT_NAME
 from .engines import check_concurrent_runs, in_batches, parse_device
 from .errors import BackendError, one_line
+from .files import check_writable_dir
 
 OPENVINO_HINT = "pip install 'mgca[openvino]' (OpenVINO's CPU runtime), or use backend='onnxruntime'"
 # the compile hint for the parts left in float, read-only (no module state)
@@ -103,8 +104,8 @@ class OpenVinoEngine:
         if num_threads is not None:
             config["INFERENCE_NUM_THREADS"] = int(num_threads)
         if cache:
-            Path(cache).expanduser().mkdir(parents=True, exist_ok=True)
-            config["CACHE_DIR"] = str(Path(cache).expanduser())
+            what = "cache_dir" if cache_dir is not None else f"${CACHE_ENV}"
+            config["CACHE_DIR"] = str(check_writable_dir(cache, f"OpenVINO's compiled-model cache {what}"))
         start = time.perf_counter()
         try:
             model = core.read_model(model_bytes if model_bytes is not None else str(model_path))

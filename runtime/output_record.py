@@ -10,17 +10,27 @@ The record also marks the folder as an output folder, so a later run reading a t
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import OutputPathError
-from .files import atomic_write_text
+from .files import atomic_write_text, check_writable_dir
 
 RECORD_NAME = ".mgca-output.json"
+# The record is replaced atomically (a new file each time), so the run's lock is held on a file of its own.
+LOCK_NAME = ".mgca-output.lock"
 FORMAT = 1
+
+
+class DamagedRecordError(OutputPathError):
+    """The record exists but is truncated or malformed: --overwrite may replace it."""
 
 
 @dataclass(frozen=True)
@@ -46,16 +56,20 @@ def is_output_folder(folder: Path) -> bool:
 
 
 def read_record(folder: Path) -> OutputRecord | None:
-    """The folder's record; None when there is none; a one-line OutputPathError when it is unreadable."""
+    """The folder's record; None when there is none; a one-line OutputPathError when it is unreadable (saying that
+    --overwrite replaces it) or is not a file."""
     path = folder / RECORD_NAME
+    if path.exists() and not path.is_file():
+        raise OutputPathError(f"{path} is a folder (or another non-file), where mgca keeps its record of what made "
+                              "the outputs; remove it, or choose another --out")
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return OutputRecord(dict(data["producer"]), bool(data.get("mixed", False)))
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise OutputPathError(f"{path} cannot be read ({type(err).__name__}); pass --overwrite to redo the outputs "
-                              "in this folder, or choose another --out") from None
+        raise DamagedRecordError(f"{path} cannot be read ({type(err).__name__}); pass --overwrite to redo the "
+                                 "outputs in this folder (it replaces the record), or choose another --out") from None
 
 
 def write_record(folder: Path, record: OutputRecord) -> None:
@@ -84,7 +98,12 @@ def check_record(folder: Path, producer: dict[str, Any], overwrite: bool, has_ou
     Same producer: resume. Another one, or outputs with no record at all (an older mgca): a one-line
     OutputPathError naming the difference, unless `overwrite`, which starts a `mixed` record of the new producer."""
     producer = json.loads(json.dumps(producer, default=str))  # as it reads back: tuples are lists
-    old = read_record(folder)
+    try:
+        old = read_record(folder)
+    except DamagedRecordError:
+        if not overwrite:
+            raise
+        return OutputRecord(producer, mixed=True)  # what made the outputs is unknown: as outputs with no record
     if old is None and not has_outputs:
         return OutputRecord(producer)
     if old is not None and old.producer == producer:
@@ -97,5 +116,33 @@ def check_record(folder: Path, producer: dict[str, Any], overwrite: bool, has_ou
     return OutputRecord(producer, mixed=True)
 
 
-__all__ = ["RECORD_NAME", "OutputRecord", "check_record", "differences", "fingerprint", "is_output_folder",
-           "read_record", "write_record"]
+@contextlib.contextmanager
+def output_lock(folder: Path) -> Iterator[None]:
+    """One run per output folder at a time: an OS lock (fcntl.flock) on OUT/.mgca-output.lock for the whole run,
+    which the kernel drops when the process ends however it ends. A second run is refused in one line naming the
+    running one's pid (written into the lock file while it runs, emptied at the end). Where the filesystem has no
+    locks (some network mounts) the run goes on unlocked."""
+    check_writable_dir(folder, "--out")
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise OutputPathError(f"--out {folder} is in use by another run (pid {holder}); wait for it to finish, "
+                                  "or choose another --out") from None
+        except OSError:
+            yield
+            return
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
+
+
+__all__ = ["LOCK_NAME", "RECORD_NAME", "DamagedRecordError", "OutputRecord", "check_record", "differences",
+           "fingerprint", "is_output_folder", "output_lock", "read_record", "write_record"]

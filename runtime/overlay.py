@@ -21,6 +21,10 @@ _BASE_COLOURS = (
     (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180),
     (0, 0, 128), (128, 128, 128),
 )
+# The legend panel is drawn when the canvas it needs holds at most this many pixels beyond 4x the image's: a
+# photo's legend always fits, while beside a 250000 x 4 strip it would take a 250000 x 300 canvas, 75x the image
+# (the CLI prints the class shares, the demo lists them).
+LEGEND_ALLOWANCE = 1 << 20
 
 
 def class_palette(num_classes: int) -> np.ndarray:
@@ -78,7 +82,9 @@ def legend_entries(labels: np.ndarray, class_names: Sequence[str], max_entries: 
 
 def render_overlay(image: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
                    background_index: int | None = None, alpha: float = 0.55) -> Image.Image:
-    """Blended image with a legend panel on its right: colour swatch, class name, share of the image."""
+    """Blended image with a legend panel on its right: colour swatch, class name, share of the image. The
+    picture stays within a few times the image's pixels on any aspect ratio: an image too thin for the panel
+    (see LEGEND_ALLOWANCE) gets the blend alone."""
     if labels.shape != image.shape[:2]:
         raise ValueError(f"labels {labels.shape} do not match image {image.shape[:2]}")
     palette = class_palette(len(class_names))
@@ -91,7 +97,10 @@ def render_overlay(image: np.ndarray, labels: np.ndarray, class_names: Sequence[
     texts = [f"{class_names[k].strip()}  {100 * share:.1f}%" for k, share in entries]
     text_width = max((int(font.getlength(t)) for t in texts), default=0)
     panel_width = pad * 3 + swatch + text_width
-    canvas = Image.new("RGB", (width + panel_width, max(height, pad * 2 + line * len(entries))), (255, 255, 255))
+    canvas_hw = (max(height, pad * 2 + line * len(entries)), width + panel_width)
+    if canvas_hw[0] * canvas_hw[1] > 4 * height * width + LEGEND_ALLOWANCE:
+        return Image.fromarray(blended)
+    canvas = Image.new("RGB", canvas_hw[::-1], (255, 255, 255))
     canvas.paste(Image.fromarray(blended), (0, 0))
     draw = ImageDraw.Draw(canvas)
     for row, ((k, share), text) in enumerate(zip(entries, texts, strict=True)):
@@ -116,4 +125,4 @@ def save_overlay(path: str | Path, image: np.ndarray, labels: np.ndarray, class_
     return path
 
 
-__all__ = ["class_palette", "blend", "legend_entries", "render_overlay", "save_overlay"]
+__all__ = ["class_palette", "blend", "legend_entries", "render_overlay", "save_overlay", "LEGEND_ALLOWANCE"]

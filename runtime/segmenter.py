@@ -139,8 +139,8 @@ class Segmenter:
         self._assign = make_assigner(self.assignment if self.assignment != "none" else "numpy", num_threads)
         # Post-processing (PAMR, upsample, argmax) is CPU-bound numpy: at most one call per core (per allowed
         # thread) runs it at once and the rest queue, so concurrent callers share the cores instead of
-        # oversubscribing them. Its memory is small: labels are made in row blocks (postprocess.upsampled_rows),
-        # 4 x H x W bytes of labels plus a 4 x gh x W x K band per call, or 4 x K x H x W more with
+        # oversubscribing them. Its memory is small: labels are made in tiles (postprocess.upsampled_tiles),
+        # 4 x H x W bytes of labels plus a strip of at most STRIP_BYTES per call, or 4 x K x H x W more with
         # return_scores. The peak under concurrent callers is the engine's activations, bounded by the engine:
         # one onnxruntime run at a time on CPU (`concurrent_runs`).
         self.post_slots = max(1, min(os.cpu_count() or 1, num_threads or (os.cpu_count() or 1)))

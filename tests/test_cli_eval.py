@@ -133,6 +133,21 @@ def test_segment_writes_overlay_with_legend(photo, tiny_checkpoint, tmp_path, ca
     assert labels.shape == (48, 72) and labels.max() < 3 and str(out) in captured.out
 
 
+@pytest.mark.parametrize("shape", [(20_000, 2), (2, 20_000), (1, 50_000)])
+def test_overlay_stays_within_the_image_pixels_on_thin_images(shape):
+    """The legend panel beside a thin strip would make the picture as long as the strip and as wide as the
+    panel (75x a 250000 x 4 image's pixels): such an image gets the blend alone, a photo keeps its legend."""
+    from runtime.overlay import blend, class_palette, render_overlay
+
+    labels = (np.arange(shape[0] * shape[1]).reshape(shape) // 7 % 3).astype(np.int32)
+    image = np.full((*shape, 3), 90, dtype=np.uint8)
+    overlay = render_overlay(image, labels, ["sky", "grass", "cat"])
+    assert overlay.width * overlay.height <= 4 * labels.size + (1 << 20), overlay.size
+    np.testing.assert_array_equal(np.asarray(overlay), blend(image, labels, class_palette(3)))
+    photo = render_overlay(image[:48, :72], labels[:48, :72], ["sky", "grass", "cat"])
+    assert photo.width > min(72, shape[1])  # the legend panel on the right
+
+
 def test_segment_with_background_and_default_output(photo, monkeypatch, tmp_path, capsys):
     monkeypatch.chdir(tmp_path)
     code = segment_cli.main([str(photo), "--classes", "sky,grass", "--decoder", "none", "--background-threshold", "0.9",

@@ -11,6 +11,7 @@ import pytest
 
 from runtime import BackendError, BundleError, Segmenter
 from runtime.engine_choice import EngineFacts, choose_engine
+from runtime.errors import OutputPathError
 from runtime.openvino_engine import cpu_capabilities, openvino_available
 
 from .support import blocky_image
@@ -203,4 +204,15 @@ def test_auto_rule(backend, precision, facts, expected):
 def test_auto_rule_refusals(backend, precision, facts, message):
     with pytest.raises(BackendError, match=message) as info:
         choose_engine(backend, precision, facts)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("where", ["a file", "below a file"])
+def test_unusable_compiled_model_cache_is_one_line(bundle, tmp_path, monkeypatch, where):
+    """$MGCA_OPENVINO_CACHE naming a file, or a folder that cannot be created: one line naming the variable."""
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("MGCA_OPENVINO_CACHE", str(blocker if where == "a file" else blocker / "sub"))
+    with pytest.raises(OutputPathError, match=r"\$MGCA_OPENVINO_CACHE .*cache") as info:
+        Segmenter(bundle, backend="openvino", device="cpu", precision="fp32")
     assert "\n" not in str(info.value)

@@ -431,3 +431,66 @@ def test_an_unknown_template_set_is_one_line(tmp_path, capsys):
     one_line_exit_2(code, "\n".join(lines), "mgca-segment: error:", "template set 'nope'", "tcl")
     assert "Traceback" not in err
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------------------ the output record
+
+@pytest.mark.parametrize("damage", ["truncated", "wrong types"])
+def test_a_damaged_record_is_replaced_by_overwrite(bundle, tmp_path, capsys, damage):
+    three_photos(tmp_path / "in")
+    out = tmp_path / "out"
+    assert segment([tmp_path / "in"], out, bundle) == 0, capsys.readouterr().err
+    record = out / ".mgca-output.json"
+    record.write_text(record.read_text()[:25] if damage == "truncated" else '{"producer": 5}')
+    capsys.readouterr()
+    err = one_line_error(segment([tmp_path / "in"], out, bundle), capsys.readouterr().err)
+    assert "cannot be read" in err and "--overwrite" in err
+    assert segment([tmp_path / "in"], out, bundle, "--overwrite") == 0, capsys.readouterr().err
+    assert segment([tmp_path / "in"], out, bundle) == 0, capsys.readouterr().err  # the record reads back
+
+
+def test_a_record_that_is_a_folder_is_one_line(bundle, tmp_path, capsys):
+    three_photos(tmp_path / "in")
+    (tmp_path / "out" / ".mgca-output.json").mkdir(parents=True)
+    for extra in ((), ("--overwrite",)):
+        err = one_line_error(segment([tmp_path / "in"], tmp_path / "out", bundle, *extra), capsys.readouterr().err)
+        assert ".mgca-output.json is a folder" in err and "remove it" in err
+
+
+def test_out_equal_to_the_input_or_a_stray_record_names_the_cause(bundle, tmp_path, capsys):
+    photos = three_photos(tmp_path / "photos")
+    err = one_line_error(segment([photos], photos, bundle), capsys.readouterr().err)
+    assert "is the output folder --out" in err and "holds no images" not in err
+    (photos / ".mgca-output.json").write_text("{}")  # a stray record: the folder reads as an earlier run's output
+    err = one_line_error(segment([tmp_path], tmp_path / "out", bundle), capsys.readouterr().err)
+    assert f"delete {photos / '.mgca-output.json'}" in err and "holds no images" not in err
+
+
+def test_a_second_run_on_the_same_out_is_refused_naming_the_first(bundle, tmp_path, capsys):
+    """One run per --out at a time: an OS lock held by a running process (here a child holding it) refuses a second
+    run in one line naming its pid, and nothing of the folder changes; once it ends, a run goes ahead."""
+    import subprocess
+    import sys
+    import time
+
+    from .support import subprocess_env
+
+    three_photos(tmp_path / "in")
+    out = tmp_path / "out"
+    script = ("import sys, pathlib\nfrom runtime.output_record import output_lock\n"
+              "with output_lock(pathlib.Path(sys.argv[1])):\n    print('held', flush=True)\n    sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", script, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env=subprocess_env())
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = files_below(out)
+        err = one_line_error(segment([tmp_path / "in"], out, bundle), capsys.readouterr().err)
+        assert f"in use by another run (pid {holder.pid})" in err
+        assert files_below(out) == before
+    finally:
+        holder.communicate("", timeout=60)
+    deadline = time.monotonic() + 60
+    while holder.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert segment([tmp_path / "in"], out, bundle) == 0, capsys.readouterr().err
+    assert len(list((out / "labels").glob("*.png"))) == 3
