@@ -35,15 +35,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mgca.config import Config, load_config  # noqa: E402
-from mgca.dense_modes import DENSE_MODES  # noqa: E402
-from mgca.embedded import ensure_clip_weights  # noqa: E402
-from mgca.evalsets import get_spec  # noqa: E402
-from mgca.inference import InferenceConfig  # noqa: E402
-from mgca.pairs.synthetic import world_look, write_benchmark  # noqa: E402
-from mgca.quality import FROZEN, PROTOCOLS, ClassAreas, frozen_baseline, paired_bootstrap, score_models  # noqa: E402
-from mgca.replay import FrozenStream, ReplayTrainer  # noqa: E402
-from mgca.train import embedded_config_path, fix_thread_count  # noqa: E402
+from mgca.config import Config, load_config
+from mgca.dense_modes import DENSE_MODES
+from mgca.embedded import ensure_clip_weights
+from mgca.evalsets import get_spec
+from mgca.inference import InferenceConfig
+from mgca.pairs.synthetic import world_look, write_benchmark
+from mgca.quality import FROZEN, PROTOCOLS, ClassAreas, frozen_baseline, paired_bootstrap, score_models
+from mgca.replay import FrozenStream, ReplayTrainer
+from mgca.train import embedded_config_path, fix_thread_count
 
 LOSS_SETS: dict[str, tuple[str, ...]] = {
     "obj": ("obj",), "reg": ("reg",), "pix": ("pix",), "obj + reg": ("obj", "reg"),

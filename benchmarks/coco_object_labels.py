@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mgca.evalsets import open_dataset  # noqa: E402
-from mgca.evalsets.coco import annotation_mask, coco_object_label  # noqa: E402
+from mgca.evalsets import open_dataset
+from mgca.evalsets.coco import annotation_mask, coco_object_label
 
 
 def paint(height: int, width: int, annotations, *, crowd: bool, largest_first: bool, masks) -> np.ndarray:

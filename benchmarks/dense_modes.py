@@ -28,14 +28,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.export_parity import interleaved_seconds  # noqa: E402
-from export.onnx_export import export_onnx  # noqa: E402
-from export.parity import ort_session  # noqa: E402
-from mgca.clip_backbone import FrozenCLIP, build_clip_model  # noqa: E402
-from mgca.config import BackboneConfig, DecoderConfig  # noqa: E402
-from mgca.decoder import build_decoder  # noqa: E402
-from mgca.dense_modes import DENSE_MODES  # noqa: E402
-from mgca.model import MGCA  # noqa: E402
+from benchmarks.export_parity import interleaved_seconds
+from export.onnx_export import export_onnx
+from export.parity import ort_session
+from mgca.clip_backbone import FrozenCLIP, build_clip_model
+from mgca.config import BackboneConfig, DecoderConfig
+from mgca.decoder import build_decoder
+from mgca.dense_modes import DENSE_MODES
+from mgca.model import MGCA
 
 BASELINE = "maskclip"
 ALIASES = {"tcl": "maskclip"}

@@ -33,15 +33,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from calibration.quantize import evaluate_int8, quantize_int8  # noqa: E402
-from calibration.reader import ImageFolderCalibrationReader, Preprocess, synthetic_images  # noqa: E402
-from export.onnx_export import export_onnx  # noqa: E402
-from export.parity import check_parity, parity_windows, random_class_embeddings, run_torch  # noqa: E402
-from mgca.config import Config  # noqa: E402
-from mgca.decoder import perturb_decoder  # noqa: E402
-from mgca.model import build_model  # noqa: E402
-from runtime.contract import InferenceSettings  # noqa: E402
-from runtime.engines import OrtEngine  # noqa: E402
+from calibration.quantize import evaluate_int8, quantize_int8
+from calibration.reader import ImageFolderCalibrationReader, Preprocess, synthetic_images
+from export.onnx_export import export_onnx
+from export.parity import check_parity, parity_windows, random_class_embeddings, run_torch
+from mgca.config import Config
+from mgca.decoder import perturb_decoder
+from mgca.model import build_model
+from runtime.contract import InferenceSettings
+from runtime.engines import OrtEngine
 
 
 def interleaved_seconds(fns: dict, repeats: int, budget_s: float) -> dict[str, float]:

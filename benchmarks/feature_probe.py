@@ -19,12 +19,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mgca.clip_backbone import build_backbone  # noqa: E402
-from mgca.clip_pretrain import _normalise  # noqa: E402
-from mgca.config import BackboneConfig, load_config  # noqa: E402
-from mgca.dense_modes import DENSE_MODES  # noqa: E402
-from mgca.pairs.synthetic import CLASS_NAMES, SHAPES, SyntheticCaptions  # noqa: E402
-from mgca.train import embedded_config_path  # noqa: E402
+from mgca.clip_backbone import build_backbone
+from mgca.clip_pretrain import _normalise
+from mgca.config import BackboneConfig, load_config
+from mgca.dense_modes import DENSE_MODES
+from mgca.pairs.synthetic import CLASS_NAMES, SHAPES, SyntheticCaptions
+from mgca.train import embedded_config_path
 
 BACKDROPS = sum(name.endswith("background") for name in CLASS_NAMES)
 

@@ -35,10 +35,10 @@ sys.path.insert(0, str(REPO))  # before benchmarks/ (the script's folder), whose
 if str(REPO / "benchmarks") not in sys.path:
     sys.path.append(str(REPO / "benchmarks"))
 
-from train_step import bench  # noqa: E402
+from train_step import bench
 
-from mgca.config import Config  # noqa: E402
-from mgca.model import build_model  # noqa: E402
+from mgca.config import Config
+from mgca.model import build_model
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def training_rows(plan: CheckPlan, budget: Budget) -> list[dict]:
             try:
                 row.update(bench(plan.arch, batch, dtype, row["compile"], plan.device, warmup=plan.warmup,
                                  iters=plan.iters, micro=micro))
-            except Exception as err:  # noqa: BLE001 - a failing row is reported, the check goes on
+            except Exception as err:  # a failing row is reported, the check goes on
                 row["skipped"] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:160]}"
         rows.append(row)
         print(f"  train b{batch}/{micro} {dtype} compile={row['compile']}: "
@@ -177,7 +177,7 @@ def inference_rows(plan: CheckPlan, budget: Budget) -> list[dict]:
                         run = window_runner(model, images, DTYPES[dtype_name], graph)
                         seconds = _time(run, device, plan.warmup + 1, max(plan.iters, 3))
                         row.update(ms_per_window=1e3 * seconds / batch, windows_per_s=batch / seconds)
-                    except Exception as err:  # noqa: BLE001
+                    except Exception as err:
                         row["skipped"] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:160]}"
                 rows.append(row)
                 print(f"  infer {dtype_name} x{batch} graph={graph}: "

@@ -35,18 +35,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.ablation import FULL, LOSS_SETS, row_config  # noqa: E402
-from mgca.clip_backbone import FrozenCLIP  # noqa: E402
-from mgca.config import Config, load_config  # noqa: E402
-from mgca.dense_modes import DENSE_MODES  # noqa: E402
-from mgca.embedded import ensure_clip_weights  # noqa: E402
-from mgca.evalsets import get_spec  # noqa: E402
-from mgca.inference import InferenceConfig  # noqa: E402
-from mgca.model import MGCA  # noqa: E402
-from mgca.pairs.synthetic import world_look, write_benchmark  # noqa: E402
-from mgca.quality import PROTOCOLS, ClassAreas, frozen_baseline, paired_bootstrap, score_models  # noqa: E402
-from mgca.replay import FrozenStream, ReplayTrainer, stream_key  # noqa: E402
-from mgca.train import embedded_config_path, fix_thread_count  # noqa: E402
+from benchmarks.ablation import FULL, LOSS_SETS, row_config
+from mgca.clip_backbone import FrozenCLIP
+from mgca.config import Config, load_config
+from mgca.dense_modes import DENSE_MODES
+from mgca.embedded import ensure_clip_weights
+from mgca.evalsets import get_spec
+from mgca.inference import InferenceConfig
+from mgca.model import MGCA
+from mgca.pairs.synthetic import world_look, write_benchmark
+from mgca.quality import PROTOCOLS, ClassAreas, frozen_baseline, paired_bootstrap, score_models
+from mgca.replay import FrozenStream, ReplayTrainer, stream_key
+from mgca.train import embedded_config_path, fix_thread_count
 
 FROZEN_MODES = ("tcl", "sclip", "clearclip", "naclip", "scclip")  # maskclip is tcl's computation
 DECODER_MODES = ("tcl", "sclip", "naclip", "scclip")

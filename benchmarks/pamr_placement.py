@@ -19,9 +19,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mgca.inference.pamr import PAMR  # noqa: E402
-from runtime.contract import DEFAULT_SETTINGS, PAMR_DILATIONS, resized_shape, settings_layout  # noqa: E402
-from runtime.pamr import PAMR_ITERATIONS, pamr  # noqa: E402
+from mgca.inference.pamr import PAMR
+from runtime.contract import DEFAULT_SETTINGS, PAMR_DILATIONS, resized_shape, settings_layout
+from runtime.pamr import PAMR_ITERATIONS, pamr
 
 
 def best_of(fn, repeats: int) -> float:

@@ -23,10 +23,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mgca import prompts  # noqa: E402
-from mgca.cli import eval as eval_cli  # noqa: E402
-from mgca.evalsets import open_dataset  # noqa: E402
-from runtime.metrics import ConfusionMatrix  # noqa: E402
+from mgca import prompts
+from mgca.cli import eval as eval_cli
+from mgca.evalsets import open_dataset
+from runtime.metrics import ConfusionMatrix
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SAMPLE_SETS = {"voc21": SHARED / "voc_sample", "ade20k": SHARED / "ade_sample", "cityscapes": SHARED / "cityscapes_1",

@@ -124,7 +124,7 @@ def run_worker(args) -> None:
         segmenter = Segmenter(args.bundle, backend=args.backend, device="cpu", precision=args.precision,
                               assignment=args.assignment)
         result["construct_s"] = time.perf_counter() - start
-        fn = lambda image: segmenter.segment(image).labels  # noqa: E731
+        fn = lambda image: segmenter.segment(image).labels
         result["describe"] = segmenter.describe()
         assert "torch" not in sys.modules, "the runtime imported torch"
         if args.construct_only:
@@ -382,7 +382,7 @@ def agreement(a: Path, b: Path) -> dict[str, float]:
 
 def fmt_table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
+    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
 
 
@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     start = time.time()
     scale = 0.5 if args.quick else 1.0
-    n = lambda k: max(1, int(round(k * scale)))  # noqa: E731
+    n = lambda k: max(1, int(round(k * scale)))
     plan = {"448x448": [(1, n(20)), (8, n(5))], "1024x2048": [(1, n(8)), (8, n(2))], "4096x4096": [(1, n(4))]}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)

@@ -24,8 +24,8 @@ import torch
 
 # The repository first: this folder's runtime.py would otherwise shadow the `runtime` package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mgca.config import Config, load_config  # noqa: E402
-from mgca.train import Trainer, epoch_batches  # noqa: E402
+from mgca.config import Config, load_config
+from mgca.train import Trainer, epoch_batches
 
 
 def _sync(device: torch.device) -> None:

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from mgca.inference.units import assign_pixels, pool_units, unit_scores  # noqa: E402
-from runtime.contract import meta_point_indices  # noqa: E402
+from mgca.inference.units import assign_pixels, pool_units, unit_scores
+from runtime.contract import meta_point_indices
 
 MAPS = ((28, 28), (56, 56), (56, 84), (128, 256))
 GENERIC_MAX_L = 3136  # 56 x 56, the paper's "pixel" row; beyond it L x L is too slow to be worth timing

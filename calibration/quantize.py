@@ -130,7 +130,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, reader, method: s
                                                             skip_symbolic_shape=skip_symbolic)
                     source, preprocessed = candidate, True
                     break
-                except Exception:  # noqa: BLE001 - optional step
+                except Exception:  # optional step
                     continue
         model = onnx.load(str(source))
         excluded = [] if quantize_attention_matmuls else activation_matmuls(model)

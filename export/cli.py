@@ -2,6 +2,8 @@
 
     mgca-export --checkpoint CKPT --out DIR [--int8] [--calib-images DIR] [--trt fp16|int8]
                 [--vocab FILE] [--templates tcl] [--window N] [--parity-images DIR] ...
+    mgca-export --clip ViT-B-16 --weights weights/ViT-B-16.pt --no-decoder --vocab classes.txt --out DIR
+                # training-free: CLIP weights alone, the measured best training-free recipe (TRAINING_FREE_RECIPE)
     mgca-export text --checkpoint CKPT --vocab classes.txt [--templates tcl] --out text_cache.npz
     mgca-export text --checkpoint CKPT --dataset voc21 --out voc21_text.npz   # a benchmark's classes
 
@@ -21,10 +23,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from mgca.cli.args import DENSE_MODE_NAMES, add_settings_args, add_trust_flag, positive_int, settings_overrides
 from mgca.prompts import DEFAULT_TEMPLATE_SET
+from runtime.backbone_notice import warn_backbone
 from runtime.bundle import is_bundle_file
 from runtime.errors import MgcaError, run_cli
 from runtime.files import check_writable_file
@@ -51,13 +55,25 @@ class StorageError(MgcaError):
     """The disk filled up (or became unwritable) while the export wrote its files."""
 
 
+# A bundle with no trained decoder (--no-decoder) takes what the miniature's ladder measured best among the frozen
+# rows (docs/results.md, "The ladder on the current default"; export/README.md): SC-CLIP features, 36 units and no
+# PAMR (objects, 36 units: scclip 22.13, with PAMR 20.05; tcl 8.50, sclip 11.63, naclip 6.29, clearclip 4.36).
+# Flags given on the command line take precedence.
+TRAINING_FREE_RECIPE = MappingProxyType({"dense_mode": "scclip", "units": 36, "pamr": 0})
+
+
 def export_parser() -> argparse.ArgumentParser:
     from .pipeline import CALIBRATION_METHODS, TRT_PRECISIONS
 
     parser = _Parser(prog=PROG, description="Export an MGCA checkpoint to a bundle directory (ONNX, int8 QDQ ONNX, "
                      "TensorRT engines, text cache, manifest.json). "
                      "`mgca-export text --help` for the text cache alone.")
-    parser.add_argument("--checkpoint", required=True, help="decoder checkpoint written by python -m mgca.train")
+    add_model_source(parser)
+    parser.add_argument("--no-decoder", action="store_true",
+                        help="export frozen CLIP features with no trained decoder (needed with --clip; with "
+                             "--checkpoint: its CLIP only), in the measured best training-free recipe: "
+                             + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in TRAINING_FREE_RECIPE.items())
+                             + " unless given (export/README.md says why)")
     parser.add_argument("--out", required=True,
                         help="bundle directory to write (created; a previous bundle there is replaced once the new "
                              "one is complete and checked; other files in it stay)")
@@ -108,7 +124,7 @@ def export_parser() -> argparse.ArgumentParser:
 
 def text_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=f"{PROG} text", description="Write a text-embedding cache (.npz) for a fixed vocabulary.")
-    parser.add_argument("--checkpoint", required=True, help="decoder checkpoint (identifies the CLIP backbone)")
+    add_model_source(parser)
     vocabulary = parser.add_mutually_exclusive_group(required=True)
     vocabulary.add_argument("--vocab", help="class names, one per line ('#' comments and blank lines skipped)")
     vocabulary.add_argument("--dataset", help="a benchmark's class names (voc21, context60, coco_object, ade20k, "
@@ -122,15 +138,49 @@ def text_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_model_source(parser: argparse.ArgumentParser) -> None:
+    """Where the model comes from: a trained checkpoint, or CLIP weights alone (--clip, --weights)."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="decoder checkpoint written by python -m mgca.train")
+    source.add_argument("--clip", metavar="ARCH", help="CLIP architecture (open_clip name, e.g. ViT-B-16) of a "
+                        "training-free export from CLIP weights alone (with --weights and --no-decoder)")
+    parser.add_argument("--weights", metavar="FILE", help="with --clip: local CLIP weights (mgca-weights writes "
+                        "them; OpenAI .pt or open_clip .pt/.safetensors)")
+
+
 def _say(message: str) -> None:
     print(f"{PROG}: {message}", flush=True)
 
 
 def _load(args: argparse.Namespace):
-    from mgca.checkpoint import load_model
+    """(model, config): the checkpoint's, or with --clip a frozen CLIP with no decoder. Prints the backbone's
+    notice (a tiny or random CLIP)."""
+    from mgca.config import BackboneConfig, Config, DecoderConfig
 
-    return load_model(args.checkpoint, clip_weights=args.clip_weights, dense_mode=getattr(args, "dense_mode", None),
-                      trust_torchscript=args.trust_torchscript)
+    no_decoder = getattr(args, "no_decoder", False)
+    dense_mode = getattr(args, "dense_mode", None)
+    if args.weights and not args.clip:
+        raise UsageError("--weights goes with --clip (CLIP weights alone); a checkpoint's CLIP file that moved is "
+                         "--clip-weights")
+    if args.clip:
+        if hasattr(args, "no_decoder") and not no_decoder:
+            raise UsageError(f"--clip {args.clip} exports CLIP features with no trained decoder: add --no-decoder "
+                             "(a trained decoder comes with --checkpoint)")
+        from mgca.model import build_model
+
+        cfg = Config(backbone=BackboneConfig(arch=args.clip, checkpoint=args.weights, dense_mode=dense_mode or "tcl",
+                                             trust_torchscript=args.trust_torchscript),
+                     decoder=DecoderConfig(kind="none"))
+        model = build_model(cfg.backbone, cfg.decoder).eval()
+    else:
+        from mgca.checkpoint import load_model
+
+        model, cfg = load_model(args.checkpoint, clip_weights=args.clip_weights, dense_mode=dense_mode,
+                                with_decoder=not no_decoder, trust_torchscript=args.trust_torchscript)
+        if no_decoder:
+            cfg.decoder = DecoderConfig(kind="none")
+    warn_backbone(model.backbone.identity.to_dict(), PROG)
+    return model, cfg
 
 
 def _dataset_classes(name: str) -> list[str]:
@@ -178,7 +228,12 @@ def export_options(args: argparse.Namespace) -> ExportOptions:
     same_name = {f.name for f in dataclasses.fields(ExportOptions)} - {"inference", "optimize", "vocab",
                                                                        "vocab_prompts"}
     classes = read_class_file(args.vocab, "vocabulary file") if args.vocab else None
-    return ExportOptions(settings_overrides(args), **{name: getattr(args, name) for name in same_name},
+    settings = settings_overrides(args)
+    if args.no_decoder:  # the training-free recipe where the user gave no value
+        recipe = {k: v for k, v in TRAINING_FREE_RECIPE.items() if k != "dense_mode"}
+        settings = {**recipe, **settings}
+        args.dense_mode = args.dense_mode or TRAINING_FREE_RECIPE["dense_mode"]
+    return ExportOptions(settings, **{name: getattr(args, name) for name in same_name},
                          optimize=not args.no_optimize,
                          vocab=list(classes.names) if classes else None,
                          vocab_prompts=classes.prompts if classes else None).check()
@@ -190,7 +245,11 @@ def run_export(args: argparse.Namespace) -> int:
     options = export_options(args)  # fails fast, before the model is loaded
     check_staging_target(args.out, "--out")
     model, cfg = _load(args)
-    if args.dense_mode:
+    if args.no_decoder:
+        _say(f"no decoder: frozen {model.backbone.arch} features in dense mode {model.backbone.dense_mode} "
+             f"(the training-free recipe: {', '.join(f'{k} {v}' for k, v in TRAINING_FREE_RECIPE.items())}, "
+             "flags given take precedence)")
+    elif args.dense_mode:
         _say(f"backbone rebuilt in dense mode {args.dense_mode} (--dense-mode); the decoder is the checkpoint's, "
              "trained on the features of the mode it was trained with")
     export_bundle(model, args.out, options, config=cfg, log=_say)

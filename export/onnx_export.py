@@ -142,7 +142,7 @@ def export_onnx(model: nn.Module, path: str | Path, window: int = DEFAULT_SETTIN
                 graph, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME], dynamic_shapes={"image": {0: batch}}, external_data=False,
                 optimize=optimize, verbose=False)
-    except Exception as err:  # noqa: BLE001 - the exporter raises many types; the first line says what
+    except Exception as err:  # the exporter raises many types; the first line says what
         first = " ".join(str(err).split())[:400]
         raise ExportError(f"torch.onnx.export (dynamo, opset {OPSET}) failed: {type(err).__name__}: {first}") from err
     proto = program.model_proto
@@ -187,7 +187,7 @@ def check_graph(path: str | Path, model: nn.Module, window: int) -> None:
 
     try:
         onnx.checker.check_model(str(path), full_check=True)
-    except Exception as err:  # noqa: BLE001 - ValidationError and shape-inference errors
+    except Exception as err:  # ValidationError and shape-inference errors
         raise ExportError(f"onnx.checker rejected {path}: {' '.join(str(err).split())[:400]}") from err
     proto = onnx.load(str(path), load_external_data=False)
     inputs = [i for i in proto.graph.input]

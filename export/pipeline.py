@@ -157,13 +157,13 @@ def versions() -> dict[str, str]:
         try:
             mod = __import__(module)
             out[module] = str(getattr(mod, "__version__", "?"))
-        except Exception:  # noqa: BLE001 - informational only
+        except Exception:  # informational only
             continue
     try:
         from importlib.metadata import version
 
         out["mgca"] = version("mgca")
-    except Exception:  # noqa: BLE001 - not installed as a distribution (source checkout)
+    except Exception:  # not installed as a distribution (source checkout)
         pass
     return out
 

@@ -162,7 +162,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
     logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
     try:
         builder = trt.Builder(logger)
-    except Exception as err:  # noqa: BLE001 - no CUDA device / driver
+    except Exception as err:  # no CUDA device / driver
         raise TensorRTUnavailable(f"TensorRT cannot create a builder ({_one_line(err, 200)}); it needs an NVIDIA GPU "
                                   "with a working driver") from None
     if builder is None:

@@ -71,7 +71,8 @@ def model_config(arch: str) -> dict[str, Any]:
 
 
 def _read_state_dict(path: Path, trust_torchscript: bool = False) -> tuple[dict[str, torch.Tensor], bool]:
-    """The state dict in `path`, and whether it was an OpenAI TorchScript archive (QuickGELU).
+    """The state dict in `path`, and whether its weights need QuickGELU (an OpenAI TorchScript archive, or a file
+    of mgca-weights that records it).
 
     Nothing in the file runs: safetensors and torch.save files are read with weights_only, a TorchScript
     archive's tensors by mgca.torchscript; only `trust_torchscript` hands an archive to torch.jit.load."""
@@ -97,12 +98,14 @@ def _read_state_dict(path: Path, trust_torchscript: bool = False) -> tuple[dict[
     except Exception as err:
         raise BackboneError(f"CLIP checkpoint {path} is corrupt or not a PyTorch file "
                             f"({type(err).__name__}); re-download it") from None
+    quick_gelu = False
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        quick_gelu = obj.get("quick_gelu") is True  # recorded by mgca-weights (OpenAI's weights need QuickGELU)
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise BackboneError(f"CLIP checkpoint {path} holds no state dict of tensors; give CLIP weights (OpenAI .pt or "
                             "open_clip .pt/.safetensors)")
-    return obj, False
+    return obj, quick_gelu
 
 
 def _clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -148,15 +151,16 @@ def build_clip_model(cfg: BackboneConfig) -> tuple[nn.Module, str]:
     if arch_cfg.get("custom_text") or "hf_model_name" in arch_cfg.get("text_cfg", {}):
         raise BackboneError(f"architecture {cfg.arch!r} uses a Hugging Face text tower; mgca supports CLIP's own "
                             "text transformer")
-    state, is_openai = None, False
+    state, needs_quick_gelu = None, False
     path = None
     if cfg.checkpoint is not None:
         path = Path(cfg.checkpoint).expanduser()
         if not path.is_file():
             raise BackboneError(f"CLIP checkpoint {path} does not exist; pass the local path of the weights "
                                 "(nothing is downloaded)")
-        state, is_openai = _read_state_dict(path, cfg.trust_torchscript)
-    quick_gelu = cfg.quick_gelu if cfg.quick_gelu is not None else (is_openai or arch_cfg.get("quick_gelu", False))
+        state, needs_quick_gelu = _read_state_dict(path, cfg.trust_torchscript)
+    default_gelu = needs_quick_gelu or arch_cfg.get("quick_gelu", False)
+    quick_gelu = cfg.quick_gelu if cfg.quick_gelu is not None else default_gelu
     arch_cfg["quick_gelu"] = quick_gelu
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.init_seed)

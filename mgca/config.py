@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
+from runtime.contract import DENSE_MODE_NAMES
 from runtime.errors import MgcaError
 from runtime.files import read_text_file
 
@@ -28,9 +29,7 @@ class ConfigError(MgcaError, ValueError):
 class BackboneConfig:
     arch: str = "mgca-tiny"  # open_clip architecture name (e.g. ViT-B-16) or a bundled config
     checkpoint: str | None = None  # local CLIP weights (OpenAI .pt or open_clip .pt/.safetensors)
-    dense_mode: Literal["tcl", "maskclip", "sclip", "clearclip", "naclip", "scclip"] = (
-        "tcl"  # training-free last block, see mgca.dense_modes ("tcl" = "maskclip")
-    )
+    dense_mode: Literal[DENSE_MODE_NAMES] = "tcl"  # training-free last block, see mgca.dense_modes ("tcl" = "maskclip")
     quick_gelu: bool | None = None  # None: True for OpenAI JIT archives, else the config's
     init_seed: int = 0  # random-init seed when no checkpoint is given (tests, embedded default)
     # Let a TorchScript archive (OpenAI's .pt files) run its own code while loading. Off: only its tensors are

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from runtime.contract import DENSE_MODE_NAMES
+
 Grid = tuple[int, int]
 
 NACLIP_SIGMA = 5.0  # std of the neighbourhood Gaussian, in patches (NACLIP's `gaussian_std`)
@@ -292,14 +294,11 @@ def scclip(tower: Tower, x: torch.Tensor, grid: Grid, settings: SCCLIPSettings =
 
 DenseMode = Callable[[Tower, torch.Tensor, Grid], torch.Tensor]
 
-DENSE_MODES: dict[str, DenseMode] = {
-    "maskclip": maskclip,
-    "tcl": maskclip,
-    "sclip": sclip,
-    "clearclip": clearclip,
-    "naclip": naclip,
-    "scclip": scclip,
-}
+# The names are runtime.contract's list (the one place they are declared); each is the function of that name, "tcl"
+# (TCL's dense features) being MaskCLIP's. A name without a function fails here, at import.
+_ALIASES = {"tcl": "maskclip"}
+_FUNCTIONS = {mode.__name__: mode for mode in (maskclip, sclip, clearclip, naclip, scclip)}
+DENSE_MODES: dict[str, DenseMode] = {name: _FUNCTIONS[_ALIASES.get(name, name)] for name in DENSE_MODE_NAMES}
 
 MIN_DEPTH = {"scclip": 2}  # blocks a mode needs; the others need one
 

@@ -1,6 +1,7 @@
 """`python -m mgca.train`: train the MGCA decoder on image-caption pairs.
 
     python -m mgca.train                                  # embedded default: tiny CLIP, synthetic data
+    python -m mgca.train --quick                          # the same, shortened to a few minutes (smaller figures)
     python -m mgca.train --config configs/vit-b16-cc3m.yaml backbone.checkpoint=/weights/ViT-B-16.pt
     torchrun --nproc_per_node 4 -m mgca.train --config ... train.global_batch=1024
 
@@ -396,11 +397,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--trust-torchscript", action="store_true",
                         help="let a TorchScript CLIP archive run its own code while loading (same as "
                         "backbone.trust_torchscript=true); by default only its tensors are read")
+    parser.add_argument("--quick", action="store_true",
+                        help="the embedded default shortened to a few minutes on 2 cores (fewer pretraining and "
+                        f"decoder steps, a smaller benchmark, into {QUICK_OUTPUT}): smaller figures, the same method")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an earlier run in train.output_dir (same as train.overwrite=true)")
     parser.add_argument("overrides", nargs="*",
                         help="section.key=value overrides, e.g. train.batch_size=16 optim.epochs=2")
     return parser.parse_args(argv)
+
+
+# `--quick`: the embedded default with these overrides (the user's own come after them). Its tiny CLIP gets its own
+# cache key (pretrain.steps is part of it) and its run its own folder, so neither touches the full run's.
+QUICK_OUTPUT = "runs/quick"
+QUICK_OVERRIDES = ("pretrain.steps=150", "pretrain.warmup_steps=15", "data.synthetic_size=12800",
+                   "benchmark.count=100", f"train.output_dir={QUICK_OUTPUT}")
+
+
+def quick_note(cfg: Config) -> str:
+    """What --quick left out, from the two configs themselves, and where the full run's figures are."""
+    full = load_config(embedded_config_path())
+
+    def steps(c: Config) -> str:
+        decoder = c.optim.epochs * (c.data.synthetic_size // (c.train.global_batch or c.train.batch_size))
+        return f"{c.pretrain.steps:,} pretraining and {decoder:,} decoder steps"
+
+    return (f"this was --quick: {steps(cfg)} instead of {steps(full)}, {cfg.benchmark.count} held-out images "
+            f"instead of {full.benchmark.count}, so its figures are smaller than the full run's; `python -m "
+            "mgca.train` gives those (docs/results.md, \"The synthetic miniature\", has them with their commands)")
 
 
 def embedded_config_path() -> Path:
@@ -411,7 +435,11 @@ def embedded_config_path() -> Path:
 def config_from_args(args: argparse.Namespace) -> Config:
     """The run's config: --config (else the embedded default), then the overrides and the shortcut flags."""
     config_path = args.config or embedded_config_path()
-    overrides = list(args.overrides)
+    if getattr(args, "quick", False) and args.config is not None:
+        raise ConfigError("--quick shortens the embedded default; it does not apply to --config (set that file's "
+                          "steps instead)")
+    overrides = [*QUICK_OVERRIDES] if getattr(args, "quick", False) else []
+    overrides += list(args.overrides)
     overrides += [f"backbone.arch={args.clip}"] if args.clip else []
     overrides += [f"backbone.checkpoint={args.weights}"] if args.weights else []
     overrides += ["backbone.trust_torchscript=true"] if args.trust_torchscript else []
@@ -431,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         check_output_dir(cfg)  # before the CLIP pretraining, not only before the decoder training
         train(cfg)
+        if args.quick:
+            print(f"mgca.train: {quick_note(cfg)}", flush=True)
 
     return run_cli("mgca.train", run, interrupted="interrupted; resume with train.resume=auto")
 

@@ -28,8 +28,8 @@ ONNX_FORMAT = "mgca-onnx/1"
 
 MANIFEST_FILE = "manifest.json"
 TEXT_CACHE_FILE = "text_cache.npz"
-# the CLIP dense modes a manifest's backbone.dense_mode may name (mgca.dense_modes.DENSE_MODES; tests/test_cli_eval.py
-# checks the two agree)
+# The CLIP dense modes, listed once: a manifest's backbone.dense_mode names one, mgca.config's BackboneConfig.dense_mode
+# type, the CLIs' --dense-mode choices and mgca.dense_modes.DENSE_MODES are all built from this tuple.
 DENSE_MODE_NAMES = ("tcl", "maskclip", "sclip", "clearclip", "naclip", "scclip")
 # manifest `models` key -> file name, and the (backend, precision) each key serves; read-only (no module state)
 # onnx_int8: onnxruntime's quantize_static QDQ graph (symmetric, what TensorRT's int8 engine is built from);
@@ -164,7 +164,7 @@ def _in_range(value: Any, low: int, high: int | None) -> bool:
     return not isinstance(value, bool) and isinstance(value, int) and low <= value and (high is None or value <= high)
 
 
-def setting(default: Any, help: str, **spec: Any) -> Any:  # noqa: A002 - argparse's word for it
+def setting(default: Any, help: str, **spec: Any) -> Any:  # argparse's word for it
     """A field of `InferenceSettings`: its default and its `SettingSpec`."""
     return dataclasses.field(default=default, metadata={"spec": SettingSpec(help, **spec)})
 

@@ -41,7 +41,10 @@ from .video_sources import open_source
 
 DEMO_CACHE_HINT = ("pick names from the bundle's vocabulary, or make a text cache of your own classes with "
                    "`mgca-export text --checkpoint CKPT --vocab classes.txt --out my.npz` (needs mgca[train]) and "
-                   "start `mgca-demo --text-cache my.npz`")
+                   "start `mgca-demo --text-cache my.npz`; for classes this model never learnt (the embedded model "
+                   "knows only coloured shapes), make a bundle from real CLIP weights: `mgca-weights ViT-B-16 "
+                   "--out weights/`, then `mgca-export --clip ViT-B-16 --weights weights/ViT-B-16.pt --no-decoder "
+                   "--vocab classes.txt --out bundle/` and `mgca-demo --engine bundle/`")
 DEFAULT_MAX_PIXELS = 16_000_000
 VIDEO_CODEC = "VP80"  # VP8 in WebM: OpenCV's PyPI build writes it and every browser plays it (no ffmpeg needed)
 VIDEO_SUFFIX = ".webm"

@@ -100,7 +100,7 @@ class OrtEngine:
         try:
             model = model_bytes if model_bytes is not None else str(model_path)
             self.session = ort.InferenceSession(model, sess_options=options, providers=providers)
-        except Exception as err:  # noqa: BLE001 - onnxruntime raises several types for bad files
+        except Exception as err:  # onnxruntime raises several types for bad files
             raise BackendError(f"onnxruntime cannot load {model_path} ({one_line(err)[:300]}); "
                                "re-export the bundle") from None
         if model_bytes is not None:

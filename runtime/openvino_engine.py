@@ -66,7 +66,7 @@ def cpu_capabilities(core: Any = None) -> tuple[str, ...]:
         core = ov.Core()
     try:
         return tuple(str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-    except Exception:  # noqa: BLE001 - a plugin that cannot answer has no known capability
+    except Exception:  # a plugin that cannot answer has no known capability
         return ()
 
 
@@ -110,7 +110,7 @@ class OpenVinoEngine:
         try:
             model = core.read_model(model_bytes if model_bytes is not None else str(model_path))
             self.compiled = core.compile_model(model, "CPU", config)
-        except Exception as err:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses for bad files
+        except Exception as err:  # OpenVINO raises RuntimeError subclasses for bad files
             raise BackendError(f"OpenVINO cannot load {model_path} ({one_line(err)[:300]}); re-export the "
                                "bundle") from None
         self.compile_seconds = time.perf_counter() - start
@@ -126,7 +126,7 @@ class OpenVinoEngine:
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         for _ in range(self.concurrent_runs):
             self._requests.put(self.compiled.create_infer_request())
-        shape = lambda port: tuple(d.get_length() if d.is_static else None  # noqa: E731
+        shape = lambda port: tuple(d.get_length() if d.is_static else None
                                    for d in port.get_partial_shape())
         self.input_shape = shape(self.compiled.input(input_name))
         self.output_shape = shape(self.compiled.output(output_name))

@@ -48,7 +48,7 @@ def check_image(image: object, where: str = "image") -> np.ndarray:
     if not isinstance(image, np.ndarray):
         try:
             image = np.asarray(image)
-        except Exception:  # noqa: BLE001 - anything that is not array-like
+        except Exception:  # anything that is not array-like
             raise RuntimeInputError(f"{where} must be a numpy array H x W x 3 uint8 (RGB), "
                                     f"got {given}") from None
     arr: np.ndarray = image

@@ -93,7 +93,7 @@ def faiss_gpu_available() -> bool:
         return False
     try:
         return faiss.get_num_gpus() > 0
-    except Exception:  # noqa: BLE001 - a broken CUDA setup means no GPU
+    except Exception:  # a broken CUDA setup means no GPU
         return False
 
 

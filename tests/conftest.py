@@ -2,6 +2,7 @@
 runtime tests, each built once per session (lazily: only sessions that use them pay)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -11,15 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from mgca.checkpoint import save_checkpoint  # noqa: E402
-from mgca.config import Config, config_to_dict  # noqa: E402
-from mgca.decoder import perturb_decoder  # noqa: E402
-from mgca.model import build_model  # noqa: E402
+from mgca.checkpoint import save_checkpoint
+from mgca.config import Config, config_to_dict
+from mgca.decoder import perturb_decoder
+from mgca.model import build_model
 
-from .support import CLASSES, blocky_image, export_with_cli, text_cache_with_cli  # noqa: E402
+from .support import CLASSES, blocky_image, export_with_cli, text_cache_with_cli
 
 
 @pytest.fixture(autouse=True)
@@ -117,3 +119,27 @@ def world_folder():
     folder.chmod(0o755)
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def open_folder():
+    """A temporary folder any user may traverse (pytest's own are 0700, closed to the unprivileged user)."""
+    folder = Path(tempfile.mkdtemp(prefix="mgca-i16-"))
+    folder.chmod(0o755)
+    yield folder
+    for path in [folder, *folder.rglob("*")]:
+        with contextlib.suppress(OSError):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def sideways_photo(tmp_path) -> Path:
+    """Stored 120 wide x 80 high with EXIF orientation 6: it displays 80 wide x 120 high."""
+    pixels = np.zeros((80, 120, 3), np.uint8)
+    pixels[:, :60] = (200, 40, 40)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "sideways.jpg"
+    Image.fromarray(pixels).save(path, exif=exif.tobytes())
+    return path

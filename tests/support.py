@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ WINDOW = 64
 SETTINGS = dict(short_side=96, window=WINDOW, stride=32, units=9, unit_scope="image")
 CLASSES = ["cat", "dog", "road", "sky", "tree", "person", "car", "building"]
 SIZES = [(40, 50), (64, 64), (96, 96), (120, 200), (333, 97), (17, 400)]
+BACKBONE_NOTICE = "warning: this model"  # runtime.backbone_notice's line on a tiny or random CLIP
 EVAL_SMALL = ["--short-side", "96", "--window", str(WINDOW), "--stride", "32", "--device", "cpu", "--no-progress"]
 
 
@@ -71,11 +74,21 @@ def as_unprivileged_user():
         os.seteuid(0)
 
 
+ONNX_CPU = dict(backend="onnxruntime", device="cpu")
+
+
+def one_line_exit_2(code: int, err: str, *needles: str) -> None:
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert all(n in lines[0] for n in needles), (needles, lines[0])
+
+
 def one_line_error(code: int, err: str, expected_code: int = 2) -> str:
-    """The error line of a CLI run (beside the random-init CLIP warning of the frozen tiny model, skip notes and the
-    `runtime: <engine> ...` line an --engine run prints first)."""
+    """The error line of a CLI run (beside the tiny model's backbone notice, skip notes and the `runtime: <engine> ...`
+    line an --engine run prints first)."""
     lines = [line for line in err.strip().splitlines()
-             if not line.startswith(("warning: CLIP", "skipped ", "runtime: "))]
+             if not line.startswith(("skipped ", "runtime: ")) and BACKBONE_NOTICE not in line]
     assert code == expected_code and "Traceback" not in err and len(lines) == 1 and ": error: " in lines[0], err
     return lines[0]
 
@@ -94,3 +107,117 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     paths = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **extra}
 
+
+def place_in_hf_cache(hf_home: Path, hf_hub: str, arch_cfg: dict, seed: int = 0, dtype=None) -> Path:
+    """Random CLIP weights where open_clip's pretrained download looks for `hf_hub` ('org/repo/'), in the Hugging
+    Face hub cache layout under `hf_home` (HF_HOME): with HF_HUB_OFFLINE=1 the real download code finds them there
+    and touches no network."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    repo_id = hf_hub.rstrip("/")
+    commit = "0" * 40
+    repo = hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        state = open_clip.CLIP(**arch_cfg).state_dict()
+    path = snapshot / "open_clip_model.safetensors"
+    save_file({k: v.to(dtype or v.dtype).contiguous() for k, v in state.items()}, str(path))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+# The embedded default also pretrains a tiny CLIP and runs the benchmark (tests/test_embedded.py);
+# here only the decoder trains.
+DECODER_ONLY = ["pretrain.enabled=false", "benchmark.enabled=false"]
+FAST = [*DECODER_ONLY, "data.synthetic_size=48", "train.batch_size=8", "optim.epochs=2", "optim.warmup_epochs=0.5",
+        "optim.lr=3e-3"]
+
+
+def fast_config(tmp_path: Path, *extra: str):
+    from mgca.config import load_config
+    from mgca.train import embedded_config_path
+
+    return load_config(embedded_config_path(), [*FAST, f"train.output_dir={tmp_path}", *extra])
+
+
+def train_args(out: Path, *extra: str) -> list[str]:
+    return ["--clip", "mgca-tiny", "pretrain.enabled=false", "benchmark.enabled=false", "data.synthetic_size=8",
+            "data.image_size=64", "train.batch_size=4", "optim.epochs=1", "train.resume=null",
+            f"train.output_dir={out}", *extra]
+
+
+# ---------------------------------------------------------------------------------------------- data and bundles
+
+def labelled_folder(root: Path) -> Path:
+    """Two images whose masks use 0 for background and 1..3 for cat, dog, road (no void pixels)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    for folder in ("images", "masks"):
+        (root / folder).mkdir(parents=True)
+    for index in range(2):
+        Image.fromarray(blocky_image(rng, 32, 48)).save(root / "images" / f"im{index}.png")
+        mask = np.zeros((32, 48), np.uint8)
+        mask[:, 12:24], mask[:, 24:36], mask[:, 36:] = 1, 2, 3
+        Image.fromarray(mask).save(root / "masks" / f"im{index}.png")
+    (root / "classes.txt").write_text("background\ncat\ndog\nroad\n")
+    return root
+
+
+def copy_bundle(bundle: Path, to: Path) -> Path:
+    shutil.copytree(bundle, to)
+    return to
+
+
+def edit_manifest(folder: Path, **changes) -> dict:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for key, value in changes.items():
+        node = manifest
+        *path, leaf = key.split("__")
+        for part in path:
+            node = node[part]
+        node[leaf] = value
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return manifest
+
+
+# ---------------------------------------------------------------------------------------------- mgca-segment
+
+SEGMENT_CLASSES = "cat,dog,road,sky"
+
+
+def segment(inputs: list[str | Path], out: Path, bundle: Path, *extra: str, classes: str = SEGMENT_CLASSES) -> int:
+    from mgca.cli import segment as segment_cli
+
+    return segment_cli.main([*map(str, inputs), "--classes", classes, "--engine", str(bundle), "--out", str(out),
+                             "--no-progress", *extra])
+
+
+def photo(path: Path, seed: int = 0, size: tuple[int, int] = (40, 56)) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(blocky_image(np.random.default_rng(seed), *size)).save(path)
+    return path
+
+
+def photo_folder(folder: Path) -> Path:
+    """A new folder holding one photo, a.png."""
+    from PIL import Image
+
+    folder.mkdir()
+    Image.fromarray(blocky_image(np.random.default_rng(0), 40, 60)).save(folder / "a.png")
+    return folder
+
+
+def three_photos(folder: Path) -> Path:
+    for index in range(3):
+        photo(folder / f"img{index}.png", index)
+    return folder

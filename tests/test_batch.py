@@ -26,3 +26,23 @@ def test_targets_in_writable_folders_pass(world_folder):
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(world_folder / "a.png")
     BatchOutput(world_folder / "out", ("cat",)).check_targets([ImageTask(str(world_folder / "a.png"), "x/y/a")])
     assert not (world_folder / "out").exists()  # checking writes nothing where nothing was
+
+
+@pytest.mark.parametrize("lose_log", [False, True])
+def test_a_damaged_label_png_is_redone_not_counted(bundle, tmp_path, capsys, lose_log):
+    """A damaged label PNG in OUT counted as done, then crashed the summary with UnidentifiedImageError."""
+    from runtime.batch import LOG_NAME
+
+    from .support import segment, three_photos
+
+    photos, out = three_photos(tmp_path / "photos"), tmp_path / "out"
+    assert segment([photos], out, bundle) == 0
+    damaged = sorted((out / "labels").rglob("*.png"))[1]
+    whole = damaged.read_bytes()
+    damaged.write_bytes(whole[: len(whole) // 2])
+    if lose_log:
+        (out / LOG_NAME).unlink()  # an earlier run's outputs without their log lines
+    capsys.readouterr()
+    assert segment([photos], out, bundle) == 0, capsys.readouterr().err
+    assert "1 images segmented, 2 already done, 0 failed" in capsys.readouterr().out
+    assert damaged.read_bytes() == whole

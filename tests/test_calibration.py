@@ -8,7 +8,7 @@ import pytest
 onnx = pytest.importorskip("onnx", reason="calibration tests need onnx")
 pytest.importorskip("onnxruntime.quantization", reason="calibration tests need onnxruntime's quantisation tools")
 
-from calibration.quantize import (  # noqa: E402
+from calibration.quantize import (
     activation_matmuls,
     evaluate_int8,
     label_windows,
@@ -16,17 +16,17 @@ from calibration.quantize import (  # noqa: E402
     quantize_int8,
     read_labelled_set,
 )
-from calibration.reader import (  # noqa: E402
+from calibration.reader import (
     CalibrationError,
     ImageFolderCalibrationReader,
     Preprocess,
     image_windows,
     synthetic_images,
 )
-from export.onnx_export import export_onnx  # noqa: E402
-from export.parity import parity_windows, random_class_embeddings  # noqa: E402
-from runtime.contract import InferenceSettings  # noqa: E402
-from runtime.engines import OrtEngine  # noqa: E402
+from export.onnx_export import export_onnx
+from export.parity import parity_windows, random_class_embeddings
+from runtime.contract import InferenceSettings
+from runtime.engines import OrtEngine
 
 WINDOW = 64
 SETTINGS = InferenceSettings.for_window(WINDOW, 8)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ from PIL import Image
 
 from mgca.cli import eval as eval_cli
 from mgca.cli import segment as segment_cli
+
+from .support import EVAL_SMALL, labelled_folder, one_line_error, one_line_exit_2
 
 SMALL = ["--short-side", "64", "--window", "64", "--stride", "32", "--device", "cpu"]
 
@@ -255,3 +258,56 @@ def test_segment_with_dense_mode_pamr_and_tcl_background(photo, tmp_path, capsys
                              "--labels-out", str(labels_out), "--out", str(tmp_path / "o.png"), *SMALL])
     assert code == 0, capsys.readouterr().err
     assert np.asarray(Image.open(labels_out)).max() <= 2
+
+
+@pytest.mark.parametrize("target", ["classes.txt", "images/im0.png", "masks/im1.png"])
+def test_eval_json_never_overwrites_what_it_reads(tmp_path, capsys, target):
+    """The issue's case: `mgca-eval --json classes.txt` overwrote the class file it was reading."""
+    from mgca.cli import eval as eval_cli
+
+    root = labelled_folder(tmp_path / "data")
+    before = (root / target).read_bytes()
+    code = eval_cli.main(["--dataset", "folder", "--root", str(root), "--classes", str(root / "classes.txt"),
+                          "--decoder", "none", "--arch", "mgca-tiny", *SMALL, "--no-progress", "--json",
+                          str(root / target)])
+    assert "is the input file" in one_line_error(code, capsys.readouterr().err)
+    assert (root / target).read_bytes() == before
+
+
+def test_eval_checks_json_path_before_evaluating(voc_tree, monkeypatch, capsys):
+    from mgca.cli import eval as eval_cli
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the evaluation ran before the --json path was checked")
+
+    monkeypatch.setattr(eval_cli, "evaluate", must_not_run)
+    code = eval_cli.main(["--dataset", "voc21", "--root", str(voc_tree), "--decoder", "none", "--json",
+                          "/proc/nope/out.json", *EVAL_SMALL])
+    one_line_exit_2(code, capsys.readouterr().err, "--json", "/proc/nope")
+
+
+def test_eval_limit_must_be_positive(voc_tree, capsys):
+    from mgca.cli import eval as eval_cli
+
+    with pytest.raises(SystemExit) as info:
+        eval_cli.main(["--dataset", "voc21", "--root", str(voc_tree), "--decoder", "none", "--limit", "-1",
+                       *EVAL_SMALL])
+    assert info.value.code == 2 and "--limit: expected a positive integer" in capsys.readouterr().err
+    from mgca.evalsets import open_dataset
+    from mgca.evaluation import evaluate
+
+    with pytest.raises(ValueError, match="limit must be a positive number of images"):  # the library too
+        evaluate(open_dataset("voc21", voc_tree), lambda image: image[:, :, 0], limit=-1)
+
+
+def test_truncated_eval_image_is_named(tmp_path, voc_tree):
+    from mgca.evalsets import open_dataset
+
+    root = tmp_path / "VOC2012"
+    shutil.copytree(voc_tree, root)
+    image = root / "JPEGImages" / "b.jpg"
+    image.write_bytes(image.read_bytes()[:200])
+    dataset = open_dataset("voc21", root)
+    with pytest.raises(ValueError, match=r"b\.jpg cannot be decoded") as info:
+        dataset[1]
+    assert "\n" not in str(info.value)

@@ -1,9 +1,13 @@
 """Configuration: YAML + overrides, type coercion, one-line errors for bad keys and values."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mgca.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
+
+from .support import one_line_error, one_line_exit_2, train_args
 
 
 def test_defaults_are_the_papers():
@@ -71,3 +75,56 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("train: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def _unreadable(folder: Path, name: str, text: str | bytes) -> Path:
+    path = folder / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    path.chmod(0o000)
+    return path
+
+
+def test_unreadable_files_say_they_cannot_be_read(world_folder, tiny_checkpoint):
+    """An unreadable --config or --palette gave a raw PermissionError; an unreadable checkpoint was called
+    "corrupt or truncated (PermissionError)"."""
+    from mgca.checkpoint import CheckpointError, load_checkpoint
+    from mgca.config import ConfigError, load_config
+    from mgca.evalsets.folder import read_palette
+    from mgca.evalsets.readers import DatasetError
+
+    from .support import as_unprivileged_user
+
+    config = _unreadable(world_folder, "run.yaml", "train:\n  seed: 1\n")
+    palette = _unreadable(world_folder, "palette.txt", "cat 1 2 3\n")
+    checkpoint = _unreadable(world_folder, "last.pt", tiny_checkpoint.read_bytes())
+    with as_unprivileged_user():
+        with pytest.raises(ConfigError, match=r"config file .*run.yaml cannot be read \(Permission denied\)"):
+            load_config(config)
+        with pytest.raises(DatasetError, match=r"palette file .*palette.txt cannot be read \(Permission denied\)"):
+            read_palette(palette, ("cat",), 255)
+        with pytest.raises(CheckpointError, match=r"last.pt cannot be read \(Permission denied\); make it readable"):
+            load_checkpoint(checkpoint)
+
+
+@pytest.mark.parametrize("text", ["5\n", "- a\n- b\n", "just words\n"])
+def test_a_config_that_is_no_mapping_is_one_line(tmp_path, capsys, text):
+    from mgca.train import main
+
+    (tmp_path / "run.yaml").write_text(text)
+    code = main(["--config", str(tmp_path / "run.yaml"), f"train.output_dir={tmp_path / 'out'}"])
+    assert "not a mapping of sections" in one_line_error(code, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=0", "train.batch_size=0 is out of range: it must be >= 1"),
+    ("train.batch_size=-4", "train.batch_size=-4 is out of range"),
+    ("optim.lr=-1", "optim.lr=-1.0 is out of range: it must be > 0"),
+    ("data.image_size=0", "data.image_size=0 is out of range"),
+    ("optim.epochs=2.5", "optim.epochs: expected int (a whole number), got 2.5"),
+    ("loss.k_obj=2", "loss.k_obj=2.0 is out of range: it must be > 0 and <= 1"),
+])
+def test_config_ranges_are_checked_before_any_work(tmp_path, capsys, override, message):
+    from mgca.train import main
+
+    one_line_exit_2(main(train_args(tmp_path, override)), capsys.readouterr().err, message)
+    assert not (tmp_path / "last.pt").exists()

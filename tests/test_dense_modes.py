@@ -114,7 +114,7 @@ def heads(block, x: np.ndarray):
     width, n_heads = x.shape[-1], block.attn.num_heads
     d = width // n_heads
     q, k, v = (y @ w[i * width:(i + 1) * width].T + b[i * width:(i + 1) * width] for i in range(3))
-    split = lambda a: [a[:, h * d:(h + 1) * d] for h in range(n_heads)]  # noqa: E731
+    split = lambda a: [a[:, h * d:(h + 1) * d] for h in range(n_heads)]
     return split(q), split(k), split(v), d
 
 

@@ -164,6 +164,27 @@ def test_clip_and_weights_flags(tmp_path, capsys):
     assert err.count("\n") == 1 and "missing.pt does not exist" in err
 
 
+def test_quick_preset_runs_end_to_end_and_says_so(tmp_path, capsys):
+    """`python -m mgca.train --quick`, at test size: the whole method, its own folder and CLIP cache key (never the
+    full run's), and a closing line that says its figures are smaller and where the full run's are."""
+    from mgca.train import QUICK_OUTPUT, QUICK_OVERRIDES, parse_args
+
+    quick = load_config(embedded_config_path(), list(QUICK_OVERRIDES))
+    full = load_config(embedded_config_path())
+    assert quick.train.output_dir == QUICK_OUTPUT != full.train.output_dir
+    assert cache_path(quick.backbone.arch, quick.pretrain, quick.data.synthetic) != cache_path(
+        full.backbone.arch, full.pretrain, full.data.synthetic)
+    assert parse_args(["--quick"]).quick
+    code = main(["--quick", *SMALL_PRETRAIN, *SMALL_DECODER, *SMALL_BENCHMARK,
+                 f"pretrain.cache_dir={tmp_path / 'clip_cache'}", f"train.output_dir={tmp_path / 'run'}"])
+    out = capsys.readouterr().out
+    assert code == 0 and (tmp_path / "run" / "benchmark.json").is_file()
+    assert ("this was --quick: 12 pretraining and 16 decoder steps instead of 1,000 pretraining and 2,400 decoder "
+            "steps, 4 held-out images instead of 500") in out
+    assert "docs/results.md" in out
+    assert main(["--quick", "--config", str(embedded_config_path())]) == 2
+
+
 def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
     """Emulated bf16 is ~10x slower than fp32 (a CPU whose hypervisor hides AVX-512): auto must pick fp32 there,
     and a CLIP pretrained in either precision gets its own cache entry."""
@@ -182,3 +203,55 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
     assert resolve_precision_name("auto", cpu) == "bf16"
     assert cache_path("mgca-synth", cfg) == cache_path("mgca-synth", PretrainConfig(precision="bf16")) != fp32_path
     assert resolve_precision_name("fp32", cpu) == "fp32" and resolve_precision_name("bf16", cpu) == "bf16"
+
+
+def test_an_unwritable_clip_cache_is_refused_before_pretraining(tmp_path, monkeypatch):
+    """A read-only working folder with the default relative pretrain.cache_dir: the pretraining ran to its end and
+    was then lost with a raw PermissionError: 'runs'."""
+    import mgca.clip_pretrain
+    from mgca.config import load_config
+    from mgca.embedded import ensure_clip_weights
+    from mgca.train import embedded_config_path
+    from runtime.errors import OutputPathError
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("pretrained before the cache folder was checked")
+
+    monkeypatch.setattr(mgca.clip_pretrain, "pretrain_clip", must_not_run)
+    (tmp_path / "ro").write_text("a file where the cache folder would go\n")
+    cfg = load_config(embedded_config_path(), [f"pretrain.cache_dir={tmp_path / 'ro' / 'cache'}"])
+    with pytest.raises(OutputPathError, match="pretrain.cache_dir .* cannot be written"):
+        ensure_clip_weights(cfg, progress=False)
+
+
+def test_the_embedded_default_can_be_run_again(tmp_path, capsys):
+    """`python -m mgca.train` twice: the second run continues (or re-scores) its own run instead of refusing."""
+    from mgca.config import load_config
+    from mgca.train import check_output_dir, embedded_config_path, main
+    from runtime.errors import MgcaError
+
+    assert load_config(embedded_config_path()).train.resume == "auto"
+    args = ["--clip", "mgca-tiny", "pretrain.enabled=false", "benchmark.enabled=false", "data.synthetic_size=8",
+            "data.image_size=64", "train.batch_size=4", "optim.epochs=1", "train.max_steps=1",
+            f"train.output_dir={tmp_path}"]
+    assert main(args) == 0 and main(args) == 0, capsys.readouterr().err
+    assert "done, 1 steps" in capsys.readouterr().out
+    with pytest.raises(MgcaError, match="recipe differs from this run's in backbone.arch"):  # issue 30, item 1
+        check_output_dir(load_config(embedded_config_path(), [f"train.output_dir={tmp_path}"]))
+
+
+def test_truncated_clip_cache_is_pretrained_again(tmp_path, capsys):
+    from mgca.clip_pretrain import cache_path, pretrain_clip
+    from mgca.config import PretrainConfig
+
+    cfg = PretrainConfig(enabled=True, steps=2, pool_size=16, batch_size=8, warmup_steps=1, cache_dir=str(tmp_path))
+    first = pretrain_clip("mgca-synth", cfg, progress=False)
+    whole = first.path.read_bytes()
+    first.path.write_bytes(whole[: len(whole) // 3])  # an interrupted copy
+    capsys.readouterr()
+    again = pretrain_clip("mgca-synth", cfg, progress=False)
+    err = capsys.readouterr().err
+    assert not again.cached and again.path == cache_path("mgca-synth", cfg)
+    assert err.count("\n") == 1 and "unreadable" in err and "pretraining it again" in err
+    assert "visual.proj" in torch.load(again.path, weights_only=True)  # whole again
+    assert pretrain_clip("mgca-synth", cfg, progress=False).cached

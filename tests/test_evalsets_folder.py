@@ -1,29 +1,12 @@
 """mgca/evalsets/folder.py: `mgca-eval --dataset folder` reads a labelled folder with the user's own ids (issue 29)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from PIL import Image
 
 from mgca.cli import eval as eval_cli
 
-from .support import blocky_image, one_line_error
-
-
-def labelled_folder(root: Path) -> Path:
-    """Two images whose masks use 0 for background and 1..3 for cat, dog, road (no void pixels)."""
-    rng = np.random.default_rng(3)
-    for folder in ("images", "masks"):
-        (root / folder).mkdir(parents=True)
-    for index in range(2):
-        Image.fromarray(blocky_image(rng, 32, 48)).save(root / "images" / f"im{index}.png")
-        mask = np.zeros((32, 48), np.uint8)
-        mask[:, 12:24], mask[:, 24:36], mask[:, 36:] = 1, 2, 3
-        Image.fromarray(mask).save(root / "masks" / f"im{index}.png")
-    (root / "classes.txt").write_text("background\ncat\ndog\nroad\n")
-    return root
+from .support import labelled_folder, one_line_error
 
 
 @pytest.mark.parametrize("extra, needle", [

@@ -7,22 +7,24 @@ import numpy as np
 import pytest
 import torch
 
+from .support import one_line_exit_2
+
 onnx = pytest.importorskip("onnx", reason="export tests need onnx")
 ort = pytest.importorskip("onnxruntime", reason="export tests need onnxruntime")
 pytest.importorskip("onnxscript", reason="the dynamo ONNX exporter needs onnxscript")
 
-from calibration.reader import Preprocess  # noqa: E402
-from export import ExportOptions, ExportOptionsError, export_bundle  # noqa: E402
-from export.cli import main  # noqa: E402
-from export.onnx_export import ExportError, export_onnx, read_metadata  # noqa: E402
-from export.parity import ParityError, check_parity, parity_windows  # noqa: E402
-from export.tensorrt_build import TRT_MISSING, tensorrt_available  # noqa: E402
-from export.text_cache import VocabularyFileError, build_text_cache, read_vocab  # noqa: E402
-from mgca.config import Config  # noqa: E402
-from mgca.decoder import perturb_decoder  # noqa: E402
-from mgca.model import build_model  # noqa: E402
-from runtime.contract import InferenceSettings  # noqa: E402
-from runtime.engines import OrtEngine  # noqa: E402
+from calibration.reader import Preprocess
+from export import ExportOptions, ExportOptionsError, export_bundle
+from export.cli import main
+from export.onnx_export import ExportError, export_onnx, read_metadata
+from export.parity import ParityError, check_parity, parity_windows
+from export.tensorrt_build import TRT_MISSING, tensorrt_available
+from export.text_cache import VocabularyFileError, build_text_cache, read_vocab
+from mgca.config import Config
+from mgca.decoder import perturb_decoder
+from mgca.model import build_model
+from runtime.contract import InferenceSettings
+from runtime.engines import OrtEngine
 
 WINDOW = 64
 
@@ -472,3 +474,11 @@ def test_tensorrt_engine_build(tmp_path, onnx_file, tiny_model, precision):
     result = build_engine(source, tmp_path / f"model.{precision}.engine", precision, WINDOW, max_batch=4,
                           timing_cache=cache)
     assert result.path.stat().st_size > 0 and cache.stat().st_size > 0
+
+
+def test_export_to_an_unwritable_folder_is_one_line(tiny_checkpoint, capsys):
+    from export.cli import main as export_main
+
+    for out in ["/proc/mgca-bundle", "/sys/mgca-bundle"]:
+        code = export_main(["--checkpoint", str(tiny_checkpoint), "--out", out, "--window", "64"])
+        one_line_exit_2(code, capsys.readouterr().err, f"--out {out} cannot be written")

@@ -2,6 +2,7 @@
 and calibration; deep images are scaled to 8 bits, not clipped (issue 29, item 4)."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -54,3 +55,32 @@ def test_8_bit_images_are_read_as_before(tmp_path):
     grey = np.tile(np.arange(256, dtype=np.uint8), (2, 1))
     Image.fromarray(grey).save(tmp_path / "grey.png")
     np.testing.assert_array_equal(read_rgb(Path(tmp_path / "grey.png"))[:, :, 1], grey)
+
+
+def test_exif_orientation_is_applied_everywhere(sideways_photo, tmp_path, capsys):
+    from calibration.reader import read_rgb as calibration_read
+    from mgca.cli import segment as segment_cli
+    from mgca.evalsets.readers import read_image
+    from mgca.pairs import load_image
+
+    assert load_image(sideways_photo).size == (80, 120)  # training pairs (PIL: width, height)
+    assert read_image(sideways_photo).shape == (120, 80, 3)  # evaluation sets
+    assert calibration_read(sideways_photo).shape == (120, 80, 3)  # calibration and parity images
+    labels = tmp_path / "labels.png"
+    code = segment_cli.main([str(sideways_photo), "--classes", "red,black", "--decoder", "none", "--out",
+                             str(tmp_path / "overlay.png"), "--labels-out", str(labels), "--short-side", "64",
+                             "--window", "64", "--stride", "32"])
+    assert code == 0, capsys.readouterr().err
+    assert np.asarray(Image.open(labels)).shape == (120, 80)
+
+
+def test_exif_rotated_eval_image_matches_its_label(sideways_photo, tmp_path):
+    from mgca.evalsets import open_dataset
+
+    root = tmp_path / "ade"
+    (root / "images" / "validation").mkdir(parents=True)
+    (root / "annotations" / "validation").mkdir(parents=True)
+    shutil.copy(sideways_photo, root / "images" / "validation" / "a.jpg")
+    Image.fromarray(np.ones((120, 80), np.uint8)).save(root / "annotations" / "validation" / "a.png")
+    sample = open_dataset("ade20k", root)[0]
+    assert sample.image.shape[:2] == sample.label.shape == (120, 80)

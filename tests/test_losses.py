@@ -47,7 +47,7 @@ def reference_losses(v: torch.Tensor, t: torch.Tensor, cfg: LossConfig) -> dict[
         terms = (torch.log(pos_img[i] / den_img[i]) + torch.log(pos_txt[i] / den_txt[i]) for i in range(batch))
         return -sum(terms) / batch
 
-    e = lambda x: torch.exp(x / tau)  # noqa: E731
+    e = lambda x: torch.exp(x / tau)
     rb = range(batch)
     obj = two_sided(
         [e(cos(region[i][i], t[i])) for i in rb], [sum(e(cos(region[i][i], t[j])) for j in rb) for i in rb],

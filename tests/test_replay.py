@@ -9,7 +9,7 @@ from mgca.grad_cache import drop_negligible
 from mgca.replay import FrozenStream, ReplayTrainer
 from mgca.train import Trainer
 
-from .test_train import fast_config
+from .support import fast_config
 
 
 def _decoder_after(trainer: Trainer) -> dict[str, torch.Tensor]:

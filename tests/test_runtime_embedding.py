@@ -28,7 +28,7 @@ def test_thread_safety_8_threads_x_20_calls(segmenter):
             for call in range(20):
                 index = (t + call) % len(images)
                 results[(t, call)] = (index, segmenter.segment(images[index]).labels)
-        except BaseException as err:  # noqa: BLE001 - reported below
+        except BaseException as err:  # reported below
             errors.append(err)
 
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
@@ -167,7 +167,7 @@ def test_two_segmenters_do_not_affect_each_other(bundle):
     import cv2
 
     faiss = pytest.importorskip("faiss")
-    knobs = lambda: (cv2.getNumThreads(), faiss.omp_get_max_threads(), dict(os.environ))  # noqa: E731
+    knobs = lambda: (cv2.getNumThreads(), faiss.omp_get_max_threads(), dict(os.environ))
     before = knobs()
     rng = np.random.default_rng(14)
     images = [blocky_image(rng, 90, 130), blocky_image(rng, 150, 100)]

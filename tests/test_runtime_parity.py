@@ -12,7 +12,7 @@ import torch
 
 from runtime import Result, Segmenter
 
-from .support import CLASSES, SIZES, blocky_image, torch_predictor
+from .support import CLASSES, ONNX_CPU, SIZES, blocky_image, torch_predictor
 
 
 @pytest.mark.parametrize("overrides", [{}, {"unit_scope": "window"}, {"units": 0}, {"units": 6}],
@@ -85,6 +85,58 @@ def test_row_blocks_do_not_change_labels_or_scores(segmenter, monkeypatch):
     # Equal to float32 rounding: on a 2-core AMD EPYC (numpy 2.4's OpenBLAS) a 1-row block's products differed from
     # the whole image's in the last bit (1.2e-7), most likely because BLAS picks its kernel by the block's rows.
     np.testing.assert_allclose(rows.scores, whole.scores, rtol=0, atol=1e-6)
+
+
+def test_thousand_classes_match_pytorch(bundle, tiny_model):
+    """1,000 classes (OpenCV 5's resize stops at 128 channels) give the PyTorch pipeline's labels and scores."""
+    rng = np.random.default_rng(2)
+    names = [f"class {i}" for i in range(1000)]
+    embeddings = rng.normal(size=(1000, 64)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    seg = Segmenter(bundle, **ONNX_CPU)
+    seg.set_vocabulary((names, embeddings))
+    image = blocky_image(rng, 90, 70)
+    result = seg.segment(image, return_scores=True)
+    reference = torch_predictor(tiny_model, embeddings, names)
+    assert result.labels.shape == (90, 70) and result.scores.shape == (1000, 90, 70)
+    assert (result.labels == reference.predict(image)).mean() >= 0.999
+    np.testing.assert_allclose(result.scores, reference.predict_scores(image).numpy(), atol=2e-4)
+
+
+def test_score_upsampling_is_the_contracts_three_steps(bundle):
+    """The composed separable resize equals bilinear to the grid's pixel size, crop (or edge-extend) to the
+    resized size, bilinear to the input (torch's F.interpolate), for both window paddings."""
+    import torch.nn.functional as F
+
+    from runtime.contract import InferenceSettings
+    from runtime.postprocess import scores_to_labels
+    from runtime.preprocess import prepare
+
+    for padding in ("crop", "image"):
+        settings = InferenceSettings(short_side=96, window=64, stride=32, units=0, padding=padding)
+        for height, width in [(50, 333), (96, 96), (131, 47)]:
+            prepared = prepare(np.zeros((height, width, 3), np.uint8), settings, 8, np.zeros(3, np.float32),
+                               np.ones(3, np.float32))
+            scores = np.random.default_rng(height).uniform(-1, 1, (*prepared.grid_hw, 300)).astype(np.float32)
+            labels, kept = scores_to_labels(scores, prepared, keep_scores=True, output_stride=8)
+            full = F.interpolate(torch.from_numpy(scores.astype(np.float64)).permute(2, 0, 1)[None],
+                                 size=(prepared.grid_hw[0] * 8, prepared.grid_hw[1] * 8), mode="bilinear",
+                                 align_corners=False)
+            full = full[:, :, :prepared.resized_hw[0], :prepared.resized_hw[1]]
+            pad_h, pad_w = prepared.resized_hw[0] - full.shape[2], prepared.resized_hw[1] - full.shape[3]
+            full = F.pad(full, (0, pad_w, 0, pad_h), mode="replicate")
+            full = F.interpolate(full, size=(height, width), mode="bilinear", align_corners=False)[0].numpy()
+            np.testing.assert_allclose(kept, full, atol=1e-5)
+            assert (labels == full.argmax(axis=0)).mean() > 0.999
+
+
+def test_score_upsampling_extends_a_short_grid_by_its_edge():
+    """Where the grid stops short of the resized image (< os px) the last row/column is repeated."""
+    from runtime.postprocess import bilinear_weights, upsample_weights
+
+    weights = upsample_weights(3, 8, 27, 27)  # grid 3 x 8 = 24 px, resized 27: 3 rows repeat row 23
+    np.testing.assert_allclose(weights[:24], bilinear_weights(24, 3), atol=1e-7)
+    np.testing.assert_array_equal(weights[24:], np.repeat(weights[23:24], 3, axis=0))
 
 
 # ---------------------------------------------------------------- memory and equality on any aspect ratio

@@ -16,20 +16,17 @@ from PIL import Image
 
 from mgca.cli import segment as segment_cli
 
-from .support import blocky_image, one_line_error
-
-CLASSES = "cat,dog,road,sky"
-
-
-def segment(inputs: list[str | Path], out: Path, bundle: Path, *extra: str, classes: str = CLASSES) -> int:
-    return segment_cli.main([*map(str, inputs), "--classes", classes, "--engine", str(bundle), "--out", str(out),
-                             "--no-progress", *extra])
-
-
-def photo(path: Path, seed: int = 0, size: tuple[int, int] = (40, 56)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(blocky_image(np.random.default_rng(seed), *size)).save(path)
-    return path
+from .support import (
+    BACKBONE_NOTICE,
+    SEGMENT_CLASSES,
+    blocky_image,
+    one_line_error,
+    one_line_exit_2,
+    photo,
+    photo_folder,
+    segment,
+    three_photos,
+)
 
 
 def summary_rows(path: Path) -> list[dict[str, str]]:
@@ -74,11 +71,6 @@ def test_a_link_out_of_out_is_refused_before_any_work(bundle, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------------ item 2: --overwrite
-
-def three_photos(folder: Path) -> Path:
-    for index in range(3):
-        photo(folder / f"img{index}.png", index)
-    return folder
 
 
 @pytest.mark.parametrize("ray", [False, True])
@@ -126,7 +118,7 @@ def test_a_rerun_with_other_settings_is_refused_in_one_line(bundle, tmp_path, ca
     photos, out = three_photos(tmp_path / "photos"), tmp_path / "out"
     assert segment([photos], out, bundle) == 0
     before = files_below(out)
-    classes = change[1] if change[0] == "--classes" else CLASSES
+    classes = change[1] if change[0] == "--classes" else SEGMENT_CLASSES
     code = segment([photos], out, bundle, *([] if change[0] == "--classes" else change), classes=classes)
     err = one_line_error(code, capsys.readouterr().err)
     assert needle in err and "--overwrite" in err and "another --out" in err, err
@@ -337,7 +329,7 @@ def test_an_earlier_output_folder_inside_the_input_is_not_read_as_photos(bundle,
 def test_a_list_naming_a_folder_says_it_is_a_folder(tmp_path, capsys):
     three_photos(tmp_path / "photos")
     (tmp_path / "list.txt").write_text("photos\n")
-    code = segment_cli.main([str(tmp_path / "list.txt"), "--classes", CLASSES, "--decoder", "none", "--out",
+    code = segment_cli.main([str(tmp_path / "list.txt"), "--classes", SEGMENT_CLASSES, "--decoder", "none", "--out",
                              str(tmp_path / "out")])
     err = one_line_error(code, capsys.readouterr().err)
     assert "(listed in" in err and "is a folder; a list names image files" in err and "does not exist" not in err
@@ -353,6 +345,92 @@ def test_odd_file_names_reach_the_csv_summary_safely(bundle, tmp_path, monkeypat
     text = (tmp_path / "out" / "summary.csv").read_text(encoding="utf-8")  # valid UTF-8
     images = [row["image"] for row in summary_rows(tmp_path / "out" / "summary.csv")]
     assert images == ["caf\\xe9.png", "'=HYPERLINK(1).png"] and "\n=" not in text
+
+
+def test_segment_outputs_never_overwrite_the_class_file(tmp_path, capsys, monkeypatch):
+    from mgca.cli import segment as segment_cli
+
+    monkeypatch.chdir(tmp_path)  # the one-photo overlay's default place
+    classes = tmp_path / "classes.csv"  # a name a summary could have
+    classes.write_text("cat\ndog\n")
+    photos = photo_folder(tmp_path / "photos")
+    common = ["--classes", str(classes), "--decoder", "none", "--short-side", "64", "--window", "64", "--stride", "32"]
+    for argv in ([str(photos / "a.png"), "--labels-out", str(classes)],
+                 [str(photos), "--out", str(tmp_path / "out"), "--summary", str(classes)]):
+        code = segment_cli.main([*argv, *common])
+        assert "is the input file" in one_line_error(code, capsys.readouterr().err)
+    assert classes.read_text() == "cat\ndog\n"
+
+
+@pytest.mark.parametrize("summary, needle", [("folder.csv", "is a folder"), ("notes.txt/s.csv", "the folder of")])
+def test_a_bad_summary_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch, summary, needle):
+    """--summary naming a folder or below a file failed only after the model (and, before issue 29, every image)."""
+    from mgca.cli import segment as segment_cli
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the model loaded before --summary was checked")
+
+    monkeypatch.setattr(segment_cli, "_predict", must_not_run)
+    (tmp_path / "folder.csv").mkdir()
+    (tmp_path / "notes.txt").write_text("a file\n")
+    code = segment_cli.main([str(photo_folder(tmp_path / "photos")), "--classes", "cat,dog", "--decoder", "none",
+                             "--out", str(tmp_path / "out"), "--summary", str(tmp_path / summary)])
+    assert needle in one_line_error(code, capsys.readouterr().err)
+
+
+def test_linked_sub_folders_are_followed_once(bundle, tmp_path, capsys):
+    """A symlinked sub-folder was silently skipped by mgca-segment (Path.rglob does not follow links); a link back
+    to an ancestor must not loop."""
+    from .support import photo, segment
+
+    photos = tmp_path / "photos"
+    photo(photos / "a.png")
+    photo(tmp_path / "elsewhere" / "b.png", 1)
+    (photos / "linked").symlink_to(tmp_path / "elsewhere")
+    (photos / "loop").symlink_to(photos)
+    assert segment([photos], tmp_path / "out", bundle) == 0, capsys.readouterr().err
+    assert "2 images segmented" in capsys.readouterr().out
+    assert sorted(p.relative_to(tmp_path / "out" / "labels").as_posix()
+                  for p in (tmp_path / "out" / "labels").rglob("*.png")) == ["a.png", "linked/b.png"]
+
+
+def test_segment_refuses_to_overwrite_its_input(tmp_path, monkeypatch, capsys):
+    from mgca.cli import segment as segment_cli
+
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(blocky_image(np.random.default_rng(0), 40, 60)).save(photo)
+    original = photo.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    common = ["--classes", "cat,dog", "--decoder", "none", "--short-side", "64", "--window", "64", "--stride", "32"]
+    for out in ["photo.jpg", str(photo), "./sub/../photo.jpg"]:
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        one_line_exit_2(segment_cli.main(["photo.jpg", *common, "--out", out]), capsys.readouterr().err,
+                        "is the input file")
+    (tmp_path / "alias.jpg").symlink_to(photo)
+    one_line_exit_2(segment_cli.main(["photo.jpg", *common, "--labels-out", "alias.jpg"]),
+                    capsys.readouterr().err, "is the input file")
+    assert photo.read_bytes() == original
+
+
+def test_an_unknown_template_set_is_one_line(tmp_path, capsys):
+    """get_templates raises the project's error type naming the set and the choices; the CLIs print it as one line."""
+    from mgca.cli import segment as segment_cli
+    from mgca.prompts import TEMPLATE_SETS, get_templates
+    from runtime.errors import MgcaError
+
+    with pytest.raises(MgcaError, match="unknown prompt template set 'nope'; choose one of") as info:
+        get_templates("nope")
+    assert all(name in str(info.value) for name in TEMPLATE_SETS) and isinstance(info.value, ValueError)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(blocky_image(np.random.default_rng(0), 40, 60)).save(photo)
+    out = tmp_path / "o.png"
+    code = segment_cli.main([str(photo), "--classes", "cat,dog", "--decoder", "none", "--templates", "nope",
+                             "--short-side", "64", "--window", "64", "--stride", "32", "--out", str(out)])
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if BACKBONE_NOTICE not in line]  # the random-init note
+    one_line_exit_2(code, "\n".join(lines), "mgca-segment: error:", "template set 'nope'", "tcl")
+    assert "Traceback" not in err
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------------------------------------ the output record

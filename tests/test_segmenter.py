@@ -1,12 +1,14 @@
 """runtime/segmenter.py: `Segmenter`'s inference-setting overrides, checked against the contract's declaration."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from runtime import Segmenter
+from runtime import RuntimeInputError, Segmenter
 from runtime.errors import SettingsError
 
-from .support import SETTINGS
+from .support import SETTINGS, blocky_image
 
 ONNX_CPU = dict(backend="onnxruntime", device="cpu", assignment="numpy")
 
@@ -51,3 +53,23 @@ def test_overrides_replace_only_what_they_name(bundle):
     assert same.describe()["pamr_dilations"] == [8, 16]
     again = Segmenter(bundle, **ONNX_CPU, settings=same.settings)  # a whole settings object is a valid override
     assert again.settings == same.settings
+
+
+def test_a_list_must_hold_images(segmenter):
+    image = blocky_image(np.random.default_rng(0), 8, 10)
+    with pytest.raises(RuntimeInputError, match="image 0 of the list is a list.*img.tolist") as info:
+        segmenter.segment(image.tolist())
+    assert "\n" not in str(info.value)
+    assert len(segmenter.segment([image, Image.fromarray(image)])) == 2  # arrays, or objects numpy can read
+
+
+@pytest.mark.parametrize("threshold", ["0.5", float("nan"), 1.5, True, [0.5]])
+def test_background_threshold_must_be_a_number_in_0_1(segmenter, threshold):
+    with pytest.raises(RuntimeInputError, match="background_threshold must be a number in"):
+        segmenter.segment(np.zeros((20, 20, 3), np.uint8), background_threshold=threshold)
+
+
+def test_segment_none_says_none(segmenter):
+    with pytest.raises(RuntimeInputError, match="image is None") as info:
+        segmenter.segment(None)
+    assert "dtype object" not in str(info.value)

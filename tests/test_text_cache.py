@@ -2,11 +2,15 @@
 (issue 29, item 9)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
-from runtime import MgcaError, VocabularyError
+from runtime import BundleError, MgcaError, Segmenter, TextCacheError, VocabularyError
 from runtime.text_cache import make_text_cache
+
+from .support import ONNX_CPU, copy_bundle, edit_manifest, torch_predictor
 
 ROWS = np.eye(3, 8, dtype=np.float32)
 
@@ -59,3 +63,42 @@ def test_mgca_export_text_refuses_names_past_77_tokens_when_writing(tiny_checkpo
     code = main(["text", "--checkpoint", str(tiny_checkpoint), "--vocab", str(vocab), "--out", str(out)])
     assert "identical text embeddings" in one_line_error(code, capsys.readouterr().err)
     assert not out.exists()
+
+
+def test_in_memory_vocabularies_are_checked_like_files(bundle, tmp_path, segmenter):
+    from runtime.text_cache import load_text_cache
+
+    seg = Segmenter(bundle, **ONNX_CPU)
+    emb = np.eye(3, 64, dtype=np.float32)
+    with pytest.raises(TextCacheError, match="repeat 'cat'"):
+        seg.set_vocabulary((["cat", "cat", "dog"], emb))
+    nan = emb.copy()
+    nan[1, 0] = np.nan
+    with pytest.raises(TextCacheError, match="non-finite"):
+        seg.set_vocabulary((["cat", "dog", "sky"], nan))
+    with np.load(bundle / "text_cache.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(str(arrays["meta"]))
+    arrays["meta"] = np.array(json.dumps({**meta, "arch": "ViT-B-16", "text_sha256": "e" * 64}))
+    np.savez(tmp_path / "other.npz", **arrays)
+    foreign = load_text_cache(tmp_path / "other.npz")  # read without a bundle to compare with
+    with pytest.raises(TextCacheError, match="was made for backbone ViT-B-16"):
+        seg.set_vocabulary(foreign)
+    seg.set_vocabulary((["cat", "dog", "sky"], emb))  # bare arrays: the caller vouches for the backbone
+    assert seg.class_names == ("cat", "dog", "sky")
+
+
+def test_manifest_without_text_hash_is_refused(bundle, tmp_path):
+    stripped = copy_bundle(bundle, tmp_path / "b")
+    manifest = edit_manifest(stripped)
+    edit_manifest(stripped, backbone={k: v for k, v in manifest["backbone"].items() if k != "text_sha256"})
+    with pytest.raises(BundleError, match="backbone.text_sha256 is missing"):
+        Segmenter(stripped, **ONNX_CPU)
+
+
+def test_repeated_classes_are_refused(segmenter, tiny_model, class_embeddings):
+    with pytest.raises(VocabularyError, match="repeat 'cat'") as info:
+        segmenter.segment(np.zeros((20, 20, 3), np.uint8), classes=["cat", "cat", "dog"])
+    assert "\n" not in str(info.value)
+    with pytest.raises(VocabularyError, match="repeat 'cat'"):
+        torch_predictor(tiny_model, class_embeddings).set_classes(["cat", "cat", "dog"])

@@ -26,17 +26,7 @@ from mgca.train import (
 )
 
 from .grad_check import GLOBAL_BATCH, decoder_gradients, fixed_batch, make_trainer
-from .support import REPO, subprocess_env
-
-# The embedded default also pretrains a tiny CLIP and runs the benchmark (tests/test_embedded.py);
-# here only the decoder trains.
-DECODER_ONLY = ["pretrain.enabled=false", "benchmark.enabled=false"]
-FAST = [*DECODER_ONLY, "data.synthetic_size=48", "train.batch_size=8", "optim.epochs=2", "optim.warmup_epochs=0.5",
-        "optim.lr=3e-3"]
-
-
-def fast_config(tmp_path: Path, *extra: str):
-    return load_config(embedded_config_path(), [*FAST, f"train.output_dir={tmp_path}", *extra])
+from .support import DECODER_ONLY, FAST, REPO, fast_config, one_line_error, one_line_exit_2, subprocess_env, train_args
 
 
 def test_warmup_then_cosine_to_zero():
@@ -264,3 +254,68 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert payload["train_state"]["step"] == 3
     history = json.loads((tmp_path / "history.json").read_text())
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
+
+
+def test_resume_refuses_a_changed_recipe_and_allows_the_safe_keys(tmp_path, capsys):
+    """The issue's keys each changed the run silently under train.resume=auto; now each is one line naming it."""
+    from mgca.train import main
+
+    from .support import train_args
+
+    assert main(train_args(tmp_path, "train.max_steps=1")) == 0
+    earlier = (tmp_path / "last.pt").read_bytes()
+    for change in ("train.batch_size=2", "data.seed=1", "data.image_size=96", "train.seed=3",
+                   "backbone.dense_mode=maskclip", "optim.epochs=2"):
+        capsys.readouterr()
+        code = main(train_args(tmp_path, "train.max_steps=2", "train.resume=auto", change))
+        line = one_line_error(code, capsys.readouterr().err)
+        assert f"recipe differs from this run's in {change.split('=')[0]} " in line and "--overwrite" in line, line
+        assert (tmp_path / "last.pt").read_bytes() == earlier
+    safe = ("train.max_steps=2", "train.resume=auto", "data.num_workers=1", "train.log_every=1", "train.device=cpu")
+    assert main(train_args(tmp_path, *safe)) == 0, capsys.readouterr().err
+    assert main(train_args(tmp_path, "train.max_steps=1", "train.batch_size=2", "--overwrite")) == 0
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("data.image_size=70", "data.image_size=70 is not a multiple of the patch size 16"),
+    ("train.device=tpu", "device 'tpu': TPUs (torch_xla) are not supported"),
+    ("train.device=meta", "device 'meta' cannot be used: mgca runs on cpu, cuda, mps"),
+    ("train.device=gpu0", "device 'gpu0' is not a device name"),
+    ("train.device=cuda", "device 'cuda' cannot be used: no CUDA GPU is visible here"),
+])
+def test_training_device_and_image_size_errors_are_one_line(tmp_path, capsys, monkeypatch, override, needle):
+    """Each gave a raw RuntimeError/ValueError (the image size only at step 0). No GPU is needed: CUDA is hidden."""
+    import torch
+
+    from mgca.train import main
+
+    from .support import train_args
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = main(train_args(tmp_path, "train.max_steps=1", override))
+    assert needle in one_line_error(code, capsys.readouterr().err)
+    assert not (tmp_path / "last.pt").exists()
+
+
+def test_training_refuses_to_overwrite_an_earlier_run(tmp_path, capsys):
+    from mgca.train import main
+
+    assert main(train_args(tmp_path, "train.max_steps=2")) == 0
+    earlier = (tmp_path / "last.pt").read_bytes()
+    capsys.readouterr()
+    one_line_exit_2(main(train_args(tmp_path, "train.max_steps=1")), capsys.readouterr().err,
+                    "last.pt holds an earlier run of 2 steps", "train.resume=auto", "--overwrite")
+    assert (tmp_path / "last.pt").read_bytes() == earlier
+    assert main(train_args(tmp_path, "train.max_steps=1", "--overwrite")) == 0
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["train_state"]["step"] == 1
+    assert main(train_args(tmp_path, "train.max_steps=2", "train.resume=auto")) == 0  # continuing is no overwrite
+
+
+def test_unwritable_output_dir_fails_before_training(tmp_path):
+    from mgca.config import load_config
+    from mgca.train import Trainer, embedded_config_path
+
+    cfg = load_config(embedded_config_path(), ["pretrain.enabled=false", "backbone.arch=mgca-tiny",
+                                               "train.output_dir=/proc/mgca-run"])
+    with pytest.raises(ValueError, match="train.output_dir /proc/mgca-run cannot be written"):  # OutputPathError
+        Trainer(cfg)

@@ -9,21 +9,15 @@ and `settings_overrides` returns what the user gave. Torch-free: the lean `--eng
 from __future__ import annotations
 
 import argparse
-import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from runtime.contract import BACKENDS, DEFAULT_SETTINGS, PRECISIONS, SETTING_SPECS, SettingSpec
+from runtime.contract import BACKENDS, DEFAULT_SETTINGS, DENSE_MODE_NAMES, PRECISIONS, SETTING_SPECS, SettingSpec
 from runtime.errors import SettingsError
 
-from ..config import BackboneConfig, ConfigError
+from ..config import ConfigError
 from ..evalsets.specs import SYNTHETIC_PROTOCOL
-
-# Every dense mode of mgca.dense_modes.DENSE_MODES, read from the config's type (torch-free: the lean --engine path
-# imports this module); tests/test_cli_eval.py checks the two lists agree.
-DENSE_MODE_NAMES: tuple[str, ...] = typing.get_args(typing.get_type_hints(BackboneConfig)["dense_mode"])
-
 
 # ---------------------------------------------------------------------------------------------- argparse types
 

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from runtime.backbone_notice import warn_backbone
 from runtime.batch import write_png
 from runtime.contract import BACKGROUND_RANGE, GROUPVIT_BACKGROUND, MANIFEST_FILE, default_background
 from runtime.demo import DEFAULT_MAX_PIXELS, VIDEO_SUFFIX, Demo, Options, page_controls, setting_value
@@ -463,6 +464,7 @@ def _serve(args: argparse.Namespace) -> None:
     bundle = Path(args.engine) if args.engine else embedded_bundle()
     demo = Demo(bundle, text_cache=args.text_cache, device=args.device, num_threads=args.threads,
                 max_pixels=max_pixels)
+    warn_backbone(demo.bundle.manifest.get("backbone") or {}, PROG)  # a tiny or random CLIP: say what it knows
     files = LabelFiles()
     try:
         app = build_app(demo, example_images(args.examples), files)

@@ -51,19 +51,17 @@ def apply_protocol(args: argparse.Namespace, protocol=None) -> argparse.Namespac
 
 
 def build_predictor(args: argparse.Namespace, background_threshold: float | None):
-    """(SegmentationPredictor, model) from parsed model + inference args; warns on random-init CLIP.
+    """(SegmentationPredictor, model) from parsed model + inference args; warns on a random or synthetic-world CLIP.
     `background_threshold` is the background rule's value (None: no background)."""
     from mgca.device import resolve_device
     from mgca.inference import InferenceConfig, SegmentationPredictor
-    from mgca.inference.loading import is_random_init, load_inference_model
+    from mgca.inference.loading import load_inference_model
+    from runtime.backbone_notice import warn_backbone
 
     device = resolve_device(args.device)
     model = load_inference_model(args.checkpoint, args.decoder, args.arch, args.clip_weights, args.dense_mode, device,
                                  trust_torchscript=args.trust_torchscript)
-    if is_random_init(model):
-        print(f"warning: CLIP {model.backbone.arch} is randomly initialised (no --clip-weights and none "
-              "recorded in the "
-              "checkpoint): these numbers are meaningless, they only prove the pipeline runs", file=sys.stderr)
+    warn_backbone(model.backbone.identity.to_dict())  # a tiny or random CLIP: why a real photo comes out as nonsense
     config = InferenceConfig(background_threshold=background_threshold, templates=args.templates,
                              **settings_overrides(args))
     return SegmentationPredictor(model, config, device), model
@@ -75,6 +73,7 @@ def open_engine(args: argparse.Namespace, classes: list[str], stem: str, vocab_f
     name the classes in the how-to-fix hint (e.g. "voc21", "--dataset voc21")."""
     from mgca.config import ConfigError
     from runtime import Segmenter, VocabularyError
+    from runtime.backbone_notice import warn_backbone
 
     segmenter = Segmenter(args.engine, **engine_args(args))
     exported = (segmenter.bundle.manifest.get("backbone") or {}).get("dense_mode")
@@ -93,6 +92,7 @@ def open_engine(args: argparse.Namespace, classes: list[str], stem: str, vocab_f
     # what runs and why, once the setup is known to be good (an error stays one line)
     print(f"runtime: {segmenter.backend} {segmenter.precision} ({segmenter.engine.model_path.name}): "
           f"{segmenter.engine_reason}", file=sys.stderr)
+    warn_backbone(segmenter.bundle.manifest.get("backbone") or {})
     return segmenter
 
 

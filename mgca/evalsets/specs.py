@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+from runtime.backbone_notice import SYNTHETIC_COLORS, SYNTHETIC_SHAPES, SYNTHETIC_TEXTURES
 from runtime.contract import InferenceSettings
 
 from ..prompts import DEFAULT_TEMPLATE_SET
@@ -181,12 +182,10 @@ class DatasetSpec:
         return len(self.classes)
 
 
-# The synthetic generator's vocabulary (mgca.pairs.synthetic) is its caption language: each image's
-# backdrop is "<texture> background" and each shape "<colour> <shape>". The benchmark scores the 40
+# The synthetic generator's vocabulary (mgca.pairs.synthetic; its words are defined in runtime.backbone_notice, which
+# names them to the user) is its caption language: each image's backdrop is "<texture> background" and each shape
+# "<colour> <shape>". The benchmark scores the 40
 # object classes and ignores the backdrop, as VOC20 and Context59 ignore their background.
-SYNTHETIC_TEXTURES = ("noisy", "striped", "checkered", "gradient")
-SYNTHETIC_COLORS = ("red", "green", "blue", "yellow", "purple", "orange", "white", "black")
-SYNTHETIC_SHAPES = ("circle", "square", "triangle", "star", "diamond")
 SYNTHETIC_BACKDROPS = tuple(f"{texture} background" for texture in SYNTHETIC_TEXTURES)
 SYNTHETIC_OBJECTS = tuple(f"{color} {shape}" for color in SYNTHETIC_COLORS for shape in SYNTHETIC_SHAPES)
 SYNTHETIC_CLASSES = SYNTHETIC_BACKDROPS + SYNTHETIC_OBJECTS  # generator mask values

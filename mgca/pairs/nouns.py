@@ -37,7 +37,7 @@ def _tagger():
                                "(or set data.noun_prompts=false)") from None
     try:  # the lemmatizer's rule tables ship with the model; it only turns "dogs" into "dog"
         return model.load(exclude=["ner", "parser", "senter"])
-    except Exception:  # noqa: BLE001 - e.g. lookup tables missing: plurals stay plural
+    except Exception:  # e.g. lookup tables missing: plurals stay plural
         return model.load(exclude=["ner", "parser", "senter", "lemmatizer"])
 
 
