@@ -102,7 +102,7 @@ def synthetic_rows(args, look: dict) -> tuple[list[dict], list[dict]]:
         sequences = SyntheticSequences(args.count, args.frames, seed=seed, noise=args.noise, **look)
         roots[seed] = write_sequences(args.work / f"clips-{seed}", sequences)
     rows, diagnosis = [], []
-    for model in MODELS:
+    for model in args.models:
         predictor = predictor_for(args.checkpoint, model, args.units)
         results = {}
         for seed, root in roots.items():
@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=32, help="frames per clip")
     parser.add_argument("--noise", type=float, default=4.0, help="sensor noise std in 8-bit levels")
     parser.add_argument("--units", type=int, default=36)
+    parser.add_argument("--models", default=",".join(MODELS), help="frozen, decoder or both (comma-separated)")
     parser.add_argument("--diagnose", action="store_true", help="add the pixel-unit and noise-free rows")
     parser.add_argument("--no-synthetic", action="store_true")
     parser.add_argument("--footage", type=Path, help="a real clip without labels (TC and flicker)")
@@ -220,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     args.seeds = tuple(int(s) for s in args.seeds.split(","))
+    args.models = tuple(m for m in args.models.split(",") if m)
     import cv2
     import torch
 
