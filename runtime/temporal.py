@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .contract import TEMPORAL_ALPHA, TEMPORAL_GATE, TEMPORAL_MODES, meta_point_indices
+from .contract import TEMPORAL_ALPHA, TEMPORAL_GATE, TEMPORAL_GROW, TEMPORAL_MODES, meta_point_indices
 from .errors import SettingsError
 
 
@@ -37,6 +37,7 @@ class TemporalState:
     mode: str = "off"
     alpha: float = TEMPORAL_ALPHA
     gate: float = TEMPORAL_GATE
+    grow: int = TEMPORAL_GROW  # changed cells are grown by this many cells before they take the new scores
     key: tuple[Any, ...] | None = None  # what the memory holds: image and grid sizes, classes, units
     image: np.ndarray | None = None  # 3 x H' x W' normalised resized image of the previous frame
     scores: np.ndarray | None = None  # h x w x K smoothed grid scores
@@ -98,13 +99,15 @@ def cell_change(image: np.ndarray, previous: np.ndarray, grid_hw: tuple[int, int
     return extent.reshape(cells).sum(axis=(1, 3)) / np.maximum(count.reshape(cells).sum(axis=(1, 3)), 1.0)
 
 
-def grow(mask: np.ndarray) -> np.ndarray:
-    """A boolean grid mask grown by one cell in all 8 directions (bilinear upsampling reads the neighbours)."""
-    padded = np.pad(mask, 1)
+def grow(mask: np.ndarray, cells: int = 1) -> np.ndarray:
+    """A boolean grid mask grown by `cells` cells in all 8 directions (a square neighbourhood; 0: as it is)."""
+    if cells <= 0:
+        return mask
+    padded = np.pad(mask, cells)
     height, width = mask.shape
     out = np.zeros_like(mask)
-    for dy in range(3):
-        for dx in range(3):
+    for dy in range(2 * cells + 1):
+        for dx in range(2 * cells + 1):
             out |= padded[dy:dy + height, dx:dx + width]
     return out
 
@@ -116,7 +119,7 @@ def smooth_scores(scores: np.ndarray, image: np.ndarray, state: TemporalState, o
     first frame). Updates `state` (its image and scores)."""
     out = scores
     if state.scores is not None and state.image is not None:
-        moving = grow(cell_change(image, state.image, scores.shape[:2], output_stride, std) > state.gate)
+        moving = grow(cell_change(image, state.image, scores.shape[:2], output_stride, std) > state.gate, state.grow)
         blended = np.float32(state.alpha) * scores + np.float32(1.0 - state.alpha) * state.scores
         out = np.where(moving[:, :, None], scores, blended).astype(np.float32)
     state.image, state.scores = image, out

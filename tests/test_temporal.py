@@ -76,9 +76,9 @@ def test_state_resets_when_the_size_or_classes_change(segmenter):
 
 
 def test_smoothing_by_hand():
-    """Two 2 x 3-cell frames (output stride 2): the left column's pixels change (that cell and, grown by one, its
+    """Two 2 x 6-cell frames (output stride 2): the left column's pixels change (that cell and, grown by one, its
     neighbours take the new scores), the rest blend half and half."""
-    state = TemporalState("ema", alpha=0.5, gate=0.1)
+    state = TemporalState("ema", alpha=0.5, gate=0.1, grow=1)
     std = np.ones(3, dtype=np.float32)
     still = np.zeros((3, 4, 12), dtype=np.float32)  # 2 x 6 cells of 2 x 2 px
     first = np.full((2, 6, 1), 1.0, dtype=np.float32)
@@ -92,6 +92,15 @@ def test_smoothing_by_hand():
     expected[:, :2] = 3.0  # the changed column and its grown neighbour
     np.testing.assert_array_equal(out[:, :, 0], expected)
     np.testing.assert_array_equal(state.scores, out)  # the average is recursive: the next frame blends with this
+    still_again = moved.copy()
+    third = np.full((2, 6, 1), 0.0, dtype=np.float32)
+    ungrown = TemporalState("ema", alpha=0.25, gate=0.1, grow=0, image=moved, scores=out.copy())
+    moved_again = still_again.copy()
+    moved_again[:, :, 0:2] = 0.0  # only the first column changes back
+    out = smooth_scores(third, moved_again, ungrown, 2, std)
+    expected_third = 0.75 * expected  # 0.25 x 0 + 0.75 x the previous output where nothing changed
+    expected_third[:, 0] = 0.0  # the changed column alone, not grown
+    np.testing.assert_allclose(out[:, :, 0], expected_third, rtol=1e-6)
 
 
 def test_cell_change_by_hand():
@@ -106,6 +115,8 @@ def test_cell_change_by_hand():
     mask = np.zeros((3, 4), dtype=bool)
     mask[0, 0] = True
     np.testing.assert_array_equal(grow(mask), [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(grow(mask, 2), [[1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 1, 0]])
+    np.testing.assert_array_equal(grow(mask, 0), mask)
 
 
 def test_carried_points_are_the_previous_units():

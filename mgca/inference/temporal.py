@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from runtime.contract import TEMPORAL_ALPHA, TEMPORAL_GATE, meta_point_indices, uses_pixel_units
+from runtime.contract import TEMPORAL_ALPHA, TEMPORAL_GATE, TEMPORAL_GROW, meta_point_indices, uses_pixel_units
 from runtime.temporal import check_mode
 
 from .units import Units, assign_pixels, pool_units
@@ -26,6 +26,7 @@ class TorchTemporalState:
     mode: str = "off"
     alpha: float = TEMPORAL_ALPHA
     gate: float = TEMPORAL_GATE
+    grow: int = TEMPORAL_GROW
     key: tuple[Any, ...] | None = None
     image: torch.Tensor | None = None
     scores: torch.Tensor | None = None
@@ -95,7 +96,10 @@ def smooth_scores(scores: torch.Tensor, image: torch.Tensor, state: TorchTempora
     out = scores
     if state.scores is not None and state.image is not None:
         change = cell_change(image, state.image, tuple(scores.shape[1:]), output_stride, std)
-        moving = F.max_pool2d((change > state.gate).float()[None, None], 3, stride=1, padding=1)[0, 0] > 0
+        moving = change > state.gate
+        if state.grow > 0:
+            size = 2 * state.grow + 1
+            moving = F.max_pool2d(moving.float()[None, None], size, stride=1, padding=state.grow)[0, 0] > 0
         blended = state.alpha * scores + (1.0 - state.alpha) * state.scores
         out = torch.where(moving[None], scores, blended)
     state.image, state.scores = image, out

@@ -188,10 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=SEQUENCE_SEED)
     parser.add_argument("--noise", type=float, default=4.0, help="sensor noise: std of the per-frame Gaussian noise "
                                                                   "in 8-bit levels")
+    parser.add_argument("--min-objects", type=int, default=2, help="shapes per clip, at least")
+    parser.add_argument("--max-objects", type=int, default=3, help="shapes per clip, at most (4 at most)")
     parser.add_argument("--texture-contrast", type=float, default=1.0)
     parser.add_argument("--max-rotation", type=float, default=180.0)
     args = parser.parse_args(argv)
-    sequences = SyntheticSequences(args.count, args.frames, args.size, args.seed, noise=args.noise,
+    sequences = SyntheticSequences(args.count, args.frames, args.size, args.seed, min_objects=args.min_objects,
+                                   max_objects=args.max_objects, noise=args.noise,
                                    texture_contrast=args.texture_contrast, max_rotation=args.max_rotation)
     print(write_sequences(args.out, sequences, progress=True))
     return 0
