@@ -27,7 +27,9 @@ class ConfigError(MgcaError, ValueError):
 @dataclass
 class BackboneConfig:
     arch: str = "mgca-tiny"  # open_clip architecture name (e.g. ViT-B-16) or a bundled config
-    checkpoint: str | None = None  # local CLIP weights (OpenAI .pt or open_clip .pt/.safetensors)
+    # local CLIP weights: OpenAI .pt, open_clip .pt/.safetensors, or a transformers CLIPModel folder (its config.json
+    # then gives the architecture and the activation: arch and quick_gelu do not apply)
+    checkpoint: str | None = None
     dense_mode: Literal["tcl", "maskclip", "sclip", "clearclip", "naclip", "scclip"] = (
         "tcl"  # training-free last block, see mgca.dense_modes ("tcl" = "maskclip")
     )
