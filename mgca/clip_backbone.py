@@ -46,8 +46,9 @@ class BackboneIdentity:
     dense_mode: str
     visual_sha256: str
     text_sha256: str
+    context_length: int | None = None  # tokens the text tower reads: a text cache names it when it is refused
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -290,7 +291,8 @@ class FrozenCLIP(nn.Module):
         state = self.clip.state_dict()
         visual = {k: v for k, v in state.items() if k.startswith("visual.")}
         text = {k: v for k, v in state.items() if not k.startswith("visual.")}
-        return BackboneIdentity(self.arch, self.source, self.dense_mode, sha256_tensors(visual), sha256_tensors(text))
+        return BackboneIdentity(self.arch, self.source, self.dense_mode, sha256_tensors(visual), sha256_tensors(text),
+                                int(self.clip.context_length))
 
     def positional_embedding(self, grid_h: int, grid_w: int) -> torch.Tensor:
         """CLS + grid positional embeddings, bicubic-resampled to the input grid (cached per size)."""

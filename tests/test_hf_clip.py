@@ -243,12 +243,17 @@ def test_cli_error_is_one_line(tmp_path, capsys):
 # ---------------------------------------------------------------- through training and export
 
 @pytest.mark.slow
-def test_train_export_and_decoder_identity(openai_style, tmp_path, capsys):
+def test_train_export_decoder_identity_and_context_length(openai_style, tmp_path, capsys):
     """`python -m mgca.train --weights FOLDER` trains a decoder on the converted tower; mgca-export bundles it and
-    the runtime gives PyTorch's labels; a decoder trained on one tower is refused on another of the same shape."""
+    the runtime gives PyTorch's labels; a decoder trained on one tower is refused on another of the same shape, and
+    the bundle refuses a text cache of a text tower with another context length."""
+    from export.text_cache import build_text_cache
     from mgca.checkpoint import CheckpointError, load_model
+    from mgca.config import DecoderConfig
+    from mgca.model import build_model
     from mgca.train import main as train_main
     from runtime import Segmenter
+    from runtime.errors import TextCacheError
     from runtime.text_cache import load_text_cache
     from tests.support import CLASSES, blocky_image, export_with_cli, torch_predictor
 
@@ -274,3 +279,13 @@ def test_train_export_and_decoder_identity(openai_style, tmp_path, capsys):
     with pytest.raises(CheckpointError, match="was trained on backbone hf-clip-vit-p32-w96-d3 .* differs "
                        "\\(visual_sha256"):
         load_model(run / "last.pt", clip_weights=str(other))
+
+    # a text cache made by a text tower that reads 32 tokens, for the bundle's, which reads 77
+    short = dict(OPENAI_STYLE, text_config=dict(OPENAI_STYLE["text_config"], max_position_embeddings=32))
+    short_model = build_model(BackboneConfig(checkpoint=str(save_checkpoint(reference_clip(short, seed=1),
+                                                                            tmp_path / "short"))),
+                              DecoderConfig(kind="none"))
+    assert short_model.backbone.clip.context_length == 32 and short_model.backbone.tokenize(["cat"]).shape == (1, 32)
+    cache = build_text_cache(short_model, CLASSES, "single", tmp_path / "short.npz")
+    with pytest.raises(TextCacheError, match="made by a text tower that reads 32 tokens but bundle .*'s reads 77"):
+        segmenter.set_vocabulary(cache)
