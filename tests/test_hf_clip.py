@@ -240,47 +240,119 @@ def test_cli_error_is_one_line(tmp_path, capsys):
     assert "not a CLIPModel" in line
 
 
-# ---------------------------------------------------------------- through training and export
+# ---------------------------------------------------------------- a patch-32 tower through training, export, engines
+
+@pytest.fixture(scope="module")
+def p32_run(openai_style, tmp_path_factory):
+    """`python -m mgca.train --weights FOLDER` (one step on the QuickGELU patch-32 CLIPModel), then `mgca-export
+    --int8` at the tests' 64 px window: (decoder checkpoint, bundle)."""
+    from mgca.train import main as train_main
+    from tests.support import CLASSES, export_with_cli
+
+    _, folder = openai_style
+    run = tmp_path_factory.mktemp("p32") / "run"
+    code = train_main(["--weights", str(folder), "pretrain.enabled=false", "benchmark.enabled=false",
+                       "data.synthetic_size=8", "data.image_size=64", "train.batch_size=4", "optim.epochs=1",
+                       "train.max_steps=1", f"train.output_dir={run}"])
+    assert code == 0
+    return run / "last.pt", export_with_cli(run / "last.pt", run.parent / "bundle", CLASSES, "--int8")
+
+
+def p32_images(seed: int = 0) -> list[np.ndarray]:
+    from tests.support import blocky_image
+
+    rng = np.random.default_rng(seed)
+    return [blocky_image(rng, h, w, block=16) for h, w in ((96, 150), (128, 128), (70, 200))]
+
 
 @pytest.mark.slow
-def test_train_export_decoder_identity_and_context_length(openai_style, tmp_path, capsys):
-    """`python -m mgca.train --weights FOLDER` trains a decoder on the converted tower; mgca-export bundles it and
-    the runtime gives PyTorch's labels; a decoder trained on one tower is refused on another of the same shape, and
-    the bundle refuses a text cache of a text tower with another context length."""
+def test_patch32_tower_trains_exports_and_runs(p32_run):
+    """The converted tower trains and exports; the bundle's geometry follows patch 32 (output stride 16 with the x2
+    decoder, window on the patch grid) and onnxruntime gives PyTorch's embeddings and labels."""
+    from export.onnx_export import read_metadata
+    from mgca.checkpoint import load_model
+    from runtime import Segmenter
+    from runtime.text_cache import load_text_cache
+    from tests.support import torch_predictor
+
+    checkpoint, bundle = p32_run
+    model, _ = load_model(checkpoint)
+    assert model.backbone.arch == "hf-clip-vit-p32-w96-d3" and model.backbone.patch_size == 32
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["backbone"]["arch"] == "hf-clip-vit-p32-w96-d3" and manifest["output_stride"] == 16
+    assert read_metadata(bundle / "model.onnx")["patch_size"] == "32"
+    segmenter = Segmenter(bundle, backend="onnxruntime", device="cpu")
+    predictor = torch_predictor(model, load_text_cache(bundle / "text_cache.npz").embeddings)
+    window = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model.pixel_embeddings(window).numpy()
+    assert np.abs(segmenter.engine.run(window.numpy(), 2) - expected).max() <= 1e-5
+    for image in p32_images():
+        assert (segmenter.segment(image).labels == predictor.predict(image)).mean() >= 0.999
+
+
+@pytest.mark.slow
+def test_patch32_tower_on_openvino(p32_run):
+    """OpenVINO fp32 equals onnxruntime; bf16 (where the CPU has it) and int8 (the graph the export's keep rule chose)
+    agree with fp32 as on the tiny tower (tests/test_openvino.py's bounds)."""
+    from runtime import Segmenter
+    from runtime.openvino_engine import cpu_capabilities, openvino_available
+
+    if not openvino_available():
+        pytest.skip("openvino is not installed (pip install 'mgca[openvino]'); .ci/run installs it")
+    _, bundle = p32_run
+    reference = Segmenter(bundle, backend="onnxruntime", device="cpu")
+    labels = [reference.segment(image).labels for image in p32_images()]
+
+    def agreement(seg) -> float:
+        pairs = zip(p32_images(), labels, strict=True)
+        return float(np.mean([(seg.segment(image).labels == expected).mean() for image, expected in pairs]))
+
+    fp32 = Segmenter(bundle, backend="openvino", device="cpu", precision="fp32")
+    for image in p32_images():
+        assert np.abs(fp32.embed(image) - reference.embed(image)).max() < 1e-4
+    assert agreement(fp32) >= 0.999
+    if "BF16" in cpu_capabilities():
+        assert agreement(Segmenter(bundle, backend="openvino", device="cpu", precision="bf16")) >= 0.95
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    int8 = Segmenter(bundle, backend="openvino", device="cpu", precision="int8")
+    kept = manifest["nncf"]["kept"]
+    assert int8.describe()["model"] == ("model.int8.nncf.onnx" if kept else "model.int8.onnx")
+    assert agreement(int8) >= 0.80
+
+
+@pytest.mark.slow
+def test_window_off_the_patch_grid_is_refused(p32_run, tmp_path, capsys):
+    """48 px is on the output-stride grid of the tiny tower but not on patch 32's: one line naming the patch size."""
+    from export.cli import main as export_main
+
+    checkpoint, _ = p32_run
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("cat\ndog\n")
+    capsys.readouterr()
+    code = export_main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "bundle"), "--window", "48",
+                        "--vocab", str(vocab)])
+    assert "patch size 32" in one_line_error(code, capsys.readouterr().err)
+
+
+@pytest.mark.slow
+def test_decoder_identity_and_context_length(p32_run, openai_style, tmp_path):
+    """A decoder trained on one tower is refused on another of the same shape; the bundle refuses a text cache made
+    by a text tower with another context length."""
     from export.text_cache import build_text_cache
     from mgca.checkpoint import CheckpointError, load_model
     from mgca.config import DecoderConfig
     from mgca.model import build_model
-    from mgca.train import main as train_main
     from runtime import Segmenter
     from runtime.errors import TextCacheError
-    from runtime.text_cache import load_text_cache
-    from tests.support import CLASSES, blocky_image, export_with_cli, torch_predictor
+    from tests.support import CLASSES
 
-    reference, folder = openai_style
-    run = tmp_path / "run"
-    code = train_main(["--weights", str(folder), "pretrain.enabled=false", "benchmark.enabled=false",
-                       "data.synthetic_size=8", "data.image_size=64", "train.batch_size=4", "optim.epochs=1",
-                       "train.max_steps=1", f"train.output_dir={run}"])
-    out = capsys.readouterr().out
-    assert code == 0 and "hf-clip-vit-p32-w96-d3" in out, out
-    model, _ = load_model(run / "last.pt")
-    assert model.backbone.arch == "hf-clip-vit-p32-w96-d3" and model.backbone.patch_size == 32
-
-    bundle = export_with_cli(run / "last.pt", tmp_path / "bundle", CLASSES)
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["backbone"]["arch"] == "hf-clip-vit-p32-w96-d3"
-    segmenter = Segmenter(bundle, backend="onnxruntime", device="cpu")
-    predictor = torch_predictor(model, load_text_cache(bundle / "text_cache.npz").embeddings)
-    image = blocky_image(np.random.default_rng(0), 96, 150, block=16)
-    assert (segmenter.segment(image).labels == predictor.predict(image)).mean() >= 0.999
-
+    checkpoint, bundle = p32_run
     other = save_checkpoint(reference_clip(OPENAI_STYLE, seed=2), tmp_path / "other", weights="bin")
     with pytest.raises(CheckpointError, match="was trained on backbone hf-clip-vit-p32-w96-d3 .* differs "
                        "\\(visual_sha256"):
-        load_model(run / "last.pt", clip_weights=str(other))
+        load_model(checkpoint, clip_weights=str(other))
 
-    # a text cache made by a text tower that reads 32 tokens, for the bundle's, which reads 77
     short = dict(OPENAI_STYLE, text_config=dict(OPENAI_STYLE["text_config"], max_position_embeddings=32))
     short_model = build_model(BackboneConfig(checkpoint=str(save_checkpoint(reference_clip(short, seed=1),
                                                                             tmp_path / "short"))),
@@ -288,4 +360,4 @@ def test_train_export_decoder_identity_and_context_length(openai_style, tmp_path
     assert short_model.backbone.clip.context_length == 32 and short_model.backbone.tokenize(["cat"]).shape == (1, 32)
     cache = build_text_cache(short_model, CLASSES, "single", tmp_path / "short.npz")
     with pytest.raises(TextCacheError, match="made by a text tower that reads 32 tokens but bundle .*'s reads 77"):
-        segmenter.set_vocabulary(cache)
+        Segmenter(bundle, backend="onnxruntime", device="cpu").set_vocabulary(cache)
