@@ -6,7 +6,8 @@
 Towers (random weights: the timings are real, the labels are not meaningful): ViT-B/16 and ViT-B/32 by their
 open_clip names, and TinyCLIP-ViT-39M/16- and 8M/16-shaped transformers CLIPModels (microsoft/Cream's
 TinyCLIP model configs), written as Hugging Face folders and read by `--weights` like a downloaded one. Each
-carries the default decoder (x2 upsampling, two 3x3 gated conv blocks at the 512-d joint space) and is exported
+carries the default decoder (x2 upsampling, two 3x3 gated conv blocks at the 512-d joint space; `--decoder none`:
+the frozen features alone) and is exported
 by `mgca-export --int8` once per protocol: the paper's (short side 448, window 448, stride 224) and short side 224
 with window 224 (stride 112). Engines: onnxruntime fp32, OpenVINO bf16 (native bf16 CPUs only; OpenVINO fp32
 where the CPU has none) and OpenVINO int8
@@ -75,18 +76,22 @@ def tinyclip_folder(name: str, out: Path) -> Path:
     return out
 
 
-def tower_checkpoint(name: str, work: Path) -> Path:
-    out = work / f"{name}.pt"
+def tower_checkpoint(name: str, work: Path, decoder: str) -> Path:
+    """The tower's checkpoint with the default decoder, or ("none") its frozen features alone."""
+    out = work / f"{name}{'-frozen' if decoder == 'none' else ''}.pt"
     if out.is_file():
         return out
     if name in OPEN_CLIP:
-        return bench.make_checkpoint(OPEN_CLIP[name], out)
-    return bench.make_checkpoint("mgca-tiny", out, clip_weights=str(tinyclip_folder(name, work / f"{name}-hf")))
+        return bench.make_checkpoint(OPEN_CLIP[name], out, decoder=decoder)
+    folder = work / f"{name}-hf"
+    if not (folder / "config.json").is_file():
+        tinyclip_folder(name, folder)
+    return bench.make_checkpoint("mgca-tiny", out, clip_weights=str(folder), decoder=decoder)
 
 
-def protocol_bundle(checkpoint: Path, name: str, protocol: str, work: Path, int8: bool) -> Path:
+def protocol_bundle(checkpoint: Path, protocol: str, work: Path, int8: bool) -> Path:
     short_side, window = PROTOCOLS[protocol]
-    out = work / f"{name}-{protocol}-bundle"
+    out = work / f"{checkpoint.stem}-{protocol}-bundle"
     if not (out / "manifest.json").is_file():
         bench.make_bundle(checkpoint, out, int8, fast=True,
                           extra=("--short-side", str(short_side), "--window", str(window)))
@@ -102,19 +107,29 @@ def engines_here(int8: bool) -> list[tuple[str, str]]:
             if backend == "onnxruntime" or precision in ov]
 
 
-def measure(name: str, protocol: str, checkpoint: Path, bundle: Path, images: Path, calls: int,
-            int8: bool, work: Path) -> dict:
-    """Every engine on one tower's bundle: timings, peak RSS, labels (files), windows per image, GFLOP."""
+def measure(protocol: str, checkpoint: Path, bundle: Path, images: Path, calls: int, int8: bool, work: Path,
+            reuse: bool) -> dict:
+    """Every engine on one tower's bundle: timings, peak RSS, labels (files), windows per image, GFLOP. `reuse`
+    takes an engine's results from an earlier run in the same --work folder where they exist."""
     plan = {FRAME_KEY: [(1, calls)], LARGE_KEY: [(1, max(1, calls // 2))]}
     window = PROTOCOLS[protocol][1]
     row = {"gflop": bench.window_gflop(checkpoint, window),
            "tower_gflop": bench.window_gflop(checkpoint, window, backbone_only=True), "engines": {}}
     for backend, precision in engines_here(int8):
-        out = work / f"{name}-{protocol}-{backend}-{precision}.json"
-        res = bench.spawn("runtime", bundle, images, plan, out, backend=backend, precision=precision)
+        out = work / f"{checkpoint.stem}-{protocol}-{backend}-{precision}.json"
+        if reuse and out.is_file() and out.with_suffix(".npz").is_file():
+            res = json.loads(out.read_text())
+        else:
+            res = bench.spawn("runtime", bundle, images, plan, out, backend=backend, precision=precision)
         res["labels"] = str(out.with_suffix(".npz"))
         row["engines"][f"{backend} {precision}"] = res
     return row
+
+
+def cpu_ms(timing: dict) -> str:
+    """CPU time of the engine's process per call (all threads): far less sensitive than wall time to other work on
+    the cores (not immune: shared caches); 2 idle cores fully used would take half of it."""
+    return f"{timing['cpu_ms_per_call']:.0f}" if "cpu_ms_per_call" in timing else ""
 
 
 def table(results: dict) -> str:
@@ -126,11 +141,11 @@ def table(results: dict) -> str:
             agree = bench.agreement(Path(res["labels"]), Path(fp32["labels"]))
             rows.append([name, protocol, engine, f"{row['gflop']:.1f} ({row['tower_gflop']:.1f})",
                          str(res["windows"][FRAME_KEY]), f"{frame['median_ms']:.0f}",
-                         f"{1e3 / frame['median_ms']:.1f}", f"{large['median_ms']:.0f}",
+                         f"{1e3 / frame['median_ms']:.1f}", cpu_ms(frame), f"{large['median_ms']:.0f}",
                          f"{max(frame['peak_rss_mib'], large['peak_rss_mib']):.0f}",
                          f"{100 * agree[FRAME_KEY]:.2f} / {100 * agree[LARGE_KEY]:.2f}%"])
     return bench.fmt_table(rows, ["tower", "protocol", "engine", "GFLOP / window (tower)", "windows / frame",
-                                  "ms 640x480", "frames/s", "ms 1024x2048", "peak RSS MiB",
+                                  "ms 640x480", "frames/s", "CPU ms 640x480", "ms 1024x2048", "peak RSS MiB",
                                   "labels = fp32 (640x480 / 1024x2048)"])
 
 
@@ -146,8 +161,10 @@ def summary_lines(results: dict) -> list[str]:
         ratio = (f", {base['timings'][f'{FRAME_KEY}/1']['median_ms'] / ms[engine]:.1f}x vit-b-16"
                  if base is not None and name != "vit-b-16" else "")
         windows = row["engines"][engine]["windows"][FRAME_KEY]
+        cpu = row["engines"][engine]["timings"][f"{FRAME_KEY}/1"].get("cpu_ms_per_call")
+        bound = f"; CPU {cpu:.0f} ms per frame, {2e3 / cpu:.1f} frames/s on 2 idle cores fully used" if cpu else ""
         lines.append(f"{name}, 640x480, {engine}: {1e3 / ms[engine]:.1f} frames/s{ratio} ({protocol} protocol, "
-                     f"{windows} windows, {windows * row['gflop']:.1f} GFLOP per frame)")
+                     f"{windows} windows, {windows * row['gflop']:.1f} GFLOP per frame{bound})")
     return lines
 
 
@@ -167,8 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocols", default=",".join(PROTOCOLS), help="comma-separated, of paper, 224")
     parser.add_argument("--calls", type=int, default=5, help="timed calls on the 640x480 frame (half on 1024x2048)")
     parser.add_argument("--no-int8", action="store_true", help="export without int8 (no OpenVINO int8 row)")
+    parser.add_argument("--decoder", choices=["gated_conv", "none"], default="gated_conv",
+                        help="none: the towers' frozen features alone (the training-free path), no decoder")
     parser.add_argument("--work", help="keep checkpoints, bundles and results here and reuse them next time")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--reuse", action="store_true",
+                        help="take each engine's timings from an earlier run in --work where they exist")
     args = parser.parse_args(argv)
     towers, protocols = args.towers.split(","), args.protocols.split(",")
     unknown = sorted(set(towers) - set(TOWERS)) + sorted(set(protocols) - set(PROTOCOLS))
@@ -182,15 +203,15 @@ def main(argv: list[str] | None = None) -> int:
         np.savez(images, **bench.blocky_images(sizes=(FRAME, LARGE)))
         print(f"# backbones benchmark: {cpu_name()}, {os.cpu_count()} cores, load average "
               f"{os.getloadavg()[0]:.1f} at start; random weights, {args.calls} calls per engine on 640x480, "
-              f"{max(1, args.calls // 2)} on 1024x2048", flush=True)
+              f"{max(1, args.calls // 2)} on 1024x2048; decoder {args.decoder}", flush=True)
         results = {}
         for name in towers:
-            checkpoint = tower_checkpoint(name, work)
+            checkpoint = tower_checkpoint(name, work, args.decoder)
             for protocol in protocols:
                 t0 = time.time()
-                bundle = protocol_bundle(checkpoint, name, protocol, work, not args.no_int8)
-                results[(name, protocol)] = measure(name, protocol, checkpoint, bundle, images, args.calls,
-                                                    not args.no_int8, work)
+                bundle = protocol_bundle(checkpoint, protocol, work, not args.no_int8)
+                results[(name, protocol)] = measure(protocol, checkpoint, bundle, images, args.calls,
+                                                    not args.no_int8, work, args.reuse)
                 print(f"{name} / {protocol}: {time.time() - t0:.0f} s", flush=True)
         print("\n" + table(results))
         print("\n" + "\n".join(summary_lines(results)))
