@@ -62,11 +62,11 @@ def reset_peak_rss() -> None:
         pass
 
 
-def blocky_images(seed: int = 0) -> dict[str, np.ndarray]:
-    """Piecewise-constant RGB noise (16 px blocks) at each benchmark size."""
+def blocky_images(seed: int = 0, sizes: tuple[tuple[int, int], ...] = SIZES) -> dict[str, np.ndarray]:
+    """Piecewise-constant RGB noise (16 px blocks) at each (height, width), keyed "HxW"."""
     rng = np.random.default_rng(seed)
     out = {}
-    for height, width in SIZES:
+    for height, width in sizes:
         small = rng.integers(0, 256, (-(-height // 16), -(-width // 16), 3), dtype=np.uint8)
         out[f"{height}x{width}"] = np.ascontiguousarray(np.repeat(np.repeat(small, 16, 0), 16, 1)[:height, :width])
     return out
@@ -89,15 +89,16 @@ def time_calls(fn, image: np.ndarray, callers: int, calls_per_caller: int) -> di
                 latencies.append(elapsed)
 
     threads = [threading.Thread(target=worker) for _ in range(callers)]
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     lat = np.asarray(latencies) * 1e3
+    # CPU time of the whole process (every thread) per call: what a call costs whatever else shares the cores
     return {"median_ms": float(np.median(lat)), "p90_ms": float(np.percentile(lat, 90)),
-            "images_per_s": len(lat) / wall, "calls": len(lat)}
+            "images_per_s": len(lat) / wall, "calls": len(lat), "cpu_ms_per_call": 1e3 * cpu / len(lat)}
 
 
 def run_worker(args) -> None:
@@ -185,7 +186,9 @@ def assignment_benchmark(segmenter, images) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------- setup (torch side)
-def make_checkpoint(arch: str, out: Path) -> Path:
+def make_checkpoint(arch: str, out: Path, clip_weights: str | None = None, decoder: str = "gated_conv") -> Path:
+    """A decoder checkpoint (gates opened) on `arch` with random-init CLIP weights, or on `clip_weights`; decoder
+    "none" gives the frozen-feature model."""
     import torch
 
     from mgca.checkpoint import save_checkpoint
@@ -195,6 +198,8 @@ def make_checkpoint(arch: str, out: Path) -> Path:
     torch.manual_seed(0)
     cfg = Config()
     cfg.backbone.arch = arch
+    cfg.backbone.checkpoint = clip_weights
+    cfg.decoder.kind = decoder
     model = build_model(cfg.backbone, cfg.decoder)
     with torch.no_grad():  # open the gates so the decoder is not the identity it starts as
         for name, param in model.decoder.named_parameters():
@@ -204,12 +209,13 @@ def make_checkpoint(arch: str, out: Path) -> Path:
                                  "decoder": model.decoder.state_dict()})
 
 
-def make_bundle(checkpoint: Path, out: Path, int8: bool, fast: bool) -> Path:
-    """The bundle, written by `mgca-export` (window 448, stride 224, short side 448, 36 units)."""
+def make_bundle(checkpoint: Path, out: Path, int8: bool, fast: bool, extra: tuple[str, ...] = ()) -> Path:
+    """The bundle, written by `mgca-export` (by default window 448, stride 224, short side 448, 36 units; `extra`
+    flags change them)."""
     vocab = out.parent / f"{out.name}-vocab.txt"
     vocab.write_text("\n".join(CITYSCAPES) + "\n")
     cmd = [sys.executable, "-m", "export.cli", "--checkpoint", str(checkpoint), "--out", str(out), "--vocab",
-           str(vocab)]
+           str(vocab), *extra]
     cmd += ["--int8"] if int8 else []
     cmd += ["--calib-limit", "8", "--parity-windows", "2"] if fast else []  # ViT-B on 2 cores: 16 calibration windows
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -219,16 +225,18 @@ def make_bundle(checkpoint: Path, out: Path, int8: bool, fast: bool) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- floor
-def window_gflop(checkpoint: Path, window: int) -> float:
-    """GEMM/conv FLOPs of one window through the exported graph's computation (torch's FLOP counter)."""
+def window_gflop(checkpoint: Path, window: int, backbone_only: bool = False) -> float:
+    """GEMM/conv FLOPs of one window through the exported graph's computation (torch's FLOP counter); with
+    `backbone_only`, of the CLIP tower's dense features alone (without the decoder)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from mgca.checkpoint import load_model
 
     model, _ = load_model(checkpoint)
+    run = model.eval().backbone.dense_features if backbone_only else model.eval().pixel_embeddings
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model.eval().pixel_embeddings(torch.zeros(1, 3, window, window))
+        run(torch.zeros(1, 3, window, window))
     return counter.get_total_flops() / 1e9
 
 

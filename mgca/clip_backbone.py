@@ -1,9 +1,11 @@
 """The frozen CLIP backbone: dense patch features (a training-free mode, see mgca.dense_modes) and
 prompt-averaged text features.
 
-Weights come only from a local file the user names (OpenAI TorchScript archive, or an
-open_clip state dict as .pt/.bin/.safetensors); without one the model is randomly
-initialised from a seed, which is what the tests and the embedded default use.
+Weights come only from a local file the user names (OpenAI TorchScript archive, an open_clip
+state dict as .pt/.bin/.safetensors, or a Hugging Face `transformers` CLIPModel folder, converted
+by mgca.hf_clip); without one the model is randomly initialised from a seed, which is what the
+tests and the embedded default use. The dense modes need a plain ViT: other towers are refused
+when they load, before any weights are read.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from runtime.errors import MgcaError
 
 from .config import BackboneConfig
 from .dense_modes import DENSE_MODES, MIN_DEPTH, Tower
+from .hf_clip import HFCheckpoint, convert_state_dict, find_hf_checkpoint, open_clip_config
 from .torchscript import is_torchscript_archive, read_torchscript_state_dict
 
 
@@ -43,8 +46,9 @@ class BackboneIdentity:
     dense_mode: str
     visual_sha256: str
     text_sha256: str
+    context_length: int | None = None  # tokens the text tower reads: a text cache names it when it is refused
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -115,11 +119,15 @@ def _clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return state
 
 
-def _load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path, arch: str) -> None:
+def _load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path, arch: str,
+                  hf: HFCheckpoint | None = None) -> None:
+    """Load `state` strictly. Plain weights may have another image size (positions resampled, as open_clip
+    does); a transformers checkpoint must fit its own config.json exactly."""
     state = _clean_state_dict(state)
     if "logit_scale" in state and state["logit_scale"].ndim != model.logit_scale.ndim:
         state["logit_scale"] = state["logit_scale"].reshape(model.logit_scale.shape)
-    open_clip.factory.resize_pos_embed(state, model)
+    if hf is None:
+        open_clip.factory.resize_pos_embed(state, model)
     own = model.state_dict()
     non_persistent = {name for name, _ in model.named_buffers()} - set(own)  # e.g. the text attn_mask
     state = {k: v for k, v in state.items() if k not in non_persistent}
@@ -128,6 +136,12 @@ def _load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path, 
     wrong_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or wrong_shape:
         example = (wrong_shape or missing or unexpected)[0]
+        if hf is not None:
+            raise BackboneError(
+                f"{hf.config_path.name} and the weights {hf.weights_path} disagree ({len(missing)} missing, "
+                f"{len(unexpected)} unexpected, {len(wrong_shape)} wrong-shape tensors, e.g. {example!r}); "
+                "re-download the checkpoint, or put back the config.json it was saved with"
+            )
         raise BackboneError(
             f"CLIP checkpoint {path} does not match architecture {arch!r} ({len(missing)} missing, "
             f"{len(unexpected)} unexpected, {len(wrong_shape)} wrong-shape keys, e.g. {example!r}); "
@@ -145,30 +159,82 @@ def sha256_tensors(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def build_clip_model(cfg: BackboneConfig) -> tuple[nn.Module, str]:
-    """An open_clip CLIP with the requested weights; returns (model, source description)."""
-    arch_cfg = model_config(cfg.arch)
-    if arch_cfg.get("custom_text") or "hf_model_name" in arch_cfg.get("text_cfg", {}):
-        raise BackboneError(f"architecture {cfg.arch!r} uses a Hugging Face text tower; mgca supports CLIP's own "
-                            "text transformer")
-    state, needs_quick_gelu = None, False
-    path = None
+PLAIN_VIT_HINT = ("use a plain-ViT CLIP: an open_clip ViT (ViT-B-16, ViT-B-32, ViT-L-14, ...) or a transformers "
+                  "CLIPModel such as TinyCLIP")
+_CUSTOM_BLOCK_KEYS = ("qk_norm", "scaled_cosine_attn", "scale_heads", "scale_attn_inner", "scale_attn", "scale_fc")
+
+
+def dense_tower_problem(arch_cfg: dict[str, Any]) -> str | None:
+    """Why the dense modes cannot serve this image tower, or None. They replace the last attention block of a
+    plain ViT whose CLS token, through ln_post and proj, is the image embedding; anything else has no such
+    block or gives patch tokens the text space never saw."""
+    vision = arch_cfg.get("vision_cfg", {})
+    timm_name = str(vision.get("timm_model_name") or "")
+    if "fastvit" in timm_name:
+        return f"its image tower is a conv-hybrid FastViT ({timm_name}, MobileCLIP) ending in average pooling"
+    if "siglip" in timm_name:
+        return f"its image tower ({timm_name}) ends in an attention-pool head, not a CLS token"
+    if "convnext" in timm_name:
+        return f"its image tower is a ConvNeXt ({timm_name}): convolutions, no attention block"
+    if timm_name:
+        return f"its image tower is a timm model ({timm_name}) whose blocks the dense modes do not reach"
+    if isinstance(vision.get("layers"), (list, tuple)):
+        return "its image tower is a ModifiedResNet ending in an attention-pool head"
+    if vision.get("attentional_pool"):
+        return "its image tower ends in an attention-pool head"
+    if vision.get("pool_type", "tok") != "tok":
+        return f"its image tower pools the tokens ({vision['pool_type']!r}) instead of reading the CLS token"
+    if vision.get("block_type") == "custom" or any(vision.get(key) for key in _CUSTOM_BLOCK_KEYS):
+        return "its image tower uses open_clip's custom attention block"
+    return None
+
+
+def load_clip(cfg: BackboneConfig) -> tuple[nn.Module, str, str]:
+    """(open_clip CLIP with the requested weights, architecture name, source description).
+
+    The architecture is `cfg.arch`, except for a transformers checkpoint, whose config.json gives it (and its
+    name, see `mgca.hf_clip.open_clip_config`); `cfg.quick_gelu` does not apply there either."""
+    path, hf = None, None
     if cfg.checkpoint is not None:
         path = Path(cfg.checkpoint).expanduser()
-        if not path.is_file():
+        if not path.exists():
             raise BackboneError(f"CLIP checkpoint {path} does not exist; pass the local path of the weights "
                                 "(nothing is downloaded)")
+        hf = find_hf_checkpoint(path)
+    arch, arch_cfg = (open_clip_config(hf)[::-1] if hf is not None else (cfg.arch, model_config(cfg.arch)))
+    problem = dense_tower_problem(arch_cfg)
+    if problem is not None:
+        raise BackboneError(f"architecture {arch!r} cannot give dense features: {problem}; {PLAIN_VIT_HINT}")
+    if arch_cfg.get("custom_text") or "hf_model_name" in arch_cfg.get("text_cfg", {}):
+        raise BackboneError(f"architecture {arch!r} uses a Hugging Face text tower; mgca supports CLIP's own "
+                            "text transformer")
+    state, needs_quick_gelu = None, False
+    if hf is not None:
+        state = convert_state_dict(_read_state_dict(hf.weights_path)[0])
+    elif path is not None:
         state, needs_quick_gelu = _read_state_dict(path, cfg.trust_torchscript)
-    default_gelu = needs_quick_gelu or arch_cfg.get("quick_gelu", False)
-    quick_gelu = cfg.quick_gelu if cfg.quick_gelu is not None else default_gelu
-    arch_cfg["quick_gelu"] = quick_gelu
+        if any(key.startswith(("vision_model.", "text_model.")) for key in state):
+            raise BackboneError(f"CLIP checkpoint {path} holds transformers CLIPModel weights but no config.json lies "
+                                "beside it; pass the checkpoint's folder (config.json with the weights)")
+    if hf is None:
+        default_gelu = needs_quick_gelu or arch_cfg.get("quick_gelu", False)
+        quick_gelu = cfg.quick_gelu if cfg.quick_gelu is not None else default_gelu
+        arch_cfg["quick_gelu"] = quick_gelu
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.init_seed)
         model = open_clip.CLIP(**arch_cfg)
+    if hf is not None and hf.image_mean_std() is not None:
+        model.visual.image_mean, model.visual.image_std = hf.image_mean_std()
     if state is not None:
-        _load_weights(model, state, path, cfg.arch)
-        return model, str(path.resolve())
-    return model, f"random-init(seed={cfg.init_seed})"
+        _load_weights(model, state, hf.weights_path if hf is not None else path, arch, hf)
+        return model, arch, str(path.resolve())
+    return model, arch, f"random-init(seed={cfg.init_seed})"
+
+
+def build_clip_model(cfg: BackboneConfig) -> tuple[nn.Module, str]:
+    """An open_clip CLIP with the requested weights; returns (model, source description)."""
+    model, _, source = load_clip(cfg)
+    return model, source
 
 
 class FrozenCLIP(nn.Module):
@@ -229,7 +295,8 @@ class FrozenCLIP(nn.Module):
         state = self.clip.state_dict()
         visual = {k: v for k, v in state.items() if k.startswith("visual.")}
         text = {k: v for k, v in state.items() if not k.startswith("visual.")}
-        return BackboneIdentity(self.arch, self.source, self.dense_mode, sha256_tensors(visual), sha256_tensors(text))
+        return BackboneIdentity(self.arch, self.source, self.dense_mode, sha256_tensors(visual), sha256_tensors(text),
+                                int(self.clip.context_length))
 
     def positional_embedding(self, grid_h: int, grid_w: int) -> torch.Tensor:
         """CLS + grid positional embeddings, bicubic-resampled to the input grid (cached per size)."""
@@ -313,5 +380,5 @@ class FrozenCLIP(nn.Module):
 
 def build_backbone(cfg: BackboneConfig) -> FrozenCLIP:
     """The frozen backbone of `cfg`: architecture by name, weights from a local file or a seed."""
-    clip, source = build_clip_model(cfg)
-    return FrozenCLIP(clip, cfg.arch, source, cfg.dense_mode)
+    clip, arch, source = load_clip(cfg)
+    return FrozenCLIP(clip, arch, source, cfg.dense_mode)

@@ -28,7 +28,9 @@ class ConfigError(MgcaError, ValueError):
 @dataclass
 class BackboneConfig:
     arch: str = "mgca-tiny"  # open_clip architecture name (e.g. ViT-B-16) or a bundled config
-    checkpoint: str | None = None  # local CLIP weights (OpenAI .pt or open_clip .pt/.safetensors)
+    # local CLIP weights: OpenAI .pt, open_clip .pt/.safetensors, or a transformers CLIPModel folder (its config.json
+    # then gives the architecture and the activation: arch and quick_gelu do not apply)
+    checkpoint: str | None = None
     dense_mode: Literal[DENSE_MODE_NAMES] = "tcl"  # training-free last block, see mgca.dense_modes ("tcl" = "maskclip")
     quick_gelu: bool | None = None  # None: True for OpenAI JIT archives, else the config's
     init_seed: int = 0  # random-init seed when no checkpoint is given (tests, embedded default)

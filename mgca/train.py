@@ -159,7 +159,7 @@ class Trainer:
         patch = int(self.model.backbone.patch_size)
         if cfg.data.image_size % patch:
             raise ConfigError(f"data.image_size={cfg.data.image_size} is not a multiple of the patch size {patch} of "
-                              f"{cfg.backbone.arch}; use {cfg.data.image_size // patch * patch or patch} or "
+                              f"{self.model.backbone.arch}; use {cfg.data.image_size // patch * patch or patch} or "
                               f"{(cfg.data.image_size // patch + 1) * patch}")
         if cfg.backbone.checkpoint is None and not is_bundled_arch(cfg.backbone.arch) and self.info.is_main:
             print(f"mgca.train: warning: {cfg.backbone.arch} is randomly initialised (backbone.checkpoint not set); "
@@ -303,7 +303,7 @@ class Trainer:
         global_batch = cfg.train.batch_size * self.info.world_size * self.accum
         if self.info.is_main:
             precision = next(name for name, dtype in PRECISION_DTYPES.items() if dtype == self.autocast_dtype)
-            print(f"mgca.train: {cfg.backbone.arch} ({self.model.backbone.source}), "
+            print(f"mgca.train: {self.model.backbone.arch} ({self.model.backbone.source}), "
                   f"decoder {count_parameters(self.model.decoder):,} params, data {cfg.data.source}, "
                   f"device {self.device}, precision {precision}, world {self.info.world_size}, "
                   f"global batch {global_batch} = {cfg.train.batch_size} x {self.info.world_size} x {self.accum} "
@@ -392,7 +392,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clip", metavar="ARCH",
                         help="CLIP architecture (open_clip name, e.g. ViT-B-16); same as backbone.arch=ARCH")
     parser.add_argument("--weights", metavar="FILE",
-                        help="local CLIP weights (OpenAI .pt or open_clip .pt/.safetensors); "
+                        help="local CLIP weights (OpenAI .pt, open_clip .pt/.safetensors, or a transformers "
+                        "CLIPModel folder, whose config.json gives the architecture); "
                         "same as backbone.checkpoint=FILE, and no tiny CLIP is pretrained")
     parser.add_argument("--trust-torchscript", action="store_true",
                         help="let a TorchScript CLIP archive run its own code while loading (same as "

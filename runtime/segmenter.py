@@ -225,7 +225,8 @@ class Segmenter:
         (`check_vocabulary`: distinct names, finite embeddings, the bundle's embedding size and CLIP text tower,
         which bare arrays cannot name and are taken on trust for)."""
         expected = dict(expected_text_sha256=self.bundle.text_sha256, expected_embed_dim=self.bundle.embed_dim,
-                        bundle_label=f"bundle {self.bundle.path}", expected_arch=self.bundle.arch)
+                        bundle_label=f"bundle {self.bundle.path}", expected_arch=self.bundle.arch,
+                        expected_context_length=self.bundle.manifest["backbone"].get("context_length"))
         if isinstance(vocabulary, TextCache):
             cache = check_vocabulary(vocabulary, **expected)
         elif isinstance(vocabulary, tuple):

@@ -70,7 +70,8 @@ class TextCache:
 
 
 def load_text_cache(path: str | Path, expected_text_sha256: str | None = None, expected_embed_dim: int | None = None,
-                    bundle_label: str = "the bundle", expected_arch: str | None = None) -> TextCache:
+                    bundle_label: str = "the bundle", expected_arch: str | None = None,
+                    expected_context_length: int | None = None) -> TextCache:
     """Read a cache with numpy only (allow_pickle=False); refuse one made for another text tower."""
     path = Path(path).expanduser()
     if not path.is_file():
@@ -100,7 +101,7 @@ def load_text_cache(path: str | Path, expected_text_sha256: str | None = None, e
         raise TextCacheError(f"text cache {path} has format {meta.get('format')!r}, expected {TEXT_CACHE_FORMAT!r}; "
                              f"{MAKE_CACHE_HINT}")
     return check_vocabulary(TextCache(embeddings, names, templates, meta, path), expected_text_sha256,
-                            expected_embed_dim, bundle_label, expected_arch)
+                            expected_embed_dim, bundle_label, expected_arch, expected_context_length)
 
 
 def check_class_names(names: Sequence[str], what: str) -> None:
@@ -136,7 +137,8 @@ def _shown(name: str, most: int = 40) -> str:
 
 
 def check_vocabulary(cache: TextCache, expected_text_sha256: str | None = None, expected_embed_dim: int | None = None,
-                     bundle_label: str = "the bundle", expected_arch: str | None = None) -> TextCache:
+                     bundle_label: str = "the bundle", expected_arch: str | None = None,
+                     expected_context_length: int | None = None) -> TextCache:
     """The one check of a vocabulary, read from a file or given in memory (a TextCache or names + embeddings):
     K x C finite, non-zero embeddings, K distinct names, and the CLIP text tower it was made with (its
     text_sha256) equal to the bundle's. Only a vocabulary built in memory from bare arrays (`make_text_cache`,
@@ -160,6 +162,12 @@ def check_vocabulary(cache: TextCache, expected_text_sha256: str | None = None, 
     made_with = cache.meta.get("text_sha256")
     vouched = cache.path is None and made_with is None  # bare arrays from the caller: nothing to compare
     if expected_text_sha256 is not None and not vouched and made_with != expected_text_sha256:
+        made_for = cache.meta.get("context_length")
+        if made_for is not None and expected_context_length is not None and made_for != expected_context_length:
+            raise TextCacheError(
+                f"{where} was made by a text tower that reads {made_for} tokens but {bundle_label}'s reads "
+                f"{expected_context_length} (another CLIP: text_sha256 {str(made_with)[:12]} vs "
+                f"{expected_text_sha256[:12]}); {rebuild}")
         raise TextCacheError(
             f"{where} was made for backbone {cache.meta.get('arch')} (text_sha256 {str(made_with)[:12]}) "
             f"but {bundle_label} uses {expected_arch or 'another backbone'} (text_sha256 "
@@ -193,6 +201,7 @@ def cache_meta(identity: dict[str, Any], embed_dim: int, num_classes: int, templ
         "visual_sha256": identity.get("visual_sha256"),
         "source": identity.get("source"),
         "dense_mode": identity.get("dense_mode"),
+        "context_length": identity.get("context_length"),
         "template_set": template_set,
         "template_average": template_average,
         "num_classes": int(num_classes),

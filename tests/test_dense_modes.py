@@ -1,16 +1,20 @@
 """Dense CLIP modes against slow references written from their formulas, and their ONNX export.
 
 The references loop over heads and tokens in float64 numpy and share no code with mgca.dense_modes;
-the earlier, unmodified blocks run through open_clip's own block code. Two towers: the 4-layer
-`mgca-synth` (4 heads of 32) at a 64 px window (8 x 8 patches), and a ViT-B/16-shaped tower (12
+the earlier, unmodified blocks run through open_clip's own block code. Four towers: the 4-layer
+`mgca-synth` (4 heads of 32) at a 64 px window (8 x 8 patches); a ViT-B/16-shaped tower (12
 blocks, 12 heads, patch 16) whose width is shrunk from 768 to 384 (head width 32 instead of 64)
-to keep the float64 copy and the loops fast, at a 96 px window (6 x 6 patches).
+to keep the float64 copy and the loops fast, at a 96 px window (6 x 6 patches); and two other
+plain-ViT shapes the modes must serve as well: patch 32 with QuickGELU (6 blocks, 3 heads of 32,
+a 192 px window of 6 x 6 patches) and patch 16 with GELU and an odd head count (5 blocks, 5 heads
+of 24, width 120, at 80 px: 5 x 5 patches).
 """
 from __future__ import annotations
 
 import importlib.util
 import json
 import math
+import re
 import typing
 from pathlib import Path
 
@@ -30,14 +34,26 @@ SIGMA = 5.0  # NACLIP's Gaussian, in patches
 # SC-CLIP blocks read (similarity, post-aggregation, fused), spelled out: the official 12-block ones
 # (`pre_adjust_idx=8`, `post_adjust_idx=3`, `multi_start_idx=3`, `multi_end_idx=10`, 0-based over
 # the outputs of blocks 1..11) and the documented rule's choice for 4 blocks.
-SCCLIP_BLOCKS = {12: (9, 4, range(4, 11)), 4: (3, 1, range(1, 4))}
+SCCLIP_BLOCKS = {12: (9, 4, range(4, 11)), 4: (3, 1, range(1, 4)), 6: (5, 2, range(2, 6)), 5: (4, 2, range(2, 5))}
 
 VITB16_SHAPED = {
     "embed_dim": 512,
     "vision_cfg": {"image_size": 224, "layers": 12, "width": 384, "head_width": 32, "patch_size": 16},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1},
 }
-TOWERS = {"mgca-synth": (64, 2), "vitb16-shaped": (96, 1)}  # tower -> (window px, images)
+PATCH32_QUICKGELU = {
+    "embed_dim": 64, "quick_gelu": True,
+    "vision_cfg": {"image_size": 224, "layers": 6, "width": 96, "head_width": 32, "patch_size": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1},
+}
+FIVE_HEADS_GELU = {
+    "embed_dim": 48,
+    "vision_cfg": {"image_size": 224, "layers": 5, "width": 120, "head_width": 24, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1},
+}
+SHAPED = {"vitb16-shaped": VITB16_SHAPED, "p32-quickgelu": PATCH32_QUICKGELU, "5heads-gelu": FIVE_HEADS_GELU}
+# tower -> (window px, images)
+TOWERS = {"mgca-synth": (64, 2), "vitb16-shaped": (96, 1), "p32-quickgelu": (192, 1), "5heads-gelu": (80, 1)}
 
 
 def _clip(tower: str):
@@ -46,7 +62,7 @@ def _clip(tower: str):
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(3)
-            clip = open_clip.CLIP(**VITB16_SHAPED)
+            clip = open_clip.CLIP(**SHAPED[tower])
     with torch.no_grad():  # random-init q/k are small: make attention maps far from uniform
         for block in clip.visual.transformer.resblocks:
             block.attn.in_proj_weight[:2 * block.attn.embed_dim].mul_(3.0)
@@ -283,6 +299,36 @@ def test_mode_matches_formula_reference(tower, mode):
         assert stats["fixed"] > 1e-3, stats
 
 
+def test_towers_have_the_shapes_they_are_named_for():
+    """The formula tests above run on towers of other patch sizes, head counts, depths and activations."""
+    seen = set()
+    for name in TOWERS:
+        visual = _clip(name).visual
+        block = visual.transformer.resblocks[0]
+        seen.add((visual.conv1.kernel_size[0], block.attn.num_heads, len(visual.transformer.resblocks),
+                  type(block.mlp.gelu).__name__))
+    assert seen == {(8, 4, 4, "GELU"), (16, 12, 12, "GELU"), (32, 3, 6, "QuickGELU"), (16, 5, 5, "GELU")}
+
+
+@pytest.mark.parametrize("arch, why", [
+    ("MobileCLIP-S1", "conv-hybrid FastViT"),
+    ("ViT-B-16-SigLIP", "attention-pool head, not a CLS token"),
+    ("convnext_base", "is a ConvNeXt"),
+    ("RN50", "ModifiedResNet ending in an attention-pool head"),
+    ("coca_ViT-B-32", "ends in an attention-pool head"),
+    ("ViT-L-14-CLIPA", "pools the tokens \\('avg'\\) instead of reading the CLS token"),
+    ("EVA02-B-16", "timm model"),
+])
+def test_towers_the_modes_cannot_serve_are_refused_at_load(arch, why):
+    """Refused from the architecture's config, before any model is built (timm is not even needed), in one line
+    that says why and names towers that work."""
+    with pytest.raises(BackboneError) as caught:
+        build_backbone(BackboneConfig(arch=arch))
+    message = str(caught.value)
+    assert f"architecture {arch!r} cannot give dense features" in message and "\n" not in message
+    assert re.search(why, message) and "use a plain-ViT CLIP" in message and "ViT-B-16" in message
+
+
 def test_modes_differ(tower):
     torch.testing.assert_close(tower.features("tcl"), tower.features("maskclip"), rtol=0, atol=0)
     for i, a in enumerate(DISTINCT):
@@ -393,6 +439,23 @@ def test_onnx_export_matches_torch(mode, onnx_tools, tmp_path):
 
     model = build_model(BackboneConfig(arch="mgca-synth", dense_mode=mode), DecoderConfig(kind="none")).eval()
     check_onnx_parity(model, export_onnx(model, tmp_path / f"{mode}.onnx", window=64), mode, 64)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", DISTINCT)
+def test_onnx_export_of_a_patch32_quickgelu_tower(mode, onnx_tools, tmp_path):
+    """Every mode exports on a tower of another shape too: patch 32, QuickGELU, 3 heads, 6 blocks, 128 px window."""
+    from export.onnx_export import export_onnx
+    from mgca.decoder import build_decoder
+    from mgca.model import MGCA
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        clip = open_clip.CLIP(**PATCH32_QUICKGELU)
+    backbone = FrozenCLIP(clip, "p32-quickgelu", "test", mode)
+    model = MGCA(backbone, build_decoder(DecoderConfig(kind="none"), backbone.embed_dim)).eval()
+    assert model.output_stride == 32
+    check_onnx_parity(model, export_onnx(model, tmp_path / f"{mode}.onnx", window=128), mode, 128)
 
 
 @pytest.mark.slow

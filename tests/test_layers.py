@@ -40,11 +40,16 @@ def offenders(files: list[Path], forbidden: tuple[str, ...]) -> list[str]:
 
 
 @pytest.mark.parametrize("package, forbidden", [
-    ("runtime", ("torch", "mgca", "export", "calibration")),
-    ("calibration", ("torch", "mgca", "export")),
+    ("runtime", ("torch", "mgca", "export", "calibration", "transformers")),
+    ("calibration", ("torch", "mgca", "export", "transformers")),
 ])
 def test_lower_layers_do_not_import_upper_ones(package, forbidden):
     assert not offenders(modules_of(package), forbidden)
+
+
+def test_hugging_face_checkpoints_are_read_without_transformers():
+    """mgca.hf_clip renames tensors itself: transformers is a test and training extra, never needed to load."""
+    assert not offenders(modules_of("mgca") + modules_of("export"), ("transformers",))
 
 
 def test_mgca_library_does_not_import_its_cli():

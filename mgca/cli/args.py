@@ -122,7 +122,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--decoder", choices=["checkpoint", "none"], default="checkpoint",
                        help="'none' evaluates frozen MaskCLIP features (the paper's Table 3 baseline row)")
     group.add_argument("--arch", default="mgca-tiny", help="CLIP architecture for --decoder none without a checkpoint")
-    group.add_argument("--clip-weights", help="local CLIP weights file (OpenAI .pt or open_clip .pt/.safetensors)")
+    group.add_argument("--clip-weights", help="local CLIP weights (OpenAI .pt, open_clip .pt/.safetensors, or a "
+                       "transformers CLIPModel folder with its config.json)")
     add_trust_flag(group)
     group.add_argument("--dense-mode", choices=DENSE_MODE_NAMES,
                        help="override the backbone's last-block variant (training-free modes: docs/dense-modes.md); "
