@@ -386,7 +386,7 @@ def test_modes_listed_in_config_and_registry():
 
 
 def test_unknown_mode_and_too_shallow_tower_are_one_line_errors():
-    with pytest.raises(BackboneError, match="dense_mode 'fancy' is unknown; use one of maskclip, tcl"):
+    with pytest.raises(BackboneError, match="dense_mode 'fancy' is unknown; use one of tcl, maskclip"):
         build_backbone(BackboneConfig(dense_mode="fancy"))
     cfg = model_config("mgca-tiny")
     cfg["vision_cfg"] = {**cfg["vision_cfg"], "layers": 1}
