@@ -514,9 +514,12 @@ def _engine_menu(browser, By) -> list[str]:
     """The engine dropdown's options, as the page lists them (the settings accordion opened, the menu unfolded)."""
     from selenium.webdriver.common.keys import Keys
 
+    from selenium.webdriver.support.ui import WebDriverWait
+
     if not browser.find_elements(By.CSS_SELECTOR, "#engine input"):
         _open_settings(browser, By)
-    field = browser.find_element(By.CSS_SELECTOR, "#engine input")
+    # the accordion renders its controls after the click returns: wait for them (a loaded machine is slow)
+    field = WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#engine input"))[0]
     field.click()
     menu = field.get_attribute("aria-controls")
     options = [li.get_attribute("aria-label") for li in
