@@ -513,7 +513,6 @@ def _status(browser, By) -> str:
 def _engine_menu(browser, By) -> list[str]:
     """The engine dropdown's options, as the page lists them (the settings accordion opened, the menu unfolded)."""
     from selenium.webdriver.common.keys import Keys
-
     from selenium.webdriver.support.ui import WebDriverWait
 
     if not browser.find_elements(By.CSS_SELECTOR, "#engine input"):
