@@ -404,7 +404,7 @@ class Segmenter:
         policy: "every" (no frame dropped, in order), "latest" (live: stale frames dropped and counted, latency
             about one frame's processing time) or "auto" (latest for cameras and URLs, else every).
         queue_size: the bound of each queue between stages (latest keeps one frame waiting, the newest).
-        temporal: the stream's temporal mode (runtime.temporal; None: the settings' `temporal`, "off" by default).
+        temporal: the stream's temporal mode (runtime.temporal; None: the settings' `temporal`, "ema" by default).
         source_options: `runtime.video_sources.open_source`'s (connect_timeout, retries, fps, live).
         """
         from .stream import Stream

@@ -214,7 +214,7 @@ def test_bundle_layout_and_manifest(bundle_dir, tiny_model):
     assert manifest["inference"] == {"short_side": WINDOW, "window": WINDOW, "stride": WINDOW // 2, "units": 36,
                                      "unit_scope": "image", "long_side": 2048, "padding": "crop",
                                      "bg_rule": "groupvit", "pamr": 0, "pamr_dilations": [1, 2, 4, 8, 12, 24],
-                                     "temporal": "off"}
+                                     "temporal": "ema"}
     parity = manifest["parity"]
     assert parity["rel_err"] < 1e-4 and parity["label_agreement"] > 0.999 and parity["classes"] == "vocabulary"
     assert parity["int8"]["label_agreement"] > 0.8  # random-init tiny model, 5 classes
@@ -258,7 +258,7 @@ def test_export_is_a_python_function(tmp_path, tiny_model, tiny_config):
     assert result.manifest["inference"] == {"short_side": WINDOW, "window": WINDOW, "stride": 16, "units": 4,
                                             "unit_scope": "image", "long_side": 2048, "padding": "crop",
                                             "bg_rule": "groupvit", "pamr": 0, "pamr_dilations": [1, 2, 4, 8, 12, 24],
-                                     "temporal": "off"}
+                                     "temporal": "ema"}
     assert any(line.startswith("wrote") and "manifest.json" in line for line in lines)
     segmenter = Segmenter(result.path, backend="onnxruntime", device="cpu")
     assert segmenter.class_names == ("cat", "sky") and segmenter.settings.stride == 16

@@ -26,8 +26,10 @@ CLASSES = "cat,dog,road"
 
 
 def segment(inputs: list[str], out: Path, bundle: Path, *extra: str) -> int:
+    """mgca-segment on videos with per-frame labels (--temporal off), so they can be compared with segment()'s and
+    an interrupted run's with an uninterrupted one's (a resumed video restarts the temporal memory)."""
     return segment_cli.main([*inputs, "--classes", CLASSES, "--engine", str(bundle), "--out", str(out),
-                             "--no-progress", *extra])
+                             "--no-progress", "--temporal", "off", *extra])
 
 
 def read_video(path: Path) -> list[np.ndarray]:
@@ -352,3 +354,20 @@ def test_a_second_video_run_on_the_same_out_is_refused(tmp_path):
     with output_lock(out), pytest.raises(OutputPathError, match="in use by another run"):
         run_videos([], labeller=None, output=VideoOutput(out, ("a",)))
     assert sorted(p.name for p in out.iterdir()) == [".mgca-output.lock"]
+
+
+def test_video_labels_carry_the_bundles_temporal_memory(clip, bundle, segmenter, tmp_path):
+    """With the contract's default (temporal ema) a video's labels are decode's with one state carried through its
+    frames in order, which differ from per-frame labels somewhere on this moving clip."""
+    out = tmp_path / "out"
+    assert segment_cli.main([str(clip), "--classes", CLASSES, "--engine", str(bundle), "--out", str(out),
+                             "--no-progress"]) == 0
+    assert segmenter.settings.temporal == "ema"
+    state, names = segmenter.temporal_state(), CLASSES.split(",")
+    differs = False
+    for index, frame in enumerate(moving_frames(12, 96, 128)):
+        expected = segmenter.decode(segmenter.encode(frame), names, state=state).labels
+        stored = np.asarray(Image.open(out / "clip" / "labels" / f"{index:06d}.png"))
+        assert np.array_equal(stored, expected), index
+        differs |= not np.array_equal(expected, segmenter.segment(frame, names).labels)
+    assert differs

@@ -75,7 +75,7 @@ def own_segmenter(bundle):
 
 def test_stream_labels_equal_segment_frame_by_frame(segmenter):
     images = frames(9)
-    with segmenter.stream(iter(images), CLASSES_A, policy="every") as stream:
+    with segmenter.stream(iter(images), CLASSES_A, policy="every", temporal="off") as stream:
         records = list(stream)
     assert [r.index for r in records] == list(range(len(images)))
     for record, image in zip(records, images, strict=True):
@@ -92,7 +92,7 @@ def test_stream_labels_equal_segment_frame_by_frame(segmenter):
 def test_stream_takes_frames_with_their_own_index_and_clock(segmenter):
     images = frames(3)
     given = [Frame(10 + i, 0.5 * i, image, 0.0) for i, image in enumerate(images)]
-    records = list(segmenter.stream(given, ["cat"], background_threshold=0.5))  # auto on an iterable: every
+    records = list(segmenter.stream(given, ["cat"], background_threshold=0.5, temporal="off"))  # auto: every
     assert [(r.index, r.timestamp) for r in records] == [(10, 0.0), (11, 0.5), (12, 1.0)]
     expected = segmenter.segment(images[2], ["cat"], background_threshold=0.5)
     np.testing.assert_array_equal(records[2].result.labels, expected.labels)
@@ -107,7 +107,7 @@ def test_a_video_file_streams_with_the_labels_of_its_decoded_frames(segmenter, t
     for image in frames(6, seed=6):
         writer.write(image[:, :, ::-1])
     writer.release()
-    with segmenter.stream(path, CLASSES_A) as stream:  # a file: auto is every
+    with segmenter.stream(path, CLASSES_A, temporal="off") as stream:  # a file: auto is every
         records = list(stream)
     assert stream.policy == "every" and [r.index for r in records] == list(range(6))
     assert [r.timestamp for r in records] == pytest.approx([i / 10 for i in range(6)])
@@ -159,7 +159,7 @@ def test_latest_drops_stale_frames_and_stays_behind_the_camera_by_a_bounded_coun
 
 def test_push_stream_every_get_and_end(segmenter):
     images = frames(5, seed=3)
-    push = segmenter.push_stream(CLASSES_A, policy="every")
+    push = segmenter.push_stream(CLASSES_A, policy="every", temporal="off")
     feeder = threading.Thread(target=lambda: ([push.put(image) for image in images], push.end()))
     feeder.start()  # put blocks while the queues are full: feed from another thread, as a subscriber would
     records = list(push)
@@ -197,7 +197,7 @@ def test_classes_and_background_change_mid_stream_without_another_engine_run(own
     own_segmenter.engine = counting = CountingEngine(own_segmenter.engine)
     images = frames(12, seed=5)
     seen = []
-    with own_segmenter.stream(images, CLASSES_A, policy="every") as stream:
+    with own_segmenter.stream(images, CLASSES_A, policy="every", temporal="off") as stream:
         for record in stream:
             seen.append(record)
             if record.index == 1:
