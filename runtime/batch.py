@@ -29,7 +29,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -520,6 +520,17 @@ def _finish(tasks: Sequence[ImageTask], output: BatchOutput, log: RunLog, summar
     return BatchReport(done, skipped, failed, summary, time.perf_counter() - start)
 
 
+def log_row(row: Mapping[str, Any], columns: Sequence[str], log: RunLog, producer: str) -> dict[str, Any]:
+    """One finished task's row as plain Python values in the summary's column order, appended to the run log with
+    the producer's fingerprint (what a rerun checks before it skips the task)."""
+    row = {key: row[key].item() if hasattr(row[key], "item") else row[key] for key in columns}
+    try:
+        log.append({**row, PRODUCER_KEY: producer})
+    except OSError as err:
+        raise _write_failure(f"the run log {log.path}", err) from None
+    return row
+
+
 def _consume(rows: Iterable[dict[str, Any]], output: BatchOutput, log: RunLog, total: int, progress: bool,
              desc: str) -> tuple[int, list[dict[str, Any]]]:
     """Log every finished image's row (plain Python values, the summary's column order, and the producer's
@@ -529,11 +540,7 @@ def _consume(rows: Iterable[dict[str, Any]], output: BatchOutput, log: RunLog, t
     with tqdm(total=total, desc=desc, unit="img", disable=not progress, file=sys.stderr) as bar:
         try:
             for row in rows:
-                row = {key: row[key].item() if hasattr(row[key], "item") else row[key] for key in columns}
-                try:
-                    log.append({**row, PRODUCER_KEY: producer})
-                except OSError as err:
-                    raise _write_failure(f"the run log {log.path}", err) from None
+                row = log_row(row, columns, log, producer)
                 if row["status"] == "ok":
                     done += 1
                 else:
@@ -618,5 +625,5 @@ def _run_ray(tasks: Sequence[ImageTask], bundle: str, segmenter_args: dict[str, 
 
 
 __all__ = ["BatchInputError", "BatchOutput", "BatchReport", "BatchWriteError", "FileKind", "IMAGES", "ImageTask",
-           "RayOptions", "RunLog", "SegmenterActor", "class_areas", "label_dtype", "list_tasks", "read_image",
-           "run_local", "run_ray", "segment_file", "write_summary"]
+           "RayOptions", "RunLog", "SegmenterActor", "class_areas", "label_dtype", "list_tasks", "log_row",
+           "read_image", "run_local", "run_ray", "segment_file", "write_summary"]

@@ -58,6 +58,7 @@ from .batch import (
     RunLog,
     _write_failure,
     list_tasks,
+    log_row,
     write_png,
     write_summary,
 )
@@ -495,11 +496,7 @@ def _is_done(task: VideoTask, output: VideoOutput, row: dict[str, Any] | None, r
 def _consume(rows: Iterable[dict[str, Any]], log: RunLog, record: OutputRecord) -> tuple[int, list[dict[str, Any]]]:
     done, failed = 0, []
     for row in rows:
-        row = {key: row[key].item() if hasattr(row[key], "item") else row[key] for key in SUMMARY_COLUMNS}
-        try:
-            log.append({**row, "producer": record.fingerprint})
-        except OSError as err:
-            raise _write_failure(f"the run log {log.path}", err) from None
+        row = log_row(row, SUMMARY_COLUMNS, log, record.fingerprint)
         if row["status"] == "ok":
             done += 1
         else:
