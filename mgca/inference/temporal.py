@@ -7,50 +7,25 @@ the same labels on the same frames.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from runtime.contract import TEMPORAL_ALPHA, TEMPORAL_GATE, TEMPORAL_GROW, meta_point_indices, uses_pixel_units
-from runtime.temporal import check_mode
+from runtime.contract import meta_point_indices, uses_pixel_units
+from runtime.temporal import TemporalState
 
 from .units import Units, assign_pixels, pool_units
 
 
 @dataclass
-class TorchTemporalState:
-    """One stream's memory (see runtime.temporal.TemporalState): previous normalised image, smoothed grid scores
-    (K, gh, gw), unit embeddings (M, C)."""
+class TorchTemporalState(TemporalState):
+    """One stream's memory, as runtime.temporal.TemporalState keeps it (its mode, constants and reset when the sizes,
+    classes or units change), holding tensors: previous normalised image, smoothed grid scores (K, gh, gw), unit
+    embeddings (M, C)."""
 
-    mode: str = "off"
-    alpha: float = TEMPORAL_ALPHA
-    gate: float = TEMPORAL_GATE
-    grow: int = TEMPORAL_GROW
-    key: tuple[Any, ...] | None = None
     image: torch.Tensor | None = None
     scores: torch.Tensor | None = None
     units: torch.Tensor | None = None
-    frames: int = 0
-
-    def __post_init__(self) -> None:
-        check_mode(self.mode)
-
-    @property
-    def smooths(self) -> bool:
-        return self.mode in ("ema", "both")
-
-    @property
-    def carries_units(self) -> bool:
-        return self.mode in ("units", "both")
-
-    def reset(self) -> None:
-        self.key, self.image, self.scores, self.units, self.frames = None, None, None, None, 0
-
-    def begin(self, key: tuple[Any, ...]) -> None:
-        if key != self.key:
-            self.reset()
-            self.key = key
 
 
 def carried_units(embeddings: torch.Tensor, units: int, state: TorchTemporalState) -> Units | None:
