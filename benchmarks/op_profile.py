@@ -2,11 +2,14 @@
 
     python benchmarks/op_profile.py BUNDLE                    # model.onnx and model.int8.onnx of a bundle
     python benchmarks/op_profile.py a.onnx b.onnx --runs 3    # any graphs taking N x 3 x win x win
+    python benchmarks/op_profile.py BUNDLE --engine openvino --batch 2   # OpenVINO's per-layer counters
 
 Each graph runs one window (batch 1) under the runtime's session settings (all graph optimisations, no
 spin-waiting, no memory pattern), one warm-up then `--runs` profiled runs, the graphs taking turns so
 background load hits them alike. Kernel times are summed per op type (as onnxruntime names the kernels that
 ran after its fusions: QLinearMatMul is a quantised MatMul, FusedMatMul a MatMul with a folded transpose/scale).
+With `--engine openvino` the same graphs are compiled as the runtime compiles them (latency hint; the QDQ graph
+runs int8) with OpenVINO's performance counters, summed per executed layer type of its CPU plugin.
 """
 from __future__ import annotations
 
@@ -49,22 +52,59 @@ def op_times(profile: str, runs: int) -> tuple[dict[str, float], dict[str, int]]
     return dict(ms), {op: n // runs for op, n in count.items()}
 
 
+class OpenVinoProfile:
+    """One graph compiled by OpenVINO with per-layer counters, called like an onnxruntime session; the first call
+    is the warm-up and is not counted."""
+
+    def __init__(self, path: Path):
+        import openvino as ov
+
+        self.compiled = ov.Core().compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True})
+        self.request = self.compiled.create_infer_request()
+        self.ms: dict[str, float] = collections.Counter()
+        self.count: dict[str, int] = collections.Counter()
+        self.calls = 0
+
+    def get_inputs(self) -> list:
+        port = self.compiled.input(0)
+        shape = [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
+        return [argparse.Namespace(name=port.get_any_name(), shape=shape)]
+
+    def run(self, _outputs, feed: dict) -> None:
+        self.request.infer(feed)
+        self.calls += 1
+        if self.calls > 1:
+            for info in self.request.profiling_info:
+                if info.status == info.Status.EXECUTED:
+                    self.ms[info.node_type] += info.real_time.total_seconds() * 1e3
+                    self.count[info.node_type] += 1
+
+    def times(self) -> tuple[dict[str, float], dict[str, int]]:
+        """ms per call and layers per call, per executed layer type."""
+        counted = max(1, self.calls - 1)
+        return {op: ms / counted for op, ms in self.ms.items()}, {op: n // counted for op, n in self.count.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", help="a bundle folder, or ONNX files")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--top", type=int, default=14)
+    parser.add_argument("--engine", choices=["onnxruntime", "openvino"], default="onnxruntime")
+    parser.add_argument("--batch", type=int, default=1, help="windows per call (a 640x480 frame at 224 is 2)")
     args = parser.parse_args(argv)
     paths = [Path(p) for p in args.paths]
     if len(paths) == 1 and paths[0].is_dir():
         paths = [p for p in (paths[0] / "model.onnx", paths[0] / "model.int8.onnx") if p.is_file()]
-    print(f"# op profile, 1 window, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
+    print(f"# {args.engine} op profile, {args.batch} window(s) per call, {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f} at start")
     with tempfile.TemporaryDirectory() as tmp:
-        sessions = {p.name: session(p, tmp) for p in paths}
+        sessions = {p.name: session(p, tmp) if args.engine == "onnxruntime" else OpenVinoProfile(p) for p in paths}
         wall: dict[str, list[float]] = {name: [] for name in sessions}
         feeds = {}
         for name, sess in sessions.items():
             shape = [d if isinstance(d, int) else 1 for d in sess.get_inputs()[0].shape]
+            shape[0] = args.batch
             feeds[name] = {sess.get_inputs()[0].name: np.random.default_rng(0).standard_normal(shape, np.float32)}
             sess.run(None, feeds[name])  # warm-up
         for _ in range(args.runs):
@@ -72,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                 start = time.perf_counter()
                 sess.run(None, feeds[name])
                 wall[name].append(time.perf_counter() - start)
-        results = {name: op_times(sess.end_profiling(), args.runs) for name, sess in sessions.items()}
+        results = {name: op_times(sess.end_profiling(), args.runs) if args.engine == "onnxruntime"
+                   else sess.times() for name, sess in sessions.items()}
     names = list(results)
     ops = sorted({op for ms, _ in results.values() for op in ms}, key=lambda op: -max(r[0].get(op, 0.0)
                                                                                       for r in results.values()))
