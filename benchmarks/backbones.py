@@ -14,7 +14,8 @@ where the CPU has none) and OpenVINO int8
 (the graph the export's keep rule chose), each in its own process that never imports torch
 (benchmarks/runtime.py's workers). Per tower, protocol and engine: GFLOP per window (the whole graph, and the
 tower alone), windows per frame, median ms and frames/s on a 640x480 frame, median ms on a 1024x2048 image, the
-row's peak RSS, and labels against the same tower's onnxruntime fp32. Then one summary line per tower and
+row's peak RSS, labels against the same tower's onnxruntime fp32, and the export's own ONNX-vs-PyTorch check (from
+the bundle's manifest). Then one summary line per tower and
 protocol for its fastest engine, with its speed-up over ViT-B/16 on that engine and protocol.
 """
 from __future__ import annotations
@@ -113,8 +114,10 @@ def measure(protocol: str, checkpoint: Path, bundle: Path, images: Path, calls: 
     takes an engine's results from an earlier run in the same --work folder where they exist."""
     plan = {FRAME_KEY: [(1, calls)], LARGE_KEY: [(1, max(1, calls // 2))]}
     window = PROTOCOLS[protocol][1]
+    parity = json.loads((bundle / "manifest.json").read_text()).get("parity", {})
     row = {"gflop": bench.window_gflop(checkpoint, window),
-           "tower_gflop": bench.window_gflop(checkpoint, window, backbone_only=True), "engines": {}}
+           "tower_gflop": bench.window_gflop(checkpoint, window, backbone_only=True), "engines": {},
+           "onnx_parity": {k: parity.get(k) for k in ("max_abs_err", "label_agreement", "num_windows")}}
     for backend, precision in engines_here(int8):
         out = work / f"{checkpoint.stem}-{protocol}-{backend}-{precision}.json"
         if reuse and out.is_file() and out.with_suffix(".npz").is_file():
@@ -132,6 +135,14 @@ def cpu_ms(timing: dict) -> str:
     return f"{timing['cpu_ms_per_call']:.0f}" if "cpu_ms_per_call" in timing else ""
 
 
+def onnx_parity(row: dict) -> str:
+    """The export's own check, from the bundle's manifest: ONNX (onnxruntime fp32) against PyTorch on its windows."""
+    parity = row.get("onnx_parity") or {}
+    if parity.get("max_abs_err") is None:
+        return ""
+    return f"{parity['max_abs_err']:.1e} / {100 * parity['label_agreement']:.0f}%"
+
+
 def table(results: dict) -> str:
     rows = []
     for (name, protocol), row in results.items():
@@ -143,10 +154,11 @@ def table(results: dict) -> str:
                          str(res["windows"][FRAME_KEY]), f"{frame['median_ms']:.0f}",
                          f"{1e3 / frame['median_ms']:.1f}", cpu_ms(frame), f"{large['median_ms']:.0f}",
                          f"{max(frame['peak_rss_mib'], large['peak_rss_mib']):.0f}",
-                         f"{100 * agree[FRAME_KEY]:.2f} / {100 * agree[LARGE_KEY]:.2f}%"])
+                         f"{100 * agree[FRAME_KEY]:.2f} / {100 * agree[LARGE_KEY]:.2f}%",
+                         onnx_parity(row) if engine == "onnxruntime fp32" else ""])
     return bench.fmt_table(rows, ["tower", "protocol", "engine", "GFLOP / window (tower)", "windows / frame",
                                   "ms 640x480", "frames/s", "CPU ms 640x480", "ms 1024x2048", "peak RSS MiB",
-                                  "labels = fp32 (640x480 / 1024x2048)"])
+                                  "labels = fp32 (640x480 / 1024x2048)", "ONNX vs PyTorch: max err / labels"])
 
 
 def summary_lines(results: dict) -> list[str]:
