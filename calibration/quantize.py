@@ -117,21 +117,18 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, reader, method: s
         source = fp32_path
         preprocessed = False
         if preprocess:
-            # Symbolic shape inference + onnxruntime's basic fusions, as onnxruntime recommends
-            # before static quantisation; fall back to the raw graph if it fails.
-            # (onnxruntime's symbolic shape inference cannot follow the dynamo graph's Expand of the
-            # CLS token; onnx's own shape inference is enough for the quantiser.)
+            # onnx's shape inference + onnxruntime's basic fusions, as onnxruntime recommends before static
+            # quantisation; the raw graph if it fails. Not onnxruntime's symbolic shape inference: it cannot follow
+            # the dynamo graph's Expand of the CLS token, and on failing it saves its partial model, weights and
+            # all, into the working directory (sym_shape_infer_temp.onnx + a uuid-named .data file per export).
             candidate = Path(tmp) / "pre.onnx"
-            for skip_symbolic in (False, True):
-                try:
-                    with warnings.catch_warnings(), _quiet_root_logger():
-                        warnings.simplefilter("ignore")
-                        q.shape_inference.quant_pre_process(str(fp32_path), str(candidate),
-                                                            skip_symbolic_shape=skip_symbolic)
-                    source, preprocessed = candidate, True
-                    break
-                except Exception:  # optional step
-                    continue
+            try:
+                with warnings.catch_warnings(), _quiet_root_logger():
+                    warnings.simplefilter("ignore")
+                    q.shape_inference.quant_pre_process(str(fp32_path), str(candidate), skip_symbolic_shape=True)
+                source, preprocessed = candidate, True
+            except Exception:  # optional step
+                pass
         model = onnx.load(str(source))
         excluded = [] if quantize_attention_matmuls else activation_matmuls(model)
         extra = {

@@ -206,3 +206,16 @@ def test_asymmetric_activations_are_uint8_with_zero_points(fp32_file, image_fold
     weights = [inits[n.input[2]] for n in model.graph.node if n.op_type == "DequantizeLinear" and len(n.input) > 2
                and n.input[0] in inits and inits[n.input[0]].dtype == np.int8]
     assert weights and not any(zp.any() for zp in weights)
+
+
+def test_quantising_leaves_the_working_directory_alone(fp32_file, image_folder, preprocess, tmp_path, monkeypatch):
+    """onnxruntime's symbolic shape inference, on failing, saved its partial model and a model-sized uuid-named
+    .data file into the current directory on every export; quantising must write only its output."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    reader = ImageFolderCalibrationReader(image_folder, preprocess, limit=2)
+    result = quantize_int8(fp32_file, tmp_path / "out" / "model.int8.onnx", reader)
+    assert result.preprocessed
+    assert sorted(p.name for p in cwd.iterdir()) == []
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model.int8.onnx"]
