@@ -1,6 +1,6 @@
 """Frames per second per CLIP tower on the CPU engines, in one run: what a smaller tower buys at the edge.
 
-    python benchmarks/backbones.py                    # 4 towers x 2 protocols x 3 engines (~40 min on 2 busy cores)
+    python benchmarks/backbones.py                    # 4 towers x 2 protocols x 3 engines (exports ~1 h, timing 5 min)
     python benchmarks/backbones.py --towers tinyclip-8m-16,vit-b-16 --protocols 224 --calls 3 --work /tmp/bb
 
 Towers (random weights: the timings are real, the labels are not meaningful): ViT-B/16 and ViT-B/32 by their
