@@ -65,9 +65,10 @@ def tower_facts(arch: str, overrides: list[str]) -> dict:
 
 
 def seed_row(folder: Path) -> dict:
+    from mgca.quality import DECODER, FROZEN
+
     scores = json.loads((folder / "benchmark.json").read_text())
-    miou = scores["miou"]
-    frozen, decoder = (next(v for k, v in miou.items() if k.startswith(prefix)) for prefix in ("frozen", "MGCA"))
+    frozen, decoder = scores["miou"][FROZEN], scores["miou"][DECODER]
     return {protocol: {"frozen": frozen[protocol][UNITS], "decoder": decoder[protocol][UNITS],
                        "gain": scores["gain"][protocol][UNITS],
                        "gain_95_interval": scores["gain_95_interval"][protocol][UNITS]} for protocol in PROTOCOLS}
